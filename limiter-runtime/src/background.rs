@@ -1,0 +1,673 @@
+//! The background task manager: tracked tasks with ids, states and timings,
+//! bounded concurrency and queue per task name, and graceful shutdown.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! use limiter_runtime::{TaskManager, TaskSpec, TaskState};
+//! let tasks = TaskManager::new();
+//! let handle = tasks
+//!     .spawn(TaskSpec::new("report"), || async { Ok::<_, std::io::Error>(()) })
+//!     .unwrap();
+//! let info = handle.wait().await;
+//! assert_eq!(info.state, TaskState::Succeeded);
+//! # }
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use crate::config::{Backoff, RetryPolicy};
+use crate::error::{LimitError, QueueScope};
+
+/// Lifecycle of a background task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Waiting for a free place of its group.
+    Pending,
+    /// Running.
+    Running,
+    /// Finished with success.
+    Succeeded,
+    /// Finished with an error or a panic (see `error`).
+    Failed,
+    /// Cancelled by hand or by shutdown.
+    Cancelled,
+    /// Ran out of time.
+    TimedOut,
+}
+
+impl TaskState {
+    /// Whether the task has ended.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, TaskState::Pending | TaskState::Running)
+    }
+}
+
+/// What the manager knows about one task.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TaskInfo {
+    /// Task id, unique in the process.
+    pub id: u64,
+    /// Task name (its group).
+    pub name: Arc<str>,
+    /// The operation whose call timed out into this task, if any.
+    pub op: Option<Arc<str>>,
+    /// State.
+    pub state: TaskState,
+    /// Wall-clock creation time, milliseconds since the Unix epoch.
+    pub created_unix_ms: u64,
+    /// Time spent pending, milliseconds.
+    pub queued_ms: Option<f64>,
+    /// Time spent running, milliseconds (so far, while running).
+    pub run_ms: Option<f64>,
+    /// Attempts made (retries + 1).
+    pub attempts: u32,
+    /// Error text of a failed, timed-out or cancelled task.
+    pub error: Option<String>,
+}
+
+/// How a task's output tells success from failure.
+pub trait TaskOutput: Send + 'static {
+    /// `Some(text)` when the output is a failure.
+    fn failure(&self) -> Option<String>;
+}
+
+impl TaskOutput for () {
+    fn failure(&self) -> Option<String> {
+        None
+    }
+}
+
+impl<T: Send + 'static, E: Debug + Send + 'static> TaskOutput for Result<T, E> {
+    fn failure(&self) -> Option<String> {
+        self.as_ref().err().map(|e| format!("{e:?}"))
+    }
+}
+
+/// How to run a group of tasks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskSpec {
+    /// Group name.
+    pub name: Arc<str>,
+    /// Tasks of this name running at once (the first spawn of a name sets it).
+    pub max_concurrent: Option<u32>,
+    /// Tasks of this name waiting beyond that (the first spawn sets it).
+    pub queue: Option<u32>,
+    /// Retries of a failed or timed-out attempt.
+    pub retries: u32,
+    /// Deadline of one attempt.
+    pub timeout: Option<Duration>,
+}
+
+impl TaskSpec {
+    /// A spec with the manager's default limits, no retry, no timeout.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            max_concurrent: None,
+            queue: None,
+            retries: 0,
+            timeout: None,
+        }
+    }
+}
+
+/// Result of [`TaskManager::shutdown`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ShutdownReport {
+    /// Tasks that were outstanding when shutdown began and finished within
+    /// the grace period.
+    pub drained: usize,
+    /// Tasks cancelled when the grace period ran out.
+    pub cancelled: usize,
+}
+
+/// Counts and recent tasks, for snapshots.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BackgroundSnapshot {
+    /// Pending tasks.
+    pub pending: usize,
+    /// Running tasks.
+    pub running: usize,
+    /// Tasks ever started.
+    pub spawned: u64,
+    /// Tasks refused because their queue was full.
+    pub rejected: u64,
+    /// Tracked tasks by state (terminal ones as far as retention keeps them).
+    pub by_state: HashMap<TaskState, usize>,
+    /// The most recent tasks, newest first (at most 100).
+    pub recent: Vec<TaskInfo>,
+}
+
+struct Record {
+    info: TaskInfo,
+    created: Instant,
+    started: Option<Instant>,
+    abort: Option<AbortHandle>,
+    cancel_requested: bool,
+    state_tx: watch::Sender<TaskState>,
+}
+
+struct Group {
+    slots: Arc<Semaphore>,
+    queue: usize,
+    queued: AtomicUsize,
+}
+
+struct Inner {
+    next_id: AtomicU64,
+    records: Mutex<Records>,
+    groups: Mutex<HashMap<Arc<str>, Arc<Group>>>,
+    default_max_concurrent: u32,
+    default_queue: u32,
+    active: AtomicUsize,
+    idle: Notify,
+    shutting_down: AtomicBool,
+    spawned: AtomicU64,
+    rejected: AtomicU64,
+}
+
+struct Records {
+    by_id: HashMap<u64, Record>,
+    finished: VecDeque<u64>,
+    retain: usize,
+}
+
+/// Tracks background tasks; cheap to clone.
+#[derive(Clone)]
+pub struct TaskManager {
+    inner: Arc<Inner>,
+}
+
+impl Default for TaskManager {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A handle on one task.
+#[derive(Clone)]
+pub struct TaskHandle {
+    id: u64,
+    inner: Arc<Inner>,
+    state: watch::Receiver<TaskState>,
+}
+
+impl std::fmt::Debug for TaskHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskHandle")
+            .field("id", &self.id)
+            .field("state", &*self.state.borrow())
+            .finish()
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+impl TaskManager {
+    /// A manager with 16 tasks per name at once, 1 000 waiting, and the last
+    /// 1 000 finished tasks kept for inspection.
+    pub fn new() -> Self {
+        Self::with_limits(16, 1000, 1000)
+    }
+
+    /// A manager with the given defaults per task name and retention.
+    pub fn with_limits(max_concurrent: u32, queue: u32, retain: usize) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                next_id: AtomicU64::new(1),
+                records: Mutex::new(Records {
+                    by_id: HashMap::new(),
+                    finished: VecDeque::new(),
+                    retain: retain.max(1),
+                }),
+                groups: Mutex::new(HashMap::new()),
+                default_max_concurrent: max_concurrent.max(1),
+                default_queue: queue,
+                active: AtomicUsize::new(0),
+                idle: Notify::new(),
+                shutting_down: AtomicBool::new(false),
+                spawned: AtomicU64::new(0),
+                rejected: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    fn group(&self, spec: &TaskSpec) -> Arc<Group> {
+        let mut groups = self.inner.groups.lock().unwrap_or_else(|e| e.into_inner());
+        groups
+            .entry(spec.name.clone())
+            .or_insert_with(|| {
+                Arc::new(Group {
+                    slots: Arc::new(Semaphore::new(
+                        spec.max_concurrent
+                            .unwrap_or(self.inner.default_max_concurrent)
+                            .max(1) as usize,
+                    )),
+                    queue: spec.queue.unwrap_or(self.inner.default_queue) as usize,
+                    queued: AtomicUsize::new(0),
+                })
+            })
+            .clone()
+    }
+
+    /// Starts a task built by `make` (called again for each retry). Returns
+    /// at once; refused with `QueueFull` when the name's queue is full and
+    /// with `Overloaded` after shutdown began.
+    pub fn spawn<M, F, R>(&self, spec: TaskSpec, mut make: M) -> Result<TaskHandle, LimitError>
+    where
+        M: FnMut() -> F + Send + 'static,
+        F: Future<Output = R> + Send + 'static,
+        R: TaskOutput,
+    {
+        if self.inner.shutting_down.load(Ordering::Acquire) {
+            self.inner.rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(LimitError::Overloaded {
+                op: spec.name.clone(),
+                retry_after: Duration::from_secs(1),
+            });
+        }
+        let group = self.group(&spec);
+        let permit = match Arc::clone(&group.slots).try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                if group.queued.fetch_add(1, Ordering::AcqRel) >= group.queue {
+                    group.queued.fetch_sub(1, Ordering::AcqRel);
+                    self.inner.rejected.fetch_add(1, Ordering::Relaxed);
+                    return Err(LimitError::QueueFull {
+                        op: spec.name.clone(),
+                        scope: QueueScope::Global,
+                        retry_after: Duration::from_secs(1),
+                    });
+                }
+                None
+            }
+        };
+        let (id, state) = self.register(spec.name.clone(), None);
+        let inner = Arc::clone(&self.inner);
+        let mut guard = FinishGuard {
+            inner: Arc::clone(&inner),
+            id,
+            pending_in: permit.is_none().then(|| Arc::clone(&group)),
+        };
+        let timeout = spec.timeout;
+        let retries = spec.retries;
+        let task = async move {
+            let _slot: OwnedSemaphorePermit = match permit {
+                Some(p) => p,
+                None => {
+                    let p = Arc::clone(&group.slots)
+                        .acquire_owned()
+                        .await
+                        .expect("group semaphores are never closed");
+                    guard.leave_queue();
+                    p
+                }
+            };
+            inner.set_running(id);
+            let retry = RetryPolicy {
+                retries,
+                backoff: Backoff::Exponential,
+                base: Duration::from_millis(100),
+                max: Duration::from_secs(10),
+            };
+            let mut attempt = 0;
+            let (state, error) = loop {
+                inner.set_attempts(id, attempt + 1);
+                let fut = make();
+                let result = match timeout {
+                    Some(t) => tokio::time::timeout(t, fut).await.ok(),
+                    None => Some(fut.await),
+                };
+                let (state, error) = match result {
+                    Some(out) => match out.failure() {
+                        None => break (TaskState::Succeeded, None),
+                        Some(e) => (TaskState::Failed, Some(e)),
+                    },
+                    None => (
+                        TaskState::TimedOut,
+                        timeout.map(|t| format!("timed out after {t:?}")),
+                    ),
+                };
+                if attempt >= retries {
+                    break (state, error);
+                }
+                tokio::time::sleep(crate::retry::backoff_delay(&retry, attempt)).await;
+                attempt += 1;
+            };
+            guard.finish(state, error);
+        };
+        self.launch(id, task);
+        Ok(TaskHandle {
+            id,
+            inner: Arc::clone(&self.inner),
+            state,
+        })
+    }
+
+    /// Tracks a future that is already under way (a call that timed out
+    /// under `strategy = "background"`): it starts at once, outside any
+    /// group's limits. Returns the task id.
+    pub(crate) fn adopt<F, R>(&self, name: Arc<str>, fut: F) -> u64
+    where
+        F: Future<Output = R> + Send + 'static,
+        R: TaskOutput,
+    {
+        let (id, _) = self.register(name.clone(), Some(name));
+        let inner = Arc::clone(&self.inner);
+        let guard = FinishGuard {
+            inner: Arc::clone(&inner),
+            id,
+            pending_in: None,
+        };
+        inner.set_running(id);
+        inner.set_attempts(id, 1);
+        self.launch(id, async move {
+            let out = fut.await;
+            match out.failure() {
+                None => guard.finish(TaskState::Succeeded, None),
+                Some(e) => guard.finish(TaskState::Failed, Some(e)),
+            }
+        });
+        id
+    }
+
+    fn register(&self, name: Arc<str>, op: Option<Arc<str>>) -> (u64, watch::Receiver<TaskState>) {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (state_tx, state_rx) = watch::channel(TaskState::Pending);
+        self.inner.active.fetch_add(1, Ordering::AcqRel);
+        self.inner.spawned.fetch_add(1, Ordering::Relaxed);
+        self.inner.lock().by_id.insert(
+            id,
+            Record {
+                info: TaskInfo {
+                    id,
+                    name,
+                    op,
+                    state: TaskState::Pending,
+                    created_unix_ms: unix_ms(),
+                    queued_ms: None,
+                    run_ms: None,
+                    attempts: 0,
+                    error: None,
+                },
+                created: Instant::now(),
+                started: None,
+                abort: None,
+                cancel_requested: false,
+                state_tx,
+            },
+        );
+        (id, state_rx)
+    }
+
+    fn launch(&self, id: u64, task: impl Future<Output = ()> + Send + 'static) {
+        let abort = tokio::spawn(task).abort_handle();
+        let mut records = self.inner.lock();
+        if let Some(r) = records.by_id.get_mut(&id) {
+            if r.cancel_requested {
+                abort.abort();
+            }
+            if !r.info.state.is_terminal() {
+                r.abort = Some(abort);
+            }
+        }
+    }
+
+    /// What is known about task `id` (finished tasks are kept up to the
+    /// retention limit).
+    pub fn get(&self, id: u64) -> Option<TaskInfo> {
+        self.inner.lock().by_id.get(&id).map(Record::current)
+    }
+
+    /// Cancels task `id`; returns whether it was still pending or running.
+    pub fn cancel(&self, id: u64) -> bool {
+        let mut records = self.inner.lock();
+        let Some(r) = records.by_id.get_mut(&id) else {
+            return false;
+        };
+        if r.info.state.is_terminal() {
+            return false;
+        }
+        r.cancel_requested = true;
+        if let Some(a) = &r.abort {
+            a.abort();
+        }
+        true
+    }
+
+    /// Pending and running tasks.
+    pub fn outstanding(&self) -> usize {
+        self.inner.active.load(Ordering::Acquire)
+    }
+
+    /// Stops taking new tasks, waits up to `grace` for outstanding ones, then
+    /// cancels the rest. Every task ends recorded: none is lost silently.
+    pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
+        self.inner.shutting_down.store(true, Ordering::Release);
+        let at_start = self.outstanding();
+        let deadline = Instant::now() + grace;
+        loop {
+            let notified = self.inner.idle.notified();
+            if self.outstanding() == 0 {
+                return ShutdownReport {
+                    drained: at_start,
+                    cancelled: 0,
+                };
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break;
+            }
+        }
+        let mut cancelled = 0;
+        {
+            let mut records = self.inner.lock();
+            for r in records.by_id.values_mut() {
+                if !r.info.state.is_terminal() {
+                    cancelled += 1;
+                    r.cancel_requested = true;
+                    r.set_state(
+                        TaskState::Cancelled,
+                        Some(format!("cancelled at shutdown after {grace:?} grace")),
+                    );
+                    if let Some(a) = &r.abort {
+                        a.abort();
+                    }
+                }
+            }
+        }
+        tracing::warn!(cancelled, "background tasks cancelled at shutdown");
+        ShutdownReport {
+            drained: at_start.saturating_sub(cancelled),
+            cancelled,
+        }
+    }
+
+    /// Counts and the most recent tasks.
+    pub fn snapshot(&self) -> BackgroundSnapshot {
+        let records = self.inner.lock();
+        let mut by_state = HashMap::new();
+        for r in records.by_id.values() {
+            *by_state.entry(r.info.state).or_insert(0) += 1;
+        }
+        let mut recent: Vec<TaskInfo> = records.by_id.values().map(Record::current).collect();
+        recent.sort_by(|a, b| b.id.cmp(&a.id));
+        recent.truncate(100);
+        BackgroundSnapshot {
+            pending: by_state.get(&TaskState::Pending).copied().unwrap_or(0),
+            running: by_state.get(&TaskState::Running).copied().unwrap_or(0),
+            spawned: self.inner.spawned.load(Ordering::Relaxed),
+            rejected: self.inner.rejected.load(Ordering::Relaxed),
+            by_state,
+            recent,
+        }
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Records> {
+        self.records.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_running(&self, id: u64) {
+        if let Some(r) = self.lock().by_id.get_mut(&id) {
+            if r.info.state == TaskState::Pending {
+                r.started = Some(Instant::now());
+                r.info.queued_ms = Some(ms(r.created.elapsed()));
+                r.set_state(TaskState::Running, None);
+            }
+        }
+    }
+
+    fn set_attempts(&self, id: u64, attempts: u32) {
+        if let Some(r) = self.lock().by_id.get_mut(&id) {
+            r.info.attempts = attempts;
+        }
+    }
+
+    fn finish(&self, id: u64, state: TaskState, error: Option<String>) {
+        let mut records = self.lock();
+        if let Some(r) = records.by_id.get_mut(&id) {
+            if !r.info.state.is_terminal() {
+                r.info.run_ms = r.started.map(|s| ms(s.elapsed()));
+                r.abort = None;
+                r.set_state(state, error);
+            } else {
+                r.abort = None;
+            }
+        }
+        records.finished.push_back(id);
+        while records.finished.len() > records.retain {
+            if let Some(old) = records.finished.pop_front() {
+                records.by_id.remove(&old);
+            }
+        }
+    }
+}
+
+impl Record {
+    fn set_state(&mut self, state: TaskState, error: Option<String>) {
+        self.info.state = state;
+        if error.is_some() {
+            self.info.error = error;
+        }
+        let _ = self.state_tx.send(state);
+    }
+
+    fn current(&self) -> TaskInfo {
+        let mut info = self.info.clone();
+        if info.state == TaskState::Running {
+            info.run_ms = self.started.map(|s| ms(s.elapsed()));
+        }
+        info
+    }
+}
+
+/// Ends a task's record however its future ends: finished, panicked, or
+/// dropped by an abort.
+struct FinishGuard {
+    inner: Arc<Inner>,
+    id: u64,
+    /// The group whose queue the task still counts in.
+    pending_in: Option<Arc<Group>>,
+}
+
+impl FinishGuard {
+    fn leave_queue(&mut self) {
+        if let Some(g) = self.pending_in.take() {
+            g.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    fn finish(mut self, state: TaskState, error: Option<String>) {
+        self.end(state, error);
+    }
+
+    fn end(&mut self, state: TaskState, error: Option<String>) {
+        self.leave_queue();
+        if self.id == 0 {
+            return;
+        }
+        self.inner.finish(self.id, state, error);
+        self.id = 0;
+        if self.inner.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.inner.idle.notify_waiters();
+        }
+    }
+}
+
+impl Drop for FinishGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.end(TaskState::Failed, Some("panicked".into()));
+        } else {
+            self.end(TaskState::Cancelled, Some("cancelled".into()));
+        }
+    }
+}
+
+impl TaskHandle {
+    /// Task id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Current state.
+    pub fn state(&self) -> TaskState {
+        *self.state.borrow()
+    }
+
+    /// What the manager knows about the task.
+    pub fn info(&self) -> Option<TaskInfo> {
+        self.inner.lock().by_id.get(&self.id).map(Record::current)
+    }
+
+    /// Cancels the task; returns whether it was still pending or running.
+    pub fn cancel(&self) -> bool {
+        TaskManager {
+            inner: Arc::clone(&self.inner),
+        }
+        .cancel(self.id)
+    }
+
+    /// Waits until the task ends and returns its record.
+    pub async fn wait(&self) -> TaskInfo {
+        let mut rx = self.state.clone();
+        let state = rx
+            .wait_for(|s| s.is_terminal())
+            .await
+            .map(|s| *s)
+            .unwrap_or(TaskState::Cancelled);
+        self.info().unwrap_or_else(|| TaskInfo {
+            id: self.id,
+            name: "".into(),
+            op: None,
+            state,
+            created_unix_ms: 0,
+            queued_ms: None,
+            run_ms: None,
+            attempts: 0,
+            error: Some("record evicted by retention".into()),
+        })
+    }
+}

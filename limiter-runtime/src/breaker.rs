@@ -1,0 +1,331 @@
+//! Circuit breaker: closed → open → half-open → closed.
+//!
+//! * **Closed**: calls run; outcomes fill a count-based window of the last
+//!   `window` calls. Once it holds `min_calls`, a failure rate at or above
+//!   `failure_rate` opens the breaker; so do `consecutive_failures` failures
+//!   in a row, when set.
+//! * **Open**: calls are refused with `CircuitOpen` until `recovery` passes.
+//! * **Half-open**: at most `half_open_calls` probes run at once; a failed
+//!   probe opens the breaker again, `success_threshold` successful probes
+//!   close it. A probe that ends without an outcome (cancelled, or refused by
+//!   a later limit) gives its place back.
+//!
+//! The closed state is read with one atomic load; transitions and outcome
+//! windows are kept under a mutex.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::BreakerPolicy;
+
+/// State of a circuit breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakerState {
+    /// Calls pass; outcomes are counted.
+    Closed,
+    /// Calls are refused until the recovery time passes.
+    Open,
+    /// A limited number of probe calls decide whether to close.
+    HalfOpen,
+    /// Held open by hand until [`crate::Op::reset_breaker`].
+    ForcedOpen,
+    /// No breaker is configured.
+    Disabled,
+}
+
+impl BreakerState {
+    fn code(self) -> u8 {
+        self as u8
+    }
+
+    fn from_code(code: u8) -> Self {
+        match code {
+            0 => BreakerState::Closed,
+            1 => BreakerState::Open,
+            2 => BreakerState::HalfOpen,
+            3 => BreakerState::ForcedOpen,
+            _ => BreakerState::Disabled,
+        }
+    }
+}
+
+/// What the breaker granted a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ticket {
+    /// No breaker.
+    Bypass,
+    /// A call in the closed state.
+    Closed,
+    /// A half-open probe.
+    Probe,
+}
+
+struct Inner {
+    policy: Option<BreakerPolicy>,
+    state: BreakerState,
+    /// Outcomes of the last calls, `true` for failure.
+    window: VecDeque<bool>,
+    failures: u32,
+    consecutive: u32,
+    open_until: u64,
+    probes: u32,
+    probe_successes: u32,
+}
+
+/// One breaker per operation.
+pub(crate) struct Breaker {
+    op: Arc<str>,
+    fast: AtomicU8,
+    inner: Mutex<Inner>,
+    opened: AtomicU64,
+    half_opened: AtomicU64,
+    closed: AtomicU64,
+}
+
+/// A view of a breaker for snapshots.
+#[derive(Debug, Clone, Serialize)]
+pub struct BreakerSnapshot {
+    /// Current state.
+    pub state: BreakerState,
+    /// Calls in the window.
+    pub window_calls: u32,
+    /// Failures in the window.
+    pub window_failures: u32,
+    /// Failure rate of the window (0 when empty).
+    pub failure_rate: f64,
+    /// Failures in a row.
+    pub consecutive_failures: u32,
+    /// Milliseconds until probes are let through, while open.
+    pub retry_after_ms: Option<u64>,
+    /// Times the breaker opened.
+    pub opened: u64,
+    /// Times it went half-open.
+    pub half_opened: u64,
+    /// Times it closed after being open.
+    pub closed: u64,
+}
+
+impl Breaker {
+    pub(crate) fn new(op: Arc<str>, policy: Option<BreakerPolicy>) -> Self {
+        let state = if policy.is_some() {
+            BreakerState::Closed
+        } else {
+            BreakerState::Disabled
+        };
+        Self {
+            op,
+            fast: AtomicU8::new(state.code()),
+            inner: Mutex::new(Inner {
+                policy,
+                state,
+                window: VecDeque::new(),
+                failures: 0,
+                consecutive: 0,
+                open_until: 0,
+                probes: 0,
+                probe_successes: 0,
+            }),
+            opened: AtomicU64::new(0),
+            half_opened: AtomicU64::new(0),
+            closed: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Current state.
+    pub(crate) fn state(&self) -> BreakerState {
+        BreakerState::from_code(self.fast.load(Ordering::Acquire))
+    }
+
+    /// Lets a call through or says how long until it would be.
+    #[inline]
+    pub(crate) fn admit(&self, now: u64) -> Result<Ticket, Duration> {
+        match self.state() {
+            BreakerState::Disabled => return Ok(Ticket::Bypass),
+            BreakerState::Closed => return Ok(Ticket::Closed),
+            _ => {}
+        }
+        let mut inner = self.lock();
+        let recovery = inner.policy.as_ref().map_or(Duration::ZERO, |p| p.recovery);
+        match inner.state {
+            BreakerState::Disabled => Ok(Ticket::Bypass),
+            BreakerState::Closed => Ok(Ticket::Closed),
+            BreakerState::ForcedOpen => Err(recovery),
+            BreakerState::Open if now < inner.open_until => {
+                Err(Duration::from_nanos(inner.open_until - now))
+            }
+            BreakerState::Open | BreakerState::HalfOpen => {
+                if inner.state == BreakerState::Open {
+                    self.transition(&mut inner, BreakerState::HalfOpen, now);
+                }
+                let limit = inner.policy.as_ref().map_or(1, |p| p.half_open_calls);
+                if inner.probes < limit {
+                    inner.probes += 1;
+                    Ok(Ticket::Probe)
+                } else {
+                    Err(recovery.min(Duration::from_secs(1)))
+                }
+            }
+        }
+    }
+
+    /// Records the outcome of a call admitted with `ticket`.
+    pub(crate) fn record(&self, ticket: Ticket, failed: bool, now: u64) {
+        match ticket {
+            Ticket::Bypass => {}
+            Ticket::Closed => {
+                let mut inner = self.lock();
+                if inner.state != BreakerState::Closed {
+                    return; // the outcome of a call from before the breaker opened
+                }
+                let Some(policy) = inner.policy.clone() else {
+                    return;
+                };
+                inner.window.push_back(failed);
+                if failed {
+                    inner.failures += 1;
+                    inner.consecutive += 1;
+                } else {
+                    inner.consecutive = 0;
+                }
+                while inner.window.len() > policy.window as usize {
+                    if inner.window.pop_front() == Some(true) {
+                        inner.failures -= 1;
+                    }
+                }
+                let calls = inner.window.len() as u32;
+                let rate_trips = calls >= policy.min_calls
+                    && f64::from(inner.failures) / f64::from(calls) >= policy.failure_rate;
+                let streak_trips = policy
+                    .consecutive_failures
+                    .is_some_and(|n| inner.consecutive >= n);
+                if failed && (rate_trips || streak_trips) {
+                    inner.open_until =
+                        now.saturating_add(crate::clock::duration_ns(policy.recovery));
+                    self.transition(&mut inner, BreakerState::Open, now);
+                }
+            }
+            Ticket::Probe => {
+                let mut inner = self.lock();
+                if inner.state != BreakerState::HalfOpen {
+                    return;
+                }
+                inner.probes = inner.probes.saturating_sub(1);
+                let Some(policy) = inner.policy.clone() else {
+                    return;
+                };
+                if failed {
+                    inner.open_until =
+                        now.saturating_add(crate::clock::duration_ns(policy.recovery));
+                    self.transition(&mut inner, BreakerState::Open, now);
+                } else {
+                    inner.probe_successes += 1;
+                    if inner.probe_successes >= policy.success_threshold {
+                        self.transition(&mut inner, BreakerState::Closed, now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Gives back a probe place for a call that ended without an outcome.
+    pub(crate) fn release(&self, ticket: Ticket) {
+        if ticket == Ticket::Probe {
+            let mut inner = self.lock();
+            if inner.state == BreakerState::HalfOpen {
+                inner.probes = inner.probes.saturating_sub(1);
+            }
+        }
+    }
+
+    fn transition(&self, inner: &mut Inner, to: BreakerState, now: u64) {
+        let from = inner.state;
+        inner.state = to;
+        inner.window.clear();
+        inner.failures = 0;
+        inner.consecutive = 0;
+        inner.probes = 0;
+        inner.probe_successes = 0;
+        self.fast.store(to.code(), Ordering::Release);
+        let op = &*self.op;
+        match to {
+            BreakerState::Open | BreakerState::ForcedOpen => {
+                self.opened.fetch_add(1, Ordering::Relaxed);
+                let open_for_ms = inner.open_until.saturating_sub(now) / 1_000_000;
+                tracing::warn!(op, ?from, open_for_ms, "circuit breaker opened");
+            }
+            BreakerState::HalfOpen => {
+                self.half_opened.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(op, "circuit breaker half-open: probing");
+            }
+            BreakerState::Closed => {
+                if from != BreakerState::Disabled {
+                    self.closed.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::info!(op, ?from, "circuit breaker closed");
+            }
+            BreakerState::Disabled => {}
+        }
+    }
+
+    /// Holds the breaker open until [`reset`](Self::reset).
+    pub(crate) fn force_open(&self, now: u64) {
+        let mut inner = self.lock();
+        if inner.policy.is_some() && inner.state != BreakerState::ForcedOpen {
+            self.transition(&mut inner, BreakerState::ForcedOpen, now);
+        }
+    }
+
+    /// Closes the breaker and forgets its window.
+    pub(crate) fn reset(&self, now: u64) {
+        let mut inner = self.lock();
+        if inner.policy.is_some() {
+            self.transition(&mut inner, BreakerState::Closed, now);
+        }
+    }
+
+    /// Swaps the policy, keeping the state (a disabled breaker closes).
+    pub(crate) fn set_policy(&self, policy: Option<BreakerPolicy>, now: u64) {
+        let mut inner = self.lock();
+        let enabled = policy.is_some();
+        inner.policy = policy;
+        match (enabled, inner.state) {
+            (false, s) if s != BreakerState::Disabled => {
+                self.transition(&mut inner, BreakerState::Disabled, now)
+            }
+            (true, BreakerState::Disabled) => {
+                self.transition(&mut inner, BreakerState::Closed, now)
+            }
+            _ => {}
+        }
+    }
+
+    pub(crate) fn snapshot(&self, now: u64) -> BreakerSnapshot {
+        let inner = self.lock();
+        let calls = inner.window.len() as u32;
+        BreakerSnapshot {
+            state: inner.state,
+            window_calls: calls,
+            window_failures: inner.failures,
+            failure_rate: if calls == 0 {
+                0.0
+            } else {
+                f64::from(inner.failures) / f64::from(calls)
+            },
+            consecutive_failures: inner.consecutive,
+            retry_after_ms: (inner.state == BreakerState::Open)
+                .then(|| inner.open_until.saturating_sub(now) / 1_000_000),
+            opened: self.opened.load(Ordering::Relaxed),
+            half_opened: self.half_opened.load(Ordering::Relaxed),
+            closed: self.closed.load(Ordering::Relaxed),
+        }
+    }
+}

@@ -1,0 +1,519 @@
+//! Bulkhead: op-wide and per-key in-flight bounds with a bounded, prioritised
+//! wait queue.
+//!
+//! A call runs at once when both the op and its key have a free place.
+//! Otherwise it waits in the queue (op-wide `queue` places, `queue_per_key`
+//! per key), ordered by priority (higher first) then arrival. When the queue
+//! that would take it is full, the overload policy decides: `drop_newest`
+//! refuses the new call, `drop_oldest` refuses the oldest waiter of that
+//! queue and takes its place, `block` waits for a queue place. Every wait is
+//! bounded by `queue_timeout`.
+//!
+//! Places are handed over under one mutex: a released place goes straight to
+//! the first eligible waiter, so no wake-up is lost and no place is counted
+//! twice. A waiter that is dropped (its caller went away, or it timed out)
+//! removes itself; if a place was handed to it at the same moment, it gives
+//! the place back.
+
+use std::cmp::Reverse;
+use std::collections::BTreeMap;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::config::{OverloadPolicy, ResolvedConfig};
+use crate::error::{LimitError, QueueScope};
+use crate::keys::{KeyState, KeyTable};
+
+/// Counts of one key. Changed only under the bulkhead's mutex.
+#[derive(Debug, Default)]
+pub(crate) struct KeySlot {
+    in_flight: AtomicU32,
+    queued: AtomicU32,
+}
+
+impl KeyState for KeySlot {
+    fn is_idle(&self, _now_ns: u64) -> bool {
+        self.in_flight.load(Ordering::Relaxed) == 0 && self.queued.load(Ordering::Relaxed) == 0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    pub(crate) max: u32,
+    pub(crate) max_per_key: u32,
+    pub(crate) queue: u32,
+    pub(crate) queue_per_key: u32,
+    pub(crate) queue_timeout: Duration,
+    pub(crate) overload: OverloadPolicy,
+    pub(crate) retry_after: Duration,
+}
+
+impl Limits {
+    pub(crate) fn of(cfg: &ResolvedConfig) -> Self {
+        Self {
+            max: cfg.max_concurrent,
+            max_per_key: cfg.max_concurrent_per_key,
+            queue: cfg.queue,
+            queue_per_key: cfg.queue_per_key,
+            queue_timeout: cfg.queue_timeout,
+            overload: cfg.overload,
+            retry_after: cfg.retry_after,
+        }
+    }
+}
+
+type Grant = Result<(), LimitError>;
+
+struct Waiter {
+    key: Option<Arc<KeySlot>>,
+    priority: i64,
+    tx: oneshot::Sender<Grant>,
+}
+
+struct State {
+    limits: Limits,
+    in_flight: u32,
+    queued: u32,
+    peak_in_flight: u32,
+    seq: u64,
+    /// Waiters holding a queue place, by (priority desc, arrival).
+    waiters: BTreeMap<(Reverse<i64>, u64), Waiter>,
+    /// Waiters waiting for a queue place (`block`), by arrival.
+    blocked: BTreeMap<u64, Waiter>,
+}
+
+/// One bulkhead per operation.
+pub(crate) struct Bulkhead {
+    op: Arc<str>,
+    state: Mutex<State>,
+    pub(crate) keys: KeyTable<KeySlot>,
+}
+
+/// A view of a bulkhead for snapshots.
+#[derive(Debug, Clone, Serialize)]
+pub struct BulkheadSnapshot {
+    /// Calls running now.
+    pub in_flight: u32,
+    /// Calls holding a queue place.
+    pub queued: u32,
+    /// Calls waiting for a queue place (`overload = "block"`).
+    pub blocked: u32,
+    /// Highest `in_flight` seen.
+    pub peak_in_flight: u32,
+    /// Op-wide bound.
+    pub max_concurrent: u32,
+    /// Op-wide queue places.
+    pub queue: u32,
+    /// Keys tracked.
+    pub keys: usize,
+}
+
+fn count(a: &Option<Arc<KeySlot>>, f: impl Fn(&KeySlot) -> &AtomicU32) -> u32 {
+    a.as_ref().map_or(0, |k| f(k).load(Ordering::Relaxed))
+}
+
+fn add(a: &Option<Arc<KeySlot>>, f: impl Fn(&KeySlot) -> &AtomicU32, delta: i32) {
+    if let Some(k) = a {
+        let c = f(k);
+        c.store(
+            c.load(Ordering::Relaxed).saturating_add_signed(delta),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+fn in_flight(k: &KeySlot) -> &AtomicU32 {
+    &k.in_flight
+}
+
+fn queued(k: &KeySlot) -> &AtomicU32 {
+    &k.queued
+}
+
+impl State {
+    fn key_can_run(&self, key: &Option<Arc<KeySlot>>) -> bool {
+        key.is_none() || count(key, in_flight) < self.limits.max_per_key
+    }
+
+    fn key_can_queue(&self, key: &Option<Arc<KeySlot>>) -> bool {
+        key.is_none() || count(key, queued) < self.limits.queue_per_key
+    }
+
+    fn take_place(&mut self, key: &Option<Arc<KeySlot>>) {
+        self.in_flight += 1;
+        self.peak_in_flight = self.peak_in_flight.max(self.in_flight);
+        add(key, in_flight, 1);
+    }
+
+    fn give_place(&mut self, key: &Option<Arc<KeySlot>>) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        add(key, in_flight, -1);
+    }
+
+    fn grant(&mut self, w: Waiter) {
+        self.take_place(&w.key);
+        if let Err(Ok(())) = w.tx.send(Ok(())) {
+            // The waiter is gone (cannot happen while it is in a map, since it
+            // removes itself under this lock before it drops its receiver).
+            self.give_place(&w.key);
+        }
+    }
+
+    fn unqueue(&mut self, w: &Waiter) {
+        self.queued = self.queued.saturating_sub(1);
+        add(&w.key, queued, -1);
+    }
+
+    /// Hands free places to waiters and free queue places to blocked callers.
+    fn dispatch(&mut self) {
+        while self.in_flight < self.limits.max {
+            if let Some(k) = self
+                .waiters
+                .iter()
+                .find(|(_, w)| self.key_can_run(&w.key))
+                .map(|(k, _)| *k)
+            {
+                let w = self.waiters.remove(&k).expect("key found above");
+                self.unqueue(&w);
+                self.grant(w);
+                continue;
+            }
+            if let Some(s) = self
+                .blocked
+                .iter()
+                .find(|(_, w)| self.key_can_run(&w.key))
+                .map(|(s, _)| *s)
+            {
+                let w = self.blocked.remove(&s).expect("key found above");
+                self.grant(w);
+                continue;
+            }
+            break;
+        }
+        while self.queued < self.limits.queue {
+            let Some(s) = self
+                .blocked
+                .iter()
+                .find(|(_, w)| self.key_can_queue(&w.key))
+                .map(|(s, _)| *s)
+            else {
+                break;
+            };
+            let w = self.blocked.remove(&s).expect("key found above");
+            self.enqueue(s, w);
+        }
+    }
+
+    fn enqueue(&mut self, seq: u64, w: Waiter) {
+        self.queued += 1;
+        add(&w.key, queued, 1);
+        self.waiters.insert((Reverse(w.priority), seq), w);
+    }
+
+    /// The oldest queued waiter of `scope` (of `key` for a per-key queue).
+    fn oldest(&self, scope: QueueScope, key: &Option<Arc<KeySlot>>) -> Option<(Reverse<i64>, u64)> {
+        self.waiters
+            .iter()
+            .filter(|(_, w)| match (scope, key, &w.key) {
+                (QueueScope::Global, _, _) => true,
+                (QueueScope::Key, Some(k), Some(wk)) => Arc::ptr_eq(k, wk),
+                (QueueScope::Key, _, _) => false,
+            })
+            .min_by_key(|((_, seq), _)| *seq)
+            .map(|(k, _)| *k)
+    }
+}
+
+/// What a caller got on arrival.
+enum Entry {
+    Run(Option<Arc<KeySlot>>),
+    Wait {
+        key: Option<Arc<KeySlot>>,
+        seq: u64,
+        priority: i64,
+        rx: oneshot::Receiver<Grant>,
+        deadline: Instant,
+    },
+}
+
+impl Bulkhead {
+    pub(crate) fn new(op: Arc<str>, limits: Limits, max_keys: usize) -> Self {
+        Self {
+            op,
+            state: Mutex::new(State {
+                limits,
+                in_flight: 0,
+                queued: 0,
+                peak_in_flight: 0,
+                seq: 0,
+                waiters: BTreeMap::new(),
+                blocked: BTreeMap::new(),
+            }),
+            keys: KeyTable::new(max_keys),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Swaps the limits; waiters that now fit are let through.
+    pub(crate) fn set_limits(&self, limits: Limits) {
+        let mut st = self.lock();
+        st.limits = limits;
+        st.dispatch();
+    }
+
+    /// Waits for a place. Dropping the returned future at any point leaves
+    /// no place or queue place taken.
+    pub(crate) async fn acquire<B: Deref<Target = Bulkhead>>(
+        this: B,
+        key: Option<u64>,
+        priority: i64,
+        now_ns: u64,
+    ) -> Result<BulkPermit<B>, LimitError> {
+        let (key, seq, priority, rx, deadline) = match this.enter(key, priority, now_ns)? {
+            Entry::Run(key) => {
+                return Ok(BulkPermit {
+                    bulkhead: this,
+                    key,
+                    armed: true,
+                })
+            }
+            Entry::Wait {
+                key,
+                seq,
+                priority,
+                rx,
+                deadline,
+            } => (key, seq, priority, rx, deadline),
+        };
+        let mut guard = WaitGuard {
+            bulkhead: &this,
+            key: key.clone(),
+            seq,
+            priority,
+            rx: Some(rx),
+        };
+        let rx = guard.rx.as_mut().expect("set above");
+        let waited = tokio::time::timeout_at(deadline, rx).await;
+        let outcome = match waited {
+            Ok(Ok(grant)) => {
+                guard.rx = None;
+                grant
+            }
+            Ok(Err(_closed)) => {
+                guard.rx = None;
+                Err(LimitError::Overloaded {
+                    op: this.op.clone(),
+                    retry_after: this.lock().limits.retry_after,
+                })
+            }
+            Err(_elapsed) => guard.time_out(),
+        };
+        drop(guard);
+        outcome.map(|()| BulkPermit {
+            bulkhead: this,
+            key,
+            armed: true,
+        })
+    }
+
+    fn enter(&self, key: Option<u64>, priority: i64, now_ns: u64) -> Result<Entry, LimitError> {
+        let key = match key {
+            None => None,
+            Some(hash) => match self.keys.get_or_insert(hash, now_ns, KeySlot::default) {
+                Some(slot) => Some(slot),
+                None => {
+                    return Err(LimitError::Overloaded {
+                        op: self.op.clone(),
+                        retry_after: self.lock().limits.retry_after,
+                    })
+                }
+            },
+        };
+        let mut st = self.lock();
+        if st.in_flight < st.limits.max && st.key_can_run(&key) {
+            st.take_place(&key);
+            return Ok(Entry::Run(key));
+        }
+        let full = if !st.key_can_queue(&key) {
+            Some(QueueScope::Key)
+        } else if st.queued >= st.limits.queue {
+            Some(QueueScope::Global)
+        } else {
+            None
+        };
+        let (tx, rx) = oneshot::channel();
+        st.seq += 1;
+        let seq = st.seq;
+        let waiter = Waiter {
+            key: key.clone(),
+            priority,
+            tx,
+        };
+        let limits = st.limits;
+        let queue_full = |scope| LimitError::QueueFull {
+            op: self.op.clone(),
+            scope,
+            retry_after: limits.retry_after,
+        };
+        match (full, limits.overload) {
+            (None, _) => st.enqueue(seq, waiter),
+            (Some(scope), OverloadPolicy::DropNewest) => return Err(queue_full(scope)),
+            (Some(scope), OverloadPolicy::DropOldest) => {
+                let Some(victim) = st.oldest(scope, &key) else {
+                    return Err(queue_full(scope));
+                };
+                let victim = st.waiters.remove(&victim).expect("found above");
+                st.unqueue(&victim);
+                let _ = victim.tx.send(Err(queue_full(scope)));
+                if !(st.key_can_queue(&key) && st.queued < limits.queue) {
+                    // The other queue is full as well.
+                    return Err(queue_full(if st.key_can_queue(&key) {
+                        QueueScope::Global
+                    } else {
+                        QueueScope::Key
+                    }));
+                }
+                st.enqueue(seq, waiter);
+            }
+            (Some(_), OverloadPolicy::Block) => {
+                st.blocked.insert(seq, waiter);
+            }
+        }
+        Ok(Entry::Wait {
+            key,
+            seq,
+            priority,
+            rx,
+            deadline: Instant::now() + limits.queue_timeout,
+        })
+    }
+
+    fn release(&self, key: &Option<Arc<KeySlot>>) {
+        let mut st = self.lock();
+        st.give_place(key);
+        st.dispatch();
+    }
+
+    /// Current counts: (in flight, queued, blocked).
+    pub(crate) fn counts(&self) -> (u32, u32, u32) {
+        let st = self.lock();
+        (st.in_flight, st.queued, st.blocked.len() as u32)
+    }
+
+    pub(crate) fn snapshot(&self) -> BulkheadSnapshot {
+        let keys = self.keys.len();
+        let st = self.lock();
+        BulkheadSnapshot {
+            in_flight: st.in_flight,
+            queued: st.queued,
+            blocked: st.blocked.len() as u32,
+            peak_in_flight: st.peak_in_flight,
+            max_concurrent: st.limits.max,
+            queue: st.limits.queue,
+            keys,
+        }
+    }
+}
+
+/// Removes a waiter that stops waiting, and returns a place handed to it in
+/// the meantime.
+struct WaitGuard<'a> {
+    bulkhead: &'a Bulkhead,
+    key: Option<Arc<KeySlot>>,
+    seq: u64,
+    priority: i64,
+    rx: Option<oneshot::Receiver<Grant>>,
+}
+
+impl WaitGuard<'_> {
+    /// Leaves the queue at the deadline; a place granted at that very moment
+    /// is kept.
+    fn time_out(&mut self) -> Grant {
+        let mut st = self.bulkhead.lock();
+        if self.withdraw(&mut st) {
+            self.rx = None;
+            return Err(LimitError::QueueTimeout {
+                op: self.bulkhead.op.clone(),
+            });
+        }
+        drop(st);
+        let grant = self
+            .rx
+            .take()
+            .and_then(|mut rx| rx.try_recv().ok())
+            .unwrap_or_else(|| {
+                Err(LimitError::QueueTimeout {
+                    op: self.bulkhead.op.clone(),
+                })
+            });
+        grant
+    }
+
+    /// Takes the waiter out of the queue if it is still there.
+    fn withdraw(&self, st: &mut State) -> bool {
+        if let Some(w) = st.waiters.remove(&(Reverse(self.priority), self.seq)) {
+            st.unqueue(&w);
+            st.dispatch();
+            return true;
+        }
+        if st.blocked.remove(&self.seq).is_some() {
+            return true;
+        }
+        false
+    }
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        let Some(mut rx) = self.rx.take() else {
+            return;
+        };
+        let mut st = self.bulkhead.lock();
+        if self.withdraw(&mut st) {
+            return;
+        }
+        // Not in any queue: a grant or a refusal was sent under the lock.
+        if let Ok(Ok(())) = rx.try_recv() {
+            // Granted, but nobody will run: give the place back.
+            st.give_place(&self.key);
+            st.dispatch();
+        }
+    }
+}
+
+/// A place in the bulkhead; released on drop.
+pub(crate) struct BulkPermit<B: Deref<Target = Bulkhead>> {
+    bulkhead: B,
+    key: Option<Arc<KeySlot>>,
+    armed: bool,
+}
+
+impl<B: Deref<Target = Bulkhead>> BulkPermit<B> {
+    /// The same place, owned through `bulkhead` (which must be this one).
+    pub(crate) fn into_owned(mut self, bulkhead: Arc<Bulkhead>) -> BulkPermit<Arc<Bulkhead>> {
+        debug_assert!(std::ptr::eq(&*self.bulkhead, &*bulkhead));
+        self.armed = false;
+        BulkPermit {
+            bulkhead,
+            key: self.key.take(),
+            armed: true,
+        }
+    }
+}
+
+impl<B: Deref<Target = Bulkhead>> Drop for BulkPermit<B> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.bulkhead.release(&self.key);
+        }
+    }
+}

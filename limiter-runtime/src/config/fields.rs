@@ -1,0 +1,231 @@
+//! The per-op fields settable by name, shared by the environment
+//! (`LIMITER_OP_<NAME>_<FIELD>`) and the file (`[ops.<name>]`) so both read
+//! values the same way.
+
+use std::str::FromStr;
+
+use super::types::{Algorithm, Backoff, OpConfig, OpKind, OverloadPolicy};
+use crate::spec::{parse_duration, parse_rates};
+
+/// Every field name, in snake case.
+pub(crate) const FIELDS: &[&str] = &[
+    "kind",
+    "enabled",
+    "timeout",
+    "rate",
+    "rate_per_key",
+    "burst",
+    "algorithm",
+    "max_concurrent",
+    "max_concurrent_per_key",
+    "queue",
+    "queue_per_key",
+    "queue_timeout",
+    "overload",
+    "retry_after",
+    "retries",
+    "backoff",
+    "backoff_base",
+    "backoff_max",
+    "breaker",
+    "breaker_failure_rate",
+    "breaker_min_calls",
+    "breaker_window",
+    "breaker_slow_call",
+    "breaker_recovery",
+    "breaker_half_open_calls",
+    "breaker_success_threshold",
+    "breaker_consecutive_failures",
+    "slow_poll",
+    "max_keys",
+];
+
+pub(crate) fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err("expected true or false".into()),
+    }
+}
+
+pub(crate) fn parse_count(text: &str, min: u32) -> Result<u32, String> {
+    let n: u32 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a whole number from {min} to {}", u32::MAX))?;
+    if n < min {
+        return Err(format!("must be at least {min}"));
+    }
+    Ok(n)
+}
+
+fn parse_enum<T: FromStr<Err = String>>(text: &str) -> Result<T, String> {
+    text.parse()
+}
+
+fn duration(text: &str) -> Result<std::time::Duration, String> {
+    parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// Sets `field` of `cfg` from its text form. The error is the reason only;
+/// the caller names the variable or key and the value.
+pub(crate) fn set_field(cfg: &mut OpConfig, field: &str, text: &str) -> Result<(), String> {
+    let b = &mut cfg.breaker;
+    let r = &mut cfg.retry;
+    match field {
+        "kind" => cfg.kind = Some(parse_enum::<OpKind>(text)?),
+        "enabled" => cfg.enabled = Some(parse_bool(text)?),
+        "timeout" => cfg.timeout = Some(duration(text)?),
+        "rate" => cfg.rate = Some(parse_rates(text).map_err(|e| e.to_string())?),
+        "rate_per_key" => cfg.rate_per_key = Some(parse_rates(text).map_err(|e| e.to_string())?),
+        "burst" => cfg.burst = Some(parse_count(text, 1)?),
+        "algorithm" => cfg.algorithm = Some(parse_enum::<Algorithm>(text)?),
+        "max_concurrent" => cfg.max_concurrent = Some(parse_count(text, 1)?),
+        "max_concurrent_per_key" => cfg.max_concurrent_per_key = Some(parse_count(text, 1)?),
+        "queue" => cfg.queue = Some(parse_count(text, 0)?),
+        "queue_per_key" => cfg.queue_per_key = Some(parse_count(text, 0)?),
+        "queue_timeout" => cfg.queue_timeout = Some(duration(text)?),
+        "overload" => cfg.overload = Some(parse_enum::<OverloadPolicy>(text)?),
+        "retry_after" => cfg.retry_after = Some(duration(text)?),
+        "retries" => r.retries = Some(parse_count(text, 0)?),
+        "backoff" => r.backoff = Some(parse_enum::<Backoff>(text)?),
+        "backoff_base" => r.base = Some(duration(text)?),
+        "backoff_max" => r.max = Some(duration(text)?),
+        "breaker" => b.enabled = Some(parse_bool(text)?),
+        "breaker_failure_rate" => {
+            let rate: f64 = text
+                .trim()
+                .parse()
+                .map_err(|_| "expected a number in (0, 1]".to_owned())?;
+            if !(rate > 0.0 && rate <= 1.0) {
+                return Err("must be in (0, 1]".into());
+            }
+            b.failure_rate = Some(rate);
+        }
+        "breaker_min_calls" => b.min_calls = Some(parse_count(text, 1)?),
+        "breaker_window" => b.window = Some(parse_count(text, 1)?),
+        "breaker_slow_call" => b.slow_call = Some(duration(text)?),
+        "breaker_recovery" => b.recovery = Some(duration(text)?),
+        "breaker_half_open_calls" => b.half_open_calls = Some(parse_count(text, 1)?),
+        "breaker_success_threshold" => b.success_threshold = Some(parse_count(text, 1)?),
+        "breaker_consecutive_failures" => b.consecutive_failures = Some(parse_count(text, 1)?),
+        "slow_poll" => cfg.slow_poll = Some(duration(text)?),
+        "max_keys" => {
+            let n: usize = text
+                .trim()
+                .parse()
+                .map_err(|_| "expected a whole number".to_owned())?;
+            if n == 0 {
+                return Err("must be at least 1".into());
+            }
+            cfg.max_keys = Some(n);
+        }
+        other => return Err(unknown_field(other)),
+    }
+    Ok(())
+}
+
+/// "unknown field `x`; did you mean `y`?" with the list of fields.
+pub(crate) fn unknown_field(name: &str) -> String {
+    let hint = closest(name, FIELDS)
+        .map(|c| format!(" did you mean `{c}`?"))
+        .unwrap_or_default();
+    format!(
+        "unknown field `{name}`;{hint} expected one of: {}",
+        FIELDS.join(", ")
+    )
+}
+
+/// The candidate closest to `name` by edit distance, if it is close.
+pub(crate) fn closest<'a>(name: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (edit_distance(name, c), *c))
+        .filter(|(d, c)| *d <= (c.len() / 3).max(2))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                prev
+            } else {
+                1 + prev.min(cur).min(row[j])
+            };
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_field_is_settable() {
+        let samples = [
+            ("kind", "database"),
+            ("enabled", "true"),
+            ("timeout", "1s"),
+            ("rate", "10/s"),
+            ("rate_per_key", "1/s"),
+            ("burst", "3"),
+            ("algorithm", "sliding_window"),
+            ("max_concurrent", "2"),
+            ("max_concurrent_per_key", "1"),
+            ("queue", "0"),
+            ("queue_per_key", "0"),
+            ("queue_timeout", "1s"),
+            ("overload", "block"),
+            ("retry_after", "2s"),
+            ("retries", "2"),
+            ("backoff", "constant"),
+            ("backoff_base", "10ms"),
+            ("backoff_max", "1s"),
+            ("breaker", "on"),
+            ("breaker_failure_rate", "0.25"),
+            ("breaker_min_calls", "2"),
+            ("breaker_window", "4"),
+            ("breaker_slow_call", "1s"),
+            ("breaker_recovery", "5s"),
+            ("breaker_half_open_calls", "2"),
+            ("breaker_success_threshold", "2"),
+            ("breaker_consecutive_failures", "3"),
+            ("slow_poll", "5ms"),
+            ("max_keys", "10"),
+        ];
+        assert_eq!(samples.len(), FIELDS.len());
+        let mut cfg = OpConfig::default();
+        for (f, v) in samples {
+            set_field(&mut cfg, f, v).unwrap_or_else(|e| panic!("{f}: {e}"));
+        }
+        assert_eq!(cfg.breaker.consecutive_failures, Some(3));
+        assert_eq!(cfg.max_keys, Some(10));
+    }
+
+    #[test]
+    fn unknown_fields_get_a_hint() {
+        let e = set_field(&mut OpConfig::default(), "max_concurent", "1").unwrap_err();
+        assert!(
+            e.starts_with("unknown field `max_concurent`; did you mean `max_concurrent`?"),
+            "{e}"
+        );
+        assert!(
+            set_field(&mut OpConfig::default(), "overload", "drop_everything")
+                .unwrap_err()
+                .contains("expected one of: drop_newest, drop_oldest, block")
+        );
+        assert_eq!(
+            set_field(&mut OpConfig::default(), "max_concurrent", "0").unwrap_err(),
+            "must be at least 1"
+        );
+    }
+}

@@ -1,0 +1,47 @@
+//! Configuration: the [`OpConfig`] layer model, its resolution and checks,
+//! and loading from the environment ([`load_env`]) and from a TOML file
+//! ([`load_file`]).
+//!
+//! Invalid values are errors naming the variable or key and the value —
+//! never a panic, never a silent default.
+
+mod env;
+mod fields;
+mod file;
+pub(crate) mod resolve;
+mod types;
+
+use std::collections::BTreeMap;
+
+pub use env::{load_env, settings_from_env, settings_from_vars};
+pub use file::{load_file, settings_from_file, settings_from_toml};
+pub use resolve::{BreakerPolicy, RateSpec, ResolvedConfig, RetryPolicy};
+pub use types::{
+    Algorithm, Backoff, BreakerConfig, OpConfig, OpKind, OverloadPolicy, RetryConfig,
+    TimeoutStrategy,
+};
+
+/// Configuration read from the environment or a file, to be applied to a
+/// registry with [`crate::Registry::apply`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Settings {
+    /// Turns every limit on or off.
+    pub enabled: Option<bool>,
+    /// Registry-wide defaults layer.
+    pub defaults: OpConfig,
+    /// Override layers, by op name (routes are ops named by their route).
+    pub ops: BTreeMap<String, OpConfig>,
+}
+
+impl Settings {
+    /// Lays `top` over `self`.
+    pub fn overlay(&mut self, top: &Settings) {
+        if top.enabled.is_some() {
+            self.enabled = top.enabled;
+        }
+        self.defaults.overlay(&top.defaults);
+        for (name, cfg) in &top.ops {
+            self.ops.entry(name.clone()).or_default().overlay(cfg);
+        }
+    }
+}

@@ -1,0 +1,477 @@
+//! Merging configuration layers into the values an operation runs with, and
+//! checking them.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::types::{
+    Algorithm, Backoff, BreakerConfig, OpConfig, OpKind, OverloadPolicy, RetryConfig,
+};
+use crate::error::ConfigError;
+use crate::spec::{DisplayDuration, Rate};
+
+/// Rate windows with the algorithm and burst they run with.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RateSpec {
+    /// Windows; every one must admit a call.
+    pub windows: Vec<Rate>,
+    /// Token-bucket capacity of the first window (`None` for window algorithms).
+    pub burst: Option<u32>,
+    /// Algorithm.
+    pub algorithm: Algorithm,
+}
+
+/// Retry settings in force.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt.
+    pub retries: u32,
+    /// Delay growth.
+    pub backoff: Backoff,
+    /// First delay.
+    #[serde(serialize_with = "ser_duration")]
+    pub base: Duration,
+    /// Longest delay.
+    #[serde(serialize_with = "ser_duration")]
+    pub max: Duration,
+}
+
+/// Circuit-breaker settings in force.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BreakerPolicy {
+    /// Failure rate that opens the breaker.
+    pub failure_rate: f64,
+    /// Calls needed before the rate is judged.
+    pub min_calls: u32,
+    /// Size of the count-based window.
+    pub window: u32,
+    /// Calls slower than this are failures.
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub slow_call: Option<Duration>,
+    /// Time spent open before probing.
+    #[serde(serialize_with = "ser_duration")]
+    pub recovery: Duration,
+    /// Concurrent probes while half-open.
+    pub half_open_calls: u32,
+    /// Successful probes that close the breaker.
+    pub success_threshold: u32,
+    /// Consecutive failures that open the breaker.
+    pub consecutive_failures: Option<u32>,
+}
+
+/// The values an operation runs with after all layers are merged.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResolvedConfig {
+    /// Category.
+    pub kind: Option<OpKind>,
+    /// Limits on (`false`: metrics only).
+    pub enabled: bool,
+    /// Deadline of one attempt.
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub timeout: Option<Duration>,
+    /// Op-wide rate limit.
+    pub rate: Option<RateSpec>,
+    /// Per-key rate limit.
+    pub rate_per_key: Option<RateSpec>,
+    /// Op-wide in-flight bound.
+    pub max_concurrent: u32,
+    /// Per-key in-flight bound.
+    pub max_concurrent_per_key: u32,
+    /// Op-wide queue places.
+    pub queue: u32,
+    /// Per-key queue places.
+    pub queue_per_key: u32,
+    /// Longest wait in the queue.
+    #[serde(serialize_with = "ser_duration")]
+    pub queue_timeout: Duration,
+    /// Overload policy.
+    pub overload: OverloadPolicy,
+    /// Retry hint for `QueueFull` and `Overloaded`.
+    #[serde(serialize_with = "ser_duration")]
+    pub retry_after: Duration,
+    /// Retries, when on.
+    pub retry: Option<RetryPolicy>,
+    /// Breaker, when on.
+    pub breaker: Option<BreakerPolicy>,
+    /// Slow-poll threshold.
+    #[serde(serialize_with = "ser_duration")]
+    pub slow_poll: Duration,
+    /// Cap of tracked keys.
+    pub max_keys: usize,
+}
+
+fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&DisplayDuration(*d))
+}
+
+fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.collect_str(&DisplayDuration(*d)),
+        None => s.serialize_none(),
+    }
+}
+
+impl OpConfig {
+    /// The built-in base layer: the seeds' defaults (3 in flight and 10
+    /// queued per key, 100 in flight and 500 queued per op, retry-after 5 s,
+    /// queue timeout 30 s, `drop_newest`), no timeout, no rate limit,
+    /// breaker and retries off, 1 ms slow-poll threshold, 100 000 keys.
+    pub fn builtin_defaults() -> OpConfig {
+        OpConfig {
+            kind: None,
+            enabled: Some(true),
+            timeout: None,
+            rate: None,
+            rate_per_key: None,
+            burst: None,
+            algorithm: Some(Algorithm::TokenBucket),
+            max_concurrent: Some(100),
+            max_concurrent_per_key: Some(3),
+            queue: Some(500),
+            queue_per_key: Some(10),
+            queue_timeout: Some(Duration::from_secs(30)),
+            overload: Some(OverloadPolicy::DropNewest),
+            retry_after: Some(Duration::from_secs(5)),
+            retry: RetryConfig {
+                retries: Some(0),
+                backoff: Some(Backoff::Exponential),
+                base: Some(Duration::from_millis(100)),
+                max: Some(Duration::from_secs(10)),
+            },
+            breaker: BreakerConfig {
+                enabled: Some(false),
+                failure_rate: Some(0.5),
+                min_calls: Some(10),
+                window: Some(20),
+                slow_call: None,
+                recovery: Some(Duration::from_secs(60)),
+                half_open_calls: Some(1),
+                success_threshold: Some(1),
+                consecutive_failures: None,
+            },
+            slow_poll: Some(Duration::from_millis(1)),
+            max_keys: Some(100_000),
+        }
+    }
+
+    /// Merges `layers` (lowest first) over the built-in defaults and the
+    /// preset of the resulting kind, then checks the result.
+    pub fn resolve(op: &str, layers: &[&OpConfig]) -> Result<ResolvedConfig, ConfigError> {
+        let kind = layers.iter().rev().find_map(|l| l.kind);
+        let mut merged = OpConfig::builtin_defaults();
+        // The registry defaults are the first layer; the kind preset sits
+        // right above them so that anything declared or configured wins.
+        if let Some((defaults, rest)) = layers.split_first() {
+            merged.overlay(defaults);
+            if let Some(kind) = kind {
+                merged.overlay(&kind.preset());
+            }
+            for layer in rest {
+                merged.overlay(layer);
+            }
+        } else if let Some(kind) = kind {
+            merged.overlay(&kind.preset());
+        }
+        merged.kind = kind;
+        merged.validate_resolved(op)
+    }
+
+    fn validate_resolved(self, op: &str) -> Result<ResolvedConfig, ConfigError> {
+        let invalid = |field: &'static str, value: String, reason: &str| ConfigError::Invalid {
+            op: op.to_owned(),
+            field,
+            value,
+            reason: reason.to_owned(),
+        };
+        let positive =
+            |field: &'static str, d: Option<Duration>| -> Result<Option<Duration>, ConfigError> {
+                match d {
+                    Some(d) if d.is_zero() => {
+                        Err(invalid(field, "0s".into(), "must be greater than zero"))
+                    }
+                    other => Ok(other),
+                }
+            };
+        let at_least_one =
+            |field: &'static str, v: Option<u32>| -> Result<Option<u32>, ConfigError> {
+                match v {
+                    Some(0) => Err(invalid(field, "0".into(), "must be at least 1")),
+                    other => Ok(other),
+                }
+            };
+        let required = |v: Option<Duration>| v.unwrap_or_default();
+
+        let algorithm = self.algorithm.unwrap_or(Algorithm::TokenBucket);
+        let burst = at_least_one("burst", self.burst)?;
+        if burst.is_some()
+            && algorithm != Algorithm::TokenBucket
+            && (self.rate.is_some() || self.rate_per_key.is_some())
+        {
+            return Err(invalid(
+                "burst",
+                burst.unwrap_or_default().to_string(),
+                &format!("burst applies only to algorithm `token_bucket`, not `{algorithm}`"),
+            ));
+        }
+        let rate_spec = |field: &'static str,
+                         windows: Option<Vec<Rate>>|
+         -> Result<Option<RateSpec>, ConfigError> {
+            match windows {
+                None => Ok(None),
+                Some(w) if w.is_empty() => {
+                    Err(invalid(field, "[]".into(), "needs at least one window"))
+                }
+                Some(mut windows) => {
+                    windows.sort_by_key(|w| w.period());
+                    Ok(Some(RateSpec {
+                        burst: (algorithm == Algorithm::TokenBucket)
+                            .then(|| burst.unwrap_or_else(|| default_burst(&windows[0]))),
+                        windows,
+                        algorithm,
+                    }))
+                }
+            }
+        };
+
+        let retries = self.retry.retries.unwrap_or(0);
+        let retry_base = required(positive("retry.base", self.retry.base)?);
+        let retry_max = required(positive("retry.max", self.retry.max)?);
+        if retries > 0 && retry_max < retry_base {
+            return Err(invalid(
+                "retry.max",
+                DisplayDuration(retry_max).to_string(),
+                &format!(
+                    "must not be shorter than retry.base ({})",
+                    DisplayDuration(retry_base)
+                ),
+            ));
+        }
+
+        let b = &self.breaker;
+        let breaker = if b.enabled.unwrap_or(false) {
+            let failure_rate = b.failure_rate.unwrap_or(0.5);
+            if !(failure_rate > 0.0 && failure_rate <= 1.0) {
+                return Err(invalid(
+                    "breaker.failure_rate",
+                    failure_rate.to_string(),
+                    "must be in (0, 1]",
+                ));
+            }
+            let window = at_least_one("breaker.window", b.window)?.unwrap_or(20);
+            let min_calls = at_least_one("breaker.min_calls", b.min_calls)?.unwrap_or(10);
+            if min_calls > window {
+                return Err(invalid(
+                    "breaker.min_calls",
+                    min_calls.to_string(),
+                    &format!("must not exceed breaker.window ({window}), or the breaker could never open"),
+                ));
+            }
+            Some(BreakerPolicy {
+                failure_rate,
+                min_calls,
+                window,
+                slow_call: positive("breaker.slow_call", b.slow_call)?,
+                recovery: required(positive("breaker.recovery", b.recovery)?),
+                half_open_calls: at_least_one("breaker.half_open_calls", b.half_open_calls)?
+                    .unwrap_or(1),
+                success_threshold: at_least_one("breaker.success_threshold", b.success_threshold)?
+                    .unwrap_or(1),
+                consecutive_failures: at_least_one(
+                    "breaker.consecutive_failures",
+                    b.consecutive_failures,
+                )?,
+            })
+        } else {
+            None
+        };
+
+        let max_keys = match self.max_keys {
+            Some(0) => return Err(invalid("max_keys", "0".into(), "must be at least 1")),
+            Some(n) => n,
+            None => 100_000,
+        };
+
+        Ok(ResolvedConfig {
+            kind: self.kind,
+            enabled: self.enabled.unwrap_or(true),
+            timeout: positive("timeout", self.timeout)?,
+            rate: rate_spec("rate", self.rate)?,
+            rate_per_key: rate_spec("rate_per_key", self.rate_per_key)?,
+            max_concurrent: at_least_one("max_concurrent", self.max_concurrent)?.unwrap_or(100),
+            max_concurrent_per_key: at_least_one(
+                "max_concurrent_per_key",
+                self.max_concurrent_per_key,
+            )?
+            .unwrap_or(3),
+            queue: self.queue.unwrap_or(0),
+            queue_per_key: self.queue_per_key.unwrap_or(0),
+            queue_timeout: required(positive("queue_timeout", self.queue_timeout)?),
+            overload: self.overload.unwrap_or(OverloadPolicy::DropNewest),
+            retry_after: required(positive("retry_after", self.retry_after)?),
+            retry: (retries > 0).then(|| RetryPolicy {
+                retries,
+                backoff: self.retry.backoff.unwrap_or(Backoff::Exponential),
+                base: retry_base,
+                max: retry_max,
+            }),
+            breaker,
+            slow_poll: required(positive("slow_poll", self.slow_poll)?),
+            max_keys,
+        })
+    }
+}
+
+/// Default burst: the rate per second of the window (at least 1), so that
+/// `"100/s"` can take 100 calls at once and `"60/min"` one per second.
+fn default_burst(window: &Rate) -> u32 {
+    (window.per_second_f64().round() as u32).clamp(1, window.count())
+}
+
+impl OpKind {
+    /// The preset layer of this kind (the seeds' `DB_CONFIG`, `FILE_CONFIG`,
+    /// `API_CONFIG`, and matching values for the other kinds).
+    ///
+    /// | kind | timeout | max concurrent | breaker | retries |
+    /// | --- | --- | --- | --- | --- |
+    /// | `database` | 10 s | 20 | on | 3 |
+    /// | `file_io` | 5 s | 10 | off | 2 |
+    /// | `network_io` | 10 s | 50 | on | 2 |
+    /// | `cpu_intensive` | 30 s | CPU count | off | 0 |
+    /// | `memory` | 30 s | 4 | off | 0 |
+    /// | `external_api` | 15 s | 5 | on | 5 |
+    /// | `sleep` | 60 s | 100 | off | 0 |
+    /// | `subprocess` | 30 s | 4 | off | 0 |
+    pub fn preset(self) -> OpConfig {
+        let (timeout, max_concurrent, breaker, retries) = match self {
+            OpKind::Database => (10, 20, true, 3),
+            OpKind::FileIo => (5, 10, false, 2),
+            OpKind::NetworkIo => (10, 50, true, 2),
+            OpKind::CpuIntensive => (30, cpu_count(), false, 0),
+            OpKind::Memory => (30, 4, false, 0),
+            OpKind::ExternalApi => (15, 5, true, 5),
+            OpKind::Sleep => (60, 100, false, 0),
+            OpKind::Subprocess => (30, 4, false, 0),
+        };
+        OpConfig {
+            kind: Some(self),
+            timeout: Some(Duration::from_secs(timeout)),
+            max_concurrent: Some(max_concurrent),
+            retry: RetryConfig {
+                retries: Some(retries),
+                ..RetryConfig::default()
+            },
+            breaker: BreakerConfig {
+                enabled: Some(breaker),
+                ..BreakerConfig::default()
+            },
+            ..OpConfig::default()
+        }
+    }
+
+    /// Whether offloaded work of this kind runs on the CPU pool rather than
+    /// tokio's blocking pool.
+    pub fn is_cpu_bound(self) -> bool {
+        matches!(self, OpKind::CpuIntensive | OpKind::Memory)
+    }
+}
+
+pub(crate) fn cpu_count() -> u32 {
+    std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalid_field(cfg: OpConfig) -> &'static str {
+        match OpConfig::resolve("op", &[&OpConfig::default(), &cfg]) {
+            Err(ConfigError::Invalid { field, .. }) => field,
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_seeds() {
+        let r = OpConfig::resolve("op", &[]).unwrap();
+        assert_eq!(r.max_concurrent, 100);
+        assert_eq!(r.max_concurrent_per_key, 3);
+        assert_eq!(r.queue, 500);
+        assert_eq!(r.queue_per_key, 10);
+        assert_eq!(r.retry_after, Duration::from_secs(5));
+        assert_eq!(r.queue_timeout, Duration::from_secs(30));
+        assert!(r.breaker.is_none() && r.retry.is_none() && r.timeout.is_none());
+    }
+
+    #[test]
+    fn kind_preset_sits_under_declared_values() {
+        let declared = OpConfig {
+            kind: Some(OpKind::Database),
+            max_concurrent: Some(7),
+            ..OpConfig::default()
+        };
+        let r = OpConfig::resolve("db", &[&OpConfig::default(), &declared]).unwrap();
+        assert_eq!(r.timeout, Some(Duration::from_secs(10)));
+        assert_eq!(r.max_concurrent, 7);
+        assert!(r.breaker.is_some());
+        assert_eq!(r.retry.unwrap().retries, 3);
+    }
+
+    #[test]
+    fn zero_values_are_rejected_by_name() {
+        assert_eq!(
+            invalid_field(OpConfig {
+                timeout: Some(Duration::ZERO),
+                ..Default::default()
+            }),
+            "timeout"
+        );
+        assert_eq!(
+            invalid_field(OpConfig {
+                max_concurrent: Some(0),
+                ..Default::default()
+            }),
+            "max_concurrent"
+        );
+        assert_eq!(
+            invalid_field(OpConfig {
+                burst: Some(0),
+                ..Default::default()
+            }),
+            "burst"
+        );
+        let mut b = OpConfig::default();
+        b.breaker.enabled = Some(true);
+        b.breaker.failure_rate = Some(1.5);
+        assert_eq!(invalid_field(b), "breaker.failure_rate");
+        let mut b = OpConfig::default();
+        b.breaker.enabled = Some(true);
+        b.breaker.min_calls = Some(50);
+        b.breaker.window = Some(10);
+        assert_eq!(invalid_field(b), "breaker.min_calls");
+    }
+
+    #[test]
+    fn burst_with_window_algorithm_is_rejected() {
+        let cfg = OpConfig {
+            burst: Some(5),
+            algorithm: Some(Algorithm::FixedWindow),
+            ..OpConfig::default()
+        }
+        .with_rate("10/s")
+        .unwrap();
+        assert_eq!(invalid_field(cfg), "burst");
+    }
+
+    #[test]
+    fn default_burst_is_rate_per_second() {
+        let cfg = OpConfig::default().with_rate("100/s").unwrap();
+        let r = OpConfig::resolve("op", &[&cfg]).unwrap();
+        assert_eq!(r.rate.unwrap().burst, Some(100));
+        let cfg = OpConfig::default().with_rate("60/min, 1000/h").unwrap();
+        let r = OpConfig::resolve("op", &[&cfg]).unwrap();
+        assert_eq!(r.rate.unwrap().burst, Some(1));
+    }
+}

@@ -1,0 +1,184 @@
+//! The errors a limited call can end with, and the configuration errors.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Which queue was full when a call was turned away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueScope {
+    /// The queue of one key (one user, one tenant): the caller is sending too
+    /// much (HTTP 429).
+    Key,
+    /// The op-wide queue: the service is saturated (HTTP 503).
+    Global,
+}
+
+impl fmt::Display for QueueScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            QueueScope::Key => "per-key",
+            QueueScope::Global => "global",
+        })
+    }
+}
+
+/// Why a limited call did not produce its own result.
+///
+/// Every variant carries the name of the operation it happened in; variants
+/// that have a meaningful "try again later" carry `retry_after`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LimitError {
+    /// The rate limit of the op (or of the caller's key) is used up.
+    #[error("op `{op}`: rate limit exceeded, retry after {retry_after:?}")]
+    RateLimited {
+        /// Operation name.
+        op: Arc<str>,
+        /// When the next call would be admitted.
+        retry_after: Duration,
+    },
+    /// Every in-flight place and every queue place is taken.
+    #[error("op `{op}`: {scope} queue full, retry after {retry_after:?}")]
+    QueueFull {
+        /// Operation name.
+        op: Arc<str>,
+        /// The queue that was full.
+        scope: QueueScope,
+        /// Suggested wait before retrying (the configured `retry_after`).
+        retry_after: Duration,
+    },
+    /// The call waited in the queue for longer than `queue_timeout`.
+    #[error("op `{op}`: waited longer than the queue timeout")]
+    QueueTimeout {
+        /// Operation name.
+        op: Arc<str>,
+    },
+    /// The circuit breaker is open (or half-open with every probe taken).
+    #[error("op `{op}`: circuit open, retry after {retry_after:?}")]
+    CircuitOpen {
+        /// Operation name.
+        op: Arc<str>,
+        /// Time until the breaker lets a probe through.
+        retry_after: Duration,
+    },
+    /// The call did not finish within its timeout and was cancelled.
+    #[error("op `{op}`: timed out")]
+    Timeout {
+        /// Operation name.
+        op: Arc<str>,
+    },
+    /// The call did not finish within its timeout and goes on as a tracked
+    /// background task (`strategy = "background"`).
+    #[error("op `{op}`: timed out, moved to background task {task_id}")]
+    MovedToBackground {
+        /// Operation name.
+        op: Arc<str>,
+        /// Id of the background task, see [`crate::TaskManager::get`].
+        task_id: u64,
+    },
+    /// The service sheds load as a whole: the key table is full of busy keys,
+    /// the background manager is shutting down, or limits refuse new work.
+    #[error("op `{op}`: overloaded, retry after {retry_after:?}")]
+    Overloaded {
+        /// Operation name.
+        op: Arc<str>,
+        /// Suggested wait before retrying.
+        retry_after: Duration,
+    },
+}
+
+impl LimitError {
+    /// The operation the error happened in.
+    pub fn op(&self) -> &str {
+        match self {
+            LimitError::RateLimited { op, .. }
+            | LimitError::QueueFull { op, .. }
+            | LimitError::QueueTimeout { op }
+            | LimitError::CircuitOpen { op, .. }
+            | LimitError::Timeout { op }
+            | LimitError::MovedToBackground { op, .. }
+            | LimitError::Overloaded { op, .. } => op,
+        }
+    }
+
+    /// When to try again, for the variants where that is known.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            LimitError::RateLimited { retry_after, .. }
+            | LimitError::QueueFull { retry_after, .. }
+            | LimitError::CircuitOpen { retry_after, .. }
+            | LimitError::Overloaded { retry_after, .. } => Some(*retry_after),
+            LimitError::QueueTimeout { .. }
+            | LimitError::Timeout { .. }
+            | LimitError::MovedToBackground { .. } => None,
+        }
+    }
+
+    /// A short machine-readable name of the variant (`rate_limited`, …), as
+    /// used in metrics labels and JSON bodies.
+    pub fn code(&self) -> &'static str {
+        match self {
+            LimitError::RateLimited { .. } => "rate_limited",
+            LimitError::QueueFull { .. } => "queue_full",
+            LimitError::QueueTimeout { .. } => "queue_timeout",
+            LimitError::CircuitOpen { .. } => "circuit_open",
+            LimitError::Timeout { .. } => "timeout",
+            LimitError::MovedToBackground { .. } => "moved_to_background",
+            LimitError::Overloaded { .. } => "overloaded",
+        }
+    }
+}
+
+/// A configuration value that was rejected. The message always names where
+/// the value came from (variable, file key or op field) and the value itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// An environment variable holds an invalid value or is unknown.
+    #[error("environment variable {var}={value:?}: {reason}")]
+    Env {
+        /// Variable name.
+        var: String,
+        /// Its value.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A key of a configuration file holds an invalid value or is unknown.
+    #[error("{file}: `{key}` = {value}: {reason}")]
+    File {
+        /// File name (or `<string>`).
+        file: String,
+        /// Dotted key path, e.g. `ops.db.timeout`.
+        key: String,
+        /// The value as written.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The file is not valid TOML or could not be read.
+    #[error("{file}: {message}")]
+    Syntax {
+        /// File name (or `<string>`).
+        file: String,
+        /// The parser's or the OS's message, with line and column.
+        message: String,
+    },
+    /// A field of an [`crate::OpConfig`] given in code is invalid, or the
+    /// merged layers give an invalid combination.
+    #[error("op `{op}`: {field} = {value}: {reason}")]
+    Invalid {
+        /// Operation name (`<defaults>` for the registry defaults).
+        op: String,
+        /// Field name.
+        field: &'static str,
+        /// The value.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}

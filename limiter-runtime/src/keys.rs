@@ -1,0 +1,253 @@
+//! Per-key state with a bounded footprint.
+//!
+//! A [`KeyTable`] maps the hash of a caller's key (user id, tenant, client
+//! address) to shared state. It is sharded to keep lock hold times short and
+//! capped: when a shard is full, idle entries are dropped first, then the
+//! least recently used entries nobody holds; only when every entry is in use
+//! does an insert fail (the caller is told `Overloaded`). A flood of distinct
+//! keys therefore cannot grow memory without bound.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A value that can key per-key limits: anything `Hash`.
+///
+/// The runtime API takes keys as `Option<&dyn LimitKey>`, so `Some(&user_id)`
+/// and `None` both work without naming a type.
+pub trait LimitKey {
+    /// Feeds the key into `state`.
+    fn hash_key(&self, state: &mut dyn Hasher);
+}
+
+impl<T: Hash + ?Sized> LimitKey for T {
+    fn hash_key(&self, mut state: &mut dyn Hasher) {
+        self.hash(&mut state);
+    }
+}
+
+/// Hashes keys with a per-process random seed (SipHash), so a client cannot
+/// pick keys that collide on purpose.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct KeyHasher {
+    seed: std::collections::hash_map::RandomState,
+}
+
+impl KeyHasher {
+    pub(crate) fn hash(&self, key: &dyn LimitKey) -> u64 {
+        let mut h = self.seed.build_hasher();
+        key.hash_key(&mut h);
+        h.finish()
+    }
+}
+
+/// The keys are already uniform 64-bit hashes: use them as they are.
+#[derive(Default)]
+pub(crate) struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Map<V> = HashMap<u64, Entry<V>, BuildHasherDefault<PassThrough>>;
+
+struct Entry<V> {
+    value: Arc<V>,
+    last_used: AtomicU64,
+}
+
+/// State kept per key.
+pub(crate) trait KeyState: Send + Sync {
+    /// Whether dropping this state loses nothing (a full bucket, no counts).
+    fn is_idle(&self, now_ns: u64) -> bool;
+}
+
+const SHARDS: usize = 16;
+
+/// A sharded, capped map from key hash to `Arc<V>`.
+pub(crate) struct KeyTable<V> {
+    shards: Box<[Mutex<Map<V>>]>,
+    cap_per_shard: AtomicUsize,
+    evicted: AtomicU64,
+}
+
+impl<V: KeyState> KeyTable<V> {
+    pub(crate) fn new(cap: usize) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(Map::default())).collect(),
+            cap_per_shard: AtomicUsize::new(Self::per_shard(cap)),
+            evicted: AtomicU64::new(0),
+        }
+    }
+
+    fn per_shard(cap: usize) -> usize {
+        cap.div_ceil(SHARDS).max(1)
+    }
+
+    /// Changes the cap; shrinking takes effect as keys are inserted.
+    pub(crate) fn set_cap(&self, cap: usize) {
+        self.cap_per_shard
+            .store(Self::per_shard(cap), Ordering::Relaxed);
+    }
+
+    /// The largest number of keys the table holds.
+    #[cfg(test)]
+    pub(crate) fn cap(&self) -> usize {
+        self.cap_per_shard.load(Ordering::Relaxed) * SHARDS
+    }
+
+    fn shard(&self, hash: u64) -> &Mutex<Map<V>> {
+        // The low bits pick the bucket inside the map; use high bits here.
+        &self.shards[(hash >> 60) as usize % SHARDS]
+    }
+
+    /// The state of `hash`, created by `make` when missing. `None` when the
+    /// table is full of keys that are all in use.
+    pub(crate) fn get_or_insert(
+        &self,
+        hash: u64,
+        now_ns: u64,
+        make: impl FnOnce() -> V,
+    ) -> Option<Arc<V>> {
+        let mut map = self.shard(hash).lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = map.get(&hash) {
+            e.last_used.store(now_ns, Ordering::Relaxed);
+            return Some(Arc::clone(&e.value));
+        }
+        let cap = self.cap_per_shard.load(Ordering::Relaxed);
+        if map.len() >= cap {
+            self.make_room(&mut map, cap, now_ns);
+            if map.len() >= cap {
+                return None;
+            }
+        }
+        let value = Arc::new(make());
+        map.insert(
+            hash,
+            Entry {
+                value: Arc::clone(&value),
+                last_used: AtomicU64::new(now_ns),
+            },
+        );
+        Some(value)
+    }
+
+    /// Frees places in a full shard: first every idle entry nobody holds,
+    /// then, if that freed less than an eighth, the least recently used
+    /// entries nobody holds (their state is lost: a rate-limited key that is
+    /// evicted starts again with a full bucket).
+    fn make_room(&self, map: &mut Map<V>, cap: usize, now_ns: u64) {
+        let before = map.len();
+        map.retain(|_, e| Arc::strong_count(&e.value) > 1 || !e.value.is_idle(now_ns));
+        let target = cap - cap / 8;
+        if map.len() > target.min(cap - 1) {
+            let mut free: Vec<(u64, u64)> = map
+                .iter()
+                .filter(|(_, e)| Arc::strong_count(&e.value) == 1)
+                .map(|(k, e)| (e.last_used.load(Ordering::Relaxed), *k))
+                .collect();
+            let excess = (map.len() - target.min(cap - 1)).min(free.len());
+            if excess > 0 {
+                free.select_nth_unstable(excess - 1);
+                for (_, k) in &free[..excess] {
+                    map.remove(k);
+                }
+            }
+        }
+        self.evicted
+            .fetch_add((before - map.len()) as u64, Ordering::Relaxed);
+    }
+
+    /// Drops every idle entry nobody holds; returns how many were dropped.
+    pub(crate) fn sweep(&self, now_ns: u64) -> usize {
+        let mut dropped = 0;
+        for shard in self.shards.iter() {
+            let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let before = map.len();
+            map.retain(|_, e| Arc::strong_count(&e.value) > 1 || !e.value.is_idle(now_ns));
+            dropped += before - map.len();
+        }
+        self.evicted.fetch_add(dropped as u64, Ordering::Relaxed);
+        dropped
+    }
+
+    /// The state of `hash` if it is tracked.
+    pub(crate) fn get(&self, hash: u64) -> Option<Arc<V>> {
+        let map = self.shard(hash).lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&hash).map(|e| Arc::clone(&e.value))
+    }
+
+    /// Forgets `hash`; returns whether it was tracked.
+    pub(crate) fn remove(&self, hash: u64) -> bool {
+        let mut map = self.shard(hash).lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(&hash).is_some()
+    }
+
+    /// Keys tracked now.
+    pub(crate) fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
+    }
+
+    /// Keys evicted so far.
+    pub(crate) fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    struct S(AtomicBool);
+    impl KeyState for S {
+        fn is_idle(&self, _: u64) -> bool {
+            self.0.load(Ordering::Relaxed)
+        }
+    }
+
+    #[test]
+    fn stays_under_cap_with_many_keys() {
+        let t = KeyTable::<S>::new(1000);
+        let h = KeyHasher::default();
+        for i in 0..100_000u64 {
+            let v = t.get_or_insert(h.hash(&i), i, || S(AtomicBool::new(false)));
+            assert!(v.is_some());
+            assert!(t.len() <= t.cap());
+        }
+        assert!(t.len() <= 1000 + SHARDS);
+        assert!(t.evicted() >= 99_000 - SHARDS as u64);
+    }
+
+    #[test]
+    fn held_entries_are_never_evicted() {
+        let t = KeyTable::<S>::new(SHARDS); // one per shard
+        let held: Vec<_> = (0..SHARDS as u64)
+            .map(|i| {
+                t.get_or_insert(i << 60, 0, || S(AtomicBool::new(true)))
+                    .unwrap()
+            })
+            .collect();
+        // Shard 0 is full of a held entry: a new key there is refused.
+        assert!(t.get_or_insert(1, 1, || S(AtomicBool::new(true))).is_none());
+        drop(held);
+        assert!(t.get_or_insert(1, 1, || S(AtomicBool::new(true))).is_some());
+        assert!(t.get(0).is_none(), "idle entry was dropped to make room");
+        assert!(t.remove(1));
+        assert_eq!(t.sweep(2), SHARDS - 1);
+    }
+}

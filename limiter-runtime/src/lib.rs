@@ -1,0 +1,72 @@
+//! Runtime of [`limiter`](https://docs.rs/limiter): one registry of named
+//! operations, each with a rate limiter (GCRA, sliding or fixed window, op-wide
+//! and per key), a circuit breaker, a bulkhead with a prioritised queue,
+//! timeouts with three strategies, retries, offloading of blocking work, a
+//! background task manager and metrics.
+//!
+//! The attributes of the `limiter` crate expand into calls to this API; it is
+//! just as usable by hand:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use limiter_runtime::{registry, LimitError, OpConfig, OpKind};
+//!
+//! registry().configure("db", OpConfig {
+//!     kind: Some(OpKind::Database),
+//!     timeout: Some(Duration::from_secs(2)),
+//!     ..OpConfig::default()
+//! }.with_rate_per_key("10/s")?)?;
+//!
+//! let user_id = 42u64;
+//! let name = registry()
+//!     .op("db")
+//!     .run(Some(&user_id), || async { Ok::<_, LimitError>("alice") })
+//!     .await?;
+//! assert_eq!(name, "alice");
+//! assert_eq!(registry().op("db").snapshot().counters.succeeded, 1);
+//! # Ok(()) }
+//! ```
+//!
+//! Time is read from `tokio::time::Instant`, so tests can drive every limit
+//! with `tokio::time::pause()`.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+mod background;
+mod breaker;
+mod bulkhead;
+mod cache;
+mod call;
+mod clock;
+pub mod config;
+mod error;
+mod keys;
+mod metrics;
+mod offload;
+mod op;
+mod rate;
+mod registry;
+mod retry;
+pub mod spec;
+
+pub use background::{
+    BackgroundSnapshot, ShutdownReport, TaskHandle, TaskInfo, TaskManager, TaskOutput, TaskSpec,
+    TaskState,
+};
+pub use breaker::{BreakerSnapshot, BreakerState};
+pub use bulkhead::BulkheadSnapshot;
+pub use call::{strategy, Call};
+pub use config::{
+    Algorithm, Backoff, BreakerConfig, OpConfig, OpKind, OverloadPolicy, ResolvedConfig,
+    RetryConfig, Settings, TimeoutStrategy,
+};
+pub use error::{ConfigError, LimitError, QueueScope};
+pub use keys::LimitKey;
+pub use metrics::{CountersSnapshot, LatencySnapshot};
+pub use op::{Op, OpSnapshot, Permit};
+pub use rate::RateSnapshot;
+pub use registry::{registry, shutdown, Registry, RegistrySnapshot};
+pub use spec::Rate;

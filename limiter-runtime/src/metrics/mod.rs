@@ -1,0 +1,150 @@
+//! Per-operation counters, latency histogram and slow-poll detection.
+
+mod histogram;
+mod slow_poll;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+use crate::error::{LimitError, QueueScope};
+pub(crate) use histogram::Histogram;
+pub use histogram::LatencySnapshot;
+pub(crate) use slow_poll::Watched;
+
+/// How an admitted call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CallOutcome {
+    Success,
+    /// The body returned an error.
+    Failure,
+    Timeout,
+    Panic,
+    /// The caller dropped the future.
+    Cancelled,
+}
+
+impl CallOutcome {
+    /// Whether the breaker counts it as a failure.
+    pub(crate) fn is_failure(self) -> bool {
+        matches!(
+            self,
+            CallOutcome::Failure | CallOutcome::Timeout | CallOutcome::Panic
+        )
+    }
+}
+
+macro_rules! counters {
+    ($(#[$meta:meta])* $name:ident / $snap:ident { $( $(#[$fmeta:meta])* $field:ident ),+ $(,)? }) => {
+        #[derive(Default)]
+        pub(crate) struct $name { $( pub(crate) $field: AtomicU64, )+ }
+
+        $(#[$meta])*
+        #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+        pub struct $snap { $( $(#[$fmeta])* pub $field: u64, )+ }
+
+        impl $name {
+            pub(crate) fn snapshot(&self) -> $snap {
+                $snap { $( $field: self.$field.load(Ordering::Relaxed), )+ }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Counters of one operation.
+    Counters / CountersSnapshot {
+        /// Calls that reached admission (each retry counts again).
+        calls,
+        /// Calls that got past every limit and ran.
+        admitted,
+        /// Calls whose body succeeded.
+        succeeded,
+        /// Calls whose body returned an error.
+        failed,
+        /// Calls that ran out of time.
+        timeouts,
+        /// Calls whose body panicked.
+        panics,
+        /// Calls whose caller went away mid-run.
+        cancelled,
+        /// Refused by the rate limit.
+        rejected_rate_limited,
+        /// Refused because a per-key queue was full.
+        rejected_queue_full_key,
+        /// Refused because the op-wide queue was full.
+        rejected_queue_full_global,
+        /// Waited longer than the queue timeout.
+        rejected_queue_timeout,
+        /// Refused by the open breaker.
+        rejected_circuit_open,
+        /// Refused because the key table or the service was saturated.
+        rejected_overloaded,
+        /// Timed out and carried on as background tasks.
+        moved_to_background,
+        /// Timed out and answered from the fallback cache.
+        cache_fallbacks,
+        /// Retries made.
+        retries,
+        /// Offloaded blocking work abandoned by a timeout (it cannot be aborted).
+        orphans,
+        /// Abandoned blocking work still running now.
+        orphans_running,
+        /// Polls of the wrapped future longer than the slow-poll threshold.
+        slow_polls,
+        /// Calls slower than the breaker's `slow_call`.
+        slow_calls,
+        /// Longest single poll seen, in nanoseconds.
+        max_poll_ns,
+    }
+}
+
+/// Counters and latency of one operation.
+#[derive(Default)]
+pub(crate) struct OpMetrics {
+    pub(crate) counters: Counters,
+    pub(crate) latency: Histogram,
+}
+
+impl OpMetrics {
+    #[inline]
+    pub(crate) fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a refusal and traces it.
+    pub(crate) fn reject(&self, err: &LimitError) {
+        let c = &self.counters;
+        let counter = match err {
+            LimitError::RateLimited { .. } => &c.rejected_rate_limited,
+            LimitError::QueueFull {
+                scope: QueueScope::Key,
+                ..
+            } => &c.rejected_queue_full_key,
+            LimitError::QueueFull {
+                scope: QueueScope::Global,
+                ..
+            } => &c.rejected_queue_full_global,
+            LimitError::QueueTimeout { .. } => &c.rejected_queue_timeout,
+            LimitError::CircuitOpen { .. } => &c.rejected_circuit_open,
+            LimitError::Overloaded { .. } => &c.rejected_overloaded,
+            LimitError::Timeout { .. } => &c.timeouts,
+            LimitError::MovedToBackground { .. } => &c.moved_to_background,
+        };
+        Self::inc(counter);
+        tracing::debug!(op = err.op(), reason = err.code(), retry_after = ?err.retry_after(), "call refused");
+    }
+
+    /// Records how an admitted call ended and how long it took.
+    pub(crate) fn finish(&self, outcome: CallOutcome, latency_ns: u64) {
+        let c = &self.counters;
+        Self::inc(match outcome {
+            CallOutcome::Success => &c.succeeded,
+            CallOutcome::Failure => &c.failed,
+            CallOutcome::Timeout => &c.timeouts,
+            CallOutcome::Panic => &c.panics,
+            CallOutcome::Cancelled => &c.cancelled,
+        });
+        self.latency.record(latency_ns);
+    }
+}

@@ -1,0 +1,558 @@
+//! One named operation: its configuration layers, its limiters, its metrics,
+//! and admission (breaker → rate → bulkhead).
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::breaker::{Breaker, BreakerSnapshot, Ticket};
+use crate::bulkhead::{BulkPermit, Bulkhead, BulkheadSnapshot, Limits};
+use crate::cache::FallbackCache;
+use crate::clock::{duration_ns, Clock};
+use crate::config::{OpConfig, ResolvedConfig};
+use crate::error::{ConfigError, LimitError};
+use crate::keys::LimitKey;
+use crate::metrics::{CallOutcome, CountersSnapshot, LatencySnapshot, OpMetrics};
+use crate::rate::{KeyedOutcome, KeyedRate, RateSnapshot, RateState};
+use crate::registry::Shared;
+use crate::Call;
+
+/// The limiters in force, swapped as a whole when the configuration changes.
+pub(crate) struct Policy {
+    pub(crate) cfg: ResolvedConfig,
+    rate: Option<Arc<RateState>>,
+    rate_per_key: Option<Arc<KeyedRate>>,
+}
+
+#[derive(Default)]
+struct Layers {
+    declared: OpConfig,
+    overrides: OpConfig,
+}
+
+pub(crate) struct OpCore {
+    pub(crate) name: Arc<str>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) clock: Clock,
+    layers: Mutex<Layers>,
+    pub(crate) policy: ArcSwap<Policy>,
+    pub(crate) breaker: Breaker,
+    pub(crate) bulkhead: Arc<Bulkhead>,
+    pub(crate) metrics: Arc<OpMetrics>,
+    pub(crate) cache: FallbackCache,
+}
+
+/// A handle on one operation; cheap to clone.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), limiter_runtime::LimitError> {
+/// let reg = limiter_runtime::Registry::new();
+/// let user = String::from("alice");
+/// let rows = reg
+///     .op("db")
+///     .run(Some(&user), || async { Ok::<_, limiter_runtime::LimitError>(42) })
+///     .await?;
+/// assert_eq!(rows, 42);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Op {
+    pub(crate) core: Arc<OpCore>,
+}
+
+impl std::fmt::Debug for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Op").field("name", &self.core.name).finish()
+    }
+}
+
+impl OpCore {
+    pub(crate) fn new(name: Arc<str>, shared: Arc<Shared>, cfg: ResolvedConfig) -> Self {
+        let policy = Policy::build(&cfg, None);
+        Self {
+            breaker: Breaker::new(name.clone(), cfg.breaker.clone()),
+            bulkhead: Arc::new(Bulkhead::new(name.clone(), Limits::of(&cfg), cfg.max_keys)),
+            cache: FallbackCache::new(cfg.max_keys),
+            name,
+            shared,
+            clock: Clock::new(),
+            layers: Mutex::new(Layers::default()),
+            policy: ArcSwap::from_pointee(policy),
+            metrics: Arc::new(OpMetrics::default()),
+        }
+    }
+
+    /// Resolves the layers with `change` applied, without keeping it.
+    pub(crate) fn resolve_with(
+        &self,
+        defaults: &OpConfig,
+        declared: Option<&OpConfig>,
+        overrides: Option<&OpConfig>,
+    ) -> Result<ResolvedConfig, ConfigError> {
+        let layers = self.layers.lock().unwrap_or_else(|e| e.into_inner());
+        OpConfig::resolve(
+            &self.name,
+            &[
+                defaults,
+                declared.unwrap_or(&layers.declared),
+                overrides.unwrap_or(&layers.overrides),
+            ],
+        )
+    }
+
+    /// Keeps new layers and puts their resolution in force. Live state
+    /// (breaker state, in-flight counts, waiters) carries over.
+    pub(crate) fn install(
+        &self,
+        declared: Option<OpConfig>,
+        overrides: Option<OpConfig>,
+        cfg: ResolvedConfig,
+    ) {
+        {
+            let mut layers = self.layers.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(d) = declared {
+                layers.declared = d;
+            }
+            if let Some(o) = overrides {
+                layers.overrides = o;
+            }
+        }
+        let now = self.clock.now_ns();
+        self.breaker.set_policy(cfg.breaker.clone(), now);
+        self.bulkhead.set_limits(Limits::of(&cfg));
+        self.bulkhead.keys.set_cap(cfg.max_keys);
+        self.cache.set_cap(cfg.max_keys);
+        let old = self.policy.load_full();
+        self.policy.store(Arc::new(Policy::build(&cfg, Some(&old))));
+    }
+
+    fn reject(&self, err: LimitError) -> LimitError {
+        self.metrics.reject(&err);
+        err
+    }
+
+    /// Records how an admitted call ended: breaker outcome (failures, slow
+    /// calls; nothing but the probe place for a cancelled call) and metrics.
+    pub(crate) fn complete(&self, ticket: Ticket, start: Instant, outcome: CallOutcome) {
+        let elapsed = start.elapsed();
+        let slow = self
+            .policy
+            .load()
+            .cfg
+            .breaker
+            .as_ref()
+            .and_then(|b| b.slow_call)
+            .is_some_and(|limit| elapsed > limit);
+        if slow {
+            OpMetrics::inc(&self.metrics.counters.slow_calls);
+        }
+        if outcome == CallOutcome::Cancelled {
+            self.breaker.release(ticket);
+        } else {
+            self.breaker
+                .record(ticket, outcome.is_failure() || slow, self.clock.now_ns());
+        }
+        self.metrics.finish(outcome, duration_ns(elapsed));
+    }
+
+    /// Breaker, then rate limits, then a bulkhead place held through
+    /// `bulkhead`. Returns what the call runs with.
+    pub(crate) async fn admit<B>(
+        &self,
+        bulkhead: B,
+        key: Option<u64>,
+        priority: i64,
+    ) -> Result<Admitted<B>, LimitError>
+    where
+        B: std::ops::Deref<Target = Bulkhead>,
+    {
+        OpMetrics::inc(&self.metrics.counters.calls);
+        let policy = self.policy.load();
+        if !(policy.cfg.enabled && self.shared.enabled.load(Ordering::Relaxed)) {
+            return Ok(Admitted {
+                ticket: Ticket::Bypass,
+                bulk: None,
+                timeout: None,
+                slow_poll: policy.cfg.slow_poll,
+            });
+        }
+        let now = self.clock.now_ns();
+        let ticket = match self.breaker.admit(now) {
+            Ok(t) => TicketGuard {
+                breaker: &self.breaker,
+                ticket: t,
+            },
+            Err(retry_after) => {
+                return Err(self.reject(LimitError::CircuitOpen {
+                    op: self.name.clone(),
+                    retry_after,
+                }))
+            }
+        };
+        if let Some(rate) = &policy.rate {
+            if let Err(retry_after) = rate.try_acquire(now) {
+                return Err(self.reject(LimitError::RateLimited {
+                    op: self.name.clone(),
+                    retry_after,
+                }));
+            }
+        }
+        if let (Some(key), Some(keyed)) = (key, &policy.rate_per_key) {
+            match keyed.try_acquire(key, now) {
+                KeyedOutcome::Admitted => {}
+                KeyedOutcome::Limited(retry_after) => {
+                    return Err(self.reject(LimitError::RateLimited {
+                        op: self.name.clone(),
+                        retry_after,
+                    }))
+                }
+                KeyedOutcome::TableFull => {
+                    return Err(self.reject(LimitError::Overloaded {
+                        op: self.name.clone(),
+                        retry_after: policy.cfg.retry_after,
+                    }))
+                }
+            }
+        }
+        let timeout = policy.cfg.timeout;
+        let slow_poll = policy.cfg.slow_poll;
+        drop(policy);
+        let bulk = match Bulkhead::acquire(bulkhead, key, priority, now).await {
+            Ok(b) => b,
+            Err(e) => return Err(self.reject(e)),
+        };
+        OpMetrics::inc(&self.metrics.counters.admitted);
+        Ok(Admitted {
+            ticket: ticket.disarm(),
+            bulk: Some(bulk),
+            timeout,
+            slow_poll,
+        })
+    }
+}
+
+impl Policy {
+    /// Builds the limiters for `cfg`, keeping the state of `old` where the
+    /// rate limit did not change.
+    fn build(cfg: &ResolvedConfig, old: Option<&Policy>) -> Self {
+        let rate = cfg.rate.as_ref().map(|spec| match old {
+            Some(Policy {
+                cfg:
+                    ResolvedConfig {
+                        rate: Some(old_spec),
+                        ..
+                    },
+                rate: Some(state),
+                ..
+            }) if old_spec == spec => Arc::clone(state),
+            _ => Arc::new(RateState::new(spec)),
+        });
+        let rate_per_key = cfg.rate_per_key.as_ref().map(|spec| match old {
+            Some(Policy {
+                rate_per_key: Some(keyed),
+                ..
+            }) if keyed.spec == *spec => {
+                keyed.table.set_cap(cfg.max_keys);
+                Arc::clone(keyed)
+            }
+            _ => Arc::new(KeyedRate::new(spec.clone(), cfg.max_keys)),
+        });
+        Self {
+            cfg: cfg.clone(),
+            rate,
+            rate_per_key,
+        }
+    }
+}
+
+/// Returns a half-open probe place if admission stops before the call runs.
+struct TicketGuard<'a> {
+    breaker: &'a Breaker,
+    ticket: Ticket,
+}
+
+impl TicketGuard<'_> {
+    fn disarm(self) -> Ticket {
+        let t = self.ticket;
+        std::mem::forget(self);
+        t
+    }
+}
+
+impl Drop for TicketGuard<'_> {
+    fn drop(&mut self) {
+        self.breaker.release(self.ticket);
+    }
+}
+
+/// What admission granted.
+pub(crate) struct Admitted<B: std::ops::Deref<Target = Bulkhead>> {
+    pub(crate) ticket: Ticket,
+    pub(crate) bulk: Option<BulkPermit<B>>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) slow_poll: Duration,
+}
+
+/// An admitted call in progress, borrowed from its [`Op`]. Ends as
+/// cancelled (or panicked, while unwinding) unless finished explicitly.
+pub(crate) struct Admission<'a> {
+    pub(crate) core: &'a OpCore,
+    ticket: Ticket,
+    bulk: Option<BulkPermit<&'a Bulkhead>>,
+    pub(crate) start: Instant,
+    done: bool,
+}
+
+impl<'a> Admission<'a> {
+    pub(crate) fn new(core: &'a OpCore, a: Admitted<&'a Bulkhead>) -> Self {
+        Self {
+            core,
+            ticket: a.ticket,
+            bulk: a.bulk,
+            start: Instant::now(),
+            done: false,
+        }
+    }
+
+    pub(crate) fn finish(mut self, outcome: CallOutcome) {
+        self.done = true;
+        self.core.complete(self.ticket, self.start, outcome);
+    }
+
+    /// Records a timeout now and hands the bulkhead place over to whoever
+    /// goes on running the call.
+    pub(crate) fn detach(mut self) -> Option<BulkPermit<Arc<Bulkhead>>> {
+        self.done = true;
+        self.core
+            .complete(self.ticket, self.start, CallOutcome::Timeout);
+        let owner = Arc::clone(&self.core.bulkhead);
+        self.bulk.take().map(|b| b.into_owned(owner))
+    }
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let outcome = if std::thread::panicking() {
+                CallOutcome::Panic
+            } else {
+                CallOutcome::Cancelled
+            };
+            self.core.complete(self.ticket, self.start, outcome);
+        }
+    }
+}
+
+/// A place in an operation, held while the guarded work runs (RAII).
+///
+/// Dropping it records a success, unless [`mark_failed`](Self::mark_failed)
+/// was called or the thread is panicking; either way the place is released.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), limiter_runtime::LimitError> {
+/// let reg = limiter_runtime::Registry::new();
+/// let user = 7u64;
+/// let permit = reg.op("chat").acquire(Some(&user)).await?;
+/// // ... the guarded work ...
+/// drop(permit);
+/// # Ok(()) }
+/// ```
+pub struct Permit {
+    core: Arc<OpCore>,
+    ticket: Ticket,
+    bulk: Option<BulkPermit<Arc<Bulkhead>>>,
+    start: Instant,
+    failed: bool,
+}
+
+impl Permit {
+    pub(crate) fn new(core: Arc<OpCore>, a: Admitted<Arc<Bulkhead>>) -> Self {
+        Self {
+            core,
+            ticket: a.ticket,
+            bulk: a.bulk,
+            start: Instant::now(),
+            failed: false,
+        }
+    }
+
+    /// Records the guarded work as failed when the permit is dropped.
+    pub fn mark_failed(&mut self) {
+        self.failed = true;
+    }
+
+    /// The operation this permit belongs to.
+    pub fn op(&self) -> &str {
+        &self.core.name
+    }
+
+    /// The deadline configured for the operation, if any (a permit does not
+    /// enforce it: the holder decides what to do with it).
+    pub fn timeout(&self) -> Option<Duration> {
+        self.core.policy.load().cfg.timeout
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let outcome = if std::thread::panicking() {
+            CallOutcome::Panic
+        } else if self.failed {
+            CallOutcome::Failure
+        } else {
+            CallOutcome::Success
+        };
+        self.core.complete(self.ticket, self.start, outcome);
+        drop(self.bulk.take());
+    }
+}
+
+impl std::fmt::Debug for Permit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Permit")
+            .field("op", &self.core.name)
+            .finish()
+    }
+}
+
+/// Everything known about one operation.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpSnapshot {
+    /// Operation name.
+    pub name: Arc<str>,
+    /// Configuration in force.
+    pub config: ResolvedConfig,
+    /// Counters.
+    pub counters: CountersSnapshot,
+    /// Latency of admitted calls.
+    pub latency: LatencySnapshot,
+    /// Bulkhead counts.
+    pub bulkhead: BulkheadSnapshot,
+    /// Breaker state.
+    pub breaker: BreakerSnapshot,
+    /// Op-wide rate limit.
+    pub rate: Option<RateSnapshot>,
+    /// Per-key rate limit.
+    pub rate_per_key: Option<RateSnapshot>,
+    /// Values held for `cache_fallback`.
+    pub cache_entries: usize,
+}
+
+impl Op {
+    /// Operation name.
+    pub fn name(&self) -> &str {
+        &self.core.name
+    }
+
+    /// Starts building a call: key, priority, timeout strategy.
+    pub fn call(&self) -> Call<'_> {
+        Call::new(self)
+    }
+
+    /// Runs `f` under every limit of this op, cancelling it on timeout.
+    /// Shorthand for `self.call().key_opt(key).run(f)`; see [`Call::run`].
+    pub async fn run<T, E, F, Fut>(&self, key: Option<&dyn LimitKey>, f: F) -> Result<T, E>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+        E: From<LimitError>,
+    {
+        self.call().key_opt(key).run(f).await
+    }
+
+    /// Waits for a place under every limit of this op and returns it as a
+    /// guard (breaker → rate → bulkhead; no timeout is applied).
+    pub async fn acquire(&self, key: Option<&dyn LimitKey>) -> Result<Permit, LimitError> {
+        self.call().key_opt(key).acquire().await
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> ResolvedConfig {
+        self.core.policy.load().cfg.clone()
+    }
+
+    /// Holds the breaker open until [`reset_breaker`](Self::reset_breaker).
+    /// Has no effect when the op has no breaker.
+    pub fn force_open_breaker(&self) {
+        self.core.breaker.force_open(self.core.clock.now_ns());
+    }
+
+    /// Closes the breaker and clears its window.
+    pub fn reset_breaker(&self) {
+        self.core.breaker.reset(self.core.clock.now_ns());
+    }
+
+    /// Forgets the per-key state of `key` (rate and, when idle, bulkhead).
+    /// Returns whether anything was tracked.
+    pub fn reset_key(&self, key: &dyn LimitKey) -> bool {
+        let hash = self.core.shared.hasher.hash(key);
+        let rate = self
+            .core
+            .policy
+            .load()
+            .rate_per_key
+            .as_ref()
+            .is_some_and(|k| k.table.remove(hash));
+        let bulk = self.core.bulkhead.keys.get(hash).is_some_and(|slot| {
+            Arc::strong_count(&slot) == 2 && self.core.bulkhead.keys.remove(hash)
+        });
+        rate || bulk
+    }
+
+    /// Drops the state of idle keys now (it is also dropped when the key
+    /// table fills up). Returns how many keys were dropped.
+    pub fn sweep_keys(&self) -> usize {
+        let now = self.core.clock.now_ns();
+        let rate = self
+            .core
+            .policy
+            .load()
+            .rate_per_key
+            .as_ref()
+            .map_or(0, |k| k.table.sweep(now));
+        rate + self.core.bulkhead.keys.sweep(now)
+    }
+
+    /// Calls running now, holding a queue place, and waiting for one.
+    pub fn load(&self) -> (u32, u32, u32) {
+        self.core.bulkhead.counts()
+    }
+
+    /// Everything known about this op.
+    pub fn snapshot(&self) -> OpSnapshot {
+        let core = &*self.core;
+        let now = core.clock.now_ns();
+        let policy = core.policy.load();
+        OpSnapshot {
+            name: core.name.clone(),
+            config: policy.cfg.clone(),
+            counters: core.metrics.counters.snapshot(),
+            latency: core.metrics.latency.snapshot(),
+            bulkhead: core.bulkhead.snapshot(),
+            breaker: core.breaker.snapshot(now),
+            rate: policy
+                .rate
+                .as_ref()
+                .zip(policy.cfg.rate.as_ref())
+                .map(|(s, spec)| RateSnapshot {
+                    spec: spec.clone(),
+                    available: Some(s.available(now)),
+                    keys: None,
+                    keys_evicted: None,
+                }),
+            rate_per_key: policy.rate_per_key.as_ref().map(|k| RateSnapshot {
+                spec: k.spec.clone(),
+                available: None,
+                keys: Some(k.table.len()),
+                keys_evicted: Some(k.table.evicted()),
+            }),
+            cache_entries: core.cache.len(),
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Window counters: fixed window and sliding-window counter.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Parameters of one counting window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WindowParams {
+    pub(crate) limit: u64,
+    pub(crate) period_ns: u64,
+}
+
+/// Fixed window: at most `limit` calls between two multiples of `period`.
+/// Kept lock-free as one word: window number (high 32 bits) and count.
+#[derive(Debug, Default)]
+pub(crate) struct FixedCell {
+    packed: AtomicU64,
+}
+
+fn pack(window: u64, count: u64) -> u64 {
+    (window << 32) | (count & 0xFFFF_FFFF)
+}
+
+impl FixedCell {
+    pub(crate) fn try_acquire(&self, p: &WindowParams, now: u64) -> Result<(), u64> {
+        // Window numbers are stored modulo 2^32 (136 years of 1 s windows).
+        let window = (now / p.period_ns) & 0xFFFF_FFFF;
+        let mut cur = self.packed.load(Ordering::Relaxed);
+        loop {
+            let (w, count) = (cur >> 32, cur & 0xFFFF_FFFF);
+            let count = if w == window { count } else { 0 };
+            if count >= p.limit {
+                return Err((window + 1) * p.period_ns - now);
+            }
+            match self.packed.compare_exchange_weak(
+                cur,
+                pack(window, count + 1),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(seen) => cur = seen,
+            }
+        }
+    }
+
+    pub(crate) fn refund(&self, p: &WindowParams, now: u64) {
+        let window = (now / p.period_ns) & 0xFFFF_FFFF;
+        let _ = self
+            .packed
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |cur| {
+                let (w, count) = (cur >> 32, cur & 0xFFFF_FFFF);
+                (w == window && count > 0).then(|| pack(w, count - 1))
+            });
+    }
+
+    pub(crate) fn is_idle(&self, p: &WindowParams, now: u64) -> bool {
+        let window = (now / p.period_ns) & 0xFFFF_FFFF;
+        let cur = self.packed.load(Ordering::Relaxed);
+        cur >> 32 != window || cur & 0xFFFF_FFFF == 0
+    }
+
+    pub(crate) fn available(&self, p: &WindowParams, now: u64) -> u64 {
+        let window = (now / p.period_ns) & 0xFFFF_FFFF;
+        let cur = self.packed.load(Ordering::Relaxed);
+        let used = if cur >> 32 == window {
+            cur & 0xFFFF_FFFF
+        } else {
+            0
+        };
+        p.limit.saturating_sub(used)
+    }
+}
+
+/// Sliding-window counter: the estimate at `now` is the previous window's
+/// count weighted by how much of it still overlaps `[now - period, now]`,
+/// plus the current window's count. A call is admitted while the estimate
+/// stays under `limit`.
+#[derive(Debug, Default)]
+pub(crate) struct SlidingCell {
+    state: Mutex<Sliding>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Sliding {
+    window: u64,
+    previous: u64,
+    current: u64,
+}
+
+impl Sliding {
+    /// Rolls the counters forward to the window that holds `now`.
+    fn advance(&mut self, p: &WindowParams, now: u64) {
+        let window = now / p.period_ns;
+        if window == self.window {
+            return;
+        }
+        self.previous = if window == self.window + 1 {
+            self.current
+        } else {
+            0
+        };
+        self.current = 0;
+        self.window = window;
+    }
+
+    /// Previous count weighted by its overlap, in units of 1/period_ns.
+    fn weighted_previous(&self, p: &WindowParams, now: u64) -> u128 {
+        let elapsed = now - self.window * p.period_ns;
+        u128::from(self.previous) * u128::from(p.period_ns - elapsed)
+    }
+}
+
+impl SlidingCell {
+    pub(crate) fn try_acquire(&self, p: &WindowParams, now: u64) -> Result<(), u64> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.advance(p, now);
+        let period = u128::from(p.period_ns);
+        // previous·(P - e)/P + current + 1 <= limit, in integers.
+        let needed = s.weighted_previous(p, now) + u128::from(s.current + 1) * period;
+        if needed <= u128::from(p.limit) * period {
+            s.current += 1;
+            return Ok(());
+        }
+        Err(Self::wait(&s, p, now))
+    }
+
+    /// Nanoseconds until one more call fits.
+    fn wait(s: &Sliding, p: &WindowParams, now: u64) -> u64 {
+        let period = u128::from(p.period_ns);
+        let elapsed = u128::from(now - s.window * p.period_ns);
+        let limit = u128::from(p.limit);
+        let current = u128::from(s.current);
+        let previous = u128::from(s.previous);
+        let wait = if current < limit && previous > 0 {
+            // Within this window: previous·(P - e - d)/P <= limit - 1 - current.
+            let room = limit - 1 - current;
+            let keep = room * period / previous; // largest P - e - d allowed
+            (period - elapsed).saturating_sub(keep)
+        } else {
+            // The next window: current·(P - x)/P + 1 <= limit.
+            let x = if current == 0 {
+                0
+            } else {
+                period - ((limit - 1) * period / current).min(period)
+            };
+            (period - elapsed) + x
+        };
+        u64::try_from(wait.max(1)).unwrap_or(u64::MAX)
+    }
+
+    pub(crate) fn refund(&self, p: &WindowParams, now: u64) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.advance(p, now);
+        s.current = s.current.saturating_sub(1);
+    }
+
+    pub(crate) fn is_idle(&self, p: &WindowParams, now: u64) -> bool {
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        now / p.period_ns > s.window + 1 || (s.previous == 0 && s.current == 0)
+    }
+
+    pub(crate) fn available(&self, p: &WindowParams, now: u64) -> u64 {
+        let mut s = *self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.advance(p, now);
+        let used = s
+            .weighted_previous(p, now)
+            .div_ceil(u128::from(p.period_ns))
+            + u128::from(s.current);
+        p.limit
+            .saturating_sub(u64::try_from(used).unwrap_or(u64::MAX))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: u64 = 1_000_000_000;
+
+    #[test]
+    fn fixed_window_resets_at_boundary() {
+        let p = WindowParams {
+            limit: 3,
+            period_ns: SEC,
+        };
+        let c = FixedCell::default();
+        for _ in 0..3 {
+            c.try_acquire(&p, SEC + 10).unwrap();
+        }
+        assert_eq!(c.try_acquire(&p, SEC + 10), Err(SEC - 10));
+        assert_eq!(c.available(&p, SEC + 10), 0);
+        c.refund(&p, SEC + 10);
+        c.try_acquire(&p, SEC + 20).unwrap();
+        assert!(c.try_acquire(&p, 2 * SEC - 1).is_err());
+        c.try_acquire(&p, 2 * SEC).unwrap();
+        assert!(!c.is_idle(&p, 2 * SEC));
+        assert!(c.is_idle(&p, 3 * SEC));
+    }
+
+    #[test]
+    fn sliding_window_weights_previous() {
+        let p = WindowParams {
+            limit: 10,
+            period_ns: SEC,
+        };
+        let c = SlidingCell::default();
+        for _ in 0..10 {
+            c.try_acquire(&p, SEC).unwrap();
+        }
+        let wait = c.try_acquire(&p, SEC).unwrap_err();
+        // Next window: 10·(1 - x) + 1 <= 10 → x = 0.1 s, plus the rest of this one.
+        assert_eq!(wait, SEC + SEC / 10);
+        // At 2.5 s: previous weighted 10·0.5 = 5, so 5 more fit.
+        let t = 2 * SEC + SEC / 2;
+        for _ in 0..5 {
+            c.try_acquire(&p, t).unwrap();
+        }
+        assert!(c.try_acquire(&p, t).is_err());
+        assert!(c.is_idle(&p, 10 * SEC));
+    }
+}

@@ -1,0 +1,300 @@
+//! The registry of named operations, and the global one.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use once_cell::sync::Lazy;
+use serde::Serialize;
+
+use crate::background::{BackgroundSnapshot, ShutdownReport, TaskManager};
+use crate::config::resolve::cpu_count;
+use crate::config::{OpConfig, Settings};
+use crate::error::ConfigError;
+use crate::keys::KeyHasher;
+use crate::offload::Offload;
+use crate::op::{Op, OpCore, OpSnapshot};
+
+/// What every operation of a registry shares.
+pub(crate) struct Shared {
+    pub(crate) tasks: TaskManager,
+    pub(crate) offload: Arc<Offload>,
+    pub(crate) hasher: KeyHasher,
+    pub(crate) enabled: AtomicBool,
+    defaults: RwLock<OpConfig>,
+}
+
+/// A set of named operations with their limits, metrics and background
+/// tasks. Most services use the global one, [`registry()`]; tests and
+/// multi-tenant hosts can build their own.
+///
+/// ```
+/// use std::time::Duration;
+/// use limiter_runtime::{OpConfig, Registry};
+/// let reg = Registry::new();
+/// reg.configure("db", OpConfig {
+///     timeout: Some(Duration::from_secs(2)),
+///     max_concurrent: Some(20),
+///     ..OpConfig::default()
+/// })
+/// .unwrap();
+/// assert_eq!(reg.op("db").config().max_concurrent, 20);
+/// // Bad values are errors, never panics or silent defaults:
+/// let err = reg
+///     .configure("db", OpConfig { max_concurrent: Some(0), ..OpConfig::default() })
+///     .unwrap_err();
+/// assert_eq!(err.to_string(), "op `db`: max_concurrent = 0: must be at least 1");
+/// ```
+pub struct Registry {
+    shared: Arc<Shared>,
+    ops: RwLock<HashMap<Arc<str>, Op>>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Everything the registry knows, serialisable.
+#[derive(Debug, Clone, Serialize)]
+pub struct RegistrySnapshot {
+    /// Whether limits are on.
+    pub enabled: bool,
+    /// Every operation, by name.
+    pub ops: Vec<OpSnapshot>,
+    /// Background tasks.
+    pub background: BackgroundSnapshot,
+}
+
+impl Registry {
+    /// A registry with the built-in defaults (see
+    /// [`OpConfig::builtin_defaults`]); it reads no environment.
+    pub fn new() -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                tasks: TaskManager::new(),
+                offload: Arc::new(Offload::new(256, cpu_count() as usize)),
+                hasher: KeyHasher::default(),
+                enabled: AtomicBool::new(true),
+                defaults: RwLock::new(OpConfig::default()),
+            }),
+            ops: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The operation `name`, created with the defaults on first use.
+    pub fn op(&self, name: &str) -> Op {
+        if let Some(op) = self.ops.read().unwrap_or_else(|e| e.into_inner()).get(name) {
+            return op.clone();
+        }
+        let mut ops = self.ops.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(op) = ops.get(name) {
+            return op.clone();
+        }
+        let defaults = self.defaults();
+        // The defaults were checked when set; the built-in ones always hold.
+        let cfg = OpConfig::resolve(name, &[&defaults])
+            .or_else(|_| OpConfig::resolve(name, &[]))
+            .unwrap_or_else(|e| unreachable!("built-in defaults are valid: {e}"));
+        let name: Arc<str> = name.into();
+        let op = Op {
+            core: Arc::new(OpCore::new(name.clone(), Arc::clone(&self.shared), cfg)),
+        };
+        ops.insert(name, op.clone());
+        op
+    }
+
+    fn defaults(&self) -> OpConfig {
+        self.shared
+            .defaults
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Sets the declared layer of `name` (what the code says about it: the
+    /// attribute's arguments). Validated against the other layers.
+    pub fn declare(&self, name: &str, declared: OpConfig) -> Result<Op, ConfigError> {
+        let op = self.op(name);
+        let cfg = op
+            .core
+            .resolve_with(&self.defaults(), Some(&declared), None)?;
+        op.core.install(Some(declared), None, cfg);
+        Ok(op)
+    }
+
+    /// Sets the override layer of `name` (run-time tuning), replacing the
+    /// previous override. Validated first: on error nothing changes. Live
+    /// state (breaker state, in-flight calls, waiters) carries over.
+    pub fn configure(&self, name: &str, overrides: OpConfig) -> Result<(), ConfigError> {
+        let op = self.op(name);
+        let cfg = op
+            .core
+            .resolve_with(&self.defaults(), None, Some(&overrides))?;
+        op.core.install(None, Some(overrides), cfg);
+        Ok(())
+    }
+
+    /// Replaces the registry-wide defaults layer. Checked against every
+    /// existing op first: on error nothing changes.
+    pub fn set_defaults(&self, defaults: OpConfig) -> Result<(), ConfigError> {
+        OpConfig::resolve("<defaults>", &[&defaults])?;
+        let ops = self.ops();
+        let resolved = ops
+            .iter()
+            .map(|op| op.core.resolve_with(&defaults, None, None))
+            .collect::<Result<Vec<_>, _>>()?;
+        *self
+            .shared
+            .defaults
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = defaults;
+        for (op, cfg) in ops.iter().zip(resolved) {
+            op.core.install(None, None, cfg);
+        }
+        Ok(())
+    }
+
+    /// Applies settings read from the environment or a file: the enabled
+    /// flag, the defaults layer and each op's override layer. Everything is
+    /// checked before anything changes.
+    pub fn apply(&self, settings: &Settings) -> Result<(), ConfigError> {
+        let mut defaults = self.defaults();
+        defaults.overlay(&settings.defaults);
+        OpConfig::resolve("<defaults>", &[&defaults])?;
+        let mut plan = Vec::new();
+        for op in self.ops() {
+            let overrides = settings.ops.get(op.name());
+            plan.push((
+                op.clone(),
+                overrides.cloned(),
+                op.core.resolve_with(&defaults, None, overrides)?,
+            ));
+        }
+        for (name, overrides) in &settings.ops {
+            if !plan.iter().any(|(op, _, _)| op.name() == name) {
+                let op = self.op(name);
+                let cfg = op.core.resolve_with(&defaults, None, Some(overrides))?;
+                plan.push((op, Some(overrides.clone()), cfg));
+            }
+        }
+        *self
+            .shared
+            .defaults
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = defaults;
+        for (op, overrides, cfg) in plan {
+            op.core.install(None, overrides, cfg);
+        }
+        if let Some(enabled) = settings.enabled {
+            self.set_enabled(enabled);
+        }
+        Ok(())
+    }
+
+    /// Turns every limit on or off (off: calls run with metrics only).
+    pub fn set_enabled(&self, enabled: bool) {
+        self.shared.enabled.store(enabled, Ordering::Relaxed);
+    }
+
+    /// Whether limits are on.
+    pub fn is_enabled(&self) -> bool {
+        self.shared.enabled.load(Ordering::Relaxed)
+    }
+
+    /// Every operation created so far, sorted by name.
+    pub fn ops(&self) -> Vec<Op> {
+        let mut ops: Vec<Op> = self
+            .ops
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        ops.sort_by(|a, b| a.name().cmp(b.name()));
+        ops
+    }
+
+    /// The background task manager.
+    pub fn tasks(&self) -> &TaskManager {
+        &self.shared.tasks
+    }
+
+    /// Everything the registry knows.
+    pub fn snapshot(&self) -> RegistrySnapshot {
+        RegistrySnapshot {
+            enabled: self.is_enabled(),
+            ops: self.ops().iter().map(Op::snapshot).collect(),
+            background: self.shared.tasks.snapshot(),
+        }
+    }
+
+    /// Drains or cancels the background tasks (see [`TaskManager::shutdown`]).
+    pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
+        self.shared.tasks.shutdown(grace).await
+    }
+}
+
+static GLOBAL: Lazy<Registry> = Lazy::new(Registry::new);
+
+/// The process-wide registry, built on first use with the built-in
+/// defaults. Apply the environment or a file with
+/// [`crate::config::load_env`] / [`crate::config::load_file`].
+pub fn registry() -> &'static Registry {
+    &GLOBAL
+}
+
+/// Drains or cancels the global registry's background tasks within `grace`.
+pub async fn shutdown(grace: Duration) -> ShutdownReport {
+    registry().shutdown(grace).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configure_error_changes_nothing() {
+        let reg = Registry::new();
+        reg.configure(
+            "a",
+            OpConfig {
+                max_concurrent: Some(5),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(reg
+            .configure(
+                "a",
+                OpConfig {
+                    timeout: Some(Duration::ZERO),
+                    ..Default::default()
+                }
+            )
+            .is_err());
+        assert_eq!(reg.op("a").config().max_concurrent, 5);
+    }
+
+    #[test]
+    fn defaults_apply_to_existing_and_new_ops() {
+        let reg = Registry::new();
+        let a = reg.op("a");
+        reg.set_defaults(OpConfig {
+            max_concurrent: Some(9),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(a.config().max_concurrent, 9);
+        assert_eq!(reg.op("b").config().max_concurrent, 9);
+        assert!(reg
+            .set_defaults(OpConfig {
+                queue_timeout: Some(Duration::ZERO),
+                ..Default::default()
+            })
+            .is_err());
+        assert_eq!(a.config().max_concurrent, 9);
+    }
+}

@@ -1,0 +1,39 @@
+//! `limiter` keeps async Rust services fast under load by limiting and
+//! watching their blocking and slow operations: rate limiters, circuit
+//! breakers, bulkheads with queues, timeouts, retries, offloading of
+//! blocking work, background tasks and metrics, all in one registry of named
+//! operations.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use limiter::{registry, LimitError, OpConfig, OpKind};
+//!
+//! registry().configure("db", OpConfig {
+//!     kind: Some(OpKind::Database),
+//!     timeout: Some(Duration::from_secs(2)),
+//!     ..OpConfig::default()
+//! })?;
+//! let user = String::from("alice");
+//! let rows = registry()
+//!     .op("db")
+//!     .run(Some(&user), || async { Ok::<_, LimitError>(vec![1, 2, 3]) })
+//!     .await?;
+//! assert_eq!(rows.len(), 3);
+//! # Ok(()) }
+//! ```
+//!
+//! See the runtime crate, [`limiter_runtime`], for every mechanism.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub use limiter_runtime::*;
+
+/// Items the attribute macros expand to. Not a public API: names here may
+/// change in any release.
+#[doc(hidden)]
+pub mod __private {
+    pub use limiter_runtime::*;
+}
