@@ -511,7 +511,7 @@ impl TaskManager {
             *by_state.entry(r.info.state).or_insert(0) += 1;
         }
         let mut recent: Vec<TaskInfo> = records.by_id.values().map(Record::current).collect();
-        recent.sort_by(|a, b| b.id.cmp(&a.id));
+        recent.sort_by_key(|t| std::cmp::Reverse(t.id));
         recent.truncate(100);
         BackgroundSnapshot {
             pending: by_state.get(&TaskState::Pending).copied().unwrap_or(0),

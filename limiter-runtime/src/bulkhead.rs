@@ -446,16 +446,14 @@ impl WaitGuard<'_> {
             });
         }
         drop(st);
-        let grant = self
-            .rx
+        self.rx
             .take()
             .and_then(|mut rx| rx.try_recv().ok())
             .unwrap_or_else(|| {
                 Err(LimitError::QueueTimeout {
                     op: self.bulkhead.op.clone(),
                 })
-            });
-        grant
+            })
     }
 
     /// Takes the waiter out of the queue if it is still there.

@@ -66,7 +66,9 @@ use strategy::{Background, CacheFallback, Cancel};
 #[must_use = "a call does nothing until `run`, `run_blocking` or `acquire`"]
 pub struct Call<'a, S = Cancel> {
     op: &'a Op,
-    key: Option<&'a dyn LimitKey>,
+    /// The key's hash: taken at once, so the call's future holds no
+    /// reference to the key.
+    key: Option<u64>,
     priority: i64,
     strategy: PhantomData<S>,
 }
@@ -93,14 +95,14 @@ impl<'a, S> Call<'a, S> {
     }
 
     /// Applies per-key limits to `key` (any `Hash` value: user id, tenant…).
-    pub fn key<K: LimitKey>(mut self, key: &'a K) -> Self {
-        self.key = Some(key);
+    pub fn key<K: LimitKey + ?Sized>(mut self, key: &K) -> Self {
+        self.key = Some(self.op.core.shared.hasher.hash(&KeyRef(key)));
         self
     }
 
     /// Applies per-key limits to `key` when it is `Some`.
-    pub fn key_opt(mut self, key: Option<&'a dyn LimitKey>) -> Self {
-        self.key = key;
+    pub fn key_opt(mut self, key: Option<&dyn LimitKey>) -> Self {
+        self.key = key.map(|k| self.op.core.shared.hasher.hash(k));
         self
     }
 
@@ -128,15 +130,10 @@ impl<'a, S> Call<'a, S> {
     /// Waits for a place under every limit and returns it as a guard.
     pub async fn acquire(self) -> Result<Permit, LimitError> {
         let core = &self.op.core;
-        let key = self.key.map(|k| core.shared.hasher.hash(k));
         let admitted = core
-            .admit(Arc::clone(&core.bulkhead), key, self.priority)
+            .admit(Arc::clone(&core.bulkhead), self.key, self.priority)
             .await?;
         Ok(Permit::new(Arc::clone(core), admitted))
-    }
-
-    fn key_hash(&self) -> Option<u64> {
-        self.key.map(|k| self.op.core.shared.hasher.hash(k))
     }
 
     /// The attempt/retry loop shared by every strategy.
@@ -147,7 +144,7 @@ impl<'a, S> Call<'a, S> {
         E: From<LimitError>,
         H: TimeoutHook<W>,
     {
-        let key = self.key_hash();
+        let key = self.key;
         let mut attempt = 0u32;
         loop {
             let result = attempt_once(self.op, key, self.priority, make(), hook).await;
@@ -203,6 +200,15 @@ impl<'a, S> Call<'a, S> {
                 }
             }))
         }
+    }
+}
+
+/// Lets an unsized key (`str`, `[u8]`) be hashed through `&dyn LimitKey`.
+struct KeyRef<'k, K: ?Sized>(&'k K);
+
+impl<K: LimitKey + ?Sized> LimitKey for KeyRef<'_, K> {
+    fn hash_key(&self, state: &mut dyn std::hash::Hasher) {
+        self.0.hash_key(state);
     }
 }
 

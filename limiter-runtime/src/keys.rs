@@ -22,6 +22,7 @@ pub trait LimitKey {
 }
 
 impl<T: Hash + ?Sized> LimitKey for T {
+    #[inline]
     fn hash_key(&self, mut state: &mut dyn Hasher) {
         self.hash(&mut state);
     }
@@ -92,7 +93,7 @@ impl<V: KeyState> KeyTable<V> {
     }
 
     fn per_shard(cap: usize) -> usize {
-        cap.div_ceil(SHARDS).max(1)
+        (cap / SHARDS).max(1)
     }
 
     /// Changes the cap; shrinking takes effect as keys are inserted.

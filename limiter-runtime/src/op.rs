@@ -457,19 +457,27 @@ impl Op {
 
     /// Runs `f` under every limit of this op, cancelling it on timeout.
     /// Shorthand for `self.call().key_opt(key).run(f)`; see [`Call::run`].
-    pub async fn run<T, E, F, Fut>(&self, key: Option<&dyn LimitKey>, f: F) -> Result<T, E>
+    /// The key is hashed at once: the returned future does not borrow it.
+    pub fn run<'a, T, E, F, Fut>(
+        &'a self,
+        key: Option<&dyn LimitKey>,
+        f: F,
+    ) -> impl std::future::Future<Output = Result<T, E>> + use<'a, T, E, F, Fut>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, E>>,
         E: From<LimitError>,
     {
-        self.call().key_opt(key).run(f).await
+        self.call().key_opt(key).run(f)
     }
 
     /// Waits for a place under every limit of this op and returns it as a
     /// guard (breaker → rate → bulkhead; no timeout is applied).
-    pub async fn acquire(&self, key: Option<&dyn LimitKey>) -> Result<Permit, LimitError> {
-        self.call().key_opt(key).acquire().await
+    pub fn acquire<'a>(
+        &'a self,
+        key: Option<&dyn LimitKey>,
+    ) -> impl std::future::Future<Output = Result<Permit, LimitError>> + use<'a> {
+        self.call().key_opt(key).acquire()
     }
 
     /// The configuration in force.

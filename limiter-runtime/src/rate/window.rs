@@ -139,11 +139,9 @@ impl SlidingCell {
             (period - elapsed).saturating_sub(keep)
         } else {
             // The next window: current·(P - x)/P + 1 <= limit.
-            let x = if current == 0 {
-                0
-            } else {
-                period - ((limit - 1) * period / current).min(period)
-            };
+            let x = ((limit - 1) * period)
+                .checked_div(current)
+                .map_or(0, |keep| period - keep.min(period));
             (period - elapsed) + x
         };
         u64::try_from(wait.max(1)).unwrap_or(u64::MAX)

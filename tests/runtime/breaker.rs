@@ -1,0 +1,184 @@
+use limiter::{BreakerConfig, BreakerState, LimitError, OpConfig};
+
+use super::*;
+
+fn breaker_cfg(b: BreakerConfig) -> OpConfig {
+    OpConfig {
+        breaker: BreakerConfig {
+            enabled: Some(true),
+            ..b
+        },
+        ..OpConfig::default()
+    }
+}
+
+async fn outcome(op: &Op, fail: bool) -> Result<(), LimitError> {
+    match op
+        .run(None, || async move {
+            if fail {
+                Err(LimitError::Timeout { op: "body".into() })
+            } else {
+                Ok(())
+            }
+        })
+        .await
+    {
+        // A failure of the body itself is not a refusal.
+        Err(LimitError::Timeout { op }) if &*op == "body" => Ok(()),
+        other => other,
+    }
+}
+
+fn state(op: &Op) -> BreakerState {
+    op.snapshot().breaker.state
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_transition_with_probe_limits() {
+    let cfg = breaker_cfg(BreakerConfig {
+        failure_rate: Some(0.5),
+        min_calls: Some(4),
+        window: Some(4),
+        recovery: Some(secs(10)),
+        half_open_calls: Some(1),
+        success_threshold: Some(2),
+        ..BreakerConfig::default()
+    });
+    let (_reg, op) = op_with("br", cfg);
+    // Closed: three calls are not enough to judge.
+    outcome(&op, true).await.unwrap();
+    outcome(&op, true).await.unwrap();
+    outcome(&op, false).await.unwrap();
+    assert_eq!(state(&op), BreakerState::Closed);
+    // The fourth call makes 2 failures in 4: 50 % opens it.
+    outcome(&op, false).await.unwrap();
+    assert_eq!(state(&op), BreakerState::Closed, "success does not trip");
+    outcome(&op, true).await.unwrap();
+    assert_eq!(state(&op), BreakerState::Open);
+    match outcome(&op, false).await {
+        Err(LimitError::CircuitOpen { retry_after, .. }) => assert_eq!(retry_after, secs(10)),
+        other => panic!("expected CircuitOpen, got {other:?}"),
+    }
+    tokio::time::advance(secs(4)).await;
+    match outcome(&op, false).await {
+        Err(LimitError::CircuitOpen { retry_after, .. }) => assert_eq!(retry_after, secs(6)),
+        other => panic!("expected CircuitOpen, got {other:?}"),
+    }
+    // Half-open after the recovery time: one probe at a time.
+    tokio::time::advance(secs(6)).await;
+    let probe = take(&op).await;
+    assert_eq!(state(&op), BreakerState::HalfOpen);
+    assert!(
+        matches!(op.acquire(None).await, Err(LimitError::CircuitOpen { .. })),
+        "probe limit"
+    );
+    drop(probe); // success 1 of 2
+    assert_eq!(state(&op), BreakerState::HalfOpen);
+    // A failed probe opens it again.
+    outcome(&op, true).await.unwrap();
+    assert_eq!(state(&op), BreakerState::Open);
+    tokio::time::advance(secs(10)).await;
+    outcome(&op, false).await.unwrap();
+    outcome(&op, false).await.unwrap();
+    assert_eq!(
+        state(&op),
+        BreakerState::Closed,
+        "two successful probes close it"
+    );
+    let snap = op.snapshot().breaker;
+    assert_eq!((snap.opened, snap.half_opened, snap.closed), (2, 2, 1));
+    assert_eq!(op.snapshot().counters.rejected_circuit_open, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn consecutive_failures_trip_before_the_rate_is_judged() {
+    let cfg = breaker_cfg(BreakerConfig {
+        min_calls: Some(50),
+        window: Some(100),
+        consecutive_failures: Some(3),
+        ..BreakerConfig::default()
+    });
+    let (_reg, op) = op_with("streak", cfg);
+    for _ in 0..3 {
+        outcome(&op, true).await.unwrap();
+    }
+    assert_eq!(state(&op), BreakerState::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_calls_count_as_failures() {
+    let cfg = breaker_cfg(BreakerConfig {
+        min_calls: Some(2),
+        window: Some(2),
+        failure_rate: Some(1.0),
+        slow_call: Some(ms(100)),
+        ..BreakerConfig::default()
+    });
+    let (_reg, op) = op_with("slow", cfg);
+    for _ in 0..2 {
+        op.run(None, || async {
+            tokio::time::sleep(ms(150)).await;
+            Ok::<_, LimitError>(())
+        })
+        .await
+        .unwrap();
+    }
+    assert_eq!(state(&op), BreakerState::Open);
+    assert_eq!(op.snapshot().counters.slow_calls, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn force_open_and_reset() {
+    let (_reg, op) = op_with("manual", breaker_cfg(BreakerConfig::default()));
+    op.force_open_breaker();
+    assert_eq!(state(&op), BreakerState::ForcedOpen);
+    tokio::time::advance(secs(3600)).await;
+    assert!(
+        matches!(op.acquire(None).await, Err(LimitError::CircuitOpen { .. })),
+        "stays open"
+    );
+    op.reset_breaker();
+    assert_eq!(state(&op), BreakerState::Closed);
+    assert!(op.acquire(None).await.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn reconfiguring_keeps_the_breaker_state() {
+    let cfg = breaker_cfg(BreakerConfig {
+        consecutive_failures: Some(1),
+        ..BreakerConfig::default()
+    });
+    let (reg, op) = op_with("keep", cfg.clone());
+    outcome(&op, true).await.unwrap();
+    assert_eq!(state(&op), BreakerState::Open);
+    reg.configure(
+        "keep",
+        OpConfig {
+            max_concurrent: Some(7),
+            ..cfg
+        },
+    )
+    .unwrap();
+    assert_eq!(state(&op), BreakerState::Open);
+    assert_eq!(op.config().max_concurrent, 7);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelled_probe_gives_its_place_back() {
+    let cfg = breaker_cfg(BreakerConfig {
+        consecutive_failures: Some(1),
+        recovery: Some(secs(1)),
+        ..BreakerConfig::default()
+    });
+    let (_reg, op) = op_with("cancel_probe", cfg);
+    outcome(&op, true).await.unwrap();
+    tokio::time::advance(secs(1)).await;
+    // A probe whose caller goes away mid-run.
+    let fut = op.run(None, || async {
+        tokio::time::sleep(secs(100)).await;
+        Ok::<_, LimitError>(())
+    });
+    let _ = tokio::time::timeout(ms(10), fut).await;
+    assert_eq!(state(&op), BreakerState::HalfOpen);
+    assert!(op.acquire(None).await.is_ok(), "the probe place came back");
+}

@@ -1,0 +1,259 @@
+use std::sync::mpsc;
+use std::time::Instant as StdInstant;
+
+use limiter::{LimitError, OpConfig, OpKind, TaskState};
+
+use super::*;
+
+fn timed(t: Duration) -> OpConfig {
+    OpConfig {
+        timeout: Some(t),
+        ..OpConfig::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_drops_the_future() {
+    let (_reg, op) = op_with("cancel", timed(ms(100)));
+    let dropped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    struct OnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for OnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let start = tokio::time::Instant::now();
+    let r = op
+        .run(None, || {
+            let guard = OnDrop(dropped.clone());
+            async move {
+                let _guard = guard;
+                tokio::time::sleep(secs(1)).await;
+                Ok::<_, LimitError>(1)
+            }
+        })
+        .await;
+    assert!(matches!(r, Err(LimitError::Timeout { .. })));
+    assert_eq!(start.elapsed(), ms(100));
+    assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(op.load(), (0, 0, 0));
+    assert_eq!(op.snapshot().counters.timeouts, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn background_keeps_running_as_a_tracked_task() {
+    let cfg = OpConfig {
+        max_concurrent: Some(1),
+        queue: Some(0),
+        ..timed(ms(100))
+    };
+    let (reg, op) = op_with("bg", cfg);
+    let r = op
+        .call()
+        .background()
+        .run(|| async {
+            tokio::time::sleep(secs(1)).await;
+            Ok::<_, LimitError>(7)
+        })
+        .await;
+    let task_id = match r {
+        Err(LimitError::MovedToBackground { task_id, .. }) => task_id,
+        other => panic!("expected MovedToBackground, got {other:?}"),
+    };
+    let info = reg.tasks().get(task_id).unwrap();
+    assert_eq!(info.state, TaskState::Running);
+    assert_eq!(info.op.as_deref(), Some("bg"));
+    assert_eq!(op.load(), (1, 0, 0), "the background work keeps its place");
+    assert!(matches!(
+        op.acquire(None).await,
+        Err(LimitError::QueueFull { .. })
+    ));
+    tokio::time::sleep(secs(1)).await;
+    settle().await;
+    assert_eq!(
+        reg.tasks().get(task_id).unwrap().state,
+        TaskState::Succeeded
+    );
+    assert_eq!(op.load(), (0, 0, 0));
+    let c = op.snapshot().counters;
+    assert_eq!((c.timeouts, c.moved_to_background), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn background_records_a_late_failure_on_the_task() {
+    let (reg, op) = op_with("bgfail", timed(ms(10)));
+    let r = op
+        .call()
+        .background()
+        .run(|| async {
+            tokio::time::sleep(ms(50)).await;
+            Err::<(), _>(LimitError::Overloaded {
+                op: "downstream".into(),
+                retry_after: secs(1),
+            })
+        })
+        .await;
+    let Err(LimitError::MovedToBackground { task_id, .. }) = r else {
+        panic!("expected MovedToBackground, got {r:?}");
+    };
+    tokio::time::sleep(ms(50)).await;
+    settle().await;
+    let info = reg.tasks().get(task_id).unwrap();
+    assert_eq!(info.state, TaskState::Failed);
+    assert!(info.error.unwrap().contains("downstream"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn cache_fallback_answers_with_the_last_good_value_per_key() {
+    let (_reg, op) = op_with("cache", timed(ms(100)));
+    let (a, b) = ("a".to_string(), "b".to_string());
+    let fast = op
+        .call()
+        .key(&a)
+        .cache_fallback()
+        .run(|| async { Ok::<_, LimitError>(41) })
+        .await;
+    assert_eq!(fast.unwrap(), 41);
+    let slow = || async {
+        tokio::time::sleep(secs(1)).await;
+        Ok::<_, LimitError>(99)
+    };
+    assert_eq!(
+        op.call().key(&a).cache_fallback().run(slow).await.unwrap(),
+        41
+    );
+    assert!(matches!(
+        op.call().key(&b).cache_fallback().run(slow).await,
+        Err(LimitError::Timeout { .. })
+    ));
+    let c = op.snapshot().counters;
+    assert_eq!((c.timeouts, c.cache_fallbacks), (2, 1));
+    assert_eq!(op.snapshot().cache_entries, 1);
+}
+
+// Real time: tokio's paused clock does not move while blocking work runs.
+#[tokio::test]
+async fn blocking_work_is_offloaded_and_orphaned_on_timeout() {
+    // The file_io preset retries twice; one attempt keeps the count simple.
+    let cfg = OpConfig {
+        kind: Some(OpKind::FileIo),
+        retry: limiter::RetryConfig {
+            retries: Some(0),
+            ..Default::default()
+        },
+        ..timed(ms(50))
+    };
+    let (_reg, op) = op_with("file", cfg);
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let go_rx = std::sync::Mutex::new(go_rx);
+    let r = op
+        .call()
+        .run_blocking(move || {
+            // Blocks this pool thread until the test lets it go.
+            let _ = go_rx.lock().unwrap().recv();
+            Ok::<_, LimitError>(())
+        })
+        .await;
+    assert!(matches!(r, Err(LimitError::Timeout { .. })));
+    let c = op.snapshot().counters;
+    assert_eq!((c.orphans, c.orphans_running), (1, 1));
+    assert_eq!(
+        op.load(),
+        (0, 0, 0),
+        "the caller's place is released at the timeout"
+    );
+    go_tx.send(()).unwrap();
+    let waited = StdInstant::now();
+    while op.snapshot().counters.orphans_running != 0 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "orphan never finished"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(op.snapshot().counters.orphans, 1);
+}
+
+#[tokio::test]
+async fn cpu_work_runs_on_the_cpu_pool() {
+    let (_reg, op) = op_with(
+        "hash",
+        OpConfig {
+            kind: Some(OpKind::CpuIntensive),
+            ..OpConfig::default()
+        },
+    );
+    let thread = op
+        .call()
+        .run_blocking(|| {
+            Ok::<_, LimitError>(std::thread::current().name().unwrap_or("").to_owned())
+        })
+        .await
+        .unwrap();
+    assert!(thread.starts_with("limiter-cpu-"), "ran on {thread}");
+    let (_reg, op) = op_with(
+        "read",
+        OpConfig {
+            kind: Some(OpKind::FileIo),
+            ..OpConfig::default()
+        },
+    );
+    let thread = op
+        .call()
+        .run_blocking(|| {
+            Ok::<_, LimitError>(std::thread::current().name().unwrap_or("").to_owned())
+        })
+        .await
+        .unwrap();
+    assert!(
+        !thread.starts_with("limiter-cpu-"),
+        "I/O work stays on tokio's blocking pool"
+    );
+}
+
+#[tokio::test]
+async fn blocking_work_can_move_to_the_background() {
+    let (reg, op) = op_with("export", timed(ms(10)));
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let go_rx = std::sync::Mutex::new(go_rx);
+    let r = op
+        .call()
+        .background()
+        .run_blocking(move || {
+            let _ = go_rx.lock().unwrap().recv();
+            Ok::<_, LimitError>(5)
+        })
+        .await;
+    let Err(LimitError::MovedToBackground { task_id, .. }) = r else {
+        panic!("expected MovedToBackground, got {r:?}");
+    };
+    go_tx.send(()).unwrap();
+    let handle_state = {
+        let waited = StdInstant::now();
+        loop {
+            settle().await;
+            let s = reg.tasks().get(task_id).unwrap().state;
+            if s.is_terminal() || waited.elapsed() > Duration::from_secs(10) {
+                break s;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    assert_eq!(handle_state, TaskState::Succeeded);
+    assert_eq!(op.snapshot().counters.orphans, 0, "tracked, not orphaned");
+}
+
+#[tokio::test]
+async fn blocking_panic_is_resumed_in_the_caller() {
+    let (_reg, op) = op_with("boom", OpConfig::default());
+    let op2 = op.clone();
+    let joined = tokio::spawn(async move {
+        op2.call()
+            .run_blocking(|| -> Result<(), LimitError> { panic!("blocking boom") })
+            .await
+    })
+    .await;
+    assert!(joined.unwrap_err().is_panic());
+    assert_eq!(op.snapshot().counters.panics, 1);
+    assert_eq!(op.load(), (0, 0, 0));
+}
