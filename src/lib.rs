@@ -37,3 +37,8 @@ pub use limiter_runtime::*;
 pub mod __private {
     pub use limiter_runtime::*;
 }
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -25,20 +25,21 @@ pub(crate) fn backoff_delay(policy: &RetryPolicy, attempt: u32) -> Duration {
 }
 
 /// How long to wait before retrying after `err`, or `None` when retrying
-/// would not help: the call went to the background, or the limit says to
-/// come back later than the longest backoff.
+/// would not help: the call went to the background; the op is saturated
+/// (`QueueFull`, `QueueTimeout`, `Overloaded`: another attempt only adds to
+/// the pile); or the limit says to come back later than the longest backoff.
 pub(crate) fn delay_after_limit(
     policy: &RetryPolicy,
     attempt: u32,
     err: &LimitError,
 ) -> Option<Duration> {
     match err {
-        LimitError::MovedToBackground { .. } | LimitError::Overloaded { .. } => None,
-        LimitError::Timeout { .. } | LimitError::QueueTimeout { .. } => {
-            Some(backoff_delay(policy, attempt))
-        }
+        LimitError::MovedToBackground { .. }
+        | LimitError::Overloaded { .. }
+        | LimitError::QueueFull { .. }
+        | LimitError::QueueTimeout { .. } => None,
+        LimitError::Timeout { .. } => Some(backoff_delay(policy, attempt)),
         LimitError::RateLimited { retry_after, .. }
-        | LimitError::QueueFull { retry_after, .. }
         | LimitError::CircuitOpen { retry_after, .. } => {
             (*retry_after <= policy.max).then(|| (*retry_after).max(backoff_delay(policy, attempt)))
         }
@@ -95,6 +96,16 @@ mod tests {
             retry_after: Duration::from_secs(60),
         };
         assert_eq!(delay_after_limit(&p, 0, &late), None);
+        let full = LimitError::QueueFull {
+            op: op.clone(),
+            scope: crate::QueueScope::Global,
+            retry_after: Duration::from_millis(1),
+        };
+        assert_eq!(
+            delay_after_limit(&p, 0, &full),
+            None,
+            "a saturated op is not retried"
+        );
         let bg = LimitError::MovedToBackground { op, task_id: 1 };
         assert_eq!(delay_after_limit(&p, 0, &bg), None);
     }
