@@ -174,40 +174,29 @@ async fn blocking_work_is_offloaded_and_orphaned_on_timeout() {
     assert_eq!(op.snapshot().counters.orphans, 1);
 }
 
+/// The name of the thread an op of `kind` runs blocking work on.
+async fn offload_thread(kind: OpKind) -> String {
+    let cfg = OpConfig {
+        kind: Some(kind),
+        ..OpConfig::default()
+    };
+    let (_reg, op) = op_with("where", cfg);
+    op.call()
+        .run_blocking(|| {
+            Ok::<_, LimitError>(std::thread::current().name().unwrap_or("").to_owned())
+        })
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn cpu_work_runs_on_the_cpu_pool() {
-    let (_reg, op) = op_with(
-        "hash",
-        OpConfig {
-            kind: Some(OpKind::CpuIntensive),
-            ..OpConfig::default()
-        },
-    );
-    let thread = op
-        .call()
-        .run_blocking(|| {
-            Ok::<_, LimitError>(std::thread::current().name().unwrap_or("").to_owned())
-        })
-        .await
-        .unwrap();
-    assert!(thread.starts_with("limiter-cpu-"), "ran on {thread}");
-    let (_reg, op) = op_with(
-        "read",
-        OpConfig {
-            kind: Some(OpKind::FileIo),
-            ..OpConfig::default()
-        },
-    );
-    let thread = op
-        .call()
-        .run_blocking(|| {
-            Ok::<_, LimitError>(std::thread::current().name().unwrap_or("").to_owned())
-        })
-        .await
-        .unwrap();
+    let cpu = offload_thread(OpKind::CpuIntensive).await;
+    assert!(cpu.starts_with("limiter-cpu-"), "ran on {cpu}");
+    let io = offload_thread(OpKind::FileIo).await;
     assert!(
-        !thread.starts_with("limiter-cpu-"),
-        "I/O work stays on tokio's blocking pool"
+        !io.starts_with("limiter-cpu-"),
+        "I/O work stays on tokio's blocking pool, ran on {io}"
     );
 }
 
