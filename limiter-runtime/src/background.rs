@@ -280,7 +280,7 @@ impl TaskManager {
         F: Future<Output = R> + Send + 'static,
         R: TaskOutput,
     {
-        if self.inner.shutting_down.load(Ordering::Acquire) {
+        if !self.inner.enter() {
             self.inner.rejected.fetch_add(1, Ordering::Relaxed);
             return Err(LimitError::Overloaded {
                 op: spec.name.clone(),
@@ -293,6 +293,7 @@ impl TaskManager {
             Err(_) => {
                 if group.queued.fetch_add(1, Ordering::AcqRel) >= group.queue {
                     group.queued.fetch_sub(1, Ordering::AcqRel);
+                    self.inner.leave();
                     self.inner.rejected.fetch_add(1, Ordering::Relaxed);
                     return Err(LimitError::QueueFull {
                         op: spec.name.clone(),
@@ -367,12 +368,16 @@ impl TaskManager {
 
     /// Tracks a future that is already under way (a call that timed out
     /// under `strategy = "background"`): it starts at once, outside any
-    /// group's limits. Returns the task id.
-    pub(crate) fn adopt<F, R>(&self, name: Arc<str>, fut: F) -> u64
+    /// group's limits. Returns the task id, or `None` once shutdown began
+    /// (the caller then cancels the future instead).
+    pub(crate) fn adopt<F, R>(&self, name: Arc<str>, fut: F) -> Option<u64>
     where
         F: Future<Output = R> + Send + 'static,
         R: TaskOutput,
     {
+        if !self.inner.enter() {
+            return None;
+        }
         let (id, _) = self.register(name.clone(), Some(name));
         let inner = Arc::clone(&self.inner);
         let guard = FinishGuard {
@@ -389,13 +394,12 @@ impl TaskManager {
                 Some(e) => guard.finish(TaskState::Failed, Some(e)),
             }
         });
-        id
+        Some(id)
     }
 
     fn register(&self, name: Arc<str>, op: Option<Arc<str>>) -> (u64, watch::Receiver<TaskState>) {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (state_tx, state_rx) = watch::channel(TaskState::Pending);
-        self.inner.active.fetch_add(1, Ordering::AcqRel);
         self.inner.spawned.fetch_add(1, Ordering::Relaxed);
         self.inner.lock().by_id.insert(
             id,
@@ -525,6 +529,24 @@ impl TaskManager {
 }
 
 impl Inner {
+    /// Counts a new task as outstanding unless shutdown began. Counting
+    /// first and checking second means `shutdown` either sees the task or
+    /// the task sees the shutdown: none slips in after the drain.
+    fn enter(&self) -> bool {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        if self.shutting_down.load(Ordering::Acquire) {
+            self.leave();
+            return false;
+        }
+        true
+    }
+
+    fn leave(&self) {
+        if self.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Records> {
         self.records.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -610,9 +632,7 @@ impl FinishGuard {
         }
         self.inner.finish(self.id, state, error);
         self.id = 0;
-        if self.inner.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.inner.idle.notify_waiters();
-        }
+        self.inner.leave();
     }
 }
 

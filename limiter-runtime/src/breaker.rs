@@ -14,7 +14,7 @@
 //! windows are kept under a mutex.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -54,20 +54,24 @@ impl BreakerState {
     }
 }
 
-/// What the breaker granted a call.
+/// What the breaker granted a call. Closed and probe tickets carry the
+/// round (a counter bumped by every transition) they were granted in, so the
+/// outcome of a call from an earlier round never counts in a later one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Ticket {
     /// No breaker.
     Bypass,
     /// A call in the closed state.
-    Closed,
+    Closed(u64),
     /// A half-open probe.
-    Probe,
+    Probe(u64),
 }
 
 struct Inner {
     policy: Option<BreakerPolicy>,
     state: BreakerState,
+    /// Bumped by every transition.
+    round: u64,
     /// Outcomes of the last calls, `true` for failure.
     window: VecDeque<bool>,
     failures: u32,
@@ -80,7 +84,8 @@ struct Inner {
 /// One breaker per operation.
 pub(crate) struct Breaker {
     op: Arc<str>,
-    fast: AtomicU8,
+    /// `round << 8 | state`, for the lock-free read of the closed state.
+    fast: AtomicU64,
     inner: Mutex<Inner>,
     opened: AtomicU64,
     half_opened: AtomicU64,
@@ -119,10 +124,11 @@ impl Breaker {
         };
         Self {
             op,
-            fast: AtomicU8::new(state.code()),
+            fast: AtomicU64::new(u64::from(state.code())),
             inner: Mutex::new(Inner {
                 policy,
                 state,
+                round: 0,
                 window: VecDeque::new(),
                 failures: 0,
                 consecutive: 0,
@@ -141,23 +147,20 @@ impl Breaker {
     }
 
     /// Current state.
-    pub(crate) fn state(&self) -> BreakerState {
-        BreakerState::from_code(self.fast.load(Ordering::Acquire))
-    }
-
     /// Lets a call through or says how long until it would be.
     #[inline]
     pub(crate) fn admit(&self, now: u64) -> Result<Ticket, Duration> {
-        match self.state() {
+        let fast = self.fast.load(Ordering::Acquire);
+        match BreakerState::from_code(fast as u8) {
             BreakerState::Disabled => return Ok(Ticket::Bypass),
-            BreakerState::Closed => return Ok(Ticket::Closed),
+            BreakerState::Closed => return Ok(Ticket::Closed(fast >> 8)),
             _ => {}
         }
         let mut inner = self.lock();
         let recovery = inner.policy.as_ref().map_or(Duration::ZERO, |p| p.recovery);
         match inner.state {
             BreakerState::Disabled => Ok(Ticket::Bypass),
-            BreakerState::Closed => Ok(Ticket::Closed),
+            BreakerState::Closed => Ok(Ticket::Closed(inner.round)),
             BreakerState::ForcedOpen => Err(recovery),
             BreakerState::Open if now < inner.open_until => {
                 Err(Duration::from_nanos(inner.open_until - now))
@@ -169,7 +172,7 @@ impl Breaker {
                 let limit = inner.policy.as_ref().map_or(1, |p| p.half_open_calls);
                 if inner.probes < limit {
                     inner.probes += 1;
-                    Ok(Ticket::Probe)
+                    Ok(Ticket::Probe(inner.round))
                 } else {
                     Err(recovery.min(Duration::from_secs(1)))
                 }
@@ -181,10 +184,10 @@ impl Breaker {
     pub(crate) fn record(&self, ticket: Ticket, failed: bool, now: u64) {
         match ticket {
             Ticket::Bypass => {}
-            Ticket::Closed => {
+            Ticket::Closed(round) => {
                 let mut inner = self.lock();
-                if inner.state != BreakerState::Closed {
-                    return; // the outcome of a call from before the breaker opened
+                if inner.state != BreakerState::Closed || inner.round != round {
+                    return; // the outcome of a call from an earlier round
                 }
                 let Some(policy) = inner.policy.clone() else {
                     return;
@@ -213,10 +216,10 @@ impl Breaker {
                     self.transition(&mut inner, BreakerState::Open, now);
                 }
             }
-            Ticket::Probe => {
+            Ticket::Probe(round) => {
                 let mut inner = self.lock();
-                if inner.state != BreakerState::HalfOpen {
-                    return;
+                if inner.state != BreakerState::HalfOpen || inner.round != round {
+                    return; // a probe of an earlier half-open round
                 }
                 inner.probes = inner.probes.saturating_sub(1);
                 let Some(policy) = inner.policy.clone() else {
@@ -238,9 +241,9 @@ impl Breaker {
 
     /// Gives back a probe place for a call that ended without an outcome.
     pub(crate) fn release(&self, ticket: Ticket) {
-        if ticket == Ticket::Probe {
+        if let Ticket::Probe(round) = ticket {
             let mut inner = self.lock();
-            if inner.state == BreakerState::HalfOpen {
+            if inner.state == BreakerState::HalfOpen && inner.round == round {
                 inner.probes = inner.probes.saturating_sub(1);
             }
         }
@@ -249,12 +252,14 @@ impl Breaker {
     fn transition(&self, inner: &mut Inner, to: BreakerState, now: u64) {
         let from = inner.state;
         inner.state = to;
+        inner.round += 1;
         inner.window.clear();
         inner.failures = 0;
         inner.consecutive = 0;
         inner.probes = 0;
         inner.probe_successes = 0;
-        self.fast.store(to.code(), Ordering::Release);
+        self.fast
+            .store(inner.round << 8 | u64::from(to.code()), Ordering::Release);
         let op = &*self.op;
         match to {
             BreakerState::Open | BreakerState::ForcedOpen => {

@@ -371,17 +371,26 @@ impl Bulkhead {
                 let Some(victim) = st.oldest(scope, &key) else {
                     return Err(queue_full(scope));
                 };
-                let victim = st.waiters.remove(&victim).expect("found above");
-                st.unqueue(&victim);
-                let _ = victim.tx.send(Err(queue_full(scope)));
-                if !(st.key_can_queue(&key) && st.queued < limits.queue) {
-                    // The other queue is full as well.
-                    return Err(queue_full(if st.key_can_queue(&key) {
+                // Evict only if that makes room for the newcomer in both
+                // queues (it may not after the limits shrank, or when the
+                // other queue is full as well).
+                let same_key = match (&key, &st.waiters[&victim].key) {
+                    (Some(k), Some(v)) => Arc::ptr_eq(k, v),
+                    _ => false,
+                };
+                let key_fits = key.is_none()
+                    || count(&key, queued) - u32::from(same_key) < limits.queue_per_key;
+                let global_fits = st.queued - 1 < limits.queue;
+                if !(key_fits && global_fits) {
+                    return Err(queue_full(if key_fits {
                         QueueScope::Global
                     } else {
                         QueueScope::Key
                     }));
                 }
+                let victim = st.waiters.remove(&victim).expect("found above");
+                st.unqueue(&victim);
+                let _ = victim.tx.send(Err(queue_full(scope)));
                 st.enqueue(seq, waiter);
             }
             (Some(_), OverloadPolicy::Block) => {
@@ -393,7 +402,7 @@ impl Bulkhead {
             seq,
             priority,
             rx,
-            deadline: Instant::now() + limits.queue_timeout,
+            deadline: crate::clock::deadline(Instant::now(), limits.queue_timeout),
         })
     }
 

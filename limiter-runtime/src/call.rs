@@ -254,7 +254,7 @@ where
         op: &core.name,
     };
     let finished = match timeout {
-        Some(t) => tokio::time::timeout_at(admission.start + t, watched)
+        Some(t) => tokio::time::timeout_at(crate::clock::deadline(admission.start, t), watched)
             .await
             .ok(),
         None => Some(watched.await),
@@ -383,6 +383,10 @@ where
                 drop(place); // the place is held until the work really ends
                 out
             });
+        let Some(task_id) = task_id else {
+            // Shutting down: nothing may start in the background any more.
+            return Err(timed_out(op));
+        };
         OpMetrics::inc(&op.core.metrics.counters.moved_to_background);
         tracing::info!(op = op.name(), task_id, "timed out; moved to background");
         Err(LimitError::MovedToBackground {

@@ -38,3 +38,13 @@ impl Clock {
 pub(crate) fn duration_ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
+
+/// `start + d`, or a deadline decades away when that does not fit (a
+/// "wait forever" duration such as `Duration::MAX` must not panic).
+pub(crate) fn deadline(start: Instant, d: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(86_400 * 365 * 30);
+    start
+        .checked_add(d)
+        .or_else(|| start.checked_add(FAR))
+        .unwrap_or(start)
+}

@@ -184,6 +184,7 @@ impl<V: KeyState> KeyTable<V> {
     }
 
     /// The state of `hash` if it is tracked.
+    #[cfg(test)]
     pub(crate) fn get(&self, hash: u64) -> Option<Arc<V>> {
         let map = self.shard(hash).lock().unwrap_or_else(|e| e.into_inner());
         map.get(&hash).map(|e| Arc::clone(&e.value))
@@ -193,6 +194,17 @@ impl<V: KeyState> KeyTable<V> {
     pub(crate) fn remove(&self, hash: u64) -> bool {
         let mut map = self.shard(hash).lock().unwrap_or_else(|e| e.into_inner());
         map.remove(&hash).is_some()
+    }
+
+    /// Forgets `hash` if nobody but the table holds its state; the check and
+    /// the removal happen under one lock, so no caller can take the state in
+    /// between. Returns whether it was removed.
+    pub(crate) fn remove_unused(&self, hash: u64) -> bool {
+        let mut map = self.shard(hash).lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(&hash) {
+            Some(e) if Arc::strong_count(&e.value) == 1 => map.remove(&hash).is_some(),
+            _ => false,
+        }
     }
 
     /// Keys tracked now.

@@ -73,20 +73,14 @@ impl Offload {
         let status = Arc::new(AtomicU8::new(RUNNING));
         let (tx, rx) = oneshot::channel();
         let job = {
-            let status = Arc::clone(&status);
-            let metrics = Arc::clone(&metrics);
+            let ended = JobEnd {
+                status: Arc::clone(&status),
+                metrics: Arc::clone(&metrics),
+            };
             move || {
                 let out = catch_unwind(AssertUnwindSafe(f));
                 drop(permit);
-                if status
-                    .compare_exchange(RUNNING, DONE, Ordering::AcqRel, Ordering::Acquire)
-                    .is_err()
-                {
-                    metrics
-                        .counters
-                        .orphans_running
-                        .fetch_sub(1, Ordering::AcqRel);
-                }
+                drop(ended);
                 let _ = tx.send(out);
             }
         };
@@ -113,6 +107,27 @@ impl Offload {
                 "offloaded work was dropped by its pool (runtime shutting down)",
             ))
         })
+    }
+}
+
+/// Marks the work ended when the job finishes, or when its pool drops it
+/// without running it (runtime teardown), so an orphan is never counted as
+/// running forever.
+struct JobEnd {
+    status: Arc<AtomicU8>,
+    metrics: Arc<OpMetrics>,
+}
+
+impl Drop for JobEnd {
+    fn drop(&mut self) {
+        if self
+            .status
+            .compare_exchange(RUNNING, DONE, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            let running = &self.metrics.counters.orphans_running;
+            running.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 

@@ -496,8 +496,9 @@ impl Op {
         self.core.breaker.reset(self.core.clock.now_ns());
     }
 
-    /// Forgets the per-key state of `key` (rate and, when idle, bulkhead).
-    /// Returns whether anything was tracked.
+    /// Forgets the per-key state of `key`: its rate limit state, and its
+    /// bulkhead counts when no call of that key is running or waiting.
+    /// Returns whether anything was forgotten.
     pub fn reset_key(&self, key: &dyn LimitKey) -> bool {
         let hash = self.core.shared.hasher.hash(key);
         let rate = self
@@ -507,9 +508,7 @@ impl Op {
             .rate_per_key
             .as_ref()
             .is_some_and(|k| k.table.remove(hash));
-        let bulk = self.core.bulkhead.keys.get(hash).is_some_and(|slot| {
-            Arc::strong_count(&slot) == 2 && self.core.bulkhead.keys.remove(hash)
-        });
+        let bulk = self.core.bulkhead.keys.remove_unused(hash);
         rate || bulk
     }
 

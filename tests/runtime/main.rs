@@ -8,6 +8,7 @@ mod config;
 mod keys;
 mod metrics;
 mod rate;
+mod regressions;
 mod release;
 mod retries;
 mod strategies;

@@ -21,20 +21,41 @@ fn pack(window: u64, count: u64) -> u64 {
     (window << 32) | (count & 0xFFFF_FFFF)
 }
 
+const MASK: u64 = 0xFFFF_FFFF;
+
+/// How many windows the stored window `stored` is ahead of `window` (both
+/// modulo 2^32); 0 when it is the same or older.
+fn ahead(stored: u64, window: u64) -> u64 {
+    let d = stored.wrapping_sub(window) & MASK;
+    if d < 1 << 31 {
+        d
+    } else {
+        0
+    }
+}
+
 impl FixedCell {
     pub(crate) fn try_acquire(&self, p: &WindowParams, now: u64) -> Result<(), u64> {
-        // Window numbers are stored modulo 2^32 (136 years of 1 s windows).
-        let window = (now / p.period_ns) & 0xFFFF_FFFF;
+        // Window numbers are stored modulo 2^32.
+        let window = (now / p.period_ns) & MASK;
         let mut cur = self.packed.load(Ordering::Relaxed);
         loop {
-            let (w, count) = (cur >> 32, cur & 0xFFFF_FFFF);
-            let count = if w == window { count } else { 0 };
+            let (w, count) = (cur >> 32, cur & MASK);
+            // A caller that read the clock just before a boundary another
+            // caller already crossed counts in the newer window: it must not
+            // wipe that window's count.
+            let ahead = ahead(w, window);
+            let (w, count) = match (w == window, ahead) {
+                (true, _) => (w, count),
+                (false, 0) => (window, 0),
+                (false, _) => (w, count),
+            };
             if count >= p.limit {
-                return Err((window + 1) * p.period_ns - now);
+                return Err(ahead * p.period_ns + (p.period_ns - now % p.period_ns));
             }
             match self.packed.compare_exchange_weak(
                 cur,
-                pack(window, count + 1),
+                pack(w, count + 1),
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
@@ -45,29 +66,26 @@ impl FixedCell {
     }
 
     pub(crate) fn refund(&self, p: &WindowParams, now: u64) {
-        let window = (now / p.period_ns) & 0xFFFF_FFFF;
+        let window = (now / p.period_ns) & MASK;
         let _ = self
             .packed
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |cur| {
-                let (w, count) = (cur >> 32, cur & 0xFFFF_FFFF);
-                (w == window && count > 0).then(|| pack(w, count - 1))
+                let (w, count) = (cur >> 32, cur & MASK);
+                ((w == window || ahead(w, window) > 0) && count > 0).then(|| pack(w, count - 1))
             });
     }
 
     pub(crate) fn is_idle(&self, p: &WindowParams, now: u64) -> bool {
-        let window = (now / p.period_ns) & 0xFFFF_FFFF;
+        let window = (now / p.period_ns) & MASK;
         let cur = self.packed.load(Ordering::Relaxed);
-        cur >> 32 != window || cur & 0xFFFF_FFFF == 0
+        (cur >> 32 != window && ahead(cur >> 32, window) == 0) || cur & MASK == 0
     }
 
     pub(crate) fn available(&self, p: &WindowParams, now: u64) -> u64 {
-        let window = (now / p.period_ns) & 0xFFFF_FFFF;
+        let window = (now / p.period_ns) & MASK;
         let cur = self.packed.load(Ordering::Relaxed);
-        let used = if cur >> 32 == window {
-            cur & 0xFFFF_FFFF
-        } else {
-            0
-        };
+        let current = cur >> 32 == window || ahead(cur >> 32, window) > 0;
+        let used = if current { cur & MASK } else { 0 };
         p.limit.saturating_sub(used)
     }
 }
@@ -89,11 +107,18 @@ struct Sliding {
 }
 
 impl Sliding {
-    /// Rolls the counters forward to the window that holds `now`.
-    fn advance(&mut self, p: &WindowParams, now: u64) {
+    /// Rolls the counters forward to the window that holds `now` and
+    /// returns the time to judge by: a `now` read before the stored window
+    /// began (another caller already crossed the boundary) counts as the
+    /// start of the stored window rather than wiping it.
+    fn advance(&mut self, p: &WindowParams, now: u64) -> u64 {
+        let start = self.window * p.period_ns;
+        if now < start {
+            return start;
+        }
         let window = now / p.period_ns;
         if window == self.window {
-            return;
+            return now;
         }
         self.previous = if window == self.window + 1 {
             self.current
@@ -102,6 +127,7 @@ impl Sliding {
         };
         self.current = 0;
         self.window = window;
+        now
     }
 
     /// Previous count weighted by its overlap, in units of 1/period_ns.
@@ -114,7 +140,7 @@ impl Sliding {
 impl SlidingCell {
     pub(crate) fn try_acquire(&self, p: &WindowParams, now: u64) -> Result<(), u64> {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.advance(p, now);
+        let now = s.advance(p, now);
         let period = u128::from(p.period_ns);
         // previous·(P - e)/P + current + 1 <= limit, in integers.
         let needed = s.weighted_previous(p, now) + u128::from(s.current + 1) * period;
@@ -160,7 +186,7 @@ impl SlidingCell {
 
     pub(crate) fn available(&self, p: &WindowParams, now: u64) -> u64 {
         let mut s = *self.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.advance(p, now);
+        let now = s.advance(p, now);
         let used = s
             .weighted_previous(p, now)
             .div_ceil(u128::from(p.period_ns))
@@ -194,6 +220,43 @@ mod tests {
         c.try_acquire(&p, 2 * SEC).unwrap();
         assert!(!c.is_idle(&p, 2 * SEC));
         assert!(c.is_idle(&p, 3 * SEC));
+    }
+
+    /// A caller whose `now` was read just before a boundary another caller
+    /// already crossed must not wipe the newer window (review finding).
+    #[test]
+    fn stale_now_does_not_reset_the_window() {
+        let p = WindowParams {
+            limit: 10,
+            period_ns: SEC,
+        };
+        let fixed = FixedCell::default();
+        let sliding = SlidingCell::default();
+        let (mut f, mut s) = (0, 0);
+        for _ in 0..10 {
+            f += u32::from(fixed.try_acquire(&p, 2 * SEC).is_ok());
+            s += u32::from(sliding.try_acquire(&p, 2 * SEC).is_ok());
+        }
+        assert!(fixed.try_acquire(&p, 2 * SEC - 1).is_err());
+        assert!(sliding.try_acquire(&p, 2 * SEC - 1).is_err());
+        for _ in 0..10 {
+            f += u32::from(fixed.try_acquire(&p, 2 * SEC + 1).is_ok());
+            s += u32::from(sliding.try_acquire(&p, 2 * SEC + 1).is_ok());
+        }
+        assert_eq!((f, s), (10, 10));
+    }
+
+    /// The window number wraps at 2^32; the wait must stay within a period.
+    #[test]
+    fn fixed_window_retry_after_survives_wrap_around() {
+        let p = WindowParams {
+            limit: 1,
+            period_ns: 1_000_000,
+        };
+        let c = FixedCell::default();
+        let now = ((1u64 << 32) + 5) * p.period_ns + 10;
+        c.try_acquire(&p, now).unwrap();
+        assert_eq!(c.try_acquire(&p, now), Err(p.period_ns - 10));
     }
 
     #[test]
