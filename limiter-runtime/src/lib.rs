@@ -50,7 +50,9 @@ mod op;
 mod rate;
 mod registry;
 mod retry;
-pub mod spec;
+
+/// Durations, rates and named choices (re-exported from `limiter-spec`).
+pub use limiter_spec as spec;
 
 pub use background::{
     BackgroundSnapshot, ShutdownReport, TaskHandle, TaskInfo, TaskManager, TaskOutput, TaskSpec,

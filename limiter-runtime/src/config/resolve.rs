@@ -165,13 +165,13 @@ impl OpConfig {
         if let Some((defaults, rest)) = layers.split_first() {
             merged.overlay(defaults);
             if let Some(kind) = kind {
-                merged.overlay(&kind.preset());
+                merged.overlay(&OpConfig::preset(kind));
             }
             for layer in rest {
                 merged.overlay(layer);
             }
         } else if let Some(kind) = kind {
-            merged.overlay(&kind.preset());
+            merged.overlay(&OpConfig::preset(kind));
         }
         merged.kind = kind;
         merged.validate_resolved(op)
@@ -328,8 +328,8 @@ fn default_burst(window: &Rate) -> u32 {
     (window.per_second_f64().round() as u32).clamp(1, window.count())
 }
 
-impl OpKind {
-    /// The preset layer of this kind (the seeds' `DB_CONFIG`, `FILE_CONFIG`,
+impl OpConfig {
+    /// The preset layer of a kind (the seeds' `DB_CONFIG`, `FILE_CONFIG`,
     /// `API_CONFIG`, and matching values for the other kinds).
     ///
     /// | kind | timeout | max concurrent | breaker | retries |
@@ -342,8 +342,8 @@ impl OpKind {
     /// | `external_api` | 15 s | 5 | on | 5 |
     /// | `sleep` | 60 s | 100 | off | 0 |
     /// | `subprocess` | 30 s | 4 | off | 0 |
-    pub fn preset(self) -> OpConfig {
-        let (timeout, max_concurrent, breaker, retries) = match self {
+    pub fn preset(kind: OpKind) -> OpConfig {
+        let (timeout, max_concurrent, breaker, retries) = match kind {
             OpKind::Database => (10, 20, true, 3),
             OpKind::FileIo => (5, 10, false, 2),
             OpKind::NetworkIo => (10, 50, true, 2),
@@ -354,7 +354,7 @@ impl OpKind {
             OpKind::Subprocess => (30, 4, false, 0),
         };
         OpConfig {
-            kind: Some(self),
+            kind: Some(kind),
             timeout: Some(Duration::from_secs(timeout)),
             max_concurrent: Some(max_concurrent),
             retry: RetryConfig {
@@ -367,12 +367,6 @@ impl OpKind {
             },
             ..OpConfig::default()
         }
-    }
-
-    /// Whether offloaded work of this kind runs on the CPU pool rather than
-    /// tokio's blocking pool.
-    pub fn is_cpu_bound(self) -> bool {
-        matches!(self, OpKind::CpuIntensive | OpKind::Memory)
     }
 }
 

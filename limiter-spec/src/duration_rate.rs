@@ -1,14 +1,8 @@
-//! Parsers for the textual forms used in attributes, environment variables
-//! and configuration files: durations (`"250ms"`, `"10s"`, `"2m"`, `"1h"`) and
-//! rates (`"100/s"`, `"60/min, 1000/h"`, `"5/10s"`).
-//!
-//! The same parsers serve the runtime and the compile-time checks, so a value
-//! accepted by the attribute is accepted by `limiter.toml` and vice versa.
+//! Durations (`"250ms"`, `"10s"`, `"2m"`, `"1h"`) and rates (`"100/s"`,
+//! `"60/min, 1000/h"`, `"5/10s"`).
 
 use std::fmt;
 use std::time::Duration;
-
-use serde::Serialize;
 
 /// Why a duration or rate string was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,7 +37,7 @@ pub enum SpecError {
 ///
 /// ```
 /// use std::time::Duration;
-/// use limiter_runtime::spec::parse_duration;
+/// use limiter_spec::parse_duration;
 /// assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
 /// assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
 /// assert!(parse_duration("0s").is_err());
@@ -115,7 +109,7 @@ impl Rate {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use limiter_runtime::Rate;
+    /// use limiter_spec::Rate;
     /// let r = Rate::new(100, Duration::from_secs(1)).unwrap();
     /// assert_eq!(r.count(), 100);
     /// assert!(Rate::new(0, Duration::from_secs(1)).is_err());
@@ -169,7 +163,8 @@ impl fmt::Display for Rate {
     }
 }
 
-impl Serialize for Rate {
+#[cfg(feature = "serde")]
+impl serde::Serialize for Rate {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
     }
@@ -224,7 +219,7 @@ pub fn parse_rate(text: &str) -> Result<Rate, SpecError> {
 /// Parses one or more comma-separated windows: `"60/min, 1000/h"`.
 ///
 /// ```
-/// use limiter_runtime::spec::parse_rates;
+/// use limiter_spec::parse_rates;
 /// let windows = parse_rates("60/min, 1000/h").unwrap();
 /// assert_eq!(windows.len(), 2);
 /// assert!(parse_rates("0/s").is_err());

@@ -1,0 +1,137 @@
+//! The closed vocabularies of the configuration: operation kinds, rate
+//! algorithms, overload policies, backoffs and timeout strategies, each with
+//! its one spelling in attributes, environment variables and files.
+
+use std::fmt;
+use std::str::FromStr;
+
+macro_rules! named_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident { $( $(#[$vmeta:meta])* $variant:ident => $text:literal ),+ $(,)? }
+        what = $what:literal;
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+        pub enum $name { $( $(#[$vmeta])* #[cfg_attr(feature = "serde", serde(rename = $text))] $variant ),+ }
+
+        impl $name {
+            /// Every accepted spelling, in declaration order.
+            pub const NAMES: &'static [&'static str] = &[$($text),+];
+
+            /// The spelling used in attributes and files.
+            pub fn as_str(&self) -> &'static str {
+                match self { $( $name::$variant => $text ),+ }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(text: &str) -> Result<Self, String> {
+                match text.trim() {
+                    $( $text => Ok($name::$variant), )+
+                    other => Err(format!(
+                        "unknown {} `{}`; expected one of: {}",
+                        $what,
+                        other,
+                        Self::NAMES.join(", ")
+                    )),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+named_enum! {
+    /// Category of a blocking or slow operation; selects preset defaults
+    /// (see `OpConfig::preset` in the runtime) and, for offloaded work, the pool it runs on.
+    pub enum OpKind {
+        /// Database queries.
+        Database => "database",
+        /// File system reads and writes.
+        FileIo => "file_io",
+        /// Raw network I/O.
+        NetworkIo => "network_io",
+        /// CPU-heavy computation; offloaded work runs on the bounded CPU pool.
+        CpuIntensive => "cpu_intensive",
+        /// Large allocations and copies.
+        Memory => "memory",
+        /// Calls to third-party APIs.
+        ExternalApi => "external_api",
+        /// Deliberate waits.
+        Sleep => "sleep",
+        /// Child processes.
+        Subprocess => "subprocess",
+    }
+    what = "kind";
+}
+
+named_enum! {
+    /// Rate limiting algorithm.
+    pub enum Algorithm {
+        /// Token bucket implemented as GCRA: lock-free, smooth, with `burst`.
+        TokenBucket => "token_bucket",
+        /// Sliding-window counter: the previous window weighted by overlap
+        /// plus the current one.
+        SlidingWindow => "sliding_window",
+        /// Fixed window counter, reset at each window boundary.
+        FixedWindow => "fixed_window",
+    }
+    what = "algorithm";
+}
+
+named_enum! {
+    /// What happens to a new call when the wait queue is full.
+    pub enum OverloadPolicy {
+        /// Reject the new call with `QueueFull`.
+        DropNewest => "drop_newest",
+        /// Reject the oldest waiter with `QueueFull` and queue the new call.
+        DropOldest => "drop_oldest",
+        /// Wait for a queue place (bounded by `queue_timeout`).
+        Block => "block",
+    }
+    what = "overload policy";
+}
+
+named_enum! {
+    /// Delay growth between retries.
+    pub enum Backoff {
+        /// `base · 2^attempt`, capped at `backoff_max`, with jitter.
+        Exponential => "exponential",
+        /// `base` every time, with jitter.
+        Constant => "constant",
+    }
+    what = "backoff";
+}
+
+named_enum! {
+    /// What a call does when its timeout passes. The strategy is chosen where
+    /// the call is made (`Call::background`,
+    /// `Call::cache_fallback`) because it changes what the call's
+    /// future must be (`'static` to keep running, `Clone` output to be cached).
+    pub enum TimeoutStrategy {
+        /// Drop the future and return `Timeout`.
+        Cancel => "cancel",
+        /// Keep the future running as a tracked background task and return
+        /// `MovedToBackground { task_id }`.
+        Background => "background",
+        /// Return the last good value for the same key, else `Timeout`.
+        CacheFallback => "cache_fallback",
+    }
+    what = "strategy";
+}
+
+impl OpKind {
+    /// Whether offloaded work of this kind runs on the CPU pool rather than
+    /// tokio's blocking pool.
+    pub fn is_cpu_bound(self) -> bool {
+        matches!(self, OpKind::CpuIntensive | OpKind::Memory)
+    }
+}
