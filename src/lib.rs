@@ -29,6 +29,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub use limiter_macros::limit_blocking;
 pub use limiter_runtime::*;
 
 /// Items the attribute macros expand to. Not a public API: names here may
@@ -36,6 +37,17 @@ pub use limiter_runtime::*;
 #[doc(hidden)]
 pub mod __private {
     pub use limiter_runtime::*;
+
+    /// Rate windows from `(count, period in nanoseconds)` pairs the macro
+    /// has already checked (non-zero).
+    pub fn rates(windows: &[(u32, u64)]) -> Vec<Rate> {
+        windows
+            .iter()
+            .filter_map(|&(count, nanos)| {
+                Rate::new(count, core::time::Duration::from_nanos(nanos)).ok()
+            })
+            .collect()
+    }
 }
 
 /// The README's examples, compiled and run as doctests.

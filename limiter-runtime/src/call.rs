@@ -172,8 +172,34 @@ impl<'a, S> Call<'a, S> {
         }
     }
 
+    /// Runs one attempt, with no retry whatever the op's configuration:
+    /// for futures and closures that can only be made once.
+    async fn execute_once<T, E, W, H>(self, fut: W, hook: &mut H) -> Result<T, E>
+    where
+        W: Future<Output = Result<T, E>>,
+        E: From<LimitError>,
+        H: TimeoutHook<W>,
+    {
+        flatten(attempt_once(self.op, self.key, self.priority, fut, hook).await)
+    }
+
+    /// Where this op's blocking work runs.
+    fn offloader(&self) -> Offloader {
+        let core = &self.op.core;
+        Offloader {
+            offload: Arc::clone(&core.shared.offload),
+            metrics: Arc::clone(&core.metrics),
+            cpu: core
+                .policy
+                .load()
+                .cfg
+                .kind
+                .is_some_and(|k| k.is_cpu_bound()),
+        }
+    }
+
     /// Builds, for each attempt, a future running `f` on the offload pool of
-    /// the op's kind; a panic in `f` is resumed in the caller.
+    /// the op's kind.
     fn blocking<T, E, F>(&self, f: F) -> impl FnMut() -> BlockingCall<T, E> + 'static
     where
         F: Fn() -> Result<T, E> + Send + Sync + 'static,
@@ -181,25 +207,37 @@ impl<'a, S> Call<'a, S> {
         E: Send + 'static,
     {
         let f = Arc::new(f);
-        let core = &self.op.core;
-        let offload = Arc::clone(&core.shared.offload);
-        let metrics = Arc::clone(&core.metrics);
-        let cpu = core
-            .policy
-            .load()
-            .cfg
-            .kind
-            .is_some_and(|k| k.is_cpu_bound());
+        let offloader = self.offloader();
         move || {
             let f = Arc::clone(&f);
-            let run = Arc::clone(&offload).run(cpu, Arc::clone(&metrics), move || f());
-            BlockingCall(Box::pin(async move {
-                match run.await {
-                    Ok(out) => out,
-                    Err(panic) => std::panic::resume_unwind(panic),
-                }
-            }))
+            offloader.start(move || f())
         }
+    }
+}
+
+/// The offload pool of one op.
+struct Offloader {
+    offload: Arc<crate::offload::Offload>,
+    metrics: Arc<OpMetrics>,
+    cpu: bool,
+}
+
+impl Offloader {
+    /// A future running `f` on the pool; a panic in `f` is resumed in the
+    /// caller.
+    fn start<T, E, F>(&self, f: F) -> BlockingCall<T, E>
+    where
+        F: FnOnce() -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let run = Arc::clone(&self.offload).run(self.cpu, Arc::clone(&self.metrics), f);
+        BlockingCall(Box::pin(async move {
+            match run.await {
+                Ok(out) => out,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }))
     }
 }
 
@@ -423,6 +461,80 @@ impl Call<'_, Cancel> {
     {
         let make = self.blocking(f);
         self.execute(make, &mut CancelHook).await
+    }
+}
+
+impl Call<'_, Cancel> {
+    /// Runs the future `fut` once under every limit of the op (no retry:
+    /// a future cannot be made again); on timeout it is dropped.
+    pub async fn run_once<T, E, Fut>(self, fut: Fut) -> Result<T, E>
+    where
+        Fut: Future<Output = Result<T, E>>,
+        E: From<LimitError>,
+    {
+        self.execute_once(fut, &mut CancelHook).await
+    }
+
+    /// Runs the blocking `f` once on the op kind's offload pool (no retry);
+    /// on timeout it goes on as a counted orphan.
+    pub async fn run_blocking_once<T, E, F>(self, f: F) -> Result<T, E>
+    where
+        F: FnOnce() -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<LimitError> + Send + 'static,
+    {
+        let fut = self.offloader().start(f);
+        self.execute_once(fut, &mut CancelHook).await
+    }
+}
+
+impl Call<'_, Background> {
+    /// Like [`Call::run_once`], but on timeout the future goes on as a
+    /// tracked background task.
+    pub async fn run_once<T, E, Fut>(self, fut: Fut) -> Result<T, E>
+    where
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: From<LimitError> + Debug + Send + 'static,
+    {
+        self.execute_once(Detachable(Some(Box::pin(fut))), &mut BackgroundHook)
+            .await
+    }
+
+    /// Like [`Call::run_blocking_once`], but on timeout the work is tracked
+    /// as a background task.
+    pub async fn run_blocking_once<T, E, F>(self, f: F) -> Result<T, E>
+    where
+        F: FnOnce() -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<LimitError> + Debug + Send + 'static,
+    {
+        let fut = self.offloader().start(f);
+        self.execute_once(Detachable(Some(Box::pin(fut))), &mut BackgroundHook)
+            .await
+    }
+}
+
+impl Call<'_, CacheFallback> {
+    /// Like [`Call::run_once`], with the cache fallback on timeout.
+    pub async fn run_once<T, E, Fut>(self, fut: Fut) -> Result<T, E>
+    where
+        Fut: Future<Output = Result<T, E>>,
+        T: Clone + Send + Sync + 'static,
+        E: From<LimitError>,
+    {
+        self.execute_once(fut, &mut CacheHook).await
+    }
+
+    /// Like [`Call::run_blocking_once`], with the cache fallback on timeout.
+    pub async fn run_blocking_once<T, E, F>(self, f: F) -> Result<T, E>
+    where
+        F: FnOnce() -> Result<T, E> + Send + 'static,
+        T: Clone + Send + Sync + 'static,
+        E: From<LimitError> + Send + 'static,
+    {
+        let fut = self.offloader().start(f);
+        self.execute_once(fut, &mut CacheHook).await
     }
 }
 

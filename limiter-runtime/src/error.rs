@@ -133,6 +133,20 @@ impl LimitError {
     }
 }
 
+/// Lets functions returning `std::io::Result` be limited: timeouts become
+/// `TimedOut`, every other refusal `Other`, with the `LimitError` inside.
+impl From<LimitError> for std::io::Error {
+    fn from(e: LimitError) -> Self {
+        let kind = match e {
+            LimitError::Timeout { .. } | LimitError::QueueTimeout { .. } => {
+                std::io::ErrorKind::TimedOut
+            }
+            _ => std::io::ErrorKind::Other,
+        };
+        std::io::Error::new(kind, e)
+    }
+}
+
 /// A configuration value that was rejected. The message always names where
 /// the value came from (variable, file key or op field) and the value itself.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -50,6 +50,7 @@ mod op;
 mod rate;
 mod registry;
 mod retry;
+mod site;
 
 /// Durations, rates and named choices (re-exported from `limiter-spec`).
 pub use limiter_spec as spec;
@@ -71,4 +72,5 @@ pub use metrics::{CountersSnapshot, LatencySnapshot};
 pub use op::{Op, OpSnapshot, Permit};
 pub use rate::RateSnapshot;
 pub use registry::{registry, shutdown, Registry, RegistrySnapshot};
+pub use site::OpSite;
 pub use spec::Rate;

@@ -1,0 +1,180 @@
+//! Generating the code of `#[limit_blocking]`.
+//!
+//! The function keeps its attributes, doc comments, visibility, generics,
+//! where clause and parameters. Its body moves into its own block (an
+//! `async move` block, or a closure for a plain `fn`) so that `return` and
+//! `?` keep their meaning and the user's imports cannot shadow ours; the
+//! generated code names the runtime only through `<crate>::__private`.
+
+use limiter_spec::TimeoutStrategy;
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{AttrStyle, FnArg, ItemFn, Pat, ReturnType, Type};
+
+use crate::attr::{LimitSpec, ScanMode};
+use crate::scan::scan;
+
+/// Whether `ty` is written as a `Result<..>` (any path ending in `Result`
+/// with two type arguments, or an alias like `io::Result<T>`).
+fn is_result(ty: &Type) -> bool {
+    match ty {
+        Type::Path(p) => p.path.segments.last().is_some_and(|s| s.ident == "Result"),
+        _ => false,
+    }
+}
+
+pub(crate) fn limit_blocking(spec: &LimitSpec, item: ItemFn) -> TokenStream {
+    let k = &spec.krate;
+    let ItemFn {
+        attrs,
+        vis,
+        sig,
+        block,
+    } = item;
+    let (inner_attrs, outer_attrs): (Vec<_>, Vec<_>) = attrs
+        .into_iter()
+        .partition(|a| matches!(a.style, AttrStyle::Inner(_)));
+    let is_async = sig.asyncness.is_some();
+
+    // Blocking calls in an async body: warnings, or errors under deny.
+    let mut diagnostics = TokenStream::new();
+    if is_async && spec.scan != ScanMode::Allow {
+        for (i, f) in scan(&block).into_iter().enumerate() {
+            let text = format!(
+                "blocking call `{}` ({}) inside an async fn blocks the executor thread; move it to a plain `fn` under #[limit_blocking] (it then runs on the blocking pool), use its async equivalent, or add `allow_blocking`",
+                f.call, f.category
+            );
+            if spec.scan == ScanMode::Deny {
+                diagnostics.extend(syn::Error::new(f.span, text).to_compile_error());
+            } else {
+                let name = format_ident!("__limiter_blocking_call_{}", i);
+                let used = quote_spanned!(f.span=> let _ = #name;);
+                diagnostics.extend(quote! {
+                    {
+                        #[deprecated(note = #text)]
+                        #[allow(non_upper_case_globals)]
+                        const #name: () = ();
+                        #used
+                    }
+                });
+            }
+        }
+    }
+
+    // The return type: `Result` stays; anything else gains `LimitError`.
+    let (output, wrap_ok) = match &sig.output {
+        ReturnType::Default => (
+            quote!(::core::result::Result<(), #k::LimitError>),
+            Some(quote!(())),
+        ),
+        ReturnType::Type(_, ty) if is_result(ty) => (quote!(#ty), None),
+        ReturnType::Type(_, ty) => (
+            quote!(::core::result::Result<#ty, #k::LimitError>),
+            Some(quote!(#ty)),
+        ),
+    };
+    let mut new_sig = sig.clone();
+    new_sig.asyncness = Some(Default::default());
+    new_sig.output = syn::parse_quote_spanned!(sig.output.span()=> -> #output);
+
+    // Per-attempt clones of the by-value arguments, for retries.
+    let mut clones = TokenStream::new();
+    let mut clone_errors = TokenStream::new();
+    if spec.retries {
+        for arg in &sig.inputs {
+            match arg {
+                FnArg::Receiver(r) if r.reference.is_none() || r.mutability.is_some() => {
+                    clone_errors.extend(
+                        syn::Error::new(r.span(), "`retries` runs the body again for each attempt, which needs `&self`; this receiver can only be used once")
+                            .to_compile_error(),
+                    );
+                }
+                FnArg::Typed(t) => {
+                    if let (Pat::Ident(p), false) = (&*t.pat, matches!(&*t.ty, Type::Reference(_)))
+                    {
+                        let name = &p.ident;
+                        clones.extend(quote_spanned!(t.ty.span()=> let #name = ::core::clone::Clone::clone(&#name);));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    let op_name = match &spec.op {
+        Some(op) => quote!(#op),
+        None => {
+            let ident = &sig.ident;
+            quote!(::core::concat!(
+                ::core::module_path!(),
+                "::",
+                ::core::stringify!(#ident)
+            ))
+        }
+    };
+    let config = &spec.config;
+    let mut call = quote! {
+        __LIMITER_SITE
+            .get(#op_name, || {
+                let mut __limiter_cfg = #k::__private::OpConfig::default();
+                #config
+                __limiter_cfg
+            })
+            .call()
+    };
+    if let Some(key) = &spec.key {
+        call.extend(quote_spanned!(key.span()=> .key(&#key)));
+    }
+    if let Some(priority) = &spec.priority {
+        call.extend(quote_spanned!(priority.span()=> .priority((#priority) as i64)));
+    }
+    match spec.strategy {
+        TimeoutStrategy::Cancel => {}
+        TimeoutStrategy::Background => call.extend(quote!(.background())),
+        TimeoutStrategy::CacheFallback => call.extend(quote!(.cache_fallback())),
+    }
+
+    let run = if is_async {
+        let body = match &wrap_ok {
+            Some(ty) => quote! {
+                async move {
+                    let __limiter_value: #ty = async move #block.await;
+                    ::core::result::Result::Ok::<#ty, #k::LimitError>(__limiter_value)
+                }
+            },
+            None => quote!(async move #block),
+        };
+        if spec.retries {
+            quote!(#call.run(move || { #clones #body }).await)
+        } else {
+            quote!(#call.run_once(#body).await)
+        }
+    } else {
+        let body = match &wrap_ok {
+            Some(ty) => quote! {
+                move || {
+                    let __limiter_value: #ty = (move || -> #ty #block)();
+                    ::core::result::Result::Ok::<#ty, #k::LimitError>(__limiter_value)
+                }
+            },
+            None => quote!(move || -> #output #block),
+        };
+        if spec.retries {
+            quote!(#call.run_blocking(move || { #clones (#body)() }).await)
+        } else {
+            quote!(#call.run_blocking_once(#body).await)
+        }
+    };
+
+    quote! {
+        #(#outer_attrs)*
+        #vis #new_sig {
+            #(#inner_attrs)*
+            #diagnostics
+            #clone_errors
+            static __LIMITER_SITE: #k::__private::OpSite = #k::__private::OpSite::new();
+            #run
+        }
+    }
+}

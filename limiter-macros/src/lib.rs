@@ -1,0 +1,38 @@
+//! The attributes of [`limiter`](https://docs.rs/limiter). Use them through
+//! the `limiter` crate, whose documentation describes them in full.
+
+#![forbid(unsafe_code)]
+
+mod attr;
+mod expand;
+mod scan;
+
+use proc_macro::TokenStream;
+use quote::quote;
+
+/// Limits and watches a function. See `limiter::limit_blocking`.
+#[proc_macro_attribute]
+pub fn limit_blocking(args: TokenStream, item: TokenStream) -> TokenStream {
+    let item = proc_macro2::TokenStream::from(item);
+    let func: syn::ItemFn = match syn::parse2(item.clone()) {
+        Ok(f) => f,
+        Err(_) => {
+            let err = syn::Error::new(
+                proc_macro2::Span::call_site(),
+                "#[limit_blocking] goes on a function with a body (a free fn, or a method in an impl block)",
+            )
+            .to_compile_error();
+            return quote!(#err #item).into();
+        }
+    };
+    let spec = attr::parse(args.into()).and_then(|a| attr::check(a, &func.sig));
+    match spec {
+        Ok(spec) => expand::limit_blocking(&spec, func).into(),
+        Err(errors) => {
+            // The original function is still emitted, so the rest of the
+            // crate (and the IDE) keeps working while the attribute is wrong.
+            let errors = errors.write_errors();
+            quote!(#errors #item).into()
+        }
+    }
+}

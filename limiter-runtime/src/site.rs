@@ -1,0 +1,41 @@
+//! The per-call-site handle the attribute macros expand to.
+
+use once_cell::sync::OnceCell;
+
+use crate::config::OpConfig;
+use crate::op::Op;
+use crate::registry::registry;
+
+/// One annotated function's handle on its op in the global registry: looked
+/// up, and its declared layer (the attribute's arguments) installed, on
+/// first use; a plain load after that.
+///
+/// Two functions naming the same `op` share one op; the declared layer of
+/// whichever is called first is kept.
+#[derive(Debug, Default)]
+pub struct OpSite {
+    op: OnceCell<Op>,
+}
+
+impl OpSite {
+    /// An empty site, for a `static`.
+    pub const fn new() -> Self {
+        Self {
+            op: OnceCell::new(),
+        }
+    }
+
+    /// The op `name`, declared with `declared()` on first use. Should the
+    /// declared layer clash with run-time configuration (checked at compile
+    /// time, it can only clash with an override), the clash is logged and
+    /// the op runs with the override and defaults alone.
+    pub fn get(&self, name: &str, declared: impl FnOnce() -> OpConfig) -> &Op {
+        self.op.get_or_init(|| match registry().declare(name, declared()) {
+            Ok(op) => op,
+            Err(e) => {
+                tracing::error!(op = name, error = %e, "the attribute's limits clash with run-time configuration; using the run-time configuration");
+                registry().op(name)
+            }
+        })
+    }
+}

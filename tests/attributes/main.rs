@@ -1,0 +1,230 @@
+//! Behaviour of `#[limit_blocking]`: each argument really applies, and
+//! metrics appear in `registry().snapshot()` under the op name.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use limiter::{limit_blocking, registry, LimitError, TaskState};
+
+#[derive(Debug, PartialEq)]
+enum AppError {
+    Limit(LimitError),
+    NotFound,
+}
+
+impl From<LimitError> for AppError {
+    fn from(e: LimitError) -> Self {
+        AppError::Limit(e)
+    }
+}
+
+#[limit_blocking(op = "attr.rate", rate = "2/s", burst = 2)]
+async fn rated() -> u32 {
+    7
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_applies_and_return_type_gains_limit_error() {
+    assert_eq!(rated().await, Ok(7));
+    assert_eq!(rated().await, Ok(7));
+    assert!(matches!(rated().await, Err(LimitError::RateLimited { .. })));
+    tokio::time::advance(Duration::from_millis(500)).await;
+    assert_eq!(rated().await, Ok(7));
+    let snap = registry().op("attr.rate").snapshot();
+    assert_eq!(snap.counters.rejected_rate_limited, 1);
+    assert_eq!(snap.counters.succeeded, 3);
+}
+
+#[limit_blocking(op = "attr.user", rate = "1/s", burst = 1, key = user)]
+async fn per_user(user: String) -> Result<String, AppError> {
+    if user.is_empty() {
+        return Err(AppError::NotFound);
+    }
+    Ok(user)
+}
+
+#[tokio::test(start_paused = true)]
+async fn key_isolates_users_and_result_errors_stay_the_users() {
+    assert_eq!(per_user("ann".into()).await, Ok("ann".to_string()));
+    assert!(matches!(
+        per_user("ann".into()).await,
+        Err(AppError::Limit(LimitError::RateLimited { .. }))
+    ));
+    assert_eq!(per_user("bob".into()).await, Ok("bob".to_string()));
+    assert_eq!(per_user(String::new()).await, Err(AppError::NotFound));
+}
+
+#[limit_blocking(op = "attr.timeout", timeout = "100ms")]
+async fn slow() -> u32 {
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    1
+}
+
+#[limit_blocking(op = "attr.background", timeout = "100ms", strategy = "background")]
+async fn report(n: u32) -> u32 {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    n
+}
+
+#[limit_blocking(op = "attr.cache", timeout = "100ms", strategy = "cache_fallback", key = city)]
+async fn weather(city: String, slow: bool) -> u32 {
+    if slow {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    city.len() as u32
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_timeout_strategy() {
+    assert!(matches!(slow().await, Err(LimitError::Timeout { .. })));
+    let task = match report(3).await {
+        Err(LimitError::MovedToBackground { task_id, .. }) => task_id,
+        other => panic!("expected MovedToBackground, got {other:?}"),
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        registry().tasks().get(task).unwrap().state,
+        TaskState::Succeeded
+    );
+    assert_eq!(weather("paris".into(), false).await, Ok(5));
+    assert_eq!(weather("paris".into(), true).await, Ok(5), "from the cache");
+    assert!(matches!(
+        weather("rome".into(), true).await,
+        Err(LimitError::Timeout { .. })
+    ));
+}
+
+static ATTEMPTS: AtomicU32 = AtomicU32::new(0);
+
+#[limit_blocking(
+    op = "attr.retry",
+    retries = 2,
+    backoff = "constant",
+    backoff_base = "10ms"
+)]
+async fn flaky(label: String) -> Result<String, AppError> {
+    if ATTEMPTS.fetch_add(1, Ordering::SeqCst) < 2 {
+        return Err(AppError::NotFound);
+    }
+    Ok(label)
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_rerun_the_body_with_cloned_arguments() {
+    assert_eq!(flaky("ok".into()).await, Ok("ok".to_string()));
+    assert_eq!(ATTEMPTS.load(Ordering::SeqCst), 3);
+    assert_eq!(registry().op("attr.retry").snapshot().counters.retries, 2);
+}
+
+#[limit_blocking(op = "attr.cpu", kind = cpu_intensive)]
+fn checksum(data: Vec<u8>) -> u64 {
+    let _ = std::thread::current().name().map(str::to_owned);
+    data.iter().map(|b| u64::from(*b)).sum()
+}
+
+#[limit_blocking(op = "attr.file", kind = file_io, retries = 1)]
+fn read_len(path: String) -> std::io::Result<usize> {
+    std::fs::read(path).map(|b| b.len())
+}
+
+#[tokio::test]
+async fn plain_fns_become_async_and_run_offloaded() {
+    assert_eq!(checksum(vec![1, 2, 3]).await, Ok(6));
+    assert!(read_len("Cargo.toml".into()).await.unwrap() > 0);
+    assert!(read_len("/no/such/file".into()).await.is_err());
+    assert_eq!(registry().op("attr.file").snapshot().counters.retries, 1);
+}
+
+struct Repo {
+    calls: AtomicU32,
+}
+
+impl Repo {
+    /// Doc comments and attributes stay.
+    #[limit_blocking(op = "attr.method", max_concurrent = 1, queue = 0)]
+    async fn get<T>(&self, value: T) -> T
+    where
+        T: Clone + Send + std::fmt::Debug,
+    {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        value
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn methods_generics_and_concurrency_bounds() {
+    let repo = Repo {
+        calls: AtomicU32::new(0),
+    };
+    let (a, b) = tokio::join!(repo.get(1u8), repo.get("x"));
+    assert_eq!(a, Ok(1));
+    assert!(matches!(b, Err(LimitError::QueueFull { .. })));
+    assert_eq!(repo.calls.load(Ordering::SeqCst), 1);
+}
+
+#[limit_blocking(op = "attr.prio", max_concurrent = 1, queue = 10, priority = level)]
+async fn prioritised(level: u8, log: std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    log.lock().unwrap().push(level);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn priority_orders_waiters() {
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for level in [0u8, 1, 9, 5] {
+        tasks.push(tokio::spawn(prioritised(level, log.clone())));
+        tokio::task::yield_now().await;
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(*log.lock().unwrap(), [0, 9, 5, 1]);
+}
+
+#[limit_blocking(
+    op = "attr.breaker",
+    breaker(min_calls = 2, window = 2, failure_rate = 1.0, recovery = "10s")
+)]
+async fn fragile(fail: bool) -> Result<(), AppError> {
+    if fail {
+        Err(AppError::NotFound)
+    } else {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn breaker_opens_from_the_attribute() {
+    let _ = fragile(true).await;
+    let _ = fragile(true).await;
+    assert!(matches!(
+        fragile(false).await,
+        Err(AppError::Limit(LimitError::CircuitOpen { .. }))
+    ));
+    let snap = registry().snapshot();
+    let op = snap
+        .ops
+        .iter()
+        .find(|o| &*o.name == "attr.breaker")
+        .unwrap();
+    assert_eq!(op.counters.rejected_circuit_open, 1);
+}
+
+#[limit_blocking]
+async fn default_name() -> u8 {
+    1
+}
+
+#[tokio::test]
+async fn the_default_op_name_is_the_function_path() {
+    assert_eq!(default_name().await, Ok(1));
+    assert!(registry()
+        .ops()
+        .iter()
+        .any(|o| o.name() == "attributes::default_name"));
+}
