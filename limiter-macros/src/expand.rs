@@ -10,6 +10,7 @@ use limiter_spec::TimeoutStrategy;
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
+use syn::Ident;
 use syn::{AttrStyle, FnArg, ItemFn, Pat, ReturnType, Type};
 
 use crate::attr::{LimitSpec, ScanMode};
@@ -49,7 +50,9 @@ pub(crate) fn limit_blocking(spec: &LimitSpec, item: ItemFn) -> TokenStream {
                 diagnostics.extend(syn::Error::new(f.span, text).to_compile_error());
             } else {
                 let name = format_ident!("__limiter_blocking_call_{}", i);
-                let used = quote_spanned!(f.span=> let _ = #name;);
+                // The use carries the call's span, so the warning points at it.
+                let used_name = Ident::new(&name.to_string(), f.span);
+                let used = quote_spanned!(f.span=> let _ = #used_name;);
                 diagnostics.extend(quote! {
                     {
                         #[deprecated(note = #text)]
@@ -135,6 +138,16 @@ pub(crate) fn limit_blocking(spec: &LimitSpec, item: ItemFn) -> TokenStream {
         TimeoutStrategy::CacheFallback => call.extend(quote!(.cache_fallback())),
     }
 
+    // Type errors about the return type (an error type without
+    // `From<LimitError>`) point at the return type.
+    let ret_span = match &sig.output {
+        ReturnType::Default => sig.ident.span(),
+        ReturnType::Type(_, ty) => ty.span(),
+    };
+    let run_m = Ident::new("run", ret_span);
+    let run_once_m = Ident::new("run_once", ret_span);
+    let run_blocking_m = Ident::new("run_blocking", ret_span);
+    let run_blocking_once_m = Ident::new("run_blocking_once", ret_span);
     let run = if is_async {
         let body = match &wrap_ok {
             Some(ty) => quote! {
@@ -146,9 +159,9 @@ pub(crate) fn limit_blocking(spec: &LimitSpec, item: ItemFn) -> TokenStream {
             None => quote!(async move #block),
         };
         if spec.retries {
-            quote!(#call.run(move || { #clones #body }).await)
+            quote!(#call.#run_m(move || { #clones #body }).await)
         } else {
-            quote!(#call.run_once(#body).await)
+            quote!(#call.#run_once_m(#body).await)
         }
     } else {
         let body = match &wrap_ok {
@@ -161,9 +174,9 @@ pub(crate) fn limit_blocking(spec: &LimitSpec, item: ItemFn) -> TokenStream {
             None => quote!(move || -> #output #block),
         };
         if spec.retries {
-            quote!(#call.run_blocking(move || { #clones (#body)() }).await)
+            quote!(#call.#run_blocking_m(move || { #clones (#body)() }).await)
         } else {
-            quote!(#call.run_blocking_once(#body).await)
+            quote!(#call.#run_blocking_once_m(#body).await)
         }
     };
 

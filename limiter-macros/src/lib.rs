@@ -17,8 +17,13 @@ pub fn limit_blocking(args: TokenStream, item: TokenStream) -> TokenStream {
     let func: syn::ItemFn = match syn::parse2(item.clone()) {
         Ok(f) => f,
         Err(_) => {
+            // Point at the item itself (`struct`, or the bodiless `fn`).
+            let span = item.clone().into_iter().find_map(|t| match t {
+                proc_macro2::TokenTree::Ident(i) if i != "pub" => Some(i.span()),
+                _ => None,
+            });
             let err = syn::Error::new(
-                proc_macro2::Span::call_site(),
+                span.unwrap_or_else(proc_macro2::Span::call_site),
                 "#[limit_blocking] goes on a function with a body (a free fn, or a method in an impl block)",
             )
             .to_compile_error();

@@ -120,8 +120,13 @@ impl<'ast> Visit<'ast> for Scan {
                 if let Expr::Path(p) = &*c.func {
                     let segs = segments(p);
                     if let Some(category) = matches_path(&segs) {
+                        let last = p
+                            .path
+                            .segments
+                            .last()
+                            .map_or_else(|| c.span(), |s| s.ident.span());
                         self.found.push(Finding {
-                            span: c.span(),
+                            span: last,
                             call: segs.join("::"),
                             category,
                         });
