@@ -29,7 +29,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub use limiter_macros::limit_blocking;
+pub use limiter_macros::{background_task, limit_blocking};
 pub use limiter_runtime::*;
 
 /// Items the attribute macros expand to. Not a public API: names here may

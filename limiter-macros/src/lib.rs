@@ -6,6 +6,7 @@
 mod attr;
 mod expand;
 mod scan;
+mod task;
 
 use proc_macro::TokenStream;
 use quote::quote;
@@ -36,6 +37,31 @@ pub fn limit_blocking(args: TokenStream, item: TokenStream) -> TokenStream {
         Err(errors) => {
             // The original function is still emitted, so the rest of the
             // crate (and the IDE) keeps working while the attribute is wrong.
+            let errors = errors.write_errors();
+            quote!(#errors #item).into()
+        }
+    }
+}
+
+/// Turns an `async fn` into a tracked background task. See
+/// `limiter::background_task`.
+#[proc_macro_attribute]
+pub fn background_task(args: TokenStream, item: TokenStream) -> TokenStream {
+    let item = proc_macro2::TokenStream::from(item);
+    let func: syn::ItemFn = match syn::parse2(item.clone()) {
+        Ok(f) => f,
+        Err(_) => {
+            let err = syn::Error::new(
+                proc_macro2::Span::call_site(),
+                "#[background_task] goes on an `async fn` with a body",
+            )
+            .to_compile_error();
+            return quote!(#err #item).into();
+        }
+    };
+    match task::background_task(args.into(), func) {
+        Ok(tokens) => tokens.into(),
+        Err(errors) => {
             let errors = errors.write_errors();
             quote!(#errors #item).into()
         }

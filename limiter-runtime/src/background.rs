@@ -280,6 +280,28 @@ impl TaskManager {
         F: Future<Output = R> + Send + 'static,
         R: TaskOutput,
     {
+        self.start(spec, move || Some(make()))
+    }
+
+    /// Starts the task `fut`, which runs once (a future cannot be made
+    /// again, so `spec.retries` is ignored). Refused like
+    /// [`spawn`](Self::spawn).
+    pub fn spawn_once<F, R>(&self, spec: TaskSpec, fut: F) -> Result<TaskHandle, LimitError>
+    where
+        F: Future<Output = R> + Send + 'static,
+        R: TaskOutput,
+    {
+        let mut slot = Some(fut);
+        self.start(TaskSpec { retries: 0, ..spec }, move || slot.take())
+    }
+
+    /// Starts a task whose attempts come from `next` (`None`: no more).
+    fn start<M, F, R>(&self, spec: TaskSpec, mut next: M) -> Result<TaskHandle, LimitError>
+    where
+        M: FnMut() -> Option<F> + Send + 'static,
+        F: Future<Output = R> + Send + 'static,
+        R: TaskOutput,
+    {
         if !self.inner.enter() {
             self.inner.rejected.fetch_add(1, Ordering::Relaxed);
             return Err(LimitError::Overloaded {
@@ -333,9 +355,15 @@ impl TaskManager {
                 max: Duration::from_secs(10),
             };
             let mut attempt = 0;
+            let mut last = (
+                TaskState::Failed,
+                Some("the task could not be started".to_owned()),
+            );
             let (state, error) = loop {
+                let Some(fut) = next() else {
+                    break last;
+                };
                 inner.set_attempts(id, attempt + 1);
-                let fut = make();
                 let result = match timeout {
                     Some(t) => tokio::time::timeout(t, fut).await.ok(),
                     None => Some(fut.await),
@@ -353,6 +381,7 @@ impl TaskManager {
                 if attempt >= retries {
                     break (state, error);
                 }
+                last = (state, error);
                 tokio::time::sleep(crate::retry::backoff_delay(&retry, attempt)).await;
                 attempt += 1;
             };

@@ -228,3 +228,40 @@ async fn the_default_op_name_is_the_function_path() {
         .iter()
         .any(|o| o.name() == "attributes::default_name"));
 }
+
+static REPORTS: AtomicU32 = AtomicU32::new(0);
+
+#[limiter::background_task(name = "attr.report", max_concurrent = 1, queue = 1, timeout = "5s")]
+async fn build_report(id: u32) -> Result<u32, String> {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    if id == 0 {
+        return Err("no such report".into());
+    }
+    REPORTS.fetch_add(1, Ordering::SeqCst);
+    Ok(id)
+}
+
+static FLAKY_TASK: AtomicU32 = AtomicU32::new(0);
+
+#[limiter::background_task(name = "attr.flaky_task", retries = 2)]
+async fn flaky_task(label: String) -> Result<(), String> {
+    if FLAKY_TASK.fetch_add(1, Ordering::SeqCst) < 2 {
+        return Err(format!("{label} not yet"));
+    }
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn background_tasks_are_tracked_and_bounded() {
+    let a = build_report(1).unwrap();
+    let b = build_report(0).unwrap();
+    assert!(matches!(build_report(2), Err(LimitError::QueueFull { .. })));
+    let a = a.wait().await;
+    assert_eq!((a.state, &*a.name), (TaskState::Succeeded, "attr.report"));
+    let b = b.wait().await;
+    assert_eq!(b.state, TaskState::Failed);
+    assert_eq!(b.error.as_deref(), Some("\"no such report\""));
+    assert_eq!(REPORTS.load(Ordering::SeqCst), 1);
+    let f = flaky_task("x".into()).unwrap().wait().await;
+    assert_eq!((f.state, f.attempts), (TaskState::Succeeded, 3));
+}

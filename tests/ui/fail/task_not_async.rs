@@ -1,0 +1,6 @@
+use limiter::background_task;
+
+#[background_task(name = "report")]
+fn report() {}
+
+fn main() {}
