@@ -11,7 +11,92 @@ mod task;
 use proc_macro::TokenStream;
 use quote::quote;
 
-/// Limits and watches a function. See `limiter::limit_blocking`.
+/// Limits and watches a function: rate limit, circuit breaker, bulkhead
+/// with queue, timeout with a strategy, retries, offloading, metrics — all
+/// configured here and checked by the compiler.
+///
+/// ```
+/// use limiter::{limit_blocking, LimitError};
+///
+/// #[derive(Debug)]
+/// enum DbError { Limited(LimitError), Missing }
+/// impl From<LimitError> for DbError {
+///     fn from(e: LimitError) -> Self { DbError::Limited(e) }
+/// }
+///
+/// #[limit_blocking(op = "db.user", kind = database, timeout = "2s", rate = "100/s",
+///                  key = tenant, max_concurrent_per_key = 3)]
+/// async fn load_user(tenant: String, id: u64) -> Result<String, DbError> {
+///     if id == 0 { return Err(DbError::Missing); }
+///     Ok(format!("{tenant}/{id}"))
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// assert_eq!(load_user("acme".into(), 7).await.unwrap(), "acme/7");
+/// assert!(matches!(load_user("acme".into(), 0).await, Err(DbError::Missing)));
+/// let snap = limiter::registry().op("db.user").snapshot();
+/// assert_eq!(snap.counters.succeeded, 1);
+/// # }
+/// ```
+///
+/// # Return type
+///
+/// A function returning `Result<T, E>` keeps it; `E` must implement
+/// `From<LimitError>` (the compiler says so at the return type). Any other
+/// return type `T` becomes `Result<T, LimitError>`:
+///
+/// ```
+/// use limiter::{limit_blocking, LimitError};
+///
+/// #[limit_blocking(timeout = "1s", strategy = "cache_fallback", key = city)]
+/// async fn temperature(city: String) -> f32 {
+///     21.5
+/// }
+///
+/// /// A plain `fn` becomes `async` and runs on the blocking pool of its kind.
+/// #[limit_blocking(kind = cpu_intensive)]
+/// fn checksum(data: Vec<u8>) -> u32 {
+///     data.iter().map(|b| u32::from(*b)).sum()
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let t: Result<f32, LimitError> = temperature("oslo".into()).await;
+/// assert_eq!(t, Ok(21.5));
+/// assert_eq!(checksum(vec![1, 2, 3]).await, Ok(6));
+/// # }
+/// ```
+///
+/// # Arguments
+///
+/// | argument | meaning |
+/// | --- | --- |
+/// | `op = "db"` | registry key (default: the function's path) |
+/// | `kind = database` | preset: `database`, `file_io`, `network_io`, `cpu_intensive`, `memory`, `external_api`, `sleep`, `subprocess` |
+/// | `timeout = "10s"` | deadline of one attempt |
+/// | `strategy = "cancel"` | on timeout: `cancel`, `background` (owned arguments only), `cache_fallback` (the value must be `Clone`) |
+/// | `rate = "100/s"`, `burst`, `algorithm` | rate limit (per key when `key` is given) |
+/// | `key = param` | a parameter (`Hash`) keying per-key limits |
+/// | `max_concurrent`, `max_concurrent_per_key`, `queue`, `queue_timeout`, `overload` | bulkhead |
+/// | `priority = param` | an integer parameter ordering waiters, higher first |
+/// | `retries`, `backoff`, `backoff_base` | retries; by-value arguments must be `Clone` (cloned per attempt) |
+/// | `breaker`, `breaker(failure_rate, min_calls, window, slow_call, recovery, half_open_calls, success_threshold, consecutive_failures)` | circuit breaker |
+/// | `backend = "local"` | where rate and breaker state live |
+/// | `deny_blocking` / `allow_blocking` | blocking calls in the body: error / silence (default: warning) |
+/// | `crate = "path"` | where the `limiter` facade is, for renamed dependencies |
+///
+/// Run-time configuration of the same `op` (`registry().configure`,
+/// `LIMITER_OP_*`, `limiter.toml`) overrides these values, which override
+/// the `kind` preset.
+///
+/// # Blocking calls
+///
+/// Calls in an `async fn` body that block the executor thread
+/// (`std::thread::sleep`, `std::fs::*`, `TcpStream::connect`,
+/// `Command::output`, `reqwest::blocking`, `ureq`, `rusqlite`, `postgres`,
+/// `diesel`, `block_on`, `blocking_lock`, …) are reported as warnings at the
+/// call; `.await`ed calls are not blocking.
 #[proc_macro_attribute]
 pub fn limit_blocking(args: TokenStream, item: TokenStream) -> TokenStream {
     let item = proc_macro2::TokenStream::from(item);
@@ -43,8 +128,32 @@ pub fn limit_blocking(args: TokenStream, item: TokenStream) -> TokenStream {
     }
 }
 
-/// Turns an `async fn` into a tracked background task. See
-/// `limiter::background_task`.
+/// Turns an `async fn` into a tracked background task: calling it spawns the
+/// body on the runtime's background manager and returns
+/// `Result<TaskHandle, LimitError>` at once (`QueueFull` when the name's
+/// queue is full, `Overloaded` after shutdown began).
+///
+/// Arguments: `name` (default: the function's path), `max_concurrent`,
+/// `queue`, `retries` (arguments must then be `Clone`), `timeout`,
+/// `crate`. The body must return `()` or a `Result`, whose `Err` marks the
+/// task failed.
+///
+/// ```
+/// use limiter::{background_task, TaskState};
+///
+/// #[background_task(name = "report", max_concurrent = 2, queue = 100, timeout = "5m")]
+/// async fn build_report(month: u32) -> Result<usize, String> {
+///     Ok(month as usize * 100)
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let handle = build_report(11).unwrap();
+/// let info = handle.wait().await;
+/// assert_eq!(info.state, TaskState::Succeeded);
+/// limiter::shutdown(std::time::Duration::from_secs(5)).await;
+/// # }
+/// ```
 #[proc_macro_attribute]
 pub fn background_task(args: TokenStream, item: TokenStream) -> TokenStream {
     let item = proc_macro2::TokenStream::from(item);

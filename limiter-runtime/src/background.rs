@@ -78,6 +78,10 @@ pub struct TaskInfo {
 }
 
 /// How a task's output tells success from failure.
+#[diagnostic::on_unimplemented(
+    message = "a background task must return `()` or a `Result`, not `{Self}`",
+    label = "return `()` or a `Result<_, E>` whose `Err` marks the task failed"
+)]
 pub trait TaskOutput: Send + 'static {
     /// `Some(text)` when the output is a failure.
     fn failure(&self) -> Option<String>;
