@@ -38,6 +38,22 @@ pub use limiter_runtime::*;
 pub mod __private {
     pub use limiter_runtime::*;
 
+    /// The error of a call with a `fallback`: a limit refused or cut the
+    /// call (the fallback answers), or the body itself failed (passed on).
+    #[derive(Debug)]
+    pub enum FallbackError<E> {
+        /// A limit: rate, queue, breaker, timeout.
+        Limit(LimitError),
+        /// The body's own error.
+        Body(E),
+    }
+
+    impl<E> From<LimitError> for FallbackError<E> {
+        fn from(e: LimitError) -> Self {
+            FallbackError::Limit(e)
+        }
+    }
+
     /// Rate windows from `(count, period in nanoseconds)` pairs the macro
     /// has already checked (non-zero).
     pub fn rates(windows: &[(u32, u64)]) -> Vec<Rate> {

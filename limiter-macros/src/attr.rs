@@ -40,6 +40,29 @@ impl FromMeta for IdentArg {
     }
 }
 
+/// A path argument: `fallback = cache::lookup`.
+#[derive(Debug, Clone)]
+pub(crate) struct PathArg(pub(crate) Path);
+
+impl FromMeta for PathArg {
+    fn from_expr(expr: &Expr) -> darling::Result<Self> {
+        match expr {
+            Expr::Path(p) if p.qself.is_none() => Ok(PathArg(p.path.clone())),
+            Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Str(s),
+                ..
+            }) => s
+                .parse::<Path>()
+                .map(PathArg)
+                .map_err(|_| Error::custom("expected a path to a function").with_span(s)),
+            other => Err(Error::custom(
+                "expected a path to a function, e.g. `fallback = cached_user`",
+            )
+            .with_span(other)),
+        }
+    }
+}
+
 /// `breaker`, `breaker = true|false`, or `breaker(failure_rate = 0.5, ...)`.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct BreakerArg {
@@ -91,6 +114,7 @@ pub(crate) struct LimitArgs {
     pub(crate) kind: Option<IdentArg>,
     pub(crate) timeout: Option<SpannedValue<String>>,
     pub(crate) strategy: Option<SpannedValue<String>>,
+    pub(crate) fallback: Option<PathArg>,
     pub(crate) rate: Option<SpannedValue<String>>,
     pub(crate) burst: Option<SpannedValue<u32>>,
     pub(crate) algorithm: Option<SpannedValue<String>>,
@@ -129,6 +153,7 @@ pub(crate) struct LimitSpec {
     pub(crate) key: Option<Ident>,
     pub(crate) priority: Option<Ident>,
     pub(crate) retries: bool,
+    pub(crate) fallback: Option<Path>,
     pub(crate) scan: ScanMode,
     /// Statements that fill `__limiter_cfg: OpConfig`.
     pub(crate) config: TokenStream,
@@ -444,6 +469,7 @@ pub(crate) fn check(args: LimitArgs, sig: &Signature) -> darling::Result<LimitSp
         key,
         priority,
         retries: args.retries.is_some_and(|r| *r > 0),
+        fallback: args.fallback.map(|f| f.0),
         scan,
         config: cfg,
     })

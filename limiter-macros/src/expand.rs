@@ -148,35 +148,104 @@ pub(crate) fn limit_blocking(spec: &LimitSpec, item: ItemFn) -> TokenStream {
     let run_once_m = Ident::new("run_once", ret_span);
     let run_blocking_m = Ident::new("run_blocking", ret_span);
     let run_blocking_once_m = Ident::new("run_blocking_once", ret_span);
+    // What the body's value becomes inside the limited call: `Ok(value)`
+    // for a plain `T`; with a `fallback`, errors are split into limit
+    // errors (the fallback answers) and the body's own (passed on).
+    let fallback_err = quote!(#k::__private::FallbackError);
+    let wrap = |value: TokenStream| -> TokenStream {
+        match (&wrap_ok, &spec.fallback) {
+            (Some(ty), None) => quote!(::core::result::Result::Ok::<#ty, #k::LimitError>(#value)),
+            (Some(ty), Some(_)) => {
+                quote!(::core::result::Result::Ok::<#ty, #fallback_err<::core::convert::Infallible>>(#value))
+            }
+            (None, None) => value,
+            (None, Some(_)) => quote!(::core::result::Result::map_err(#value, #fallback_err::Body)),
+        }
+    };
     let run = if is_async {
-        let body = match &wrap_ok {
-            Some(ty) => quote! {
-                async move {
-                    let __limiter_value: #ty = async move #block.await;
-                    ::core::result::Result::Ok::<#ty, #k::LimitError>(__limiter_value)
-                }
-            },
-            None => quote!(async move #block),
+        let value = match &wrap_ok {
+            Some(ty) => {
+                quote!({ let __limiter_value: #ty = async move #block.await; __limiter_value })
+            }
+            None => quote!(async move #block.await),
         };
+        let wrapped = wrap(value);
+        let body = quote!(async move { #wrapped });
         if spec.retries {
             quote!(#call.#run_m(move || { #clones #body }).await)
         } else {
             quote!(#call.#run_once_m(#body).await)
         }
     } else {
-        let body = match &wrap_ok {
-            Some(ty) => quote! {
-                move || {
-                    let __limiter_value: #ty = (move || -> #ty #block)();
-                    ::core::result::Result::Ok::<#ty, #k::LimitError>(__limiter_value)
-                }
-            },
-            None => quote!(move || -> #output #block),
+        let value = match &wrap_ok {
+            Some(ty) => {
+                quote!({ let __limiter_value: #ty = (move || -> #ty #block)(); __limiter_value })
+            }
+            None => quote!((move || -> #output #block)()),
         };
+        let wrapped = wrap(value);
+        let body = quote!(move || { #wrapped });
         if spec.retries {
             quote!(#call.#run_blocking_m(move || { #clones (#body)() }).await)
         } else {
             quote!(#call.#run_blocking_once_m(#body).await)
+        }
+    };
+
+    let run = match &spec.fallback {
+        None => run,
+        Some(fallback) => {
+            new_sig.output = sig.output.clone();
+            // The same arguments, kept for the fallback: clones of by-value
+            // arguments, copies of references.
+            let mut kept = Vec::new();
+            let mut passed = Vec::new();
+            let mut bad = TokenStream::new();
+            for arg in &sig.inputs {
+                match arg {
+                    FnArg::Receiver(_) => passed.push(quote!(self)),
+                    FnArg::Typed(t) => match &*t.pat {
+                        Pat::Ident(p) => {
+                            let name = &p.ident;
+                            let kept_name = format_ident!("__limiter_kept_{}", name);
+                            if matches!(&*t.ty, Type::Reference(_)) {
+                                kept.push(quote!(let #kept_name = #name;));
+                            } else {
+                                kept.push(quote_spanned!(t.ty.span()=> let #kept_name = ::core::clone::Clone::clone(&#name);));
+                            }
+                            passed.push(quote!(#kept_name));
+                        }
+                        other => bad.extend(
+                            syn::Error::new(other.span(), "`fallback` passes the arguments on by name; bind this one to a name")
+                                .to_compile_error(),
+                        ),
+                    },
+                }
+            }
+            let call_fallback = if is_async {
+                quote_spanned!(fallback.span()=> #fallback(#(#passed),*).await)
+            } else {
+                quote_spanned!(fallback.span()=> #fallback(#(#passed),*))
+            };
+            let on_ok = if wrap_ok.is_some() {
+                quote!(__limiter_value)
+            } else {
+                quote!(::core::result::Result::Ok(__limiter_value))
+            };
+            let on_body = if wrap_ok.is_some() {
+                quote!(match __limiter_never {})
+            } else {
+                quote!(::core::result::Result::Err(__limiter_never))
+            };
+            quote! {
+                #bad
+                #(#kept)*
+                match #run {
+                    ::core::result::Result::Ok(__limiter_value) => #on_ok,
+                    ::core::result::Result::Err(#fallback_err::Body(__limiter_never)) => #on_body,
+                    ::core::result::Result::Err(#fallback_err::Limit(_)) => #call_fallback,
+                }
+            }
         }
     };
 

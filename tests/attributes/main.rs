@@ -265,3 +265,56 @@ async fn background_tasks_are_tracked_and_bounded() {
     let f = flaky_task("x".into()).unwrap().wait().await;
     assert_eq!((f.state, f.attempts), (TaskState::Succeeded, 3));
 }
+
+async fn cached_price(item: String) -> u32 {
+    item.len() as u32
+}
+
+#[limit_blocking(op = "attr.fallback", rate = "1/s", burst = 1, fallback = cached_price)]
+async fn price(item: String) -> u32 {
+    100 + item.len() as u32
+}
+
+fn stale_stock(_sku: u64) -> Result<u32, AppError> {
+    Ok(0)
+}
+
+#[limit_blocking(op = "attr.fallback_result", timeout = "50ms", fallback = stale_stock)]
+fn stock(sku: u64) -> Result<u32, AppError> {
+    if sku == 0 {
+        return Err(AppError::NotFound);
+    }
+    if sku == 1 {
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    Ok(7)
+}
+
+#[tokio::test(start_paused = true)]
+async fn fallback_answers_when_a_limit_refuses() {
+    assert_eq!(price("tea".into()).await, 103);
+    assert_eq!(
+        price("tea".into()).await,
+        3,
+        "rate-limited: the fallback answered"
+    );
+    assert_eq!(
+        registry()
+            .op("attr.fallback")
+            .snapshot()
+            .counters
+            .rejected_rate_limited,
+        1
+    );
+}
+
+#[tokio::test]
+async fn fallback_leaves_the_bodys_own_errors_alone() {
+    assert_eq!(stock(5).await, Ok(7));
+    assert_eq!(
+        stock(0).await,
+        Err(AppError::NotFound),
+        "the body's error is passed on"
+    );
+    assert_eq!(stock(1).await, Ok(0), "timed out: the fallback answered");
+}
