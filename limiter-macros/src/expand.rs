@@ -25,7 +25,100 @@ fn is_result(ty: &Type) -> bool {
     }
 }
 
+/// The `Output` of the future type `ty` (`Pin<Box<dyn Future<Output = T>
+/// + Send + 'a>>`, as `#[async_trait]` writes it).
+fn future_output(ty: &Type) -> Option<&Type> {
+    match ty {
+        Type::Path(p) => output_in_path(&p.path),
+        Type::TraitObject(o) => o.bounds.iter().find_map(|b| match b {
+            syn::TypeParamBound::Trait(t) => output_in_path(&t.path),
+            _ => None,
+        }),
+        Type::Paren(p) => future_output(&p.elem),
+        Type::Group(g) => future_output(&g.elem),
+        _ => None,
+    }
+}
+
+fn output_in_path(path: &syn::Path) -> Option<&Type> {
+    path.segments.iter().find_map(|seg| match &seg.arguments {
+        syn::PathArguments::AngleBracketed(args) => args.args.iter().find_map(|a| match a {
+            syn::GenericArgument::AssocType(at) if at.ident == "Output" => Some(&at.ty),
+            syn::GenericArgument::Type(t) => future_output(t),
+            _ => None,
+        }),
+        _ => None,
+    })
+}
+
+/// The inner `async move { .. }` block and its output type when `func` is
+/// an `#[async_trait]` method already desugared into
+/// `fn f(..) -> Pin<Box<dyn Future<Output = T> + ..>> { Box::pin(async move { .. }) }`.
+pub(crate) fn async_trait_parts(func: &ItemFn) -> Option<(syn::Block, Type)> {
+    if func.sig.asyncness.is_some() || func.block.stmts.len() != 1 {
+        return None;
+    }
+    let syn::Stmt::Expr(syn::Expr::Call(call), None) = &func.block.stmts[0] else {
+        return None;
+    };
+    let syn::Expr::Path(callee) = &*call.func else {
+        return None;
+    };
+    let segs: Vec<String> = callee
+        .path
+        .segments
+        .iter()
+        .map(|s| s.ident.to_string())
+        .collect();
+    if !segs.ends_with(&["Box".to_owned(), "pin".to_owned()]) || call.args.len() != 1 {
+        return None;
+    }
+    let syn::Expr::Async(inner) = &call.args[0] else {
+        return None;
+    };
+    let ReturnType::Type(_, ty) = &func.sig.output else {
+        return None;
+    };
+    Some((inner.block.clone(), future_output(ty)?.clone()))
+}
+
 pub(crate) fn limit_blocking(spec: &LimitSpec, item: ItemFn) -> TokenStream {
+    // An `#[async_trait]` method: limit the inner future, not its boxing
+    // (the signature cannot change, so the output must already be a
+    // `Result` whose error takes `LimitError`, or a fallback must answer).
+    if let Some((inner, output)) = async_trait_parts(&item) {
+        if !is_result(&output) && spec.fallback.is_none() {
+            let err = syn::Error::new(
+                output.span(),
+                "under #[async_trait] the return type cannot change: return `Result<T, E>` with `E: From<LimitError>`, or add a `fallback`",
+            )
+            .to_compile_error();
+            return quote!(#err #item);
+        }
+        let mut sig = item.sig.clone();
+        sig.asyncness = Some(Default::default());
+        sig.output = syn::parse_quote!(-> #output);
+        let virtual_fn = ItemFn {
+            attrs: Vec::new(),
+            vis: syn::Visibility::Inherited,
+            sig,
+            block: Box::new(inner),
+        };
+        let expanded = limit_blocking(spec, virtual_fn);
+        let body = match syn::parse2::<ItemFn>(expanded) {
+            Ok(f) => f.block,
+            Err(e) => return e.to_compile_error(),
+        };
+        let ItemFn {
+            attrs, vis, sig, ..
+        } = item;
+        return quote! {
+            #(#attrs)*
+            #vis #sig {
+                ::std::boxed::Box::pin(async move #body)
+            }
+        };
+    }
     let k = &spec.krate;
     let ItemFn {
         attrs,

@@ -116,7 +116,12 @@ pub fn limit_blocking(args: TokenStream, item: TokenStream) -> TokenStream {
             return quote!(#err #item).into();
         }
     };
-    let spec = attr::parse(args.into()).and_then(|a| attr::check(a, &func.sig));
+    // An `#[async_trait]` method is checked as the `async fn` it was.
+    let mut sig = func.sig.clone();
+    if expand::async_trait_parts(&func).is_some() {
+        sig.asyncness = Some(Default::default());
+    }
+    let spec = attr::parse(args.into()).and_then(|a| attr::check(a, &sig));
     match spec {
         Ok(spec) => expand::limit_blocking(&spec, func).into(),
         Err(errors) => {

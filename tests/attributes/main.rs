@@ -318,3 +318,36 @@ async fn fallback_leaves_the_bodys_own_errors_alone() {
     );
     assert_eq!(stock(1).await, Ok(0), "timed out: the fallback answered");
 }
+
+#[async_trait::async_trait]
+trait Store {
+    async fn get(&self, id: u64) -> Result<u64, AppError>;
+}
+
+struct MemStore;
+
+#[async_trait::async_trait]
+impl Store for MemStore {
+    #[limit_blocking(op = "attr.async_trait", rate = "1/s", burst = 1, key = id)]
+    async fn get(&self, id: u64) -> Result<u64, AppError> {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        Ok(id * 2)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn async_trait_methods_limit_the_inner_future() {
+    let store: Box<dyn Store + Send + Sync> = Box::new(MemStore);
+    assert_eq!(store.get(4).await, Ok(8));
+    assert!(matches!(
+        store.get(4).await,
+        Err(AppError::Limit(LimitError::RateLimited { .. }))
+    ));
+    assert_eq!(store.get(5).await, Ok(10), "another key");
+    let snap = registry().op("attr.async_trait").snapshot();
+    assert_eq!(snap.counters.succeeded, 2);
+    assert!(
+        snap.latency.max_ms >= 1.0,
+        "the inner future was timed, not its boxing"
+    );
+}
