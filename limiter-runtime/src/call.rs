@@ -366,7 +366,7 @@ where
         key: Option<u64>,
     ) -> Result<Result<T, E>, LimitError> {
         admission.finish(CallOutcome::Timeout);
-        match op.core.cache.get::<T>(key) {
+        match op.core.cache.get::<T>(key, None) {
             Some(value) => {
                 OpMetrics::inc(&op.core.metrics.counters.cache_fallbacks);
                 tracing::debug!(

@@ -41,6 +41,7 @@ mod bulkhead;
 mod cache;
 mod call;
 mod clock;
+mod coalesce;
 pub mod config;
 mod error;
 mod keys;

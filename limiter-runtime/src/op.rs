@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use crate::breaker::{Breaker, BreakerSnapshot, Ticket};
 use crate::bulkhead::{BulkPermit, Bulkhead, BulkheadSnapshot, Limits};
-use crate::cache::FallbackCache;
+use crate::cache::ValueCache;
 use crate::clock::{duration_ns, Clock};
 use crate::config::{OpConfig, ResolvedConfig};
 use crate::error::{ConfigError, LimitError};
@@ -43,7 +43,8 @@ pub(crate) struct OpCore {
     pub(crate) breaker: Breaker,
     pub(crate) bulkhead: Arc<Bulkhead>,
     pub(crate) metrics: Arc<OpMetrics>,
-    pub(crate) cache: FallbackCache,
+    pub(crate) cache: ValueCache,
+    pub(crate) flights: crate::coalesce::Flights,
 }
 
 /// A handle on one operation; cheap to clone.
@@ -77,13 +78,14 @@ impl OpCore {
         Self {
             breaker: Breaker::new(name.clone(), cfg.breaker.clone()),
             bulkhead: Arc::new(Bulkhead::new(name.clone(), Limits::of(&cfg), cfg.max_keys)),
-            cache: FallbackCache::new(cfg.max_keys),
+            cache: ValueCache::new(cfg.max_keys),
             name,
             shared,
             clock: Clock::new(),
             layers: Mutex::new(Layers::default()),
             policy: ArcSwap::from_pointee(policy),
             metrics: Arc::new(OpMetrics::default()),
+            flights: crate::coalesce::Flights::default(),
         }
     }
 
@@ -440,8 +442,10 @@ pub struct OpSnapshot {
     pub rate: Option<RateSnapshot>,
     /// Per-key rate limit.
     pub rate_per_key: Option<RateSnapshot>,
-    /// Values held for `cache_fallback`.
+    /// Values held for `cache_fallback` and cached responses.
     pub cache_entries: usize,
+    /// Keys with a coalesced call in flight.
+    pub coalescing: usize,
 }
 
 impl Op {
@@ -469,6 +473,75 @@ impl Op {
         E: From<LimitError>,
     {
         self.call().key_opt(key).run(f)
+    }
+
+    /// Runs the call `f` (typically a limited call of this op) at most once
+    /// at a time per key: callers that arrive while an identical call runs
+    /// share its value instead of running their own; with `ttl`, a value is
+    /// also answered from the cache for that long without running at all.
+    ///
+    /// A failed or cancelled call shares nothing: its followers run their
+    /// own. The value must be `Clone` to be shared.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), limiter_runtime::LimitError> {
+    /// use std::time::Duration;
+    /// let reg = limiter_runtime::Registry::new();
+    /// let op = reg.op("profile");
+    /// let user = 7u64;
+    /// let load = || op.run(Some(&user), || async { Ok::<_, limiter_runtime::LimitError>("ann".to_string()) });
+    /// let (a, b) = tokio::join!(
+    ///     op.coalesced(Some(&user), Some(Duration::from_secs(5)), load),
+    ///     op.coalesced(Some(&user), Some(Duration::from_secs(5)), load),
+    /// );
+    /// assert_eq!((a?, b?), ("ann".to_string(), "ann".to_string()));
+    /// assert_eq!(op.snapshot().counters.succeeded, 1, "ran once");
+    /// # Ok(()) }
+    /// ```
+    pub fn coalesced<'a, T, E, F, Fut>(
+        &'a self,
+        key: Option<&dyn LimitKey>,
+        ttl: Option<Duration>,
+        f: F,
+    ) -> impl std::future::Future<Output = Result<T, E>> + use<'a, T, E, F, Fut>
+    where
+        T: Clone + Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        let key = key.map(|k| self.core.shared.hasher.hash(k));
+        async move {
+            let core = &*self.core;
+            if let Some(ttl) = ttl {
+                if let Some(v) = core.cache.get::<T>(key, Some(ttl)) {
+                    OpMetrics::inc(&core.metrics.counters.cache_hits);
+                    return Ok(v);
+                }
+            }
+            match core.flights.join(key) {
+                crate::coalesce::Role::Follower(rx) => {
+                    if let Some(v) = crate::coalesce::follow::<T>(rx).await {
+                        OpMetrics::inc(&core.metrics.counters.coalesced);
+                        return Ok(v);
+                    }
+                    f().await
+                }
+                crate::coalesce::Role::Leader(lead) => {
+                    let out = f().await;
+                    match &out {
+                        Ok(v) => {
+                            if ttl.is_some() {
+                                core.cache.store(key, v.clone());
+                            }
+                            lead.publish(Some(Arc::new(v.clone())));
+                        }
+                        Err(_) => lead.publish(None),
+                    }
+                    out
+                }
+            }
+        }
     }
 
     /// Waits for a place under every limit of this op and returns it as a
@@ -560,6 +633,7 @@ impl Op {
                 keys_evicted: Some(k.table.evicted()),
             }),
             cache_entries: core.cache.len(),
+            coalescing: core.flights.len(),
         }
     }
 }

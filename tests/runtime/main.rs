@@ -4,6 +4,7 @@
 mod background;
 mod breaker;
 mod bulkhead;
+mod coalesce;
 mod config;
 mod keys;
 mod metrics;

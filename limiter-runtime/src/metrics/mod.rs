@@ -84,6 +84,10 @@ counters! {
         moved_to_background,
         /// Timed out and answered from the fallback cache.
         cache_fallbacks,
+        /// Answered from a fresh cached response without running.
+        cache_hits,
+        /// Answered by sharing an identical call that was already running.
+        coalesced,
         /// Retries made.
         retries,
         /// Offloaded blocking work abandoned by a timeout (it cannot be aborted).
