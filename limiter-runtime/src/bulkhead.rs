@@ -270,6 +270,13 @@ impl Bulkhead {
         st.dispatch();
     }
 
+    /// Changes only the op-wide in-flight bound (the adaptive limit).
+    pub(crate) fn set_max(&self, max: u32) {
+        let mut st = self.lock();
+        st.limits.max = max.max(1);
+        st.dispatch();
+    }
+
     /// Waits for a place. Dropping the returned future at any point leaves
     /// no place or queue place taken.
     pub(crate) async fn acquire<B: Deref<Target = Bulkhead>>(

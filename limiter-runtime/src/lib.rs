@@ -35,6 +35,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+mod adaptive;
 mod background;
 mod breaker;
 mod bulkhead;

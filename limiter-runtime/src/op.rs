@@ -45,6 +45,7 @@ pub(crate) struct OpCore {
     pub(crate) metrics: Arc<OpMetrics>,
     pub(crate) cache: ValueCache,
     pub(crate) flights: crate::coalesce::Flights,
+    pub(crate) adaptive: crate::adaptive::Aimd,
 }
 
 /// A handle on one operation; cheap to clone.
@@ -86,6 +87,7 @@ impl OpCore {
             policy: ArcSwap::from_pointee(policy),
             metrics: Arc::new(OpMetrics::default()),
             flights: crate::coalesce::Flights::default(),
+            adaptive: crate::adaptive::Aimd::new(cfg.max_concurrent),
         }
     }
 
@@ -127,6 +129,7 @@ impl OpCore {
         let now = self.clock.now_ns();
         self.breaker.set_policy(cfg.breaker.clone(), now);
         self.bulkhead.set_limits(Limits::of(&cfg));
+        self.adaptive.reset(cfg.max_concurrent);
         self.bulkhead.keys.set_cap(cfg.max_keys);
         self.cache.set_cap(cfg.max_keys);
         let old = self.policy.load_full();
@@ -142,14 +145,28 @@ impl OpCore {
     /// calls; nothing but the probe place for a cancelled call) and metrics.
     pub(crate) fn complete(&self, ticket: Ticket, start: Instant, outcome: CallOutcome) {
         let elapsed = start.elapsed();
-        let slow = self
-            .policy
-            .load()
+        let policy = self.policy.load();
+        let slow = policy
             .cfg
             .breaker
             .as_ref()
             .and_then(|b| b.slow_call)
             .is_some_and(|limit| elapsed > limit);
+        if let (Some(adaptive), true) = (&policy.cfg.adaptive, outcome != CallOutcome::Cancelled) {
+            let max = policy.cfg.max_concurrent;
+            if let Some(limit) = self
+                .adaptive
+                .observe(adaptive, max, outcome.is_failure(), elapsed)
+            {
+                tracing::debug!(
+                    op = &*self.name,
+                    limit,
+                    "adaptive concurrency limit changed"
+                );
+                self.bulkhead.set_max(limit);
+            }
+        }
+        drop(policy);
         if slow {
             OpMetrics::inc(&self.metrics.counters.slow_calls);
         }
@@ -446,6 +463,8 @@ pub struct OpSnapshot {
     pub cache_entries: usize,
     /// Keys with a coalesced call in flight.
     pub coalescing: usize,
+    /// The adaptive in-flight bound in force, when adaptive.
+    pub adaptive_limit: Option<u32>,
 }
 
 impl Op {
@@ -634,6 +653,11 @@ impl Op {
             }),
             cache_entries: core.cache.len(),
             coalescing: core.flights.len(),
+            adaptive_limit: policy
+                .cfg
+                .adaptive
+                .as_ref()
+                .map(|_| core.adaptive.current()),
         }
     }
 }

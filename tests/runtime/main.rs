@@ -1,6 +1,7 @@
 //! Behaviour of the runtime through the facade's plain Rust API. Time-based
 //! tests run on tokio's paused clock.
 
+mod adaptive;
 mod background;
 mod breaker;
 mod bulkhead;

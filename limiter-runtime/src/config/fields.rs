@@ -38,6 +38,9 @@ pub(crate) const FIELDS: &[&str] = &[
     "breaker_consecutive_failures",
     "slow_poll",
     "max_keys",
+    "adaptive",
+    "adaptive_min",
+    "adaptive_target",
 ];
 
 pub(crate) fn parse_bool(text: &str) -> Result<bool, String> {
@@ -120,6 +123,9 @@ pub(crate) fn set_field(cfg: &mut OpConfig, field: &str, text: &str) -> Result<(
             }
             cfg.max_keys = Some(n);
         }
+        "adaptive" => cfg.adaptive = Some(parse_bool(text)?),
+        "adaptive_min" => cfg.adaptive_min = Some(parse_count(text, 1)?),
+        "adaptive_target" => cfg.adaptive_target = Some(duration(text)?),
         other => return Err(unknown_field(other)),
     }
     Ok(())
@@ -201,6 +207,9 @@ mod tests {
             ("breaker_consecutive_failures", "3"),
             ("slow_poll", "5ms"),
             ("max_keys", "10"),
+            ("adaptive", "true"),
+            ("adaptive_min", "2"),
+            ("adaptive_target", "250ms"),
         ];
         assert_eq!(samples.len(), FIELDS.len());
         let mut cfg = OpConfig::default();

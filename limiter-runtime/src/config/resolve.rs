@@ -37,6 +37,16 @@ pub struct RetryPolicy {
     pub max: Duration,
 }
 
+/// Adaptive concurrency settings in force.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AdaptivePolicy {
+    /// Lowest in-flight bound.
+    pub min: u32,
+    /// Latency target: slower calls lower the bound.
+    #[serde(serialize_with = "ser_duration")]
+    pub target: Duration,
+}
+
 /// Circuit-breaker settings in force.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BreakerPolicy {
@@ -99,6 +109,8 @@ pub struct ResolvedConfig {
     pub slow_poll: Duration,
     /// Cap of tracked keys.
     pub max_keys: usize,
+    /// Adaptive concurrency, when on (`max_concurrent` is its ceiling).
+    pub adaptive: Option<AdaptivePolicy>,
 }
 
 fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -152,6 +164,9 @@ impl OpConfig {
             },
             slow_poll: Some(Duration::from_millis(1)),
             max_keys: Some(100_000),
+            adaptive: Some(false),
+            adaptive_min: None,
+            adaptive_target: None,
         }
     }
 
@@ -292,13 +307,31 @@ impl OpConfig {
             None => 100_000,
         };
 
+        let max_concurrent = at_least_one("max_concurrent", self.max_concurrent)?.unwrap_or(100);
+        let timeout = positive("timeout", self.timeout)?;
+        let adaptive = if self.adaptive.unwrap_or(false) {
+            let min = at_least_one("adaptive_min", self.adaptive_min)?.unwrap_or(1);
+            if min > max_concurrent {
+                return Err(invalid(
+                    "adaptive_min",
+                    min.to_string(),
+                    &format!("must not exceed max_concurrent ({max_concurrent})"),
+                ));
+            }
+            let target = positive("adaptive_target", self.adaptive_target)?
+                .unwrap_or_else(|| timeout.map_or(Duration::from_secs(1), |t| t / 2));
+            Some(AdaptivePolicy { min, target })
+        } else {
+            None
+        };
+
         Ok(ResolvedConfig {
             kind: self.kind,
             enabled: self.enabled.unwrap_or(true),
-            timeout: positive("timeout", self.timeout)?,
+            timeout,
             rate: rate_spec("rate", self.rate)?,
             rate_per_key: rate_spec("rate_per_key", self.rate_per_key)?,
-            max_concurrent: at_least_one("max_concurrent", self.max_concurrent)?.unwrap_or(100),
+            max_concurrent,
             max_concurrent_per_key: at_least_one(
                 "max_concurrent_per_key",
                 self.max_concurrent_per_key,
@@ -318,6 +351,7 @@ impl OpConfig {
             breaker,
             slow_poll: required(positive("slow_poll", self.slow_poll)?),
             max_keys,
+            adaptive,
         })
     }
 }

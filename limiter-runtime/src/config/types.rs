@@ -100,6 +100,13 @@ pub struct OpConfig {
     pub slow_poll: Option<Duration>,
     /// Cap of tracked keys (per-key rate and bulkhead state).
     pub max_keys: Option<usize>,
+    /// Adapt the in-flight bound to latency (AIMD between `adaptive_min`
+    /// and `max_concurrent`).
+    pub adaptive: Option<bool>,
+    /// Lowest in-flight bound the adaptive limit goes down to.
+    pub adaptive_min: Option<u32>,
+    /// Latency above which a call counts against the adaptive limit.
+    pub adaptive_target: Option<Duration>,
 }
 
 impl OpConfig {
@@ -153,6 +160,9 @@ impl OpConfig {
         take!(breaker.consecutive_failures);
         take!(slow_poll);
         take!(max_keys);
+        take!(adaptive);
+        take!(adaptive_min);
+        take!(adaptive_target);
     }
 
     /// Multiplies the capacity figures (concurrency, queues, rate counts,
@@ -165,6 +175,7 @@ impl OpConfig {
             &mut self.max_concurrent,
             &mut self.max_concurrent_per_key,
             &mut self.burst,
+            &mut self.adaptive_min,
         ]
         .into_iter()
         .flatten()
