@@ -29,13 +29,15 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub use limiter_macros::{background_task, limit_blocking};
+pub use limiter_macros::{background_task, limit_blocking, optimize_route};
 pub use limiter_runtime::*;
 
 /// Items the attribute macros expand to. Not a public API: names here may
 /// change in any release.
 #[doc(hidden)]
 pub mod __private {
+    pub use limiter_runtime::__deps::tracing;
+    pub use limiter_runtime::__deps::tracing::Instrument;
     pub use limiter_runtime::*;
 
     /// The error of a call with a `fallback`: a limit refused or cut the

@@ -185,6 +185,15 @@ pub(crate) fn param_names(sig: &Signature) -> Vec<Ident> {
 
 /// Checks every value; returns the spec or all errors at once.
 pub(crate) fn check(args: LimitArgs, sig: &Signature) -> darling::Result<LimitSpec> {
+    check_with(args, sig, TimeoutStrategy::Cancel)
+}
+
+/// [`check`] with the strategy used when the arguments name none.
+pub(crate) fn check_with(
+    args: LimitArgs,
+    sig: &Signature,
+    default_strategy: TimeoutStrategy,
+) -> darling::Result<LimitSpec> {
     let mut errors = Error::accumulator();
     let krate: Path = match &args.krate {
         Some(text) => errors
@@ -235,7 +244,7 @@ pub(crate) fn check(args: LimitArgs, sig: &Signature) -> darling::Result<LimitSp
         )
     }
     let strategy =
-        named::<TimeoutStrategy>(&args.strategy, &mut errors).unwrap_or(TimeoutStrategy::Cancel);
+        named::<TimeoutStrategy>(&args.strategy, &mut errors).unwrap_or(default_strategy);
     if let Some(a) = named::<Algorithm>(&args.algorithm, &mut errors) {
         let v = enum_tokens(k, "Algorithm", a.as_str());
         cfg.extend(quote! { __limiter_cfg.algorithm = ::core::option::Option::Some(#v); });

@@ -14,6 +14,7 @@ use syn::Ident;
 use syn::{AttrStyle, FnArg, ItemFn, Pat, ReturnType, Type};
 
 use crate::attr::{LimitSpec, ScanMode};
+use crate::route::{Level, RouteSpec};
 use crate::scan::scan;
 
 /// Whether `ty` is written as a `Result<..>` (any path ending in `Result`
@@ -83,6 +84,12 @@ pub(crate) fn async_trait_parts(func: &ItemFn) -> Option<(syn::Block, Type)> {
 }
 
 pub(crate) fn limit_blocking(spec: &LimitSpec, item: ItemFn) -> TokenStream {
+    expand(spec, item, None)
+}
+
+/// The expansion of `#[limit_blocking]`, or of `#[optimize_route]` when
+/// `route` is given.
+pub(crate) fn expand(spec: &LimitSpec, item: ItemFn, route: Option<&RouteSpec>) -> TokenStream {
     // An `#[async_trait]` method: limit the inner future, not its boxing
     // (the signature cannot change, so the output must already be a
     // `Result` whose error takes `LimitError`, or a fallback must answer).
@@ -104,7 +111,7 @@ pub(crate) fn limit_blocking(spec: &LimitSpec, item: ItemFn) -> TokenStream {
             sig,
             block: Box::new(inner),
         };
-        let expanded = limit_blocking(spec, virtual_fn);
+        let expanded = expand(spec, virtual_fn, route);
         let body = match syn::parse2::<ItemFn>(expanded) {
             Ok(f) => f.block,
             Err(e) => return e.to_compile_error(),
@@ -338,6 +345,45 @@ pub(crate) fn limit_blocking(spec: &LimitSpec, item: ItemFn) -> TokenStream {
                     ::core::result::Result::Err(#fallback_err::Body(__limiter_never)) => #on_body,
                     ::core::result::Result::Err(#fallback_err::Limit(_)) => #call_fallback,
                 }
+            }
+        }
+    };
+
+    let run = match route {
+        None => run,
+        Some(route) => {
+            let run = if route.level == Level::Ultra {
+                let key = match &spec.key {
+                    Some(key) => {
+                        quote!(::core::option::Option::Some(&#key as &dyn #k::__private::LimitKey))
+                    }
+                    None => quote!(::core::option::Option::None),
+                };
+                let ttl = route.ttl_nanos;
+                quote! {{
+                    let __limiter_op = __LIMITER_SITE.get(#op_name, || {
+                        let mut __limiter_cfg = #k::__private::OpConfig::default();
+                        #config
+                        __limiter_cfg
+                    });
+                    let __limiter_call_key = __limiter_op.call_key(#key);
+                    __limiter_op
+                        .coalesced_by(
+                            __limiter_call_key,
+                            ::core::option::Option::Some(::core::time::Duration::from_nanos(#ttl)),
+                            move || async move { #run },
+                        )
+                        .await
+                }}
+            } else {
+                run
+            };
+            quote! {
+                #k::__private::Instrument::instrument(
+                    async move { #run },
+                    #k::__private::tracing::info_span!("limiter.route", route = #op_name),
+                )
+                .await
             }
         }
     };

@@ -5,6 +5,7 @@
 
 mod attr;
 mod expand;
+mod route;
 mod scan;
 mod task;
 
@@ -174,6 +175,59 @@ pub fn background_task(args: TokenStream, item: TokenStream) -> TokenStream {
         }
     };
     match task::background_task(args.into(), func) {
+        Ok(tokens) => tokens.into(),
+        Err(errors) => {
+            let errors = errors.write_errors();
+            quote!(#errors #item).into()
+        }
+    }
+}
+
+/// A preset of [`macro@limit_blocking`] for request handlers, with a
+/// tracing span per call. `level` is `Basic` (metrics only), `Advanced`
+/// (30 s timeout moving to the background, breaker, 1000/s cap, bulkhead)
+/// or `Ultra` (Advanced + adaptive concurrency, coalescing of identical
+/// concurrent calls and a response cache for `cache_ttl`, default 1 s,
+/// keyed by `key`). `name` names the route; any `limit_blocking` argument
+/// overrides the preset.
+///
+/// ```
+/// use limiter::{optimize_route, LimitError};
+///
+/// #[optimize_route(level = Ultra, name = "GET /users/{id}", key = id, cache_ttl = "5s")]
+/// async fn get_user(id: u64) -> Result<String, LimitError> {
+///     Ok(format!("user {id}"))
+/// }
+///
+/// #[optimize_route(level = Basic)]
+/// async fn health() -> &'static str {
+///     "ok"
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// assert_eq!(get_user(7).await.unwrap(), "user 7");
+/// assert_eq!(get_user(7).await.unwrap(), "user 7");
+/// let snap = limiter::registry().op("GET /users/{id}").snapshot();
+/// assert_eq!(snap.counters.cache_hits, 1, "the second answer came from the cache");
+/// assert_eq!(health().await, Ok("ok"));
+/// # }
+/// ```
+#[proc_macro_attribute]
+pub fn optimize_route(args: TokenStream, item: TokenStream) -> TokenStream {
+    let item = proc_macro2::TokenStream::from(item);
+    let func: syn::ItemFn = match syn::parse2(item.clone()) {
+        Ok(f) => f,
+        Err(_) => {
+            let err = syn::Error::new(
+                proc_macro2::Span::call_site(),
+                "#[optimize_route] goes on an `async fn` request handler",
+            )
+            .to_compile_error();
+            return quote!(#err #item).into();
+        }
+    };
+    match route::optimize_route(args.into(), func) {
         Ok(tokens) => tokens.into(),
         Err(errors) => {
             let errors = errors.write_errors();

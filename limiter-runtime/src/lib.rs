@@ -71,8 +71,14 @@ pub use config::{
 pub use error::{ConfigError, LimitError, QueueScope};
 pub use keys::LimitKey;
 pub use metrics::{CountersSnapshot, LatencySnapshot};
-pub use op::{Op, OpSnapshot, Permit};
+pub use op::{CallKey, Op, OpSnapshot, Permit};
 pub use rate::RateSnapshot;
 pub use registry::{registry, shutdown, Registry, RegistrySnapshot};
 pub use site::OpSite;
 pub use spec::Rate;
+
+/// Dependencies the attribute macros expand to. Not a public API.
+#[doc(hidden)]
+pub mod __deps {
+    pub use tracing;
+}

@@ -48,6 +48,10 @@ pub(crate) struct OpCore {
     pub(crate) adaptive: crate::adaptive::Aimd,
 }
 
+/// The identity of a call to coalesce: its key's hash (see [`Op::call_key`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallKey(Option<u64>);
+
 /// A handle on one operation; cheap to clone.
 ///
 /// ```
@@ -529,7 +533,28 @@ impl Op {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<T, E>>,
     {
-        let key = key.map(|k| self.core.shared.hasher.hash(k));
+        self.coalesced_by(self.call_key(key), ttl, f)
+    }
+
+    /// The identity of a call for [`coalesced_by`](Self::coalesced_by): the
+    /// key's hash, taken at once so that the key can then be moved.
+    pub fn call_key(&self, key: Option<&dyn LimitKey>) -> CallKey {
+        CallKey(key.map(|k| self.core.shared.hasher.hash(k)))
+    }
+
+    /// [`coalesced`](Self::coalesced) with a key hashed beforehand.
+    pub fn coalesced_by<'a, T, E, F, Fut>(
+        &'a self,
+        key: CallKey,
+        ttl: Option<Duration>,
+        f: F,
+    ) -> impl std::future::Future<Output = Result<T, E>> + use<'a, T, E, F, Fut>
+    where
+        T: Clone + Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        let key = key.0;
         async move {
             let core = &*self.core;
             if let Some(ttl) = ttl {

@@ -351,3 +351,62 @@ async fn async_trait_methods_limit_the_inner_future() {
         "the inner future was timed, not its boxing"
     );
 }
+
+#[limiter::optimize_route(level = Basic, name = "GET /health")]
+async fn health() -> &'static str {
+    "ok"
+}
+
+#[limiter::optimize_route(level = Advanced, name = "GET /slow", timeout = "100ms")]
+async fn slow_route(n: u32) -> Result<u32, LimitError> {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok(n)
+}
+
+static ULTRA_RUNS: AtomicU32 = AtomicU32::new(0);
+
+#[limiter::optimize_route(level = Ultra, name = "GET /users/{id}", key = id, cache_ttl = "2s")]
+async fn get_user(id: u64) -> Result<String, LimitError> {
+    ULTRA_RUNS.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    Ok(format!("user-{id}"))
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_route_level() {
+    // Basic: metrics, no limits.
+    for _ in 0..3 {
+        assert_eq!(health().await, Ok("ok"));
+    }
+    let basic = registry().op("GET /health").snapshot();
+    assert_eq!(basic.counters.succeeded, 3);
+    assert_eq!(basic.config.timeout, None);
+    assert!(basic.config.breaker.is_none());
+    // Advanced: a timeout that moves the call to the background, a breaker.
+    assert!(matches!(
+        slow_route(1).await,
+        Err(LimitError::MovedToBackground { .. })
+    ));
+    let advanced = registry().op("GET /slow").snapshot();
+    assert!(advanced.config.breaker.is_some());
+    assert!(advanced.config.rate.is_some());
+    // Ultra: identical concurrent calls run once, then the cache answers.
+    let (a, b, c) = tokio::join!(get_user(1), get_user(1), get_user(2));
+    assert_eq!(
+        (a.unwrap(), b.unwrap(), c.unwrap()),
+        ("user-1".into(), "user-1".into(), "user-2".into())
+    );
+    assert_eq!(ULTRA_RUNS.load(Ordering::SeqCst), 2);
+    assert_eq!(get_user(1).await.unwrap(), "user-1");
+    assert_eq!(
+        ULTRA_RUNS.load(Ordering::SeqCst),
+        2,
+        "answered from the cache"
+    );
+    let ultra = registry().op("GET /users/{id}").snapshot();
+    assert_eq!(
+        (ultra.counters.coalesced, ultra.counters.cache_hits),
+        (1, 1)
+    );
+    assert_eq!(ultra.adaptive_limit, Some(100));
+}

@@ -1,0 +1,6 @@
+use limiter::optimize_route;
+
+#[optimize_route(level = Basic)]
+fn handler() {}
+
+fn main() {}
