@@ -26,6 +26,19 @@ fn is_result(ty: &Type) -> bool {
     }
 }
 
+/// Whether `ty` mentions `impl Trait` anywhere.
+fn contains_impl_trait(ty: &Type) -> bool {
+    struct Find(bool);
+    impl<'ast> syn::visit::Visit<'ast> for Find {
+        fn visit_type_impl_trait(&mut self, _: &'ast syn::TypeImplTrait) {
+            self.0 = true;
+        }
+    }
+    let mut f = Find(false);
+    syn::visit::Visit::visit_type(&mut f, ty);
+    f.0
+}
+
 /// The `Output` of the future type `ty` (`Pin<Box<dyn Future<Output = T>
 /// + Send + 'a>>`, as `#[async_trait]` writes it).
 fn future_output(ty: &Type) -> Option<&Type> {
@@ -244,6 +257,7 @@ pub(crate) fn expand(spec: &LimitSpec, item: ItemFn, route: Option<&RouteSpec>) 
         ReturnType::Default => sig.ident.span(),
         ReturnType::Type(_, ty) => ty.span(),
     };
+    let await_ = quote_spanned!(ret_span=> .await);
     let run_m = Ident::new("run", ret_span);
     let run_once_m = Ident::new("run_once", ret_span);
     let run_blocking_m = Ident::new("run_blocking", ret_span);
@@ -263,18 +277,41 @@ pub(crate) fn expand(spec: &LimitSpec, item: ItemFn, route: Option<&RouteSpec>) 
         }
     };
     let run = if is_async {
+        // A fake return edge, spanned at the return type, fixes the body's
+        // type up front, so a type error in the body points at the body
+        // (the technique of tracing-attributes). Skipped for `impl Trait`,
+        // which cannot annotate a binding.
+        let body_ty = match &sig.output {
+            ReturnType::Default => Some(quote!(())),
+            ReturnType::Type(_, ty) if !contains_impl_trait(ty) => Some(quote!(#ty)),
+            ReturnType::Type(..) => None,
+        };
+        let stmts = &block.stmts;
+        let user_future = match body_ty {
+            Some(ty) => quote_spanned! {ret_span=>
+                async move {
+                    #[allow(unreachable_code, clippy::diverging_sub_expression, clippy::needless_return)]
+                    if false {
+                        let __limiter_fake_return: #ty = loop {};
+                        return __limiter_fake_return;
+                    }
+                    #(#stmts)*
+                }
+            },
+            None => quote!(async move #block),
+        };
         let value = match &wrap_ok {
             Some(ty) => {
-                quote!({ let __limiter_value: #ty = async move #block.await; __limiter_value })
+                quote!({ let __limiter_value: #ty = #user_future.await; __limiter_value })
             }
-            None => quote!(async move #block.await),
+            None => quote!(#user_future.await),
         };
         let wrapped = wrap(value);
         let body = quote!(async move { #wrapped });
         if spec.retries {
-            quote!(#call.#run_m(move || { #clones #body }).await)
+            quote!(#call.#run_m(move || { #clones #body }) #await_)
         } else {
-            quote!(#call.#run_once_m(#body).await)
+            quote!(#call.#run_once_m(#body) #await_)
         }
     } else {
         let value = match &wrap_ok {
@@ -286,9 +323,9 @@ pub(crate) fn expand(spec: &LimitSpec, item: ItemFn, route: Option<&RouteSpec>) 
         let wrapped = wrap(value);
         let body = quote!(move || { #wrapped });
         if spec.retries {
-            quote!(#call.#run_blocking_m(move || { #clones (#body)() }).await)
+            quote!(#call.#run_blocking_m(move || { #clones (#body)() }) #await_)
         } else {
-            quote!(#call.#run_blocking_once_m(#body).await)
+            quote!(#call.#run_blocking_once_m(#body) #await_)
         }
     };
 
