@@ -290,7 +290,7 @@ pub(crate) fn expand(spec: &LimitSpec, item: ItemFn, route: Option<&RouteSpec>) 
         let user_future = match body_ty {
             Some(ty) => quote_spanned! {ret_span=>
                 async move {
-                    #[allow(unreachable_code, clippy::diverging_sub_expression, clippy::needless_return)]
+                    #[allow(unreachable_code, clippy::diverging_sub_expression, clippy::needless_return, clippy::empty_loop, clippy::let_unit_value)]
                     if false {
                         let __limiter_fake_return: #ty = loop {};
                         return __limiter_fake_return;
