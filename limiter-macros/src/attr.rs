@@ -163,10 +163,76 @@ fn nanos(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// Every argument name of `#[limit_blocking]`.
+pub(crate) const ARGUMENTS: &[&str] = &[
+    "op",
+    "kind",
+    "timeout",
+    "strategy",
+    "fallback",
+    "rate",
+    "burst",
+    "algorithm",
+    "key",
+    "max_concurrent",
+    "max_concurrent_per_key",
+    "queue",
+    "queue_timeout",
+    "overload",
+    "priority",
+    "retries",
+    "backoff",
+    "backoff_base",
+    "breaker",
+    "backend",
+    "deny_blocking",
+    "allow_blocking",
+    "crate",
+];
+
+/// Reports every argument whose name is not in `known`, with a "did you
+/// mean" and the list of valid names, and returns the others.
+pub(crate) fn known_only(
+    items: Vec<NestedMeta>,
+    known: &[&str],
+    errors: &mut darling::error::Accumulator,
+) -> Vec<NestedMeta> {
+    items
+        .into_iter()
+        .filter(|item| {
+            let NestedMeta::Meta(meta) = item else {
+                return true; // darling reports literals itself
+            };
+            let path = meta.path();
+            let name = path
+                .get_ident()
+                .map(ToString::to_string)
+                .unwrap_or_else(|| quote!(#path).to_string());
+            if known.contains(&name.as_str()) {
+                return true;
+            }
+            let hint = limiter_spec::closest(&name, known)
+                .map(|c| format!(" did you mean `{c}`?"))
+                .unwrap_or_default();
+            errors.push(
+                Error::custom(format!(
+                    "unknown argument `{name}`;{hint} expected one of: {}",
+                    known.join(", ")
+                ))
+                .with_span(path),
+            );
+            false
+        })
+        .collect()
+}
+
 /// Parses the attribute's tokens.
 pub(crate) fn parse(args: TokenStream) -> darling::Result<LimitArgs> {
+    let mut errors = Error::accumulator();
     let items = NestedMeta::parse_meta_list(args).map_err(Error::from)?;
-    LimitArgs::from_list(&items)
+    let items = known_only(items, ARGUMENTS, &mut errors);
+    let args = errors.handle(LimitArgs::from_list(&items));
+    errors.finish_with(args).map(|a| a.unwrap_or_default())
 }
 
 /// The by-name parameters of `sig` (`self` included as `self`).

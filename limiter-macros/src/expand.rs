@@ -39,6 +39,26 @@ fn contains_impl_trait(ty: &Type) -> bool {
     f.0
 }
 
+/// `ty` with every `impl Trait` replaced by `_`, for the places (bindings,
+/// turbofish) where `impl Trait` may not be written.
+fn erase_impl_trait(ty: &Type) -> Type {
+    struct Erase;
+    impl syn::visit_mut::VisitMut for Erase {
+        fn visit_type_mut(&mut self, ty: &mut Type) {
+            if matches!(ty, Type::ImplTrait(_)) {
+                *ty = Type::Infer(syn::TypeInfer {
+                    underscore_token: Default::default(),
+                });
+            } else {
+                syn::visit_mut::visit_type_mut(self, ty);
+            }
+        }
+    }
+    let mut ty = ty.clone();
+    syn::visit_mut::VisitMut::visit_type_mut(&mut Erase, &mut ty);
+    ty
+}
+
 /// The `Output` of the future type `ty` (`Pin<Box<dyn Future<Output = T>
 /// + Send + 'a>>`, as `#[async_trait]` writes it).
 fn future_output(ty: &Type) -> Option<&Type> {
@@ -185,10 +205,13 @@ pub(crate) fn expand(spec: &LimitSpec, item: ItemFn, route: Option<&RouteSpec>) 
             Some(quote!(())),
         ),
         ReturnType::Type(_, ty) if is_result(ty) => (quote!(#ty), None),
-        ReturnType::Type(_, ty) => (
-            quote!(::core::result::Result<#ty, #k::LimitError>),
-            Some(quote!(#ty)),
-        ),
+        ReturnType::Type(_, ty) => {
+            let bound = erase_impl_trait(ty);
+            (
+                quote!(::core::result::Result<#ty, #k::LimitError>),
+                Some(quote!(#bound)),
+            )
+        }
     };
     let mut new_sig = sig.clone();
     new_sig.asyncness = Some(Default::default());

@@ -44,9 +44,17 @@ pub(crate) struct RouteSpec {
 }
 
 pub(crate) fn optimize_route(args: TokenStream, func: ItemFn) -> Result<TokenStream, Error> {
-    let items = NestedMeta::parse_meta_list(args).map_err(Error::from)?;
-    let args = RouteArgs::from_list(&items)?;
     let mut errors = Error::accumulator();
+    let items = NestedMeta::parse_meta_list(args).map_err(Error::from)?;
+    let mut known = vec!["level", "name", "cache_ttl"];
+    known.extend(crate::attr::ARGUMENTS);
+    let items = crate::attr::known_only(items, &known, &mut errors);
+    let Some(args) = errors.handle(RouteArgs::from_list(&items)) else {
+        return Err(errors
+            .finish()
+            .err()
+            .unwrap_or_else(|| Error::custom("invalid arguments")));
+    };
     let level = match args.level.0.to_string().as_str() {
         "Basic" => Some(Level::Basic),
         "Advanced" => Some(Level::Advanced),

@@ -25,9 +25,26 @@ struct TaskArgs {
 
 /// Parses, checks and expands; on error, the errors and the original item.
 pub(crate) fn background_task(args: TokenStream, func: ItemFn) -> Result<TokenStream, Error> {
-    let items = NestedMeta::parse_meta_list(args).map_err(Error::from)?;
-    let args = TaskArgs::from_list(&items)?;
     let mut errors = Error::accumulator();
+    let items = NestedMeta::parse_meta_list(args).map_err(Error::from)?;
+    let items = crate::attr::known_only(
+        items,
+        &[
+            "name",
+            "max_concurrent",
+            "queue",
+            "retries",
+            "timeout",
+            "crate",
+        ],
+        &mut errors,
+    );
+    let Some(args) = errors.handle(TaskArgs::from_list(&items)) else {
+        return Err(errors
+            .finish()
+            .err()
+            .unwrap_or_else(|| Error::custom("invalid arguments")));
+    };
 
     let krate: Path = match &args.krate {
         Some(text) => errors

@@ -13,8 +13,10 @@
 
 mod duration_rate;
 mod names;
+mod suggest;
 
 pub use duration_rate::{
     parse_duration, parse_rate, parse_rates, parse_seconds, DisplayDuration, Rate, SpecError,
 };
 pub use names::{Algorithm, Backoff, OpKind, OverloadPolicy, TimeoutStrategy};
+pub use suggest::closest;

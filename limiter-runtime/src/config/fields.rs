@@ -5,6 +5,7 @@
 use std::str::FromStr;
 
 use super::types::{Algorithm, Backoff, OpConfig, OpKind, OverloadPolicy};
+pub(crate) use crate::spec::closest;
 use crate::spec::{parse_duration, parse_rates};
 
 /// Every field name, in snake case.
@@ -140,35 +141,6 @@ pub(crate) fn unknown_field(name: &str) -> String {
         "unknown field `{name}`;{hint} expected one of: {}",
         FIELDS.join(", ")
     )
-}
-
-/// The candidate closest to `name` by edit distance, if it is close.
-pub(crate) fn closest<'a>(name: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    candidates
-        .iter()
-        .map(|c| (edit_distance(name, c), *c))
-        .filter(|(d, c)| *d <= (c.len() / 3).max(2))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = if ca == *cb {
-                prev
-            } else {
-                1 + prev.min(cur).min(row[j])
-            };
-            prev = cur;
-        }
-    }
-    row[b.len()]
 }
 
 #[cfg(test)]
