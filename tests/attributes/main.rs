@@ -410,3 +410,57 @@ async fn each_route_level() {
     );
     assert_eq!(ultra.adaptive_limit, Some(100));
 }
+
+#[limit_blocking(op = "attr.window", rate = "2/s", algorithm = "fixed_window")]
+async fn windowed() -> u8 {
+    1
+}
+
+#[limit_blocking(
+    op = "attr.per_key",
+    key = user,
+    max_concurrent_per_key = 1,
+    queue = 1,
+    queue_timeout = "50ms",
+    overload = "drop_oldest"
+)]
+async fn per_key_slot(user: u32, hold: Duration) -> u32 {
+    tokio::time::sleep(hold).await;
+    user
+}
+
+#[tokio::test(start_paused = true)]
+async fn algorithm_per_key_bound_queue_timeout_and_overload() {
+    assert_eq!(windowed().await, Ok(1));
+    assert_eq!(windowed().await, Ok(1));
+    assert!(matches!(
+        windowed().await,
+        Err(LimitError::RateLimited { .. })
+    ));
+    // One call per key at a time; a second waits at most 50 ms.
+    let long = tokio::spawn(per_key_slot(1, Duration::from_secs(1)));
+    tokio::task::yield_now().await;
+    assert!(matches!(
+        per_key_slot(1, Duration::ZERO).await,
+        Err(LimitError::QueueTimeout { .. })
+    ));
+    assert_eq!(
+        per_key_slot(2, Duration::ZERO).await,
+        Ok(2),
+        "other keys run"
+    );
+    // drop_oldest: a newer waiter of key 1 takes the place of an older one.
+    let older = tokio::spawn(per_key_slot(1, Duration::ZERO));
+    tokio::task::yield_now().await;
+    let newer = tokio::spawn(per_key_slot(1, Duration::ZERO));
+    tokio::task::yield_now().await;
+    assert!(matches!(
+        older.await.unwrap(),
+        Err(LimitError::QueueFull { .. })
+    ));
+    assert!(matches!(
+        newer.await.unwrap(),
+        Err(LimitError::QueueTimeout { .. })
+    ));
+    assert_eq!(long.await.unwrap(), Ok(1));
+}

@@ -100,8 +100,12 @@ pub struct OpConfig {
     pub slow_poll: Option<Duration>,
     /// Cap of tracked keys (per-key rate and bulkhead state).
     pub max_keys: Option<usize>,
-    /// Adapt the in-flight bound to latency (AIMD between `adaptive_min`
-    /// and `max_concurrent`).
+    /// Adapt the in-flight bound to latency: an AIMD controller between
+    /// `adaptive_min` and `max_concurrent` (start), adding about one place
+    /// per round of calls within `adaptive_target` and taking 10 % off at
+    /// each failure or slower call. AIMD rather than a gradient controller:
+    /// it needs no baseline-RTT estimate (noisy at low traffic), reacts at
+    /// the first slow call and converges the way TCP does.
     pub adaptive: Option<bool>,
     /// Lowest in-flight bound the adaptive limit goes down to.
     pub adaptive_min: Option<u32>,
