@@ -26,6 +26,18 @@ fn is_result(ty: &Type) -> bool {
     }
 }
 
+/// `name`, or by default the function's path (`my_crate::db::load_user`).
+pub(crate) fn name_or_path(name: Option<&str>, ident: &Ident) -> TokenStream {
+    match name {
+        Some(name) => quote!(#name),
+        None => quote!(::core::concat!(
+            ::core::module_path!(),
+            "::",
+            ::core::stringify!(#ident)
+        )),
+    }
+}
+
 /// Whether `ty` mentions `impl Trait` anywhere.
 fn contains_impl_trait(ty: &Type) -> bool {
     struct Find(bool);
@@ -241,17 +253,7 @@ pub(crate) fn expand(spec: &LimitSpec, item: ItemFn, route: Option<&RouteSpec>) 
         }
     }
 
-    let op_name = match &spec.op {
-        Some(op) => quote!(#op),
-        None => {
-            let ident = &sig.ident;
-            quote!(::core::concat!(
-                ::core::module_path!(),
-                "::",
-                ::core::stringify!(#ident)
-            ))
-        }
-    };
+    let op_name = name_or_path(spec.op.as_deref(), &sig.ident);
     let config = &spec.config;
     let mut call = quote! {
         __LIMITER_SITE

@@ -100,38 +100,15 @@ use quote::quote;
 /// call; `.await`ed calls are not blocking.
 #[proc_macro_attribute]
 pub fn limit_blocking(args: TokenStream, item: TokenStream) -> TokenStream {
-    let item = proc_macro2::TokenStream::from(item);
-    let func: syn::ItemFn = match syn::parse2(item.clone()) {
-        Ok(f) => f,
-        Err(_) => {
-            // Point at the item itself (`struct`, or the bodiless `fn`).
-            let span = item.clone().into_iter().find_map(|t| match t {
-                proc_macro2::TokenTree::Ident(i) if i != "pub" => Some(i.span()),
-                _ => None,
-            });
-            let err = syn::Error::new(
-                span.unwrap_or_else(proc_macro2::Span::call_site),
-                "#[limit_blocking] goes on a function with a body (a free fn, or a method in an impl block)",
-            )
-            .to_compile_error();
-            return quote!(#err #item).into();
+    entry(item, "#[limit_blocking] goes on a function with a body (a free fn, or a method in an impl block)", |func| {
+        // An `#[async_trait]` method is checked as the `async fn` it was.
+        let mut sig = func.sig.clone();
+        if expand::async_trait_parts(&func).is_some() {
+            sig.asyncness = Some(Default::default());
         }
-    };
-    // An `#[async_trait]` method is checked as the `async fn` it was.
-    let mut sig = func.sig.clone();
-    if expand::async_trait_parts(&func).is_some() {
-        sig.asyncness = Some(Default::default());
-    }
-    let spec = attr::parse(args.into()).and_then(|a| attr::check(a, &sig));
-    match spec {
-        Ok(spec) => expand::limit_blocking(&spec, func).into(),
-        Err(errors) => {
-            // The original function is still emitted, so the rest of the
-            // crate (and the IDE) keeps working while the attribute is wrong.
-            let errors = errors.write_errors();
-            quote!(#errors #item).into()
-        }
-    }
+        let spec = attr::parse(args.into()).and_then(|a| attr::check(a, &sig))?;
+        Ok(expand::limit_blocking(&spec, func))
+    })
 }
 
 /// Turns an `async fn` into a tracked background task: calling it spawns the
@@ -162,25 +139,11 @@ pub fn limit_blocking(args: TokenStream, item: TokenStream) -> TokenStream {
 /// ```
 #[proc_macro_attribute]
 pub fn background_task(args: TokenStream, item: TokenStream) -> TokenStream {
-    let item = proc_macro2::TokenStream::from(item);
-    let func: syn::ItemFn = match syn::parse2(item.clone()) {
-        Ok(f) => f,
-        Err(_) => {
-            let err = syn::Error::new(
-                proc_macro2::Span::call_site(),
-                "#[background_task] goes on an `async fn` with a body",
-            )
-            .to_compile_error();
-            return quote!(#err #item).into();
-        }
-    };
-    match task::background_task(args.into(), func) {
-        Ok(tokens) => tokens.into(),
-        Err(errors) => {
-            let errors = errors.write_errors();
-            quote!(#errors #item).into()
-        }
-    }
+    entry(
+        item,
+        "#[background_task] goes on an `async fn` with a body",
+        |func| task::background_task(args.into(), func),
+    )
 }
 
 /// A preset of [`macro@limit_blocking`] for request handlers, with a
@@ -215,23 +178,40 @@ pub fn background_task(args: TokenStream, item: TokenStream) -> TokenStream {
 /// ```
 #[proc_macro_attribute]
 pub fn optimize_route(args: TokenStream, item: TokenStream) -> TokenStream {
+    entry(
+        item,
+        "#[optimize_route] goes on an `async fn` request handler",
+        |func| route::optimize_route(args.into(), func),
+    )
+}
+
+/// The shared shape of the three entry points: parse the item as a function
+/// (else `not_a_fn`, at the item), expand it, and on any error emit the
+/// errors *and* the original item, so the rest of the crate (and the IDE)
+/// keeps working while the attribute is wrong.
+fn entry(
+    item: TokenStream,
+    not_a_fn: &str,
+    expand: impl FnOnce(syn::ItemFn) -> darling::Result<proc_macro2::TokenStream>,
+) -> TokenStream {
     let item = proc_macro2::TokenStream::from(item);
-    let func: syn::ItemFn = match syn::parse2(item.clone()) {
-        Ok(f) => f,
+    let errors = match syn::parse2::<syn::ItemFn>(item.clone()) {
+        Ok(func) => match expand(func) {
+            Ok(tokens) => return tokens.into(),
+            Err(errors) => errors.write_errors(),
+        },
         Err(_) => {
-            let err = syn::Error::new(
-                proc_macro2::Span::call_site(),
-                "#[optimize_route] goes on an `async fn` request handler",
-            )
-            .to_compile_error();
-            return quote!(#err #item).into();
+            // Point at the item itself (`struct`, or the bodiless `fn`).
+            let span = item
+                .clone()
+                .into_iter()
+                .find_map(|t| match t {
+                    proc_macro2::TokenTree::Ident(i) if i != "pub" => Some(i.span()),
+                    _ => None,
+                })
+                .unwrap_or_else(proc_macro2::Span::call_site);
+            syn::Error::new(span, not_a_fn).to_compile_error()
         }
     };
-    match route::optimize_route(args.into(), func) {
-        Ok(tokens) => tokens.into(),
-        Err(errors) => {
-            let errors = errors.write_errors();
-            quote!(#errors #item).into()
-        }
-    }
+    quote!(#errors #item).into()
 }

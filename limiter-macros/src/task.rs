@@ -116,20 +116,7 @@ pub(crate) fn background_task(args: TokenStream, func: ItemFn) -> Result<TokenSt
         sig,
         block,
     } = func;
-    let name = match &args.name {
-        Some(n) => {
-            let n = n.as_str();
-            quote!(#n)
-        }
-        None => {
-            let ident = &sig.ident;
-            quote!(::core::concat!(
-                ::core::module_path!(),
-                "::",
-                ::core::stringify!(#ident)
-            ))
-        }
-    };
+    let name = crate::expand::name_or_path(args.name.as_deref().map(String::as_str), &sig.ident);
     let (ret_ty, ret_span) = match &sig.output {
         ReturnType::Default => (quote!(()), sig.ident.span()),
         ReturnType::Type(_, ty) => (quote!(#ty), ty.span()),
