@@ -1,4 +1,6 @@
-//! A simulated service under load, protected by `limiter`.
+//! A simulated service under load, protected by `limiter`: through the
+//! attributes (`#[limit_blocking]` on the file read, the hash and the
+//! report) and through the runtime API (the database and the upstream API).
 //!
 //! Five operations do realistic fake work — a database with latency and
 //! per-user limits, a flaky external API behind a breaker with retries and a
@@ -21,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use limiter::{
-    config, registry, BreakerConfig, LimitError, OpConfig, OpKind, OverloadPolicy, RetryConfig,
+    config, limit_blocking, registry, BreakerConfig, LimitError, OpConfig, OpKind, RetryConfig,
 };
 
 #[derive(Debug)]
@@ -100,33 +102,6 @@ fn declare() -> Result<(), Box<dyn std::error::Error>> {
             ..OpConfig::default()
         },
     )?;
-    reg.declare(
-        "file.read_template",
-        OpConfig {
-            kind: Some(OpKind::FileIo),
-            max_concurrent: Some(4),
-            queue: Some(8),
-            overload: Some(OverloadPolicy::DropOldest),
-            ..OpConfig::default()
-        },
-    )?;
-    reg.declare(
-        "cpu.hash_password",
-        OpConfig {
-            kind: Some(OpKind::CpuIntensive),
-            queue: Some(16),
-            ..OpConfig::default()
-        },
-    )?;
-    reg.declare(
-        "report.build",
-        OpConfig {
-            timeout: Some(Duration::from_millis(100)),
-            max_concurrent: Some(4),
-            queue: Some(0),
-            ..OpConfig::default()
-        },
-    )?;
     Ok(())
 }
 
@@ -149,6 +124,14 @@ async fn weather(started: Instant, n: u64) -> Result<u32, AppError> {
     Ok(20 + (n % 7) as u32)
 }
 
+/// Blocking file I/O, offloaded to the blocking pool by the attribute.
+#[limit_blocking(
+    op = "file.read_template",
+    kind = file_io,
+    max_concurrent = 4,
+    queue = 8,
+    overload = "drop_oldest"
+)]
 fn read_template() -> Result<usize, AppError> {
     // Blocking file I/O: a real read of this example's own source.
     let text = std::fs::read_to_string(file!()).or_else(|_| std::fs::read_to_string("Cargo.toml"));
@@ -157,12 +140,27 @@ fn read_template() -> Result<usize, AppError> {
         .map_err(|_| AppError::Upstream("template missing"))
 }
 
+/// CPU-heavy work, run on the bounded CPU pool.
+#[limit_blocking(op = "cpu.hash_password", kind = cpu_intensive, queue = 16)]
 fn hash_password(seed: u64) -> Result<u64, AppError> {
     let mut h = seed ^ 0x9E37_79B9_7F4A_7C15;
     for _ in 0..2_000_000 {
         h = h.rotate_left(5).wrapping_mul(0x100_0000_01B3) ^ 0xCBF2_9CE4_8422_2325;
     }
     Ok(h)
+}
+
+/// A slow report: past 100 ms it goes on as a tracked background task.
+#[limit_blocking(
+    op = "report.build",
+    timeout = "100ms",
+    max_concurrent = 4,
+    queue = 0,
+    strategy = "background"
+)]
+async fn build_report(n: u64) -> Result<u64, AppError> {
+    tokio::time::sleep(Duration::from_millis(50 + (n % 5) * 40)).await;
+    Ok(n)
 }
 
 /// What callers saw, by error kind.
@@ -200,34 +198,9 @@ async fn request(user: u64, n: u64, started: Instant, in_db: Arc<AtomicU64>, see
         .await;
     note(&seen, r);
     match n % 4 {
-        0 => {
-            let r = reg
-                .op("file.read_template")
-                .call()
-                .run_blocking(read_template)
-                .await;
-            note(&seen, r);
-        }
-        1 => {
-            let r = reg
-                .op("cpu.hash_password")
-                .call()
-                .run_blocking(move || hash_password(n))
-                .await;
-            note(&seen, r);
-        }
-        2 if n % 16 == 2 => {
-            let r = reg
-                .op("report.build")
-                .call()
-                .background()
-                .run(|| async move {
-                    tokio::time::sleep(Duration::from_millis(50 + (n % 5) * 40)).await;
-                    Ok::<_, AppError>(n)
-                })
-                .await;
-            note(&seen, r);
-        }
+        0 => note(&seen, read_template().await),
+        1 => note(&seen, hash_password(n).await),
+        2 if n % 16 == 2 => note(&seen, build_report(n).await),
         _ => {}
     }
 }
