@@ -56,6 +56,30 @@ pub mod __private {
         }
     }
 
+    /// A `priority = param` value as the runtime's `i64`, saturating, for
+    /// every integer type and references to them.
+    pub trait Priority {
+        /// The priority, saturated into `i64`.
+        fn priority(&self) -> i64;
+    }
+
+    macro_rules! priority_ints {
+        ($($t:ty),*) => {$(
+            impl Priority for $t {
+                fn priority(&self) -> i64 {
+                    i64::try_from(*self).unwrap_or(if *self > 0 as $t { i64::MAX } else { i64::MIN })
+                }
+            }
+        )*};
+    }
+    priority_ints!(i8, i16, i32, i64, i128, isize, u8, u16, u32, u64, u128, usize);
+
+    impl<T: Priority + ?Sized> Priority for &T {
+        fn priority(&self) -> i64 {
+            (**self).priority()
+        }
+    }
+
     /// Rate windows from `(count, period in nanoseconds)` pairs the macro
     /// has already checked (non-zero).
     pub fn rates(windows: &[(u32, u64)]) -> Vec<Rate> {

@@ -389,6 +389,11 @@ pub(crate) fn check_with(
         let on = b.enabled;
         cfg.extend(quote! { __limiter_cfg.breaker.enabled = ::core::option::Option::Some(#on); });
     }
+    // Re-running the body needs `Clone` arguments, which only `retries = N`
+    // asks for; without it the call runs once, whatever a `kind` preset says.
+    if args.retries.is_none() {
+        cfg.extend(quote! { __limiter_cfg.retry.retries = ::core::option::Option::Some(0); });
+    }
     if let Some(q) = &args.queue {
         let n = **q;
         // One `queue` bounds the op-wide queue and, with `key`, each key's.
@@ -479,7 +484,7 @@ pub(crate) fn check_with(
     if strategy == TimeoutStrategy::Background {
         for arg in &sig.inputs {
             let borrowed = match arg {
-                FnArg::Receiver(r) => r.reference.is_some(),
+                FnArg::Receiver(r) => crate::expand::receiver_borrows(r),
                 FnArg::Typed(t) => matches!(&*t.ty, syn::Type::Reference(_)),
             };
             if borrowed {
@@ -500,7 +505,7 @@ pub(crate) fn check_with(
     if sig.asyncness.is_none() {
         for arg in &sig.inputs {
             let borrowed = match arg {
-                FnArg::Receiver(r) => r.reference.is_some(),
+                FnArg::Receiver(r) => crate::expand::receiver_borrows(r),
                 FnArg::Typed(t) => matches!(&*t.ty, syn::Type::Reference(_)),
             };
             if borrowed {
@@ -508,6 +513,19 @@ pub(crate) fn check_with(
                     Error::custom("a plain `fn` under #[limit_blocking] runs on the blocking pool, so its arguments must be owned (`'static`); this one is a reference — take it by value or make the fn `async`")
                         .with_span(arg),
                 );
+            }
+        }
+    }
+
+    if args.fallback.is_some() {
+        for arg in &sig.inputs {
+            if let FnArg::Receiver(r) = arg {
+                if !crate::expand::receiver_is_shared_ref(r) {
+                    errors.push(
+                        Error::custom("`fallback` is called with the same arguments after the body took them, so the receiver must be `&self`")
+                            .with_span(r),
+                    );
+                }
             }
         }
     }
@@ -530,6 +548,14 @@ pub(crate) fn check_with(
         (false, false) => ScanMode::Warn,
     };
 
+    if args.op.is_none() {
+        if let Some(FnArg::Receiver(r)) = sig.inputs.first() {
+            errors.push(
+                Error::custom("a method needs `op = \"...\"`: by default the op is named after the module and the function, which two impls in one module would share")
+                    .with_span(&r.self_token),
+            );
+        }
+    }
     if let Some(op) = &args.op {
         if op.trim().is_empty() {
             errors.push(Error::custom("`op` must not be empty").with_span(&op.span()));

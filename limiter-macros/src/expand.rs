@@ -38,6 +38,30 @@ pub(crate) fn name_or_path(name: Option<&str>, ident: &Ident) -> TokenStream {
     }
 }
 
+/// Drops `mut` from the parameters of `sig` (their clones are the mutable ones).
+pub(crate) fn strip_mut(sig: &mut syn::Signature) {
+    for arg in &mut sig.inputs {
+        if let FnArg::Typed(t) = arg {
+            if let Pat::Ident(p) = &mut *t.pat {
+                p.mutability = None;
+            }
+        }
+    }
+}
+
+/// Whether a receiver is `&self` (or `self: &Self`, `self: &Arc<Self>`…).
+pub(crate) fn receiver_is_shared_ref(r: &syn::Receiver) -> bool {
+    match &*r.ty {
+        Type::Reference(re) => re.mutability.is_none(),
+        _ => false,
+    }
+}
+
+/// Whether a receiver borrows (`&self`, `&mut self`, `self: &Self`…).
+pub(crate) fn receiver_borrows(r: &syn::Receiver) -> bool {
+    matches!(&*r.ty, Type::Reference(_))
+}
+
 /// Whether `ty` mentions `impl Trait` anywhere.
 fn contains_impl_trait(ty: &Type) -> bool {
     struct Find(bool);
@@ -125,6 +149,16 @@ pub(crate) fn async_trait_parts(func: &ItemFn) -> Option<(syn::Block, Type)> {
     let ReturnType::Type(_, ty) = &func.sig.output else {
         return None;
     };
+    // `#[async_trait]` always introduces this lifetime; a hand-written
+    // boxed future does not, and is left alone (limited as a plain fn).
+    let has_async_trait_lifetime = func
+        .sig
+        .generics
+        .lifetimes()
+        .any(|l| l.lifetime.ident == "async_trait");
+    if !has_async_trait_lifetime {
+        return None;
+    }
     Some((inner.block.clone(), future_output(ty)?.clone()))
 }
 
@@ -229,25 +263,45 @@ pub(crate) fn expand(spec: &LimitSpec, item: ItemFn, route: Option<&RouteSpec>) 
     new_sig.asyncness = Some(Default::default());
     new_sig.output = syn::parse_quote_spanned!(sig.output.span()=> -> #output);
 
+    // Under retries each attempt rebinds its own (mutable) clone, so the
+    // outer parameters need no `mut`.
+    if spec.retries {
+        strip_mut(&mut new_sig);
+    }
+
     // Per-attempt clones of the by-value arguments, for retries.
     let mut clones = TokenStream::new();
     let mut clone_errors = TokenStream::new();
     if spec.retries {
         for arg in &sig.inputs {
             match arg {
-                FnArg::Receiver(r) if r.reference.is_none() || r.mutability.is_some() => {
+                FnArg::Receiver(r) if !receiver_is_shared_ref(r) => {
                     clone_errors.extend(
                         syn::Error::new(r.span(), "`retries` runs the body again for each attempt, which needs `&self`; this receiver can only be used once")
                             .to_compile_error(),
                     );
                 }
-                FnArg::Typed(t) => {
-                    if let (Pat::Ident(p), false) = (&*t.pat, matches!(&*t.ty, Type::Reference(_)))
-                    {
+                FnArg::Typed(t) => match (&*t.pat, &*t.ty) {
+                    (_, Type::Reference(r)) if r.mutability.is_some() => clone_errors.extend(
+                        syn::Error::new(t.span(), "`retries` runs the body again for each attempt, so it cannot take a `&mut` argument; take it by value (it is cloned per attempt) or drop `retries`")
+                            .to_compile_error(),
+                    ),
+                    (_, Type::Reference(_)) => {}
+                    (Pat::Ident(p), _) => {
                         let name = &p.ident;
-                        clones.extend(quote_spanned!(t.ty.span()=> let #name = ::core::clone::Clone::clone(&#name);));
+                        let attrs = &t.attrs;
+                        let mutability = &p.mutability;
+                        clones.extend(quote_spanned!(t.ty.span()=>
+                            #(#attrs)*
+                            #[allow(unused_mut)]
+                            let #mutability #name = ::core::clone::Clone::clone(&#name);
+                        ));
                     }
-                }
+                    (other, _) => clone_errors.extend(
+                        syn::Error::new(other.span(), "`retries` clones each argument per attempt by name; bind this one to a name and destructure it in the body")
+                            .to_compile_error(),
+                    ),
+                },
                 _ => {}
             }
         }
@@ -268,7 +322,7 @@ pub(crate) fn expand(spec: &LimitSpec, item: ItemFn, route: Option<&RouteSpec>) 
         call.extend(quote_spanned!(key.span()=> .key(&#key)));
     }
     if let Some(priority) = &spec.priority {
-        call.extend(quote_spanned!(priority.span()=> .priority((#priority) as i64)));
+        call.extend(quote_spanned!(priority.span()=> .priority(#k::__private::Priority::priority(&#priority))));
     }
     match spec.strategy {
         TimeoutStrategy::Cancel => {}
@@ -343,7 +397,10 @@ pub(crate) fn expand(spec: &LimitSpec, item: ItemFn, route: Option<&RouteSpec>) 
             Some(ty) => {
                 quote!({ let __limiter_value: #ty = (move || -> #ty #block)(); __limiter_value })
             }
-            None => quote!((move || -> #output #block)()),
+            None => {
+                let output = erase_impl_trait(&syn::parse_quote!(#output));
+                quote!((move || -> #output #block)())
+            }
         };
         let wrapped = wrap(value);
         let body = quote!(move || { #wrapped });

@@ -48,8 +48,22 @@ const PREFIXES: &[(&[&str], &str)] = &[
     (&["ureq"], "external API (blocking HTTP client)"),
     (&["rusqlite"], "database"),
     (&["postgres"], "database"),
-    (&["diesel"], "database"),
 ];
+
+/// Roots of async libraries: their calls return futures, which block
+/// nothing until awaited (`block_on` is matched first).
+const ASYNC_ROOTS: &[&str] = &[
+    "tokio",
+    "async_std",
+    "futures",
+    "smol",
+    "diesel_async",
+    "tokio_postgres",
+    "sqlx",
+];
+
+/// Calls whose closure argument runs elsewhere: not scanned.
+const RUNS_ELSEWHERE: &[&str] = &["spawn_blocking", "block_in_place", "spawn"];
 
 /// Methods that block whatever they are called on.
 const METHODS: &[(&str, &str)] = &[
@@ -75,6 +89,18 @@ fn segments(p: &ExprPath) -> Vec<String> {
 }
 
 fn matches_path(segs: &[String]) -> Option<&'static str> {
+    if segs.len() == 1 && segs[0] == "sleep" {
+        return Some("sleep"); // `use std::thread::sleep;` (an awaited async `sleep` is exempt)
+    }
+    if segs.last().is_some_and(|l| l == "block_on") {
+        return Some("blocking on a future");
+    }
+    if segs
+        .first()
+        .is_some_and(|root| ASYNC_ROOTS.contains(&root.as_str()))
+    {
+        return None;
+    }
     for (suffix, cat) in PATHS {
         if segs.len() >= suffix.len()
             && segs[segs.len() - suffix.len()..]
@@ -116,6 +142,10 @@ impl<'ast> Visit<'ast> for Scan {
     fn visit_expr(&mut self, e: &'ast Expr) {
         match e {
             Expr::Await(a) => self.awaited.push(&*a.base as *const Expr),
+            Expr::Call(c) if matches!(&*c.func, Expr::Path(p) if segments(p).last().is_some_and(|l| RUNS_ELSEWHERE.contains(&l.as_str()))) =>
+            {
+                return; // `spawn_blocking(|| ...)` and the like run their closure elsewhere
+            }
             Expr::Call(c) if !self.is_awaited(e) => {
                 if let Expr::Path(p) = &*c.func {
                     let segs = segments(p);
@@ -134,8 +164,6 @@ impl<'ast> Visit<'ast> for Scan {
                 }
             }
             Expr::MethodCall(m) if !self.is_awaited(e) => self.method(m),
-            // Closures and nested async blocks run elsewhere or later.
-            Expr::Closure(_) => return,
             _ => {}
         }
         visit::visit_expr(self, e);
@@ -199,6 +227,8 @@ mod tests {
                 let db = rusqlite::Connection::open("db");
                 let v = futures::executor::block_on(f);
                 let g = m.blocking_lock();
+                let v: Vec<_> = paths.iter().map(|p| std::fs::read(p)).collect();
+                sleep(d);
             }"#,
         );
         assert_eq!(
@@ -212,6 +242,8 @@ mod tests {
                 "rusqlite::Connection::open (database)",
                 "futures::executor::block_on (blocking on a future)",
                 ".blocking_lock() (lock)",
+                "std::fs::read (file I/O)",
+                "sleep (sleep)",
             ]
         );
     }
@@ -223,7 +255,11 @@ mod tests {
                 tokio::time::sleep(d).await;
                 tokio::fs::read_to_string("x").await;
                 tokio::process::Command::new("ls").output().await;
-                let f = || std::thread::sleep(d);
+                let f = tokio::task::spawn_blocking(|| std::thread::sleep(d)).await;
+                let t = tokio::time::timeout(d, tokio::fs::read_to_string("x")).await;
+                let m = tokio::fs::metadata("/");
+                m.await;
+                diesel::insert_into(users).execute(&mut c).await;
             }"#
         )
         .is_empty());

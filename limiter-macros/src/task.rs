@@ -90,7 +90,7 @@ pub(crate) fn background_task(args: TokenStream, func: ItemFn) -> Result<TokenSt
     let mut clones = TokenStream::new();
     for arg in &func.sig.inputs {
         match arg {
-            FnArg::Receiver(r) if r.reference.is_some() => errors.push(
+            FnArg::Receiver(r) if crate::expand::receiver_borrows(r) => errors.push(
                 Error::custom("a background task outlives its caller, so it cannot borrow `self`; take `self` by value (e.g. an `Arc`)").with_span(r),
             ),
             FnArg::Typed(t) if matches!(&*t.ty, Type::Reference(_)) => errors.push(
@@ -99,7 +99,15 @@ pub(crate) fn background_task(args: TokenStream, func: ItemFn) -> Result<TokenSt
             FnArg::Typed(t) if retries > 0 => {
                 if let Pat::Ident(p) = &*t.pat {
                     let name = &p.ident;
-                    clones.extend(quote_spanned!(t.ty.span()=> let #name = ::core::clone::Clone::clone(&#name);));
+                    let attrs = &t.attrs;
+                    let mutability = &p.mutability;
+                    clones.extend(quote_spanned!(t.ty.span()=>
+                        #(#attrs)*
+                        #[allow(unused_mut)]
+                        let #mutability #name = ::core::clone::Clone::clone(&#name);
+                    ));
+                } else {
+                    errors.push(Error::custom("`retries` clones each argument per attempt by name; bind this one to a name").with_span(&t.pat));
                 }
             }
             FnArg::Receiver(r) if retries > 0 => errors.push(
@@ -123,6 +131,9 @@ pub(crate) fn background_task(args: TokenStream, func: ItemFn) -> Result<TokenSt
     };
     let mut new_sig = sig.clone();
     new_sig.asyncness = None;
+    if retries > 0 {
+        crate::expand::strip_mut(&mut new_sig);
+    }
     new_sig.output = syn::parse_quote!(-> ::core::result::Result<#k::TaskHandle, #k::LimitError>);
     let opt_u32 = |v: Option<u32>| match v {
         Some(n) => quote!(::core::option::Option::Some(#n)),

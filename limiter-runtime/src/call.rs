@@ -180,6 +180,9 @@ impl<'a, S> Call<'a, S> {
         E: From<LimitError>,
         H: TimeoutHook<W>,
     {
+        if self.op.core.policy.load().cfg.retry.is_some() {
+            self.op.core.warn_once_retries_ignored();
+        }
         flatten(attempt_once(self.op, self.key, self.priority, fut, hook).await)
     }
 

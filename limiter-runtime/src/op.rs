@@ -46,6 +46,7 @@ pub(crate) struct OpCore {
     pub(crate) cache: ValueCache,
     pub(crate) flights: crate::coalesce::Flights,
     pub(crate) adaptive: crate::adaptive::Aimd,
+    retries_ignored_warned: std::sync::atomic::AtomicBool,
 }
 
 /// The identity of a call to coalesce: its key's hash (see [`Op::call_key`]).
@@ -92,6 +93,7 @@ impl OpCore {
             metrics: Arc::new(OpMetrics::default()),
             flights: crate::coalesce::Flights::default(),
             adaptive: crate::adaptive::Aimd::new(cfg.max_concurrent),
+            retries_ignored_warned: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -138,6 +140,26 @@ impl OpCore {
         self.cache.set_cap(cfg.max_keys);
         let old = self.policy.load_full();
         self.policy.store(Arc::new(Policy::build(&cfg, Some(&old))));
+    }
+
+    /// Says, once, that configured retries cannot apply to a call site that
+    /// runs its body once (an attribute without `retries = N`).
+    pub(crate) fn warn_once_retries_ignored(&self) {
+        if !self.retries_ignored_warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                op = &*self.name,
+                "retries are configured for this op, but its call site runs the body once (a future cannot be re-made); add `retries = N` to the attribute to enable them"
+            );
+        }
+    }
+
+    /// Whether the declared layer was set (by an attribute or `declare`).
+    pub(crate) fn is_declared(&self) -> bool {
+        self.layers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .declared
+            != OpConfig::default()
     }
 
     fn reject(&self, err: LimitError) -> LimitError {

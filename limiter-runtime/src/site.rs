@@ -30,11 +30,19 @@ impl OpSite {
     /// time, it can only clash with an override), the clash is logged and
     /// the op runs with the override and defaults alone.
     pub fn get(&self, name: &str, declared: impl FnOnce() -> OpConfig) -> &Op {
-        self.op.get_or_init(|| match registry().declare(name, declared()) {
-            Ok(op) => op,
-            Err(e) => {
-                tracing::error!(op = name, error = %e, "the attribute's limits clash with run-time configuration; using the run-time configuration");
-                registry().op(name)
+        self.op.get_or_init(|| {
+            let existing = registry().op(name);
+            if existing.core.is_declared() {
+                // Another function declared this op first: keep its limits.
+                tracing::warn!(op = name, "two functions declare the same op; the first one's limits are kept");
+                return existing;
+            }
+            match registry().declare(name, declared()) {
+                Ok(op) => op,
+                Err(e) => {
+                    tracing::error!(op = name, error = %e, "the attribute's limits clash with run-time configuration; using the run-time configuration");
+                    existing
+                }
             }
         })
     }

@@ -464,3 +464,47 @@ async fn algorithm_per_key_bound_queue_timeout_and_overload() {
     ));
     assert_eq!(long.await.unwrap(), Ok(1));
 }
+
+static DB_ATTEMPTS: AtomicU32 = AtomicU32::new(0);
+
+#[limit_blocking(op = "attr.kind_db", kind = database)]
+async fn kind_db() -> Result<u32, AppError> {
+    DB_ATTEMPTS.fetch_add(1, Ordering::SeqCst);
+    Err(AppError::NotFound)
+}
+
+#[tokio::test]
+async fn without_retries_n_the_call_runs_once_and_says_so() {
+    assert_eq!(kind_db().await, Err(AppError::NotFound));
+    assert_eq!(DB_ATTEMPTS.load(Ordering::SeqCst), 1);
+    let cfg = registry().op("attr.kind_db").config();
+    assert!(
+        cfg.retry.is_none(),
+        "the database preset's retries are not promised"
+    );
+    assert_eq!(
+        cfg.timeout,
+        Some(Duration::from_secs(10)),
+        "the rest of the preset applies"
+    );
+}
+
+#[limit_blocking(op = "attr.shared", max_concurrent = 1, queue = 0)]
+async fn first_declarer() -> u8 {
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    1
+}
+
+#[limit_blocking(op = "attr.shared", timeout = "10s")]
+async fn second_declarer() -> u8 {
+    2
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_declaration_of_an_op_is_kept() {
+    assert_eq!(first_declarer().await, Ok(1));
+    assert_eq!(second_declarer().await, Ok(2));
+    let cfg = registry().op("attr.shared").config();
+    assert_eq!(cfg.max_concurrent, 1);
+    assert_eq!(cfg.timeout, None);
+}

@@ -9,7 +9,7 @@ struct Db;
 
 #[async_trait::async_trait]
 impl Users for Db {
-    #[limit_blocking(timeout = "1s")]
+    #[limit_blocking(op = "users.count", timeout = "1s")]
     async fn count(&self) -> u64 {
         42
     }
