@@ -73,7 +73,7 @@ use quote::quote;
 ///
 /// | argument | meaning |
 /// | --- | --- |
-/// | `op = "db"` | registry key (default: the function's path) |
+/// | `op = "db"` | registry key (default: the function's path; required on methods, which two impls in one module would otherwise share) |
 /// | `kind = database` | preset: `database`, `file_io`, `network_io`, `cpu_intensive`, `memory`, `external_api`, `sleep`, `subprocess` |
 /// | `timeout = "10s"` | deadline of one attempt |
 /// | `strategy = "cancel"` | on timeout: `cancel`, `background` (owned arguments only), `cache_fallback` (the value must be `Clone`) |
@@ -81,7 +81,7 @@ use quote::quote;
 /// | `key = param` | a parameter (`Hash`) keying per-key limits |
 /// | `max_concurrent`, `max_concurrent_per_key`, `queue`, `queue_timeout`, `overload` | bulkhead |
 /// | `priority = param` | an integer parameter ordering waiters, higher first |
-/// | `retries`, `backoff`, `backoff_base` | retries; by-value arguments must be `Clone` (cloned per attempt) |
+/// | `retries`, `backoff`, `backoff_base` | retries; by-value arguments must be `Clone` (cloned per attempt). Without `retries = N` the body runs once, whatever a `kind` preset or run-time configuration says (a warning is logged if they ask for retries) |
 /// | `breaker`, `breaker(failure_rate, min_calls, window, slow_call, recovery, half_open_calls, success_threshold, consecutive_failures)` | circuit breaker |
 /// | `backend = "local"` | where rate and breaker state live |
 /// | `deny_blocking` / `allow_blocking` | blocking calls in the body: error / silence (default: warning) |
