@@ -548,6 +548,12 @@ pub(crate) fn check_with(
         (false, false) => ScanMode::Warn,
     };
 
+    if let Some(c) = &sig.constness {
+        errors.push(
+            Error::custom("a `const fn` cannot be limited: limits act at run time; drop `const`")
+                .with_span(c),
+        );
+    }
     if args.op.is_none() {
         if let Some(FnArg::Receiver(r)) = sig.inputs.first() {
             errors.push(

@@ -169,6 +169,17 @@ impl<'ast> Visit<'ast> for Scan {
         visit::visit_expr(self, e);
     }
 
+    fn visit_macro(&mut self, m: &'ast syn::Macro) {
+        // `println!("{}", std::fs::read_to_string(p)?)` and the like: scan
+        // the comma-separated expressions of a macro call when they parse.
+        let parser = syn::punctuated::Punctuated::<Expr, syn::Token![,]>::parse_terminated;
+        if let Ok(exprs) = syn::parse::Parser::parse2(parser, m.tokens.clone()) {
+            for e in &exprs {
+                self.visit_expr(e);
+            }
+        }
+    }
+
     fn visit_item(&mut self, _: &'ast syn::Item) {
         // Nested items are not part of this body.
     }
@@ -229,6 +240,7 @@ mod tests {
                 let g = m.blocking_lock();
                 let v: Vec<_> = paths.iter().map(|p| std::fs::read(p)).collect();
                 sleep(d);
+                println!("{}", std::fs::read_to_string("x").unwrap());
             }"#,
         );
         assert_eq!(
@@ -244,6 +256,7 @@ mod tests {
                 ".blocking_lock() (lock)",
                 "std::fs::read (file I/O)",
                 "sleep (sleep)",
+                "std::fs::read_to_string (file I/O)",
             ]
         );
     }
