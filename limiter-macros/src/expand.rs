@@ -38,6 +38,20 @@ pub(crate) fn name_or_path(name: Option<&str>, ident: &Ident) -> TokenStream {
     }
 }
 
+/// `let [mut] name = Clone::clone(&name);` for one attempt of a retried
+/// body, keeping the parameter's attributes (`#[cfg]`); a missing `Clone`
+/// is reported at the parameter's type.
+pub(crate) fn clone_for_attempt(t: &syn::PatType, p: &syn::PatIdent) -> TokenStream {
+    let name = &p.ident;
+    let attrs = &t.attrs;
+    let mutability = &p.mutability;
+    quote_spanned!(t.ty.span()=>
+        #(#attrs)*
+        #[allow(unused_mut)]
+        let #mutability #name = ::core::clone::Clone::clone(&#name);
+    )
+}
+
 /// Drops `mut` from the parameters of `sig` (their clones are the mutable ones).
 pub(crate) fn strip_mut(sig: &mut syn::Signature) {
     for arg in &mut sig.inputs {
@@ -287,16 +301,7 @@ pub(crate) fn expand(spec: &LimitSpec, item: ItemFn, route: Option<&RouteSpec>) 
                             .to_compile_error(),
                     ),
                     (_, Type::Reference(_)) => {}
-                    (Pat::Ident(p), _) => {
-                        let name = &p.ident;
-                        let attrs = &t.attrs;
-                        let mutability = &p.mutability;
-                        clones.extend(quote_spanned!(t.ty.span()=>
-                            #(#attrs)*
-                            #[allow(unused_mut)]
-                            let #mutability #name = ::core::clone::Clone::clone(&#name);
-                        ));
-                    }
+                    (Pat::Ident(p), _) => clones.extend(clone_for_attempt(t, p)),
                     (other, _) => clone_errors.extend(
                         syn::Error::new(other.span(), "`retries` clones each argument per attempt by name; bind this one to a name and destructure it in the body")
                             .to_compile_error(),

@@ -7,7 +7,7 @@ use darling::util::SpannedValue;
 use darling::{Error, FromMeta};
 use limiter_spec::parse_duration;
 use proc_macro2::TokenStream;
-use quote::{quote, quote_spanned};
+use quote::quote;
 use syn::spanned::Spanned;
 use syn::{FnArg, Ident, ItemFn, Pat, Path, ReturnType, Type};
 
@@ -98,14 +98,7 @@ pub(crate) fn background_task(args: TokenStream, func: ItemFn) -> Result<TokenSt
             ),
             FnArg::Typed(t) if retries > 0 => {
                 if let Pat::Ident(p) = &*t.pat {
-                    let name = &p.ident;
-                    let attrs = &t.attrs;
-                    let mutability = &p.mutability;
-                    clones.extend(quote_spanned!(t.ty.span()=>
-                        #(#attrs)*
-                        #[allow(unused_mut)]
-                        let #mutability #name = ::core::clone::Clone::clone(&#name);
-                    ));
+                    clones.extend(crate::expand::clone_for_attempt(t, p));
                 } else {
                     errors.push(Error::custom("`retries` clones each argument per attempt by name; bind this one to a name").with_span(&t.pat));
                 }

@@ -32,25 +32,29 @@ fn load(
     }
 }
 
+/// A task making one coalesced call of `key`.
+fn spawn_coalesced(
+    op: &Op,
+    runs: &Arc<AtomicU32>,
+    key: u32,
+    fail: bool,
+) -> tokio::task::JoinHandle<Result<String, LimitError>> {
+    let (op, runs) = (op.clone(), runs.clone());
+    tokio::spawn(async move {
+        op.coalesced(Some(&key), None, || load(&op, &runs, key, fail))
+            .await
+    })
+}
+
 #[tokio::test(start_paused = true)]
 async fn identical_concurrent_calls_run_once() {
     let (_reg, op) = op_with("co", OpConfig::default());
     let runs = Arc::new(AtomicU32::new(0));
     let mut calls = Vec::new();
     for _ in 0..10 {
-        let (op2, runs) = (op.clone(), runs.clone());
-        calls.push(tokio::spawn(async move {
-            op2.coalesced(Some(&1u32), None, || load(&op2, &runs, 1, false))
-                .await
-        }));
+        calls.push(spawn_coalesced(&op, &runs, 1, false));
     }
-    let other = {
-        let (op2, runs) = (op.clone(), runs.clone());
-        tokio::spawn(async move {
-            op2.coalesced(Some(&2u32), None, || load(&op2, &runs, 2, false))
-                .await
-        })
-    };
+    let other = spawn_coalesced(&op, &runs, 2, false);
     for c in calls {
         assert_eq!(c.await.unwrap().unwrap(), "value-1");
     }
@@ -65,21 +69,9 @@ async fn identical_concurrent_calls_run_once() {
 async fn a_failed_leader_shares_nothing() {
     let (_reg, op) = op_with("co_fail", OpConfig::default());
     let runs = Arc::new(AtomicU32::new(0));
-    let leader = {
-        let (op2, runs) = (op.clone(), runs.clone());
-        tokio::spawn(async move {
-            op2.coalesced(Some(&1u32), None, || load(&op2, &runs, 1, true))
-                .await
-        })
-    };
+    let leader = spawn_coalesced(&op, &runs, 1, true);
     settle().await;
-    let follower = {
-        let (op2, runs) = (op.clone(), runs.clone());
-        tokio::spawn(async move {
-            op2.coalesced(Some(&1u32), None, || load(&op2, &runs, 1, false))
-                .await
-        })
-    };
+    let follower = spawn_coalesced(&op, &runs, 1, false);
     assert!(leader.await.unwrap().is_err());
     assert_eq!(
         follower.await.unwrap().unwrap(),
@@ -93,21 +85,9 @@ async fn a_failed_leader_shares_nothing() {
 async fn a_cancelled_leader_strands_nobody() {
     let (_reg, op) = op_with("co_cancel", OpConfig::default());
     let runs = Arc::new(AtomicU32::new(0));
-    let leader = {
-        let (op2, runs) = (op.clone(), runs.clone());
-        tokio::spawn(async move {
-            op2.coalesced(Some(&1u32), None, || load(&op2, &runs, 1, false))
-                .await
-        })
-    };
+    let leader = spawn_coalesced(&op, &runs, 1, false);
     settle().await;
-    let follower = {
-        let (op2, runs) = (op.clone(), runs.clone());
-        tokio::spawn(async move {
-            op2.coalesced(Some(&1u32), None, || load(&op2, &runs, 1, false))
-                .await
-        })
-    };
+    let follower = spawn_coalesced(&op, &runs, 1, false);
     settle().await;
     leader.abort();
     assert_eq!(follower.await.unwrap().unwrap(), "value-1");

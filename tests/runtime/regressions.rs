@@ -4,10 +4,10 @@ use super::*;
 
 // Regressions for defects found in review; each test failed before its fix.
 
-/// A probe admitted in one half-open round is counted in the next one.
-#[tokio::test(start_paused = true)]
-async fn stale_probe_does_not_count_in_the_next_round() {
-    let cfg = OpConfig {
+/// A breaker that opens at the first failure, waits 10 s, and closes after
+/// two successful probes out of two allowed at once.
+fn two_probe_breaker() -> OpConfig {
+    OpConfig {
         breaker: BreakerConfig {
             enabled: Some(true),
             min_calls: Some(1),
@@ -19,7 +19,13 @@ async fn stale_probe_does_not_count_in_the_next_round() {
             ..BreakerConfig::default()
         },
         ..OpConfig::default()
-    };
+    }
+}
+
+/// A probe admitted in one half-open round is counted in the next one.
+#[tokio::test(start_paused = true)]
+async fn stale_probe_does_not_count_in_the_next_round() {
+    let cfg = two_probe_breaker();
     let (_reg, op) = op_with("br", cfg);
     let mut p = take(&op).await;
     p.mark_failed();
@@ -50,19 +56,7 @@ async fn stale_probe_does_not_count_in_the_next_round() {
 /// Stale probe success closes the breaker after one real probe.
 #[tokio::test(start_paused = true)]
 async fn stale_probe_success_does_not_close_the_breaker() {
-    let cfg = OpConfig {
-        breaker: BreakerConfig {
-            enabled: Some(true),
-            min_calls: Some(1),
-            window: Some(1),
-            failure_rate: Some(1.0),
-            recovery: Some(secs(10)),
-            half_open_calls: Some(2),
-            success_threshold: Some(2),
-            ..BreakerConfig::default()
-        },
-        ..OpConfig::default()
-    };
+    let cfg = two_probe_breaker();
     let (_reg, op) = op_with("br2", cfg);
     let mut p = take(&op).await;
     p.mark_failed();
