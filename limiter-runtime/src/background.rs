@@ -27,7 +27,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::config::{Backoff, RetryPolicy};
-use crate::error::{LimitError, QueueScope};
+use crate::error::{LimitError, QueueScope, Quota};
 
 /// Lifecycle of a background task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -165,6 +165,8 @@ struct Record {
 
 struct Group {
     slots: Arc<Semaphore>,
+    /// Tasks of the group that run at once.
+    max: u32,
     queue: usize,
     queued: AtomicUsize,
 }
@@ -262,12 +264,13 @@ impl TaskManager {
         groups
             .entry(spec.name.clone())
             .or_insert_with(|| {
+                let max = spec
+                    .max_concurrent
+                    .unwrap_or(self.inner.default_max_concurrent)
+                    .max(1);
                 Arc::new(Group {
-                    slots: Arc::new(Semaphore::new(
-                        spec.max_concurrent
-                            .unwrap_or(self.inner.default_max_concurrent)
-                            .max(1) as usize,
-                    )),
+                    slots: Arc::new(Semaphore::new(max as usize)),
+                    max,
                     queue: spec.queue.unwrap_or(self.inner.default_queue) as usize,
                     queued: AtomicUsize::new(0),
                 })
@@ -325,6 +328,7 @@ impl TaskManager {
                         op: spec.name.clone(),
                         scope: QueueScope::Global,
                         retry_after: Duration::from_secs(1),
+                        quota: Quota::concurrency(u64::from(group.max), false),
                     });
                 }
                 None

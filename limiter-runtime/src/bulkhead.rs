@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::config::{OverloadPolicy, ResolvedConfig};
-use crate::error::{LimitError, QueueScope};
+use crate::error::{LimitError, QueueScope, Quota};
 use crate::keys::{KeyState, KeyTable};
 
 /// Counts of one key. Changed only under the bulkhead's mutex.
@@ -35,6 +35,16 @@ use crate::keys::{KeyState, KeyTable};
 pub(crate) struct KeySlot {
     in_flight: AtomicU32,
     queued: AtomicU32,
+}
+
+impl KeySlot {
+    /// Calls of the key running and queued.
+    pub(crate) fn counts(&self) -> (u32, u32) {
+        (
+            self.in_flight.load(Ordering::Relaxed),
+            self.queued.load(Ordering::Relaxed),
+        )
+    }
 }
 
 impl KeyState for KeySlot {
@@ -370,6 +380,10 @@ impl Bulkhead {
             op: self.op.clone(),
             scope,
             retry_after: limits.retry_after,
+            quota: match scope {
+                QueueScope::Key => Quota::concurrency(u64::from(limits.max_per_key), true),
+                QueueScope::Global => Quota::concurrency(u64::from(limits.max), false),
+            },
         };
         match (full, limits.overload) {
             (None, _) => st.enqueue(seq, waiter),

@@ -26,6 +26,61 @@ impl fmt::Display for QueueScope {
     }
 }
 
+/// What a quota counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuotaUnit {
+    /// Requests per window (a rate limit).
+    Requests,
+    /// Requests at the same time (a bulkhead).
+    ConcurrentRequests,
+}
+
+/// The limit a call ran into: what the IETF `RateLimit-Policy` header field
+/// advertises (`q` = `limit`, `w` = `window`, `qu` = `unit`).
+///
+/// ```
+/// use std::time::Duration;
+/// use limiter_runtime::{Quota, QuotaUnit};
+/// let q = Quota::rate(100, Duration::from_secs(60), false);
+/// assert_eq!((q.limit, q.window, q.unit), (100, Some(Duration::from_secs(60)), QuotaUnit::Requests));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct Quota {
+    /// Calls the limit allows (per `window` for rates, at once for
+    /// concurrency).
+    pub limit: u64,
+    /// The window of a rate limit; `None` for concurrency.
+    pub window: Option<Duration>,
+    /// What `limit` counts.
+    pub unit: QuotaUnit,
+    /// Whether the limit applies to each key (client) on its own rather than
+    /// to the op as a whole.
+    pub per_key: bool,
+}
+
+impl Quota {
+    /// A rate quota of `limit` calls per `window`.
+    pub fn rate(limit: u64, window: Duration, per_key: bool) -> Self {
+        Self {
+            limit,
+            window: Some(window),
+            unit: QuotaUnit::Requests,
+            per_key,
+        }
+    }
+
+    /// A concurrency quota of `limit` calls at once.
+    pub fn concurrency(limit: u64, per_key: bool) -> Self {
+        Self {
+            limit,
+            window: None,
+            unit: QuotaUnit::ConcurrentRequests,
+            per_key,
+        }
+    }
+}
+
 /// Why a limited call did not produce its own result.
 ///
 /// Every variant carries the name of the operation it happened in; variants
@@ -40,6 +95,8 @@ pub enum LimitError {
         op: Arc<str>,
         /// When the next call would be admitted.
         retry_after: Duration,
+        /// The window that refused the call.
+        quota: Quota,
     },
     /// Every in-flight place and every queue place is taken.
     #[error("op `{op}`: {scope} queue full, retry after {retry_after:?}")]
@@ -50,6 +107,8 @@ pub enum LimitError {
         scope: QueueScope,
         /// Suggested wait before retrying (the configured `retry_after`).
         retry_after: Duration,
+        /// The concurrency bound that was reached.
+        quota: Quota,
     },
     /// The call waited in the queue for longer than `queue_timeout`.
     #[error("op `{op}`: waited longer than the queue timeout")]
@@ -115,6 +174,17 @@ impl LimitError {
             LimitError::QueueTimeout { .. }
             | LimitError::Timeout { .. }
             | LimitError::MovedToBackground { .. } => None,
+        }
+    }
+
+    /// The quota that refused the call, for the variants that have one
+    /// (`RateLimited`, `QueueFull`).
+    pub fn quota(&self) -> Option<Quota> {
+        match self {
+            LimitError::RateLimited { quota, .. } | LimitError::QueueFull { quota, .. } => {
+                Some(*quota)
+            }
+            _ => None,
         }
     }
 

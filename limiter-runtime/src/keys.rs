@@ -184,7 +184,6 @@ impl<V: KeyState> KeyTable<V> {
     }
 
     /// The state of `hash` if it is tracked.
-    #[cfg(test)]
     pub(crate) fn get(&self, hash: u64) -> Option<Arc<V>> {
         let map = self.shard(hash).lock().unwrap_or_else(|e| e.into_inner());
         map.get(&hash).map(|e| Arc::clone(&e.value))

@@ -45,8 +45,11 @@ mod clock;
 mod coalesce;
 pub mod config;
 mod error;
+#[cfg(feature = "axum")]
+pub mod http;
 mod keys;
 mod metrics;
+pub mod monitor;
 mod offload;
 mod op;
 mod rate;
@@ -68,10 +71,10 @@ pub use config::{
     Algorithm, Backoff, BreakerConfig, OpConfig, OpKind, OverloadPolicy, ResolvedConfig,
     RetryConfig, Settings, TimeoutStrategy,
 };
-pub use error::{ConfigError, LimitError, QueueScope};
+pub use error::{ConfigError, LimitError, QueueScope, Quota, QuotaUnit};
 pub use keys::LimitKey;
 pub use metrics::{CountersSnapshot, LatencySnapshot};
-pub use op::{CallKey, Op, OpSnapshot, Permit};
+pub use op::{CallKey, KeyUsage, Op, OpSnapshot, Permit};
 pub use rate::RateSnapshot;
 pub use registry::{registry, shutdown, Registry, RegistrySnapshot};
 pub use site::OpSite;

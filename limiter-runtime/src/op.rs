@@ -239,21 +239,23 @@ impl OpCore {
                 }))
             }
         };
-        if let Some(rate) = &policy.rate {
-            if let Err(retry_after) = rate.try_acquire(now) {
+        if let (Some(rate), Some(spec)) = (&policy.rate, &policy.cfg.rate) {
+            if let Err(refusal) = rate.try_acquire(now) {
                 return Err(self.reject(LimitError::RateLimited {
                     op: self.name.clone(),
-                    retry_after,
+                    retry_after: refusal.wait,
+                    quota: refusal.quota(spec, false),
                 }));
             }
         }
         if let (Some(key), Some(keyed)) = (key, &policy.rate_per_key) {
             match keyed.try_acquire(key, now) {
                 KeyedOutcome::Admitted => {}
-                KeyedOutcome::Limited(retry_after) => {
+                KeyedOutcome::Limited(refusal) => {
                     return Err(self.reject(LimitError::RateLimited {
                         op: self.name.clone(),
-                        retry_after,
+                        retry_after: refusal.wait,
+                        quota: refusal.quota(&keyed.spec, true),
                     }))
                 }
                 KeyedOutcome::TableFull => {
@@ -466,6 +468,20 @@ impl std::fmt::Debug for Permit {
     }
 }
 
+/// What an op holds for one key (see [`Op::key_usage`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyUsage {
+    /// Calls the per-key rate limit would admit now (`None`: the key has no
+    /// rate state).
+    pub available: Option<u64>,
+    /// The per-key rate limit, e.g. `10/s, 100/min`.
+    pub limit: Option<String>,
+    /// Calls of the key running.
+    pub in_flight: u32,
+    /// Calls of the key queued.
+    pub queued: u32,
+}
+
 /// Everything known about one operation.
 #[derive(Debug, Clone, Serialize)]
 pub struct OpSnapshot {
@@ -649,6 +665,37 @@ impl Op {
             .is_some_and(|k| k.table.remove(hash));
         let bulk = self.core.bulkhead.keys.remove_unused(hash);
         rate || bulk
+    }
+
+    /// What the op holds for `key`: calls of the per-key rate limit it
+    /// would admit now, and its calls running and queued. `None` when the op
+    /// tracks nothing for that key.
+    pub fn key_usage(&self, key: &dyn LimitKey) -> Option<KeyUsage> {
+        let hash = self.core.shared.hasher.hash(key);
+        let now = self.core.clock.now_ns();
+        let policy = self.core.policy.load();
+        let rate = policy
+            .rate_per_key
+            .as_ref()
+            .and_then(|k| k.table.get(hash).map(|s| (k, s)));
+        let slot = self.core.bulkhead.keys.get(hash);
+        if rate.is_none() && slot.is_none() {
+            return None;
+        }
+        let (in_flight, queued) = slot.map_or((0, 0), |s| s.counts());
+        Some(KeyUsage {
+            available: rate.as_ref().map(|(_, s)| s.available(now)),
+            limit: rate.map(|(k, _)| {
+                k.spec
+                    .windows
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }),
+            in_flight,
+            queued,
+        })
     }
 
     /// Drops the state of idle keys now (it is also dropped when the key

@@ -13,6 +13,7 @@ use crate::config::resolve::cpu_count;
 use crate::config::{OpConfig, Settings};
 use crate::error::ConfigError;
 use crate::keys::KeyHasher;
+use crate::monitor::{KeyLimitView, Monitor, Summary, TaskTotals};
 use crate::offload::Offload;
 use crate::op::{Op, OpCore, OpSnapshot};
 
@@ -49,6 +50,17 @@ pub(crate) struct Shared {
 pub struct Registry {
     shared: Arc<Shared>,
     ops: RwLock<HashMap<Arc<str>, Op>>,
+    monitor: Monitor,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<String> = self.ops().iter().map(|o| o.name().to_owned()).collect();
+        f.debug_struct("Registry")
+            .field("enabled", &self.is_enabled())
+            .field("ops", &names)
+            .finish()
+    }
 }
 
 impl Default for Registry {
@@ -81,6 +93,7 @@ impl Registry {
                 defaults: RwLock::new(OpConfig::default()),
             }),
             ops: RwLock::new(HashMap::new()),
+            monitor: Monitor::default(),
         }
     }
 
@@ -229,6 +242,105 @@ impl Registry {
             ops: self.ops().iter().map(Op::snapshot).collect(),
             background: self.shared.tasks.snapshot(),
         }
+    }
+
+    /// The performance monitor: route metrics, alerts, recommendations.
+    pub fn monitor(&self) -> &Monitor {
+        &self.monitor
+    }
+
+    /// Samples every route and op if a sample is due, checks the alert
+    /// thresholds and updates the recommendations. The monitoring router
+    /// calls it on every read and the sampler (see
+    /// [`Registry::start_monitor`]) at every interval.
+    pub fn refresh_monitor(&self) {
+        self.monitor.refresh(&self.ops());
+    }
+
+    /// Everything at a glance: routes, ops, breakers, alerts, tasks and
+    /// recommendations. Refreshes the monitor first.
+    pub fn monitoring_summary(&self) -> Summary {
+        let ops = self.ops();
+        self.monitor.refresh(&ops);
+        let snaps: Vec<OpSnapshot> = ops.iter().map(Op::snapshot).collect();
+        let mut s = self.monitor.summary(&snaps);
+        s.enabled = self.is_enabled();
+        let bg = self.shared.tasks.snapshot();
+        s.background = TaskTotals {
+            pending: bg.pending,
+            running: bg.running,
+            spawned: bg.spawned,
+            rejected: bg.rejected,
+        };
+        s
+    }
+
+    /// What every op and limiter-layer rule holds for the client key `key`
+    /// (a string key; if it reads as an integer, the integer key too).
+    pub fn key_limits(&self, key: &str) -> Vec<KeyLimitView> {
+        let mut out = Vec::new();
+        let int: Option<u64> = key.parse().ok();
+        for op in self.ops() {
+            let usage = op
+                .key_usage(&key)
+                .or_else(|| int.and_then(|n| op.key_usage(&n)));
+            if let Some(u) = usage {
+                out.push(KeyLimitView {
+                    source: format!("op {}", op.name()),
+                    limit: u.limit,
+                    available: u.available,
+                    in_flight: u.in_flight,
+                    queued: u.queued,
+                });
+            }
+        }
+        for holder in self.monitor.key_limits() {
+            out.extend(holder.usage(key));
+        }
+        out
+    }
+
+    /// Forgets the client key `key` in every op and limiter-layer rule (see
+    /// [`Op::reset_key`]); returns in how many it was tracked.
+    pub fn reset_key_everywhere(&self, key: &str) -> usize {
+        let int: Option<u64> = key.parse().ok();
+        let mut n = 0;
+        for op in self.ops() {
+            let by_str = op.reset_key(&key);
+            let by_int = int.is_some_and(|i| op.reset_key(&i));
+            n += usize::from(by_str || by_int);
+        }
+        for holder in self.monitor.key_limits() {
+            n += holder.reset(key);
+        }
+        n
+    }
+
+    /// Every metric in the Prometheus text exposition format (what
+    /// `GET /metrics` serves): ops, routes, limiter-layer rules, alerts and
+    /// background tasks.
+    pub fn prometheus(&self) -> String {
+        crate::monitor::prometheus(self)
+    }
+
+    /// Starts the task that samples routes and ops at the monitor's
+    /// interval, so alerts are raised and history kept even when nobody
+    /// reads. Idempotent; needs a tokio runtime (outside one it does
+    /// nothing and returns `false`).
+    pub fn start_monitor(&'static self) -> bool {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return false;
+        };
+        if !self.monitor.claim_sampler() {
+            return true;
+        }
+        handle.spawn(async move {
+            loop {
+                tokio::time::sleep(self.monitor.sample_interval()).await;
+                self.refresh_monitor();
+            }
+        });
+        true
     }
 
     /// Drains or cancels the background tasks (see [`TaskManager::shutdown`]).

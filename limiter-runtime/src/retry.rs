@@ -89,6 +89,7 @@ mod tests {
         let soon = LimitError::RateLimited {
             op: op.clone(),
             retry_after: Duration::from_millis(700),
+            quota: crate::Quota::rate(1, Duration::from_secs(1), false),
         };
         assert!(delay_after_limit(&p, 0, &soon).unwrap() >= Duration::from_millis(700));
         let late = LimitError::CircuitOpen {
@@ -100,6 +101,7 @@ mod tests {
             op: op.clone(),
             scope: crate::QueueScope::Global,
             retry_after: Duration::from_millis(1),
+            quota: crate::Quota::concurrency(1, false),
         };
         assert_eq!(
             delay_after_limit(&p, 0, &full),

@@ -33,9 +33,14 @@ async fn gcra_reports_retry_after() {
         Err(LimitError::RateLimited {
             retry_after,
             op: name,
+            quota,
         }) => {
             assert_eq!(retry_after, ms(500));
             assert_eq!(&*name, "gcra");
+            assert_eq!(
+                quota,
+                limiter::Quota::rate(2, limiter::spec::parse_duration("1s").unwrap(), false)
+            );
         }
         other => panic!("expected RateLimited, got {other:?}"),
     }

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 
 pub use env::{load_env, settings_from_env, settings_from_vars};
 pub use file::{load_file, settings_from_file, settings_from_toml};
+pub(crate) use resolve::ser_duration;
 pub use resolve::{AdaptivePolicy, BreakerPolicy, RateSpec, ResolvedConfig, RetryPolicy};
 pub use types::{
     Algorithm, Backoff, BreakerConfig, OpConfig, OpKind, OverloadPolicy, RetryConfig,

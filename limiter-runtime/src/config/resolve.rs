@@ -113,7 +113,7 @@ pub struct ResolvedConfig {
     pub adaptive: Option<AdaptivePolicy>,
 }
 
-fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&DisplayDuration(*d))
 }
 

@@ -105,6 +105,26 @@ impl Histogram {
         self.max.load(Ordering::Relaxed)
     }
 
+    /// The non-empty buckets now, for windows (the difference of two) and
+    /// for the Prometheus exposition.
+    pub(crate) fn counts(&self) -> Counts {
+        let buckets = self
+            .buckets
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| {
+                let n = b.load(Ordering::Relaxed);
+                // BUCKETS < 2^16, checked by a test.
+                (n > 0).then_some((i as u16, n))
+            })
+            .collect::<Vec<_>>();
+        Counts {
+            count: buckets.iter().map(|b| b.1).sum(),
+            buckets,
+            sum: self.sum.load(Ordering::Relaxed),
+        }
+    }
+
     pub(crate) fn snapshot(&self) -> LatencySnapshot {
         let count = self.count.load(Ordering::Relaxed);
         let ms = |ns: u64| ns as f64 / 1e6;
@@ -120,6 +140,76 @@ impl Histogram {
             p99_ms: ms(self.quantile(0.99)),
             max_ms: ms(self.max.load(Ordering::Relaxed)),
         }
+    }
+}
+
+/// Bucket counts of a histogram at one moment (only non-empty buckets, in
+/// bucket order), or of the values recorded between two moments.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    buckets: Vec<(u16, u64)>,
+    count: u64,
+    sum: u64,
+}
+
+impl Counts {
+    /// Values counted.
+    pub(crate) fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Sum of the values, in nanoseconds.
+    pub(crate) fn sum(&self) -> u64 {
+        self.sum
+    }
+
+    /// The values recorded after `earlier` (a snapshot of the same histogram
+    /// taken before this one).
+    pub(crate) fn since(&self, earlier: &Counts) -> Counts {
+        let mut old = earlier.buckets.iter().peekable();
+        let buckets: Vec<(u16, u64)> = self
+            .buckets
+            .iter()
+            .filter_map(|&(i, n)| {
+                while old.next_if(|o| o.0 < i).is_some() {}
+                let before = old.next_if(|o| o.0 == i).map_or(0, |o| o.1);
+                let d = n.saturating_sub(before);
+                (d > 0).then_some((i, d))
+            })
+            .collect();
+        Counts {
+            count: buckets.iter().map(|b| b.1).sum(),
+            buckets,
+            sum: self.sum.saturating_sub(earlier.sum),
+        }
+    }
+
+    /// The value at quantile `q` (the top of the bucket holding that rank),
+    /// in nanoseconds; 0 when empty.
+    pub(crate) fn quantile(&self, q: f64) -> u64 {
+        if self.count == 0 {
+            return 0;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * self.count as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for &(i, n) in &self.buckets {
+            seen += n;
+            if seen >= rank {
+                return upper(usize::from(i));
+            }
+        }
+        self.buckets.last().map_or(0, |b| upper(usize::from(b.0)))
+    }
+
+    /// Values whose bucket lies wholly at or below `bound` nanoseconds. A
+    /// bucket straddling `bound` counts above it, so the figure errs by at
+    /// most the bucket width (3 %).
+    pub(crate) fn at_most(&self, bound: u64) -> u64 {
+        self.buckets
+            .iter()
+            .take_while(|b| upper(usize::from(b.0)) <= bound)
+            .map(|b| b.1)
+            .sum()
     }
 }
 
@@ -154,6 +244,30 @@ mod tests {
             last = i;
         }
         assert_eq!(index(u64::MAX), BUCKETS - 1);
+        assert!(BUCKETS <= usize::from(u16::MAX));
+    }
+
+    #[test]
+    fn counts_since_give_the_window_between_two_moments() {
+        let h = Histogram::default();
+        for v in 1..=100u64 {
+            h.record(v * 1_000_000); // 1..100 ms
+        }
+        let before = h.counts();
+        for _ in 0..100 {
+            h.record(500_000_000); // 500 ms
+        }
+        let window = h.counts().since(&before);
+        assert_eq!(window.count(), 100);
+        assert_eq!(window.sum(), 100 * 500_000_000);
+        let p50 = window.quantile(0.5) as f64;
+        assert!((p50 / 5e8 - 1.0).abs() < 0.035, "p50 {p50}");
+        // 10 ms sits in a bucket reaching 3 % above it: counted from there.
+        assert_eq!(before.at_most(10_000_000), 9);
+        assert_eq!(before.at_most(10_300_000), 10);
+        assert_eq!(window.at_most(100_000_000), 0);
+        assert_eq!(window.at_most(u64::MAX), 100);
+        assert_eq!(Counts::default().quantile(0.99), 0);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Per-operation counters, latency histogram and slow-poll detection.
 
 mod histogram;
+pub(crate) mod prometheus;
 mod slow_poll;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,8 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Serialize;
 
 use crate::error::{LimitError, QueueScope};
-pub(crate) use histogram::Histogram;
 pub use histogram::LatencySnapshot;
+pub(crate) use histogram::{Counts, Histogram};
 pub(crate) use slow_poll::Watched;
 
 /// How an admitted call ended.

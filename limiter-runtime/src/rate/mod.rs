@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::config::{Algorithm, RateSpec};
+use crate::error::Quota;
 use crate::keys::{KeyState, KeyTable};
 use gcra::{GcraCell, GcraParams};
 use window::{FixedCell, SlidingCell, WindowParams};
@@ -54,6 +55,23 @@ impl Cell {
     }
 }
 
+/// Why a rate limit refused a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    /// Time until every window would admit it.
+    pub(crate) wait: Duration,
+    /// Index (in `RateSpec::windows`) of the window that refused.
+    pub(crate) window: usize,
+}
+
+impl Refusal {
+    /// The refusing window as a quota.
+    pub(crate) fn quota(&self, spec: &RateSpec, per_key: bool) -> Quota {
+        let w = spec.windows[self.window];
+        Quota::rate(u64::from(w.count()), w.period(), per_key)
+    }
+}
+
 /// The state of one rate limit (op-wide, or of one key): a cell per window.
 pub(crate) struct RateState {
     cells: Box<[Cell]>,
@@ -89,15 +107,18 @@ impl RateState {
     }
 
     /// Admits one call at `now` in every window, or returns how long until
-    /// every window would admit it. A window that admitted before a later one
-    /// refused gets its token back.
-    pub(crate) fn try_acquire(&self, now: u64) -> Result<(), Duration> {
+    /// every window would admit it and which window refused. A window that
+    /// admitted before a later one refused gets its token back.
+    pub(crate) fn try_acquire(&self, now: u64) -> Result<(), Refusal> {
         for (i, cell) in self.cells.iter().enumerate() {
             if let Err(wait) = cell.try_acquire(now) {
                 for earlier in &self.cells[..i] {
                     earlier.refund(now);
                 }
-                return Err(Duration::from_nanos(wait));
+                return Err(Refusal {
+                    wait: Duration::from_nanos(wait),
+                    window: i,
+                });
             }
         }
         Ok(())
@@ -128,7 +149,7 @@ pub(crate) struct KeyedRate {
 /// What one per-key check found.
 pub(crate) enum KeyedOutcome {
     Admitted,
-    Limited(Duration),
+    Limited(Refusal),
     /// No room to track the key.
     TableFull,
 }
@@ -150,7 +171,24 @@ impl KeyedRate {
         };
         match state.try_acquire(now) {
             Ok(()) => KeyedOutcome::Admitted,
-            Err(wait) => KeyedOutcome::Limited(wait),
+            Err(refusal) => KeyedOutcome::Limited(refusal),
+        }
+    }
+}
+
+impl KeyedRate {
+    /// Like [`KeyedRate::try_acquire`], and on admission also how many calls
+    /// the key has left now (its tightest window).
+    pub(crate) fn try_acquire_remaining(&self, key: u64, now: u64) -> (KeyedOutcome, u64) {
+        let Some(state) = self
+            .table
+            .get_or_insert(key, now, || RateState::new(&self.spec))
+        else {
+            return (KeyedOutcome::TableFull, 0);
+        };
+        match state.try_acquire(now) {
+            Ok(()) => (KeyedOutcome::Admitted, state.available(now)),
+            Err(refusal) => (KeyedOutcome::Limited(refusal), 0),
         }
     }
 }

@@ -1,0 +1,2 @@
+//! Placeholder replaced by the load tool.
+fn main() {}

@@ -1,0 +1,351 @@
+//! Who is calling: the client's class and identity, from a configurable
+//! list of sources, with forwarded chains honoured only from trusted proxies
+//! and internal callers recognised only by a secret compared in constant
+//! time.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::ConnectInfo;
+use axum::http::{header, HeaderMap, HeaderName, Request};
+use ipnet::IpNet;
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+
+/// The kind of caller a rule applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientClass {
+    /// Known only by its network address.
+    Anonymous,
+    /// Sent a bearer token (or was identified by the application).
+    Authenticated,
+    /// Sent an API key.
+    Api,
+    /// Another service of ours, proven by the internal secret: not limited.
+    Internal,
+}
+
+impl fmt::Display for ClientClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ClientClass::Anonymous => "anonymous",
+            ClientClass::Authenticated => "authenticated",
+            ClientClass::Api => "api",
+            ClientClass::Internal => "internal",
+        })
+    }
+}
+
+/// The caller of a request. The layer puts it in the request's extensions,
+/// so handlers can take `Extension<Client>` and use `client.id` as the key
+/// of their own limits. An application that authenticates callers itself
+/// can insert a `Client` before the layer runs (see
+/// [`IdentitySource::Extension`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Client {
+    /// Its class.
+    pub class: ClientClass,
+    /// Its identity, prefixed by where it came from: `ip:203.0.113.9`,
+    /// `key:…`, `bearer:…`, `internal`.
+    pub id: String,
+}
+
+/// Where the identity of a caller is read from, tried in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentitySource {
+    /// A [`Client`] the application inserted into the request extensions
+    /// (e.g. after verifying a token): the only source that is verified.
+    Extension,
+    /// An API key header (class [`ClientClass::Api`]).
+    ApiKeyHeader(HeaderName),
+    /// `Authorization: Bearer <token>` (class
+    /// [`ClientClass::Authenticated`]). The token is not verified here, and a
+    /// client can send a new one with every request: verify tokens in the
+    /// application and use [`IdentitySource::Extension`] where that matters.
+    BearerToken,
+    /// The peer address (class [`ClientClass::Anonymous`]), or the client
+    /// address a trusted proxy forwarded.
+    PeerAddress,
+}
+
+/// Which forwarded-chain header trusted proxies write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2`.
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client, for=proxy1`.
+    Forwarded,
+}
+
+/// Most hops read from a forwarded chain (from the right); a longer chain
+/// is cut, so a huge header costs no more than this.
+const MAX_HOPS: usize = 32;
+
+/// How callers are identified.
+#[derive(Clone)]
+pub(crate) struct IdentityConfig {
+    pub(crate) sources: Vec<IdentitySource>,
+    pub(crate) trusted_proxies: Vec<IpNet>,
+    pub(crate) forwarded: ForwardedHeader,
+    pub(crate) internal: Option<(HeaderName, Vec<u8>)>,
+}
+
+impl fmt::Debug for IdentityConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdentityConfig")
+            .field("sources", &self.sources)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("forwarded", &self.forwarded)
+            .field(
+                "internal",
+                &self.internal.as_ref().map(|(h, _)| (h, "<secret>")),
+            )
+            .finish()
+    }
+}
+
+impl Default for IdentityConfig {
+    /// API key in `x-api-key`, then a bearer token, then the peer address;
+    /// no trusted proxies; no internal secret.
+    fn default() -> Self {
+        Self {
+            sources: vec![
+                IdentitySource::Extension,
+                IdentitySource::ApiKeyHeader(HeaderName::from_static("x-api-key")),
+                IdentitySource::BearerToken,
+                IdentitySource::PeerAddress,
+            ],
+            trusted_proxies: Vec::new(),
+            forwarded: ForwardedHeader::XForwardedFor,
+            internal: None,
+        }
+    }
+}
+
+/// Constant-time equality of a presented secret and the configured one
+/// (the time does not depend on where they differ; only on the length of
+/// the presented value).
+pub(crate) fn secret_matches(presented: &[u8], secret: &[u8]) -> bool {
+    presented.len() == secret.len() && bool::from(presented.ct_eq(secret))
+}
+
+/// Parses one element of a forwarded chain: an IPv4 or IPv6 address, with
+/// or without port, IPv6 possibly bracketed and quoted (`"[::1]:80"`).
+fn parse_hop(raw: &str) -> Option<IpAddr> {
+    let s = raw.trim().trim_matches('"');
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        return Some(sa.ip());
+    }
+    let inner = s.strip_prefix('[')?;
+    let end = inner.find(']')?;
+    inner[..end].parse().ok()
+}
+
+/// The `for=` values of a `Forwarded` header value, in order.
+fn forwarded_for(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').filter_map(|element| {
+        element.split(';').find_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            k.trim().eq_ignore_ascii_case("for").then_some(v.trim())
+        })
+    })
+}
+
+impl IdentityConfig {
+    fn trusted(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The client address: the peer, or, when the peer is a trusted proxy,
+    /// the rightmost address of the forwarded chain that is not a trusted
+    /// proxy. An element that does not parse ends the walk at the hop that
+    /// wrote it.
+    pub(crate) fn client_ip(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+        let peer = peer?;
+        if !self.trusted(peer) {
+            return Some(peer);
+        }
+        let name = match self.forwarded {
+            ForwardedHeader::XForwardedFor => HeaderName::from_static("x-forwarded-for"),
+            ForwardedHeader::Forwarded => header::FORWARDED,
+        };
+        // Several header lines form one list, in order.
+        let mut hops: Vec<&str> = Vec::new();
+        for value in headers.get_all(&name) {
+            let Ok(text) = value.to_str() else {
+                return Some(peer);
+            };
+            match self.forwarded {
+                ForwardedHeader::XForwardedFor => hops.extend(text.split(',')),
+                ForwardedHeader::Forwarded => hops.extend(forwarded_for(text)),
+            }
+        }
+        let mut client = peer;
+        for hop in hops.iter().rev().take(MAX_HOPS) {
+            let Some(ip) = parse_hop(hop) else {
+                return Some(client);
+            };
+            client = ip;
+            if !self.trusted(ip) {
+                break;
+            }
+        }
+        Some(client)
+    }
+
+    /// Whether the request carries the internal secret.
+    pub(crate) fn is_internal(&self, headers: &HeaderMap) -> bool {
+        let Some((name, secret)) = &self.internal else {
+            return false;
+        };
+        headers
+            .get_all(name)
+            .iter()
+            .any(|v| secret_matches(v.as_bytes(), secret))
+    }
+
+    /// Identifies the caller of `req`.
+    pub(crate) fn identify<B>(&self, req: &Request<B>) -> Client {
+        let headers = req.headers();
+        if self.is_internal(headers) {
+            return Client {
+                class: ClientClass::Internal,
+                id: "internal".into(),
+            };
+        }
+        for source in &self.sources {
+            match source {
+                IdentitySource::Extension => {
+                    if let Some(c) = req.extensions().get::<Client>() {
+                        // An application cannot grant the bypass by
+                        // extension: internal needs the secret.
+                        if c.class != ClientClass::Internal {
+                            return c.clone();
+                        }
+                    }
+                }
+                IdentitySource::ApiKeyHeader(name) => {
+                    if let Some(key) = headers.get(name).and_then(|v| v.to_str().ok()) {
+                        let key = key.trim();
+                        if !key.is_empty() {
+                            return Client {
+                                class: ClientClass::Api,
+                                id: format!("key:{key}"),
+                            };
+                        }
+                    }
+                }
+                IdentitySource::BearerToken => {
+                    let token = headers
+                        .get(header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| {
+                            let (scheme, rest) = v.trim().split_once(' ')?;
+                            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+                        })
+                        .filter(|t| !t.is_empty());
+                    if let Some(token) = token {
+                        return Client {
+                            class: ClientClass::Authenticated,
+                            id: format!("bearer:{token}"),
+                        };
+                    }
+                }
+                IdentitySource::PeerAddress => {
+                    let peer = req
+                        .extensions()
+                        .get::<ConnectInfo<SocketAddr>>()
+                        .map(|c| c.0.ip());
+                    if let Some(ip) = self.client_ip(peer, headers) {
+                        return Client {
+                            class: ClientClass::Anonymous,
+                            id: format!("ip:{ip}"),
+                        };
+                    }
+                }
+            }
+        }
+        Client {
+            class: ClientClass::Anonymous,
+            id: "ip:unknown".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn cfg(trusted: &[&str], fwd: ForwardedHeader) -> IdentityConfig {
+        IdentityConfig {
+            trusted_proxies: trusted.iter().map(|t| t.parse().unwrap()).collect(),
+            forwarded: fwd,
+            ..IdentityConfig::default()
+        }
+    }
+
+    fn headers(name: &'static str, values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(name, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    #[test]
+    fn forwarded_chains_only_from_trusted_proxies() {
+        let c = cfg(&["10.0.0.0/8"], ForwardedHeader::XForwardedFor);
+        let h = headers("x-forwarded-for", &["198.51.100.7, 10.0.0.2"]);
+        assert_eq!(
+            c.client_ip(ip("203.0.113.5"), &h),
+            ip("203.0.113.5"),
+            "untrusted peer"
+        );
+        assert_eq!(c.client_ip(ip("10.0.0.1"), &h), ip("198.51.100.7"));
+        // A client prepending a fake address gets its own address used.
+        let h = headers("x-forwarded-for", &["1.2.3.4", "198.51.100.7"]);
+        assert_eq!(c.client_ip(ip("10.0.0.1"), &h), ip("198.51.100.7"));
+        let h = headers("x-forwarded-for", &["garbage, 10.0.0.3"]);
+        assert_eq!(c.client_ip(ip("10.0.0.1"), &h), ip("10.0.0.3"));
+        let huge = vec!["10.0.0.9"; 10_000].join(",");
+        let h = headers("x-forwarded-for", &[&huge]);
+        assert_eq!(c.client_ip(ip("10.0.0.1"), &h), ip("10.0.0.9"));
+        assert_eq!(
+            c.client_ip(ip("::ffff:10.0.0.1"), &HeaderMap::new()),
+            ip("::ffff:10.0.0.1")
+        );
+    }
+
+    #[test]
+    fn rfc7239_forwarded() {
+        let c = cfg(&["10.0.0.1/32"], ForwardedHeader::Forwarded);
+        let h = headers(
+            "forwarded",
+            &[r#"for="[2001:db8:cafe::17]:4711";proto=https, for=10.0.0.1"#],
+        );
+        assert_eq!(c.client_ip(ip("10.0.0.1"), &h), ip("2001:db8:cafe::17"));
+        let h = headers("forwarded", &["for=_hidden"]);
+        assert_eq!(c.client_ip(ip("10.0.0.1"), &h), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(secret_matches(b"s3cret", b"s3cret"));
+        assert!(!secret_matches(b"s3cre", b"s3cret"));
+        assert!(!secret_matches(b"s3creT", b"s3cret"));
+        assert!(!secret_matches(b"", b"s3cret"));
+    }
+}

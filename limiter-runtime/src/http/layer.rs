@@ -1,0 +1,493 @@
+//! `LimiterLayer`: per-client, per-endpoint limits for an axum/tower
+//! service, and per-route metrics keyed by axum's matched path template.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::extract::MatchedPath;
+use axum::http::{HeaderName, HeaderValue, Request};
+use axum::response::{IntoResponse, Response};
+use ipnet::IpNet;
+use tower::{Layer, Service};
+
+use crate::clock::Clock;
+use crate::error::{ConfigError, LimitError};
+use crate::keys::KeyHasher;
+use crate::monitor::{KeyLimitView, KeyLimits, RouteRecorder, RuleDecision, UNMATCHED_ROUTE};
+use crate::rate::KeyedOutcome;
+use crate::registry::{registry, Registry};
+
+use super::identity::{Client, ClientClass, ForwardedHeader, IdentityConfig, IdentitySource};
+use super::response::{limit_item, policy_item, RATELIMIT, RATELIMIT_POLICY};
+use super::rules::{CompiledRule, Rule};
+
+/// A tower layer that applies per-client limits by rule and records every
+/// request in the registry's monitor (by method and matched route
+/// template).
+///
+/// Every clone of the layer, and of the services it makes, shares one set
+/// of limits: a client's budget is the same whichever connection or worker
+/// its requests land on.
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use limiter_runtime::http::{ClientClass, LimiterLayer, Rule};
+///
+/// let layer = LimiterLayer::builder()
+///     .rule(Rule::new("/auth/login").per_minute(5).per_hour(20))
+///     .rule(Rule::new("/api/{*rest}").classes([ClientClass::Api]).per_minute(1000))
+///     .rule(Rule::new("*").per_minute(100))
+///     .trust_proxies(["10.0.0.0/8"])
+///     .internal_secret("x-internal-secret", "change me")
+///     .build()
+///     .expect("valid rules");
+/// let app: Router = Router::new()
+///     .route("/api/users/{id}", get(|| async { "ok" }))
+///     .layer(layer);
+/// ```
+///
+/// Apply it with `Router::layer` so it sees the matched route (requests
+/// matching no route are counted as `<unmatched>`), and serve with
+/// `into_make_service_with_connect_info::<SocketAddr>()` so it knows peer
+/// addresses.
+#[derive(Clone)]
+pub struct LimiterLayer {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for LimiterLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.shared.rules.iter().map(|r| &*r.name).collect();
+        f.debug_struct("LimiterLayer")
+            .field("rules", &names)
+            .finish()
+    }
+}
+
+struct Shared {
+    registry: &'static Registry,
+    rules: Vec<CompiledRule>,
+    identity: IdentityConfig,
+    hasher: KeyHasher,
+    clock: Clock,
+    slow_poll_ns: u64,
+    success_headers: bool,
+}
+
+/// Builds a [`LimiterLayer`]; every setting is checked by
+/// [`LimiterLayerBuilder::build`].
+#[derive(Debug)]
+pub struct LimiterLayerBuilder {
+    registry: &'static Registry,
+    rules: Vec<Rule>,
+    identity: IdentityConfig,
+    proxies: Vec<String>,
+    secret: Option<(String, Vec<u8>)>,
+    slow_poll: Duration,
+    max_keys: usize,
+    success_headers: bool,
+}
+
+impl LimiterLayer {
+    /// A builder with no rules, the default identity sources, and the
+    /// global registry.
+    pub fn builder() -> LimiterLayerBuilder {
+        LimiterLayerBuilder {
+            registry: registry(),
+            rules: Vec::new(),
+            identity: IdentityConfig::default(),
+            proxies: Vec::new(),
+            secret: None,
+            slow_poll: Duration::from_millis(1),
+            max_keys: 100_000,
+            success_headers: true,
+        }
+    }
+}
+
+impl LimiterLayerBuilder {
+    /// The registry whose monitor records the requests (default: the
+    /// global one).
+    pub fn registry(mut self, registry: &'static Registry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// Adds a rule; rules are tried in the order added.
+    pub fn rule(mut self, rule: Rule) -> Self {
+        self.rules.push(rule);
+        self
+    }
+
+    /// Where callers' identities come from, tried in order (default:
+    /// extension, `x-api-key`, bearer token, peer address).
+    pub fn identity(mut self, sources: impl IntoIterator<Item = IdentitySource>) -> Self {
+        self.identity.sources = sources.into_iter().collect();
+        self
+    }
+
+    /// Proxies (addresses or CIDR networks) whose forwarded chain is
+    /// believed. From any other peer, forwarded headers are ignored.
+    pub fn trust_proxies<S: AsRef<str>>(mut self, proxies: impl IntoIterator<Item = S>) -> Self {
+        self.proxies
+            .extend(proxies.into_iter().map(|p| p.as_ref().to_owned()));
+        self
+    }
+
+    /// Which header trusted proxies write (default `X-Forwarded-For`).
+    pub fn forwarded_header(mut self, header: ForwardedHeader) -> Self {
+        self.identity.forwarded = header;
+        self
+    }
+
+    /// Internal callers send `secret` in `header` and bypass every rule.
+    /// The comparison takes the same time wherever the values differ.
+    pub fn internal_secret(mut self, header: &str, secret: impl Into<Vec<u8>>) -> Self {
+        self.secret = Some((header.to_owned(), secret.into()));
+        self
+    }
+
+    /// Polls of a handler longer than this count as slow polls of its route
+    /// (default 1 ms).
+    pub fn slow_poll(mut self, threshold: Duration) -> Self {
+        self.slow_poll = threshold;
+        self
+    }
+
+    /// Most clients tracked per rule (default 100 000); idle ones are
+    /// dropped first when it fills.
+    pub fn max_keys(mut self, max_keys: usize) -> Self {
+        self.max_keys = max_keys;
+        self
+    }
+
+    /// Whether admitted responses carry `RateLimit`/`RateLimit-Policy` with
+    /// the client's remaining budget (default `true`).
+    pub fn success_headers(mut self, on: bool) -> Self {
+        self.success_headers = on;
+        self
+    }
+
+    /// Checks every rule and setting and builds the layer.
+    pub fn build(self) -> Result<LimiterLayer, ConfigError> {
+        let invalid = |field: &'static str, value: String, reason: &str| ConfigError::Invalid {
+            op: "<limiter layer>".into(),
+            field,
+            value,
+            reason: reason.into(),
+        };
+        let mut identity = self.identity;
+        for p in &self.proxies {
+            let net = p
+                .parse::<IpNet>()
+                .or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    invalid(
+                        "trust_proxies",
+                        p.clone(),
+                        "not an IP address or CIDR network (e.g. 10.0.0.0/8)",
+                    )
+                })?;
+            identity.trusted_proxies.push(net);
+        }
+        if let Some((header, secret)) = self.secret {
+            let name = HeaderName::from_bytes(header.as_bytes()).map_err(|_| {
+                invalid("internal_secret", header.clone(), "not a valid header name")
+            })?;
+            if secret.is_empty() {
+                return Err(invalid(
+                    "internal_secret",
+                    "\"\"".into(),
+                    "an empty secret would let anyone bypass the limits",
+                ));
+            }
+            identity.internal = Some((name, secret));
+        }
+        if identity.sources.is_empty() {
+            return Err(invalid(
+                "identity",
+                "[]".into(),
+                "needs at least one source",
+            ));
+        }
+        if self.max_keys == 0 {
+            return Err(invalid("max_keys", "0".into(), "must be at least 1"));
+        }
+        let monitor = self.registry.monitor();
+        let mut rules = Vec::with_capacity(self.rules.len());
+        for rule in self.rules {
+            let compiled = CompiledRule::compile(rule, self.max_keys, |n, s| monitor.rule(n, s))?;
+            if rules.iter().any(|r: &CompiledRule| r.name == compiled.name) {
+                return Err(invalid(
+                    "rule",
+                    compiled.name.to_string(),
+                    "two rules have this name; give one a `.name(...)`",
+                ));
+            }
+            rules.push(compiled);
+        }
+        let shared = Arc::new(Shared {
+            registry: self.registry,
+            rules,
+            identity,
+            hasher: KeyHasher::default(),
+            clock: Clock::new(),
+            slow_poll_ns: crate::clock::duration_ns(self.slow_poll),
+            success_headers: self.success_headers,
+        });
+        let weak: Weak<dyn KeyLimits> = Arc::downgrade(&shared) as Weak<dyn KeyLimits>;
+        monitor.register_limits(weak);
+        self.registry.start_monitor();
+        Ok(LimiterLayer { shared })
+    }
+}
+
+impl<S> Layer<S> for LimiterLayer {
+    type Service = LimiterService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        LimiterService {
+            inner,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// The service of [`LimiterLayer`].
+#[derive(Clone)]
+pub struct LimiterService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+/// What the rules decided for a request.
+enum Verdict {
+    /// Let it through, with these `RateLimit-Policy`/`RateLimit` values.
+    Pass(Option<(String, String)>),
+    Refuse(LimitError),
+}
+
+impl Shared {
+    fn decide<B>(&self, req: &mut Request<B>) -> Verdict {
+        let path = req.uri().path();
+        let method = req.method();
+        let mut candidates = self
+            .rules
+            .iter()
+            .filter(|r| r.matches_request(method, path))
+            .peekable();
+        let needs_identity = candidates.peek().is_some();
+        let client = self.identity.identify(req);
+        let verdict = if !needs_identity {
+            Verdict::Pass(None)
+        } else if client.class == ClientClass::Internal {
+            if let Some(r) = candidates.next() {
+                r.stats.count(RuleDecision::Bypassed);
+            }
+            Verdict::Pass(None)
+        } else {
+            match candidates.find(|r| r.matches_class(client.class)) {
+                None => Verdict::Pass(None),
+                Some(rule) => self.check(rule, &client),
+            }
+        };
+        req.extensions_mut().insert(client);
+        verdict
+    }
+
+    fn check(&self, rule: &CompiledRule, client: &Client) -> Verdict {
+        let key = self.hasher.hash(&client.id.as_str());
+        let now = self.clock.now_ns();
+        let (outcome, remaining) = rule.limiter.try_acquire_remaining(key, now);
+        let refusal = match outcome {
+            KeyedOutcome::Admitted => {
+                rule.stats.count(RuleDecision::Allowed);
+                if !self.success_headers {
+                    return Verdict::Pass(None);
+                }
+                let w = rule.limiter.spec.windows[0];
+                return Verdict::Pass(Some((
+                    policy_item(
+                        &rule.name,
+                        u64::from(w.count()),
+                        Some(w.period()),
+                        crate::QuotaUnit::Requests,
+                    ),
+                    limit_item(&rule.name, remaining, None),
+                )));
+            }
+            KeyedOutcome::Limited(r) => LimitError::RateLimited {
+                op: rule.name.clone(),
+                retry_after: r.wait,
+                quota: r.quota(&rule.limiter.spec, true),
+            },
+            KeyedOutcome::TableFull => LimitError::Overloaded {
+                op: rule.name.clone(),
+                retry_after: Duration::from_secs(1),
+            },
+        };
+        if rule.shadow {
+            rule.stats.count(RuleDecision::ShadowRejected);
+            tracing::info!(
+                rule = &*rule.name,
+                client = %client.id,
+                class = %client.class,
+                reason = refusal.code(),
+                "shadow mode: the rule would have refused this request"
+            );
+            Verdict::Pass(None)
+        } else {
+            rule.stats.count(RuleDecision::Rejected);
+            tracing::debug!(rule = &*rule.name, client = %client.id, "request refused");
+            Verdict::Refuse(refusal)
+        }
+    }
+}
+
+impl KeyLimits for Shared {
+    fn usage(&self, key: &str) -> Vec<KeyLimitView> {
+        let hash = self.hasher.hash(&key);
+        let now = self.clock.now_ns();
+        self.rules
+            .iter()
+            .filter_map(|r| {
+                let state = r.limiter.table.get(hash)?;
+                Some(KeyLimitView {
+                    source: format!("rule {}", r.name),
+                    limit: Some(
+                        r.limiter
+                            .spec
+                            .windows
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    ),
+                    available: Some(state.available(now)),
+                    in_flight: 0,
+                    queued: 0,
+                })
+            })
+            .collect()
+    }
+
+    fn reset(&self, key: &str) -> usize {
+        let hash = self.hasher.hash(&key);
+        self.rules
+            .iter()
+            .filter(|r| r.limiter.table.remove(hash))
+            .count()
+    }
+}
+
+impl<S, B> Service<Request<B>> for LimiterService<S>
+where
+    S: Service<Request<B>, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let start = Instant::now();
+        let template = req
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
+        let recorder = self
+            .shared
+            .registry
+            .monitor()
+            .route(req.method().as_str(), template);
+        recorder.start();
+        let mut flight = InFlight {
+            recorder,
+            start,
+            done: false,
+        };
+        match self.shared.decide(&mut req) {
+            Verdict::Refuse(err) => {
+                let resp = err.into_response();
+                flight.finish(resp.status().as_u16());
+                Box::pin(std::future::ready(Ok(resp)))
+            }
+            Verdict::Pass(headers) => {
+                let fut = TimedPolls {
+                    fut: Box::pin(self.inner.call(req)),
+                    threshold_ns: self.shared.slow_poll_ns,
+                    recorder: flight.recorder.clone(),
+                };
+                Box::pin(async move {
+                    let Ok(mut resp) = fut.await;
+                    if let Some((policy, limit)) = headers {
+                        let h = resp.headers_mut();
+                        if !h.contains_key(RATELIMIT) {
+                            if let (Ok(p), Ok(l)) = (
+                                HeaderValue::from_str(&policy),
+                                HeaderValue::from_str(&limit),
+                            ) {
+                                h.insert(RATELIMIT_POLICY, p);
+                                h.insert(RATELIMIT, l);
+                            }
+                        }
+                    }
+                    flight.finish(resp.status().as_u16());
+                    Ok(resp)
+                })
+            }
+        }
+    }
+}
+
+/// A request being handled: counted as abandoned if its future is dropped
+/// before the response (the client went away).
+struct InFlight {
+    recorder: RouteRecorder,
+    start: Instant,
+    done: bool,
+}
+
+impl InFlight {
+    fn finish(&mut self, status: u16) {
+        self.done = true;
+        self.recorder.finish(status, self.start.elapsed());
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if !self.done {
+            self.recorder.abandon();
+        }
+    }
+}
+
+/// Counts polls of the handler longer than the slow-poll threshold.
+struct TimedPolls<F> {
+    fut: Pin<Box<F>>,
+    threshold_ns: u64,
+    recorder: RouteRecorder,
+}
+
+impl<F: Future> Future for TimedPolls<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let start = Instant::now();
+        let out = self.fut.as_mut().poll(cx);
+        let took = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        if took > self.threshold_ns {
+            self.recorder.slow_poll();
+        }
+        out
+    }
+}

@@ -1,0 +1,452 @@
+//! The monitoring router: JSON endpoints, Prometheus exposition and the
+//! dashboard, with an optional admin token.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+use crate::monitor::{AlertError, AlertState};
+use crate::registry::{registry, Registry};
+
+use super::identity::secret_matches;
+
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// Builds the monitoring router.
+///
+/// ```
+/// use limiter_runtime::http::Monitoring;
+/// let admin: axum::Router = Monitoring::new()
+///     .admin_token("s3cret")
+///     .protect_reads(true)
+///     .router()
+///     .unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct Monitoring {
+    registry: &'static Registry,
+    token: Option<String>,
+    protect_reads: bool,
+}
+
+impl Default for Monitoring {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The monitoring router of the global registry, without an admin token
+/// (see [`Monitoring`] to require one):
+///
+/// | endpoint | what |
+/// | --- | --- |
+/// | `GET /monitoring/summary` | totals, breakers, alerts, recommendations |
+/// | `GET /monitoring/routes` | per-route counts, latency and history |
+/// | `GET /monitoring/ops`, `GET /monitoring/ops/{op}` | op snapshots |
+/// | `GET /monitoring/alerts?state=open\|active\|acknowledged\|resolved\|all` | alerts |
+/// | `POST /monitoring/alerts/{id}/acknowledge`, `…/resolve` | alert lifecycle |
+/// | `GET /monitoring/breakers`, `POST /monitoring/breakers/{op}/reset` | breakers |
+/// | `GET /monitoring/limits/{key}`, `POST /monitoring/limits/{key}/reset` | one client's limits |
+/// | `GET /monitoring/background`, `GET /monitoring/background/{id}` | background tasks |
+/// | `GET /metrics` | Prometheus text exposition |
+/// | `GET /monitoring/dashboard` | live HTML dashboard |
+pub fn monitoring_router() -> Router {
+    Monitoring::new()
+        .router()
+        .unwrap_or_else(|e| unreachable!("the default monitoring settings are valid: {e}"))
+}
+
+#[derive(Clone)]
+struct AppState {
+    registry: &'static Registry,
+}
+
+struct Auth {
+    token: Option<String>,
+    protect_reads: bool,
+}
+
+impl Monitoring {
+    /// Monitoring of the global registry, no token.
+    pub fn new() -> Self {
+        Self {
+            registry: registry(),
+            token: None,
+            protect_reads: false,
+        }
+    }
+
+    /// Monitors `registry` instead of the global one.
+    pub fn registry(mut self, registry: &'static Registry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// Requires `Authorization: Bearer <token>` on every mutating endpoint
+    /// (401 without a token, 403 with a wrong one). Compared in constant
+    /// time.
+    pub fn admin_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Requires the token on the read endpoints, the dashboard page aside
+    /// (it holds no data and asks for the token).
+    pub fn protect_reads(mut self, on: bool) -> Self {
+        self.protect_reads = on;
+        self
+    }
+
+    /// The router. Fails on an empty token, or on protected reads without
+    /// a token.
+    pub fn router(self) -> Result<Router, ConfigError> {
+        let invalid = |field: &'static str, value: &str, reason: &str| ConfigError::Invalid {
+            op: "<monitoring>".into(),
+            field,
+            value: value.into(),
+            reason: reason.into(),
+        };
+        if self.token.as_deref() == Some("") {
+            return Err(invalid(
+                "admin_token",
+                "\"\"",
+                "an empty token would let anyone in",
+            ));
+        }
+        if self.protect_reads && self.token.is_none() {
+            return Err(invalid(
+                "protect_reads",
+                "true",
+                "needs an admin_token to check",
+            ));
+        }
+        self.registry.start_monitor();
+        let auth = Arc::new(Auth {
+            token: self.token,
+            protect_reads: self.protect_reads,
+        });
+        let state = AppState {
+            registry: self.registry,
+        };
+        let reads = Router::new()
+            .route("/monitoring/summary", get(summary))
+            .route("/monitoring/routes", get(routes))
+            .route("/monitoring/ops", get(ops))
+            .route("/monitoring/ops/{op}", get(op))
+            .route("/monitoring/alerts", get(alerts))
+            .route("/monitoring/breakers", get(breakers))
+            .route("/monitoring/limits/{key}", get(limits))
+            .route("/monitoring/background", get(background))
+            .route("/monitoring/background/{id}", get(task))
+            .route("/metrics", get(metrics))
+            .route_layer(middleware::from_fn_with_state(
+                Arc::clone(&auth),
+                require_for_reads,
+            ));
+        let writes = Router::new()
+            .route("/monitoring/alerts/{id}/acknowledge", post(acknowledge))
+            .route("/monitoring/alerts/{id}/resolve", post(resolve))
+            .route("/monitoring/breakers/{op}/reset", post(reset_breaker))
+            .route("/monitoring/limits/{key}/reset", post(reset_limits))
+            .route_layer(middleware::from_fn_with_state(auth, require_for_writes));
+        Ok(Router::new()
+            .route("/monitoring/dashboard", get(dashboard))
+            .merge(reads)
+            .merge(writes)
+            .with_state(state))
+    }
+}
+
+/// A JSON error answer: `{"error", "message"}`.
+fn problem(status: StatusCode, error: &str, message: impl Into<String>) -> Response {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        error: &'a str,
+        message: String,
+    }
+    (
+        status,
+        Json(Body {
+            error,
+            message: message.into(),
+        }),
+    )
+        .into_response()
+}
+
+fn check_token(auth: &Auth, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(expected) = &auth.token else {
+        return Ok(());
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        });
+    match presented {
+        None => {
+            let mut r = problem(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this endpoint needs `Authorization: Bearer <admin token>`",
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"limiter\""),
+            );
+            Err(r)
+        }
+        Some(t) if secret_matches(t.as_bytes(), expected.as_bytes()) => Ok(()),
+        Some(_) => Err(problem(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the admin token is wrong",
+        )),
+    }
+}
+
+async fn require_for_reads(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> Response {
+    if auth.protect_reads {
+        if let Err(r) = check_token(&auth, req.headers()) {
+            return r;
+        }
+    }
+    next.run(req).await
+}
+
+async fn require_for_writes(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> Response {
+    if let Err(r) = check_token(&auth, req.headers()) {
+        return r;
+    }
+    next.run(req).await
+}
+
+async fn dashboard() -> Html<&'static str> {
+    Html(DASHBOARD)
+}
+
+async fn summary(State(s): State<AppState>) -> Response {
+    Json(s.registry.monitoring_summary()).into_response()
+}
+
+async fn routes(State(s): State<AppState>) -> Response {
+    #[derive(Serialize)]
+    struct Body {
+        sample_interval_ms: u128,
+        routes: Vec<crate::monitor::RouteSnapshot>,
+    }
+    s.registry.refresh_monitor();
+    let m = s.registry.monitor();
+    Json(Body {
+        sample_interval_ms: m.config().sample_interval.as_millis(),
+        routes: m.routes(),
+    })
+    .into_response()
+}
+
+async fn ops(State(s): State<AppState>) -> Response {
+    #[derive(Serialize)]
+    struct Body {
+        ops: Vec<crate::OpSnapshot>,
+    }
+    Json(Body {
+        ops: s.registry.ops().iter().map(crate::Op::snapshot).collect(),
+    })
+    .into_response()
+}
+
+fn find_op(reg: &Registry, name: &str) -> Result<crate::Op, Response> {
+    reg.ops()
+        .into_iter()
+        .find(|o| o.name() == name)
+        .ok_or_else(|| {
+            problem(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no op named `{name}`"),
+            )
+        })
+}
+
+async fn op(State(s): State<AppState>, Path(name): Path<String>) -> Response {
+    match find_op(s.registry, &name) {
+        Ok(op) => Json(op.snapshot()).into_response(),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+struct AlertQuery {
+    state: Option<String>,
+}
+
+async fn alerts(State(s): State<AppState>, Query(q): Query<AlertQuery>) -> Response {
+    #[derive(Serialize)]
+    struct Body {
+        alerts: Vec<crate::monitor::Alert>,
+    }
+    let keep: fn(AlertState) -> bool = match q.state.as_deref().unwrap_or("open") {
+        "open" => |s| s != AlertState::Resolved,
+        "active" => |s| s == AlertState::Active,
+        "acknowledged" => |s| s == AlertState::Acknowledged,
+        "resolved" => |s| s == AlertState::Resolved,
+        "all" => |_| true,
+        other => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!(
+                    "unknown alert state `{other}`; expected one of: open, active, acknowledged, resolved, all"
+                ),
+            )
+        }
+    };
+    s.registry.refresh_monitor();
+    let alerts = s
+        .registry
+        .monitor()
+        .alerts()
+        .into_iter()
+        .filter(|a| keep(a.state))
+        .collect();
+    Json(Body { alerts }).into_response()
+}
+
+fn alert_answer(r: Result<crate::monitor::Alert, AlertError>) -> Response {
+    match r {
+        Ok(a) => Json(a).into_response(),
+        Err(e @ AlertError::NotFound(_)) => {
+            problem(StatusCode::NOT_FOUND, "not_found", e.to_string())
+        }
+        Err(e @ AlertError::Resolved(_)) => {
+            problem(StatusCode::CONFLICT, "conflict", e.to_string())
+        }
+    }
+}
+
+fn parse_id(raw: &str) -> Result<u64, Response> {
+    raw.parse().map_err(|_| {
+        problem(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("`{raw}` is not an id (a positive integer)"),
+        )
+    })
+}
+
+async fn acknowledge(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    match parse_id(&id) {
+        Ok(id) => alert_answer(s.registry.monitor().acknowledge(id)),
+        Err(r) => r,
+    }
+}
+
+async fn resolve(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    match parse_id(&id) {
+        Ok(id) => alert_answer(s.registry.monitor().resolve(id)),
+        Err(r) => r,
+    }
+}
+
+#[derive(Serialize)]
+struct BreakerView {
+    op: std::sync::Arc<str>,
+    #[serde(flatten)]
+    breaker: crate::BreakerSnapshot,
+}
+
+async fn breakers(State(s): State<AppState>) -> Response {
+    #[derive(Serialize)]
+    struct Body {
+        breakers: Vec<BreakerView>,
+    }
+    let breakers = s
+        .registry
+        .ops()
+        .iter()
+        .map(|o| o.snapshot())
+        .filter(|o| o.breaker.state != crate::BreakerState::Disabled)
+        .map(|o| BreakerView {
+            op: o.name,
+            breaker: o.breaker,
+        })
+        .collect();
+    Json(Body { breakers }).into_response()
+}
+
+async fn reset_breaker(State(s): State<AppState>, Path(name): Path<String>) -> Response {
+    match find_op(s.registry, &name) {
+        Ok(op) => {
+            op.reset_breaker();
+            let snap = op.snapshot();
+            tracing::info!(op = %name, "breaker reset over the monitoring API");
+            Json(BreakerView {
+                op: snap.name,
+                breaker: snap.breaker,
+            })
+            .into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+async fn limits(State(s): State<AppState>, Path(key): Path<String>) -> Response {
+    #[derive(Serialize)]
+    struct Body {
+        key: String,
+        limits: Vec<crate::monitor::KeyLimitView>,
+    }
+    let limits = s.registry.key_limits(&key);
+    Json(Body { key, limits }).into_response()
+}
+
+async fn reset_limits(State(s): State<AppState>, Path(key): Path<String>) -> Response {
+    #[derive(Serialize)]
+    struct Body {
+        key: String,
+        reset: usize,
+    }
+    let reset = s.registry.reset_key_everywhere(&key);
+    tracing::info!(key = %key, reset, "client key reset over the monitoring API");
+    Json(Body { key, reset }).into_response()
+}
+
+async fn background(State(s): State<AppState>) -> Response {
+    Json(s.registry.tasks().snapshot()).into_response()
+}
+
+async fn task(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    match s.registry.tasks().get(id) {
+        Some(info) => Json(info).into_response(),
+        None => problem(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no background task {id} (finished tasks are kept for a while)"),
+        ),
+    }
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    s.registry.refresh_monitor();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.registry.prometheus(),
+    )
+        .into_response()
+}

@@ -1,0 +1,244 @@
+//! Rules of the limiter layer: which requests (path pattern, methods,
+//! client classes) get which per-client limits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::Method;
+
+use crate::config::{Algorithm, RateSpec};
+use crate::error::ConfigError;
+use crate::monitor::RuleStats;
+use crate::rate::KeyedRate;
+use crate::spec::{parse_rate, Rate};
+
+use super::identity::ClientClass;
+use super::pattern::PathPattern;
+
+/// One rule: requests it applies to and the limits each client gets.
+///
+/// Rules are tried in the order they were added; the first whose pattern,
+/// methods and classes all match applies (so put specific rules before a
+/// catch-all `*`). A request no rule matches is not limited.
+///
+/// ```
+/// use axum::http::Method;
+/// use limiter_runtime::http::{ClientClass, Rule};
+///
+/// let login = Rule::new("/auth/login")
+///     .methods([Method::POST])
+///     .per_minute(5)
+///     .per_hour(20)
+///     .per_day(100);
+/// let anonymous = Rule::new("*")
+///     .classes([ClientClass::Anonymous])
+///     .per_minute(20)
+///     .shadow(true); // count what it would refuse, refuse nothing
+/// ```
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub(crate) name: Option<String>,
+    pub(crate) pattern: String,
+    pub(crate) methods: Vec<Method>,
+    pub(crate) classes: Vec<ClientClass>,
+    pub(crate) limits: Vec<(&'static str, Result<Rate, String>)>,
+    pub(crate) burst: Option<u32>,
+    pub(crate) algorithm: Algorithm,
+    pub(crate) shadow: bool,
+}
+
+impl Rule {
+    /// A rule for paths matching `pattern` (axum template syntax:
+    /// `/users/{id}`, `/files/{*path}`, or `*` for every path). Checked when
+    /// the layer is built.
+    pub fn new(pattern: &str) -> Self {
+        Self {
+            name: None,
+            pattern: pattern.to_owned(),
+            methods: Vec::new(),
+            classes: Vec::new(),
+            limits: Vec::new(),
+            burst: None,
+            algorithm: Algorithm::TokenBucket,
+            shadow: false,
+        }
+    }
+
+    /// Names the rule in metrics, logs and the `RateLimit-Policy` header
+    /// (default: the methods and the pattern, e.g. `POST /auth/login`).
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = Some(name.to_owned());
+        self
+    }
+
+    /// Only requests with one of these methods (default: every method).
+    pub fn methods(mut self, methods: impl IntoIterator<Item = Method>) -> Self {
+        self.methods.extend(methods);
+        self
+    }
+
+    /// Only callers of these classes (default: every class but internal
+    /// callers, who bypass every rule).
+    pub fn classes(mut self, classes: impl IntoIterator<Item = ClientClass>) -> Self {
+        self.classes.extend(classes);
+        self
+    }
+
+    fn count(mut self, field: &'static str, n: u32, period: Duration) -> Self {
+        let rate = Rate::new(n, period).map_err(|_| format!("{field} = {n}: must be at least 1"));
+        self.limits.push((field, rate));
+        self
+    }
+
+    /// At most `n` requests per second per client.
+    pub fn per_second(self, n: u32) -> Self {
+        self.count("per_second", n, Duration::from_secs(1))
+    }
+
+    /// At most `n` requests per minute per client.
+    pub fn per_minute(self, n: u32) -> Self {
+        self.count("per_minute", n, Duration::from_secs(60))
+    }
+
+    /// At most `n` requests per hour per client.
+    pub fn per_hour(self, n: u32) -> Self {
+        self.count("per_hour", n, Duration::from_secs(3600))
+    }
+
+    /// At most `n` requests per day per client.
+    pub fn per_day(self, n: u32) -> Self {
+        self.count("per_day", n, Duration::from_secs(86_400))
+    }
+
+    /// A limit in the attribute syntax, e.g. `"5/10s"`.
+    pub fn limit(mut self, rate: &str) -> Self {
+        self.limits.push((
+            "limit",
+            parse_rate(rate).map_err(|e| format!("limit = {rate:?}: {e}")),
+        ));
+        self
+    }
+
+    /// Requests a client may send at once before the first (shortest)
+    /// limit's pace applies (token bucket only; default: that limit's count).
+    pub fn burst(mut self, burst: u32) -> Self {
+        self.burst = Some(burst);
+        self
+    }
+
+    /// The algorithm (default: token bucket, GCRA).
+    pub fn algorithm(mut self, algorithm: Algorithm) -> Self {
+        self.algorithm = algorithm;
+        self
+    }
+
+    /// Shadow mode: count and log the requests the rule would refuse, but
+    /// let them through. For trying a limit on live traffic.
+    pub fn shadow(mut self, shadow: bool) -> Self {
+        self.shadow = shadow;
+        self
+    }
+
+    fn default_name(&self) -> String {
+        if self.methods.is_empty() {
+            self.pattern.clone()
+        } else {
+            let methods: Vec<&str> = self.methods.iter().map(Method::as_str).collect();
+            format!("{} {}", methods.join(","), self.pattern)
+        }
+    }
+}
+
+/// A rule ready to apply.
+pub(crate) struct CompiledRule {
+    pub(crate) name: Arc<str>,
+    pub(crate) pattern: PathPattern,
+    pub(crate) methods: Vec<Method>,
+    pub(crate) classes: Vec<ClientClass>,
+    pub(crate) limiter: KeyedRate,
+    pub(crate) shadow: bool,
+    pub(crate) stats: Arc<RuleStats>,
+}
+
+impl CompiledRule {
+    pub(crate) fn compile(
+        rule: Rule,
+        max_keys: usize,
+        stats: impl FnOnce(&str, bool) -> Arc<RuleStats>,
+    ) -> Result<Self, ConfigError> {
+        let name = rule.name.clone().unwrap_or_else(|| rule.default_name());
+        let invalid = |field: &'static str, value: String, reason: String| ConfigError::Invalid {
+            op: format!("rule {name}"),
+            field,
+            value,
+            reason,
+        };
+        let pattern: PathPattern =
+            rule.pattern
+                .parse()
+                .map_err(|e: super::pattern::PatternError| {
+                    invalid("pattern", rule.pattern.clone(), e.reason)
+                })?;
+        if name.is_empty() {
+            return Err(invalid("name", String::new(), "must not be empty".into()));
+        }
+        let mut windows = Vec::with_capacity(rule.limits.len());
+        for (field, rate) in rule.limits {
+            let rate = rate.map_err(|reason| invalid(field, String::new(), reason))?;
+            windows.push(rate);
+        }
+        if windows.is_empty() {
+            return Err(invalid(
+                "limits",
+                "none".into(),
+                "a rule needs at least one limit (per_second, per_minute, per_hour, per_day or limit)"
+                    .into(),
+            ));
+        }
+        // The shortest window first: it takes the burst.
+        windows.sort_by_key(|w| w.period());
+        if let Some(b) = rule.burst {
+            if b == 0 {
+                return Err(invalid("burst", "0".into(), "must be at least 1".into()));
+            }
+            if rule.algorithm != Algorithm::TokenBucket {
+                return Err(invalid(
+                    "burst",
+                    b.to_string(),
+                    format!("needs the token bucket algorithm, not {}", rule.algorithm),
+                ));
+            }
+        }
+        let spec = RateSpec {
+            windows,
+            burst: match rule.algorithm {
+                Algorithm::TokenBucket => rule.burst,
+                _ => None,
+            },
+            algorithm: rule.algorithm,
+        };
+        Ok(Self {
+            stats: stats(&name, rule.shadow),
+            name: name.into(),
+            pattern,
+            methods: rule.methods,
+            classes: rule.classes,
+            limiter: KeyedRate::new(spec, max_keys),
+            shadow: rule.shadow,
+        })
+    }
+
+    /// Whether the rule applies to a request of `method` on `path`.
+    pub(crate) fn matches_request(&self, method: &Method, path: &str) -> bool {
+        (self.methods.is_empty() || self.methods.contains(method)) && self.pattern.matches(path)
+    }
+
+    /// Whether the rule applies to callers of `class`.
+    pub(crate) fn matches_class(&self, class: ClientClass) -> bool {
+        if self.classes.is_empty() {
+            class != ClientClass::Internal
+        } else {
+            self.classes.contains(&class)
+        }
+    }
+}

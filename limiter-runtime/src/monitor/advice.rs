@@ -1,0 +1,340 @@
+//! Threshold checks (which raise alerts) and recommendations (sentences with
+//! the numbers that prompted them).
+
+use std::time::Duration;
+
+use crate::breaker::BreakerState;
+use crate::op::OpSnapshot;
+
+use super::alerts::{AlertKind, AlertLevel, Finding};
+use super::history::Window;
+use super::thresholds::Thresholds;
+
+/// Latency below this never counts as a regression: a jump from 40 µs to
+/// 200 µs is noise, not news.
+const REGRESSION_FLOOR: Duration = Duration::from_millis(5);
+
+/// A route or op over the recent window (and the baseline before it).
+pub(crate) struct View<'a> {
+    /// `route GET /x/{id}` or `op db`.
+    pub(crate) subject: &'a str,
+    pub(crate) recent: &'a Window,
+    pub(crate) baseline: Option<&'a Window>,
+}
+
+/// Formats seconds the way people read them: `4.2 s`, `340 ms`, `85 µs`.
+pub(crate) fn human(secs: f64) -> String {
+    if secs >= 1.0 {
+        format!("{secs:.1} s")
+    } else if secs >= 1e-3 {
+        format!("{:.0} ms", secs * 1e3)
+    } else {
+        format!("{:.0} µs", secs * 1e6)
+    }
+}
+
+fn percent(r: f64) -> String {
+    format!("{:.1}%", r * 100.0)
+}
+
+fn level_of(value: f64, [warn, err, crit]: [f64; 3]) -> Option<(AlertLevel, f64)> {
+    if value >= crit {
+        Some((AlertLevel::Critical, crit))
+    } else if value >= err {
+        Some((AlertLevel::Error, err))
+    } else if value >= warn {
+        Some((AlertLevel::Warning, warn))
+    } else {
+        None
+    }
+}
+
+fn level_name(l: AlertLevel) -> &'static str {
+    match l {
+        AlertLevel::Warning => "warning",
+        AlertLevel::Error => "error",
+        AlertLevel::Critical => "critical",
+    }
+}
+
+/// The threshold checks of one route or op over the recent window.
+pub(crate) fn check(t: &Thresholds, v: &View<'_>) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let r = v.recent;
+    let window = human(r.span_ms as f64 / 1e3);
+    let finding = |kind, level, message, value, threshold| Finding {
+        kind,
+        subject: v.subject.to_owned(),
+        level,
+        message,
+        value,
+        threshold,
+    };
+    if r.calls >= t.min_calls {
+        let p95 = r.quantile_s(0.95);
+        let limits = t.response_time.map(|d| d.as_secs_f64());
+        if let Some((level, limit)) = level_of(p95, limits) {
+            out.push(finding(
+                AlertKind::ResponseTime,
+                level,
+                format!(
+                    "{}: p95 {} over the last {window} is above the {} {} threshold",
+                    v.subject,
+                    human(p95),
+                    human(limit),
+                    level_name(level)
+                ),
+                p95,
+                limit,
+            ));
+        }
+        let rate = r.error_rate();
+        if let Some((level, limit)) = level_of(rate, t.error_rate) {
+            out.push(finding(
+                AlertKind::ErrorRate,
+                level,
+                format!(
+                    "{}: {} of the last {} calls failed (over {window}), above the {} {} threshold",
+                    v.subject,
+                    percent(rate),
+                    r.calls,
+                    percent(limit),
+                    level_name(level)
+                ),
+                rate,
+                limit,
+            ));
+        }
+    }
+    let [warn, err] = t.slow_polls;
+    let slow = r.slow_polls;
+    let slow_level = if slow >= err {
+        Some((AlertLevel::Error, err))
+    } else if slow >= warn {
+        Some((AlertLevel::Warning, warn))
+    } else {
+        None
+    };
+    if let Some((level, limit)) = slow_level {
+        out.push(finding(
+            AlertKind::SlowPolls,
+            level,
+            format!(
+                "{}: {slow} polls blocked the executor thread in the last {window} (threshold {limit})",
+                v.subject
+            ),
+            slow as f64,
+            limit as f64,
+        ));
+    }
+    if let Some((recent, base, ratio)) = regression(t, v) {
+        out.push(finding(
+            AlertKind::Regression,
+            if ratio >= 2.0 * t.regression_ratio {
+                AlertLevel::Error
+            } else {
+                AlertLevel::Warning
+            },
+            format!(
+                "{}: p95 rose from {} (baseline) to {} (last {window}), {ratio:.1}×",
+                v.subject,
+                human(base),
+                human(recent)
+            ),
+            ratio,
+            t.regression_ratio,
+        ));
+    }
+    out
+}
+
+/// Recent p95, baseline p95 and their ratio, when the recent one is worse
+/// by the regression ratio and both windows hold enough calls.
+fn regression(t: &Thresholds, v: &View<'_>) -> Option<(f64, f64, f64)> {
+    let base = v.baseline?;
+    if v.recent.calls < t.min_calls || base.calls < t.min_calls {
+        return None;
+    }
+    let recent = v.recent.quantile_s(0.95);
+    let before = base.quantile_s(0.95);
+    if before <= 0.0 || recent < REGRESSION_FLOOR.as_secs_f64() {
+        return None;
+    }
+    let ratio = recent / before;
+    (ratio >= t.regression_ratio).then_some((recent, before, ratio))
+}
+
+/// An open breaker as an alert.
+pub(crate) fn check_breaker(op: &OpSnapshot) -> Option<Finding> {
+    let b = &op.breaker;
+    let level = match b.state {
+        BreakerState::Open | BreakerState::ForcedOpen => AlertLevel::Error,
+        BreakerState::HalfOpen => AlertLevel::Warning,
+        BreakerState::Closed | BreakerState::Disabled => return None,
+    };
+    let state = match b.state {
+        BreakerState::ForcedOpen => "held open by hand",
+        BreakerState::HalfOpen => "half-open, probing",
+        _ => "open",
+    };
+    Some(Finding {
+        kind: AlertKind::CircuitOpen,
+        subject: format!("op {}", op.name),
+        level,
+        message: format!(
+            "op `{}`: circuit {state} ({} of the last {} calls failed); calls fail fast",
+            op.name, b.window_failures, b.window_calls
+        ),
+        value: b.failure_rate,
+        threshold: op.config.breaker.as_ref().map_or(0.0, |p| p.failure_rate),
+    })
+}
+
+/// Recommendations for a route.
+pub(crate) fn advise_route(t: &Thresholds, v: &View<'_>, out: &mut Vec<String>) {
+    let r = v.recent;
+    let window = human(r.span_ms as f64 / 1e3);
+    if r.calls >= t.min_calls {
+        let p95 = r.quantile_s(0.95);
+        let warn = t.response_time[0].as_secs_f64();
+        if p95 >= warn {
+            out.push(format!(
+                "{}: p95 {} over the last {window} is above the {} target; put its slow calls behind \
+                 `#[limit_blocking(timeout = ...)]` or cache it with `#[optimize_route(level = Ultra, cache_ttl = ...)]`",
+                v.subject,
+                human(p95),
+                human(warn)
+            ));
+        }
+        let rate = r.error_rate();
+        if rate >= t.error_rate[0] {
+            out.push(format!(
+                "{}: {} of the last {} responses were server errors; look at the ops it calls \
+                 (breakers, timeouts) on /monitoring/ops",
+                v.subject,
+                percent(rate),
+                r.calls
+            ));
+        }
+    }
+    if r.slow_polls > 0 {
+        out.push(format!(
+            "{}: {} polls blocked the executor thread in the last {window}; move the blocking work into \
+             a plain `fn` under `#[limit_blocking]` so it runs on the blocking pool",
+            v.subject, r.slow_polls
+        ));
+    }
+    if let Some((recent, base, ratio)) = regression(t, v) {
+        out.push(format!(
+            "{}: p95 is {ratio:.1}× its baseline ({} → {}); check what changed (deploy, data size, a dependency)",
+            v.subject,
+            human(base),
+            human(recent)
+        ));
+    }
+}
+
+/// Recommendations for an op.
+pub(crate) fn advise_op(t: &Thresholds, op: &OpSnapshot, recent: &Window, out: &mut Vec<String>) {
+    let c = &op.counters;
+    let cfg = &op.config;
+    let name = &op.name;
+    if let Some(timeout) = cfg.timeout {
+        if recent.calls >= t.min_calls {
+            let p95 = recent.quantile_s(0.95);
+            let share = p95 / timeout.as_secs_f64();
+            if share >= 0.8 {
+                out.push(format!(
+                    "op `{name}`: p95 {} is {:.0}% of its {} timeout; calls near it will time out — \
+                     raise `timeout` or make the work faster",
+                    human(p95),
+                    share * 100.0,
+                    human(timeout.as_secs_f64())
+                ));
+            }
+        }
+    }
+    let calls = c.calls.max(1);
+    let share = |n: u64| n as f64 / calls as f64;
+    if c.rejected_rate_limited > 0 && share(c.rejected_rate_limited) >= 0.05 {
+        let limit = cfg
+            .rate
+            .as_ref()
+            .or(cfg.rate_per_key.as_ref())
+            .map(|s| {
+                s.windows
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        out.push(format!(
+            "op `{name}`: {} of {} calls were refused by its rate limit ({limit}); raise `rate` if the \
+             callers are legitimate, or cache the result",
+            percent(share(c.rejected_rate_limited)),
+            c.calls
+        ));
+    }
+    let full = c.rejected_queue_full_global + c.rejected_queue_full_key + c.rejected_queue_timeout;
+    if full > 0 && share(full) >= 0.01 {
+        out.push(format!(
+            "op `{name}`: {full} of {} calls found no place (max_concurrent {}, queue {}, queue timeout {}); \
+             raise `max_concurrent` if the backend has room, or shed earlier with a smaller `queue`",
+            c.calls,
+            cfg.max_concurrent,
+            cfg.queue,
+            human(cfg.queue_timeout.as_secs_f64())
+        ));
+    }
+    if matches!(
+        op.breaker.state,
+        BreakerState::Open | BreakerState::ForcedOpen
+    ) {
+        let recovery = cfg.breaker.as_ref().map_or(String::new(), |b| {
+            format!(" for {}", human(b.recovery.as_secs_f64()))
+        });
+        out.push(format!(
+            "op `{name}`: circuit open after {} failures in {} calls; calls fail fast{recovery}. \
+             Check the dependency, and give users a degraded answer with `fallback = ...`",
+            op.breaker.window_failures, op.breaker.window_calls
+        ));
+    }
+    if recent.slow_polls > 0 {
+        out.push(format!(
+            "op `{name}`: {} polls over {} blocked the executor thread (longest {}); make it a plain `fn` \
+             so it runs on the blocking pool",
+            recent.slow_polls,
+            human(cfg.slow_poll.as_secs_f64()),
+            human(c.max_poll_ns as f64 / 1e9)
+        ));
+    }
+    if c.orphans > 0 {
+        out.push(format!(
+            "op `{name}`: {} offloaded calls kept running after their timeout ({} still running); \
+             blocking work cannot be aborted, so shorten it or raise the timeout",
+            c.orphans, c.orphans_running
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_units() {
+        assert_eq!(human(4.2), "4.2 s");
+        assert_eq!(human(0.34), "340 ms");
+        assert_eq!(human(0.000_085), "85 µs");
+    }
+
+    #[test]
+    fn levels_follow_the_thresholds() {
+        let t = [1.0, 5.0, 10.0];
+        assert_eq!(level_of(0.5, t), None);
+        assert_eq!(level_of(1.0, t), Some((AlertLevel::Warning, 1.0)));
+        assert_eq!(level_of(7.0, t), Some((AlertLevel::Error, 5.0)));
+        assert_eq!(level_of(12.0, t), Some((AlertLevel::Critical, 10.0)));
+    }
+}

@@ -1,0 +1,290 @@
+//! Alerts: raised by threshold checks, kept with an id, a level and a
+//! lifecycle (active → acknowledged → resolved).
+
+use serde::Serialize;
+
+/// How bad a condition is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertLevel {
+    /// Worth a look.
+    Warning,
+    /// Users are affected.
+    Error,
+    /// Users are badly affected.
+    Critical,
+}
+
+/// Where an alert is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    /// Raised and not yet seen by anyone.
+    Active,
+    /// Someone is on it. Becomes active again if the level rises.
+    Acknowledged,
+    /// Over: resolved by hand, or the condition cleared.
+    Resolved,
+}
+
+/// What an alert is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// p95 latency above a response-time threshold.
+    ResponseTime,
+    /// Share of failed calls above an error-rate threshold.
+    ErrorRate,
+    /// Slow polls (the executor thread was blocked) above a threshold.
+    SlowPolls,
+    /// Recent p95 well above the baseline p95.
+    Regression,
+    /// A circuit breaker is open.
+    CircuitOpen,
+}
+
+/// One alert.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Alert {
+    /// Unique in the process, increasing.
+    pub id: u64,
+    /// Current level (the highest seen while open).
+    pub level: AlertLevel,
+    /// Lifecycle state.
+    pub state: AlertState,
+    /// What it is about.
+    pub kind: AlertKind,
+    /// The route (`route GET /x/{id}`) or op (`op db`).
+    pub subject: String,
+    /// A sentence with the figures.
+    pub message: String,
+    /// The measured value (seconds, a ratio, or a count).
+    pub value: f64,
+    /// The threshold it crossed.
+    pub threshold: f64,
+    /// When first raised, unix milliseconds.
+    pub first_seen_ms: u64,
+    /// When last seen to hold, unix milliseconds.
+    pub last_seen_ms: u64,
+    /// Evaluations that found the condition.
+    pub occurrences: u64,
+    /// When acknowledged.
+    pub acknowledged_ms: Option<u64>,
+    /// When resolved.
+    pub resolved_ms: Option<u64>,
+    /// `manual` or `cleared` once resolved.
+    pub resolution: Option<&'static str>,
+}
+
+impl Alert {
+    fn is_open(&self) -> bool {
+        self.state != AlertState::Resolved
+    }
+}
+
+/// A condition found by one evaluation.
+#[derive(Debug, Clone)]
+pub(crate) struct Finding {
+    pub(crate) kind: AlertKind,
+    pub(crate) subject: String,
+    pub(crate) level: AlertLevel,
+    pub(crate) message: String,
+    pub(crate) value: f64,
+    pub(crate) threshold: f64,
+}
+
+/// Why an alert could not change state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AlertError {
+    /// No alert has that id (or it was dropped from the retained history).
+    #[error("no alert with id {0}")]
+    NotFound(u64),
+    /// The alert is resolved already.
+    #[error("alert {0} is already resolved")]
+    Resolved(u64),
+}
+
+/// All alerts, open and recently resolved.
+#[derive(Debug, Default)]
+pub(crate) struct AlertBook {
+    next_id: u64,
+    alerts: Vec<Alert>,
+}
+
+/// Resolved alerts kept for display.
+const RETAIN_RESOLVED: usize = 500;
+
+impl AlertBook {
+    /// Applies the findings of one evaluation of `checked` subjects: a
+    /// finding updates the open alert of its kind and subject or raises a
+    /// new one; an open alert of a checked subject with no finding has
+    /// cleared and is resolved.
+    pub(crate) fn apply(
+        &mut self,
+        findings: Vec<Finding>,
+        checked: &dyn Fn(&str) -> bool,
+        now_ms: u64,
+    ) {
+        for a in self.alerts.iter_mut().filter(|a| a.is_open()) {
+            let still = findings
+                .iter()
+                .any(|f| f.kind == a.kind && f.subject == a.subject);
+            if !still && checked(&a.subject) {
+                a.state = AlertState::Resolved;
+                a.resolved_ms = Some(now_ms);
+                a.resolution = Some("cleared");
+            }
+        }
+        for f in findings {
+            let open = self
+                .alerts
+                .iter_mut()
+                .find(|a| a.is_open() && a.kind == f.kind && a.subject == f.subject);
+            match open {
+                Some(a) => {
+                    if f.level > a.level {
+                        a.level = f.level;
+                        a.state = AlertState::Active;
+                        a.acknowledged_ms = None;
+                    }
+                    a.message = f.message;
+                    a.value = f.value;
+                    a.threshold = f.threshold;
+                    a.last_seen_ms = now_ms;
+                    a.occurrences += 1;
+                }
+                None => {
+                    self.next_id += 1;
+                    tracing::warn!(
+                        id = self.next_id,
+                        level = ?f.level,
+                        kind = ?f.kind,
+                        subject = %f.subject,
+                        "{}",
+                        f.message
+                    );
+                    self.alerts.push(Alert {
+                        id: self.next_id,
+                        level: f.level,
+                        state: AlertState::Active,
+                        kind: f.kind,
+                        subject: f.subject,
+                        message: f.message,
+                        value: f.value,
+                        threshold: f.threshold,
+                        first_seen_ms: now_ms,
+                        last_seen_ms: now_ms,
+                        occurrences: 1,
+                        acknowledged_ms: None,
+                        resolved_ms: None,
+                        resolution: None,
+                    });
+                }
+            }
+        }
+        let resolved = self.alerts.iter().filter(|a| !a.is_open()).count();
+        if resolved > RETAIN_RESOLVED {
+            let mut drop = resolved - RETAIN_RESOLVED;
+            self.alerts.retain(|a| {
+                if drop > 0 && !a.is_open() {
+                    drop -= 1;
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+    }
+
+    pub(crate) fn all(&self) -> &[Alert] {
+        &self.alerts
+    }
+
+    pub(crate) fn acknowledge(&mut self, id: u64, now_ms: u64) -> Result<Alert, AlertError> {
+        let a = self.find(id)?;
+        if a.state == AlertState::Active {
+            a.state = AlertState::Acknowledged;
+            a.acknowledged_ms = Some(now_ms);
+        }
+        Ok(a.clone())
+    }
+
+    pub(crate) fn resolve(&mut self, id: u64, now_ms: u64) -> Result<Alert, AlertError> {
+        let a = self.find(id)?;
+        a.state = AlertState::Resolved;
+        a.resolved_ms = Some(now_ms);
+        a.resolution = Some("manual");
+        Ok(a.clone())
+    }
+
+    fn find(&mut self, id: u64) -> Result<&mut Alert, AlertError> {
+        let a = self
+            .alerts
+            .iter_mut()
+            .find(|a| a.id == id)
+            .ok_or(AlertError::NotFound(id))?;
+        if a.state == AlertState::Resolved {
+            return Err(AlertError::Resolved(id));
+        }
+        Ok(a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding(level: AlertLevel) -> Finding {
+        Finding {
+            kind: AlertKind::ResponseTime,
+            subject: "route GET /x".into(),
+            level,
+            message: "slow".into(),
+            value: 2.0,
+            threshold: 1.0,
+        }
+    }
+
+    #[test]
+    fn lifecycle() {
+        let mut book = AlertBook::default();
+        let all = |_: &str| true;
+        book.apply(vec![finding(AlertLevel::Warning)], &all, 1);
+        book.apply(vec![finding(AlertLevel::Warning)], &all, 2);
+        assert_eq!(book.all().len(), 1, "the same condition updates one alert");
+        let a = &book.all()[0];
+        assert_eq!(
+            (a.id, a.occurrences, a.first_seen_ms, a.last_seen_ms),
+            (1, 2, 1, 2)
+        );
+
+        let acked = book.acknowledge(1, 3).unwrap();
+        assert_eq!(acked.state, AlertState::Acknowledged);
+        book.apply(vec![finding(AlertLevel::Error)], &all, 4);
+        assert_eq!(
+            book.all()[0].state,
+            AlertState::Active,
+            "escalation reactivates"
+        );
+        assert_eq!(book.all()[0].level, AlertLevel::Error);
+
+        assert_eq!(book.resolve(1, 5).unwrap().resolution, Some("manual"));
+        assert_eq!(book.resolve(1, 6), Err(AlertError::Resolved(1)));
+        assert_eq!(book.acknowledge(9, 6), Err(AlertError::NotFound(9)));
+
+        book.apply(vec![finding(AlertLevel::Warning)], &all, 7);
+        assert_eq!(
+            book.all().len(),
+            2,
+            "a condition that persists is raised anew"
+        );
+        book.apply(Vec::new(), &|_| false, 8);
+        assert_eq!(
+            book.all()[1].state,
+            AlertState::Active,
+            "unchecked subjects stay"
+        );
+        book.apply(Vec::new(), &all, 9);
+        assert_eq!(book.all()[1].resolution, Some("cleared"));
+    }
+}

@@ -1,0 +1,550 @@
+//! The performance monitor: per-route HTTP metrics, periodic samples of
+//! every route and op, threshold alerts with a lifecycle, regression
+//! detection and recommendations.
+//!
+//! Each [`Registry`](crate::Registry) has one ([`Registry::monitor`](crate::Registry::monitor)).
+//! Recording costs a few atomic adds; windows (the last minute, the baseline
+//! before it, one point of the chart) are differences of samples taken every
+//! [`MonitorConfig::sample_interval`], computed when someone reads.
+//!
+//! ```
+//! use std::time::Duration;
+//! use limiter_runtime::{monitor::AlertKind, Registry};
+//!
+//! let reg = Registry::new();
+//! let mut cfg = reg.monitor().config();
+//! cfg.thresholds.min_calls = 1;
+//! reg.monitor().configure(cfg).unwrap();
+//!
+//! let route = reg.monitor().route("GET", "/users/{id}");
+//! for _ in 0..4 {
+//!     route.finish(503, Duration::from_millis(3));
+//! }
+//! reg.refresh_monitor();
+//! let alerts = reg.monitor().alerts();
+//! assert_eq!(alerts[0].kind, AlertKind::ErrorRate);
+//! assert_eq!(alerts[0].subject, "route GET /users/{id}");
+//! ```
+
+mod advice;
+mod alerts;
+mod export;
+mod history;
+mod route;
+mod rules;
+mod thresholds;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::breaker::BreakerState;
+use crate::error::ConfigError;
+use crate::op::{Op, OpSnapshot};
+
+pub use alerts::{Alert, AlertError, AlertKind, AlertLevel, AlertState};
+pub(crate) use export::prometheus;
+pub(crate) use route::RouteStats;
+pub use route::{
+    RoutePoint, RouteSnapshot, StatusClasses, MAX_ROUTES, OTHER_ROUTE, UNMATCHED_ROUTE,
+};
+pub use rules::{RuleDecision, RuleSnapshot, RuleStats};
+pub use thresholds::{MonitorConfig, Thresholds};
+
+use advice::View;
+use alerts::AlertBook;
+use history::{Sample, Series, Window};
+use route::RouteTable;
+use rules::RuleTable;
+
+/// Unix milliseconds now.
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Per-key limits held outside the ops (the limiter layer's rules), so
+/// `GET /monitoring/limits/{key}` can show and reset them.
+pub(crate) trait KeyLimits: Send + Sync {
+    /// What is held for `key`.
+    fn usage(&self, key: &str) -> Vec<KeyLimitView>;
+    /// Forgets `key`; returns how many limits held it.
+    fn reset(&self, key: &str) -> usize;
+}
+
+/// One limit's state for one key (`GET /monitoring/limits/{key}`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct KeyLimitView {
+    /// `op db` or `rule POST /auth/login`.
+    pub source: String,
+    /// The rate limit, e.g. `5/1m, 20/1h`.
+    pub limit: Option<String>,
+    /// Calls the key may make now.
+    pub available: Option<u64>,
+    /// Calls of the key running.
+    pub in_flight: u32,
+    /// Calls of the key queued.
+    pub queued: u32,
+}
+
+/// The monitor of one registry.
+pub struct Monitor {
+    started: Instant,
+    pub(crate) routes: RouteTable,
+    rules: RuleTable,
+    limits: Mutex<Vec<std::sync::Weak<dyn KeyLimits>>>,
+    state: Mutex<State>,
+    sampler: AtomicBool,
+}
+
+#[derive(Default)]
+struct State {
+    config: MonitorConfig,
+    last_sample_ms: u64,
+    routes: HashMap<String, Series>,
+    ops: HashMap<String, Series>,
+    alerts: AlertBook,
+    recommendations: Vec<String>,
+}
+
+/// A handle to record the requests of one route.
+#[derive(Clone)]
+pub struct RouteRecorder {
+    stats: Arc<RouteStats>,
+}
+
+impl RouteRecorder {
+    /// Counts a request that started; pair with [`RouteRecorder::finish`].
+    pub fn start(&self) {
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a response with `status` after `latency`, ending a request
+    /// counted by [`RouteRecorder::start`] (or, without one, counting it
+    /// now).
+    pub fn finish(&self, status: u16, latency: Duration) {
+        let sub = self
+            .stats
+            .in_flight
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        if sub.is_err() {
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        }
+        self.stats
+            .finish(status, crate::clock::duration_ns(latency));
+    }
+
+    /// Counts one poll of the handler that blocked the thread for longer
+    /// than the slow-poll threshold.
+    pub fn slow_poll(&self) {
+        self.stats.slow_polls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The request ended without a response (the client went away).
+    pub fn abandon(&self) {
+        let _ = self
+            .stats
+            .in_flight
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+}
+
+/// Totals across routes.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RouteTotals {
+    /// Routes seen.
+    pub count: usize,
+    /// Requests received.
+    pub requests: u64,
+    /// 5xx responses.
+    pub errors: u64,
+    /// 5xx over all responses.
+    pub error_rate: f64,
+    /// 408, 429 and 503 responses.
+    pub rejected: u64,
+    /// Requests being handled.
+    pub in_flight: u64,
+}
+
+/// Totals across ops.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OpTotals {
+    /// Ops known.
+    pub count: usize,
+    /// Calls.
+    pub calls: u64,
+    /// Calls refused by a limit.
+    pub rejected: u64,
+    /// Calls running.
+    pub in_flight: u64,
+    /// Calls queued.
+    pub queued: u64,
+}
+
+/// Breakers by state.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BreakerTotals {
+    /// Closed breakers.
+    pub closed: usize,
+    /// Open breakers.
+    pub open: usize,
+    /// Half-open breakers.
+    pub half_open: usize,
+    /// Breakers held open by hand.
+    pub forced_open: usize,
+}
+
+/// Open alerts by state and level.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AlertTotals {
+    /// Active alerts.
+    pub active: usize,
+    /// Acknowledged alerts.
+    pub acknowledged: usize,
+    /// Open critical alerts.
+    pub critical: usize,
+    /// Open error alerts.
+    pub error: usize,
+    /// Open warnings.
+    pub warning: usize,
+}
+
+/// Background tasks in brief.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TaskTotals {
+    /// Tasks waiting for a place.
+    pub pending: usize,
+    /// Tasks running.
+    pub running: usize,
+    /// Tasks started since the process began.
+    pub spawned: u64,
+    /// Tasks refused.
+    pub rejected: u64,
+}
+
+/// Everything at a glance (`GET /monitoring/summary`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Seconds since the monitor started.
+    pub uptime_s: f64,
+    /// Whether limits are on.
+    pub enabled: bool,
+    /// Routes.
+    pub routes: RouteTotals,
+    /// Ops.
+    pub ops: OpTotals,
+    /// Breakers.
+    pub breakers: BreakerTotals,
+    /// Open alerts.
+    pub alerts: AlertTotals,
+    /// Background tasks.
+    pub background: TaskTotals,
+    /// Limiter-layer rules and their decisions.
+    pub rules: Vec<RuleSnapshot>,
+    /// What to change, with the numbers.
+    pub recommendations: Vec<String>,
+}
+
+fn op_rejected(s: &OpSnapshot) -> u64 {
+    let c = &s.counters;
+    c.rejected_rate_limited
+        + c.rejected_queue_full_key
+        + c.rejected_queue_full_global
+        + c.rejected_queue_timeout
+        + c.rejected_circuit_open
+        + c.rejected_overloaded
+}
+
+fn op_sample(op: &Op, snap: &OpSnapshot, t_ms: u64) -> Sample {
+    let c = &snap.counters;
+    Sample {
+        t_ms,
+        calls: c.succeeded + c.failed + c.timeouts + c.panics,
+        errors: c.failed + c.timeouts + c.panics,
+        slow_polls: c.slow_polls,
+        latency: op.core.metrics.latency.counts(),
+    }
+}
+
+fn route_sample(r: &RouteStats, t_ms: u64) -> Sample {
+    let latency = r.counts();
+    Sample {
+        t_ms,
+        calls: latency.count(),
+        errors: r.errors(),
+        slow_polls: r.slow_polls.load(Ordering::Relaxed),
+        latency,
+    }
+}
+
+impl Default for Monitor {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            routes: RouteTable::default(),
+            rules: RuleTable::default(),
+            limits: Mutex::new(Vec::new()),
+            state: Mutex::new(State::default()),
+            sampler: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Monitor {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> MonitorConfig {
+        self.state().config.clone()
+    }
+
+    /// Replaces the configuration after checking it.
+    pub fn configure(&self, config: MonitorConfig) -> Result<(), ConfigError> {
+        config.validate()?;
+        self.state().config = config;
+        Ok(())
+    }
+
+    /// The recorder of `method` + route `template` (e.g. `/users/{id}`:
+    /// the template, never the raw path).
+    pub fn route(&self, method: &str, template: &str) -> RouteRecorder {
+        RouteRecorder {
+            stats: self.routes.get(method, template),
+        }
+    }
+
+    /// The decision counters of the limiter-layer rule `name` (shared by
+    /// every layer whose rule has that name and shadow setting).
+    pub fn rule(&self, name: &str, shadow: bool) -> Arc<RuleStats> {
+        self.rules.get(name, shadow)
+    }
+
+    pub(crate) fn register_limits(&self, limits: std::sync::Weak<dyn KeyLimits>) {
+        let mut all = self.limits.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|w| w.strong_count() > 0);
+        all.push(limits);
+    }
+
+    /// The live per-key limit holders (layers).
+    pub(crate) fn key_limits(&self) -> Vec<Arc<dyn KeyLimits>> {
+        self.limits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect()
+    }
+
+    /// Decisions of every limiter-layer rule.
+    pub fn rules(&self) -> Vec<RuleSnapshot> {
+        self.rules.all()
+    }
+
+    /// Every route with its history.
+    pub fn routes(&self) -> Vec<RouteSnapshot> {
+        let now = unix_ms();
+        let routes = self.routes.all();
+        let st = self.state();
+        routes
+            .iter()
+            .map(|r| {
+                let history = st
+                    .routes
+                    .get(&r.label())
+                    .map(|series| {
+                        series
+                            .intervals(&route_sample(r, now))
+                            .into_iter()
+                            .map(|(t_ms, w)| point(t_ms, &w))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                r.snapshot(history)
+            })
+            .collect()
+    }
+
+    /// Every alert, open and recently resolved, oldest first.
+    pub fn alerts(&self) -> Vec<Alert> {
+        self.state().alerts.all().to_vec()
+    }
+
+    /// Marks an alert as seen. Acknowledging twice is not an error.
+    pub fn acknowledge(&self, id: u64) -> Result<Alert, AlertError> {
+        self.state().alerts.acknowledge(id, unix_ms())
+    }
+
+    /// Closes an alert by hand. If its condition still holds at the next
+    /// evaluation, a new alert is raised.
+    pub fn resolve(&self, id: u64) -> Result<Alert, AlertError> {
+        self.state().alerts.resolve(id, unix_ms())
+    }
+
+    /// The recommendations of the last evaluation.
+    pub fn recommendations(&self) -> Vec<String> {
+        self.state().recommendations.clone()
+    }
+
+    /// Totals for routes and open alerts, plus uptime (ops, breakers and
+    /// tasks are filled in by [`crate::Registry::monitoring_summary`]).
+    pub(crate) fn summary(&self, ops: &[OpSnapshot]) -> Summary {
+        let routes = self.routes.all();
+        let mut rt = RouteTotals {
+            count: routes.len(),
+            ..RouteTotals::default()
+        };
+        let mut responses = 0;
+        for r in &routes {
+            rt.requests += r.requests.load(Ordering::Relaxed);
+            rt.errors += r.errors();
+            rt.rejected += r.rejected();
+            rt.in_flight += r.in_flight.load(Ordering::Relaxed);
+            responses += r.counts().count();
+        }
+        rt.error_rate = route::ratio(rt.errors, responses);
+        let mut ot = OpTotals {
+            count: ops.len(),
+            ..OpTotals::default()
+        };
+        let mut bt = BreakerTotals::default();
+        for s in ops {
+            ot.calls += s.counters.calls;
+            ot.rejected += op_rejected(s);
+            ot.in_flight += u64::from(s.bulkhead.in_flight);
+            ot.queued += u64::from(s.bulkhead.queued);
+            match s.breaker.state {
+                BreakerState::Closed => bt.closed += 1,
+                BreakerState::Open => bt.open += 1,
+                BreakerState::HalfOpen => bt.half_open += 1,
+                BreakerState::ForcedOpen => bt.forced_open += 1,
+                BreakerState::Disabled => {}
+            }
+        }
+        let st = self.state();
+        let mut at = AlertTotals::default();
+        for a in st.alerts.all() {
+            match a.state {
+                AlertState::Active => at.active += 1,
+                AlertState::Acknowledged => at.acknowledged += 1,
+                AlertState::Resolved => continue,
+            }
+            match a.level {
+                AlertLevel::Critical => at.critical += 1,
+                AlertLevel::Error => at.error += 1,
+                AlertLevel::Warning => at.warning += 1,
+            }
+        }
+        Summary {
+            uptime_s: self.started.elapsed().as_secs_f64(),
+            enabled: true,
+            routes: rt,
+            ops: ot,
+            breakers: bt,
+            alerts: at,
+            background: TaskTotals::default(),
+            rules: self.rules.all(),
+            recommendations: st.recommendations.clone(),
+        }
+    }
+
+    /// Takes a sample if one is due, then checks every threshold, updates
+    /// the alerts and the recommendations.
+    pub(crate) fn refresh(&self, ops: &[Op]) {
+        let now = unix_ms();
+        let snaps: Vec<OpSnapshot> = ops.iter().map(Op::snapshot).collect();
+        let routes = self.routes.all();
+        let mut st = self.state();
+        let st = &mut *st;
+        let cfg = st.config.clone();
+        let t = &cfg.thresholds;
+        let recent_ms = t.recent.as_millis() as u64;
+        let baseline_ms = t.baseline.as_millis() as u64;
+        let due = now.saturating_sub(st.last_sample_ms) >= cfg.sample_interval.as_millis() as u64;
+
+        let mut findings = Vec::new();
+        let mut advice = Vec::new();
+        let mut checked = Vec::new();
+        for r in &routes {
+            let label = r.label();
+            let subject = format!("route {label}");
+            let sample = route_sample(r, now);
+            let series = st.routes.entry(label).or_default();
+            let (recent, baseline) = windows(series, &sample, recent_ms, baseline_ms);
+            let view = View {
+                subject: &subject,
+                recent: &recent,
+                baseline: baseline.as_ref(),
+            };
+            findings.extend(advice::check(t, &view));
+            advice::advise_route(t, &view, &mut advice);
+            if due {
+                series.push(sample, cfg.history);
+            }
+            checked.push(subject);
+        }
+        for (op, snap) in ops.iter().zip(&snaps) {
+            let subject = format!("op {}", snap.name);
+            let sample = op_sample(op, snap, now);
+            let series = st.ops.entry(snap.name.to_string()).or_default();
+            let (recent, baseline) = windows(series, &sample, recent_ms, baseline_ms);
+            let view = View {
+                subject: &subject,
+                recent: &recent,
+                baseline: baseline.as_ref(),
+            };
+            findings.extend(advice::check(t, &view));
+            findings.extend(advice::check_breaker(snap));
+            advice::advise_op(t, snap, &recent, &mut advice);
+            if due {
+                series.push(sample, cfg.history);
+            }
+            checked.push(subject);
+        }
+        if due {
+            st.last_sample_ms = now;
+        }
+        let is_checked = |s: &str| checked.iter().any(|c| c == s);
+        st.alerts.apply(findings, &is_checked, now);
+        st.recommendations = advice;
+    }
+
+    /// Whether the sampler task runs; sets it as running.
+    pub(crate) fn claim_sampler(&self) -> bool {
+        !self.sampler.swap(true, Ordering::AcqRel)
+    }
+
+    /// The sampling interval.
+    pub(crate) fn sample_interval(&self) -> Duration {
+        self.state().config.sample_interval
+    }
+}
+
+fn windows(
+    series: &Series,
+    now: &Sample,
+    recent_ms: u64,
+    baseline_ms: u64,
+) -> (Window, Option<Window>) {
+    (
+        series.recent(now, recent_ms),
+        series.baseline(now, recent_ms, baseline_ms),
+    )
+}
+
+fn point(t_ms: u64, w: &Window) -> RoutePoint {
+    let ms = |q| w.latency.quantile(q) as f64 / 1e6;
+    RoutePoint {
+        t_ms,
+        requests: w.calls,
+        p50_ms: ms(0.50),
+        p95_ms: ms(0.95),
+        p99_ms: ms(0.99),
+    }
+}
