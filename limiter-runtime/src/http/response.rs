@@ -59,19 +59,13 @@ pub(crate) fn ceil_secs(d: Duration) -> u64 {
     }
 }
 
-/// The policy name of a refusal: the op, with `.key` for a per-key limit
-/// and `.concurrency` for a bulkhead.
+/// The policy name of a refusal: the op (or rule), with `.concurrency` for
+/// a bulkhead.
 fn policy_name(op: &str, quota: Option<&Quota>) -> String {
-    let mut name = String::from(op);
-    if let Some(q) = quota {
-        if q.per_key {
-            name.push_str(".key");
-        }
-        if q.unit == QuotaUnit::ConcurrentRequests {
-            name.push_str(".concurrency");
-        }
+    match quota {
+        Some(q) if q.unit == QuotaUnit::ConcurrentRequests => format!("{op}.concurrency"),
+        _ => op.to_owned(),
     }
-    name
 }
 
 /// An sf-string: printable ASCII with `"` and `\` escaped; anything else

@@ -1,0 +1,406 @@
+//! The example service: handlers doing realistic fake work behind all three
+//! attributes, the `LimiterLayer` rules and the monitoring router. Shared
+//! by `examples/server/main.rs` and the dashboard browser test.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, Query};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use limiter::http::{Client, ClientClass, LimiterLayer, Monitoring, Rule};
+use limiter::monitor::MonitorConfig;
+use limiter::{background_task, limit_blocking, optimize_route, registry, LimitError};
+use serde::{Deserialize, Serialize};
+
+/// What a handler can fail with.
+#[derive(Debug)]
+pub enum AppError {
+    /// A limit refused the call: 429 / 503 / 408 / 504 / 202.
+    Limit(LimitError),
+    /// 404.
+    NotFound(String),
+    /// The external API failed: 502.
+    Upstream(String),
+}
+
+impl From<LimitError> for AppError {
+    fn from(e: LimitError) -> Self {
+        AppError::Limit(e)
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, error, message) = match self {
+            AppError::Limit(e) => return e.into_response(),
+            AppError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
+            AppError::Upstream(m) => (StatusCode::BAD_GATEWAY, "upstream", m),
+        };
+        let body = serde_json::json!({ "error": error, "message": message, "retry_after": null });
+        (status, Json(body)).into_response()
+    }
+}
+
+/// Settings of the example.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Bearer token of the monitoring router's mutating endpoints.
+    pub admin_token: String,
+    /// Secret internal callers send in `x-internal-secret`.
+    pub internal_secret: String,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<String>,
+    /// Monitor sampling interval (the dashboard chart's resolution).
+    pub sample_interval: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            admin_token: "demo-admin-token".into(),
+            internal_secret: "demo-internal-secret".into(),
+            trusted_proxies: Vec::new(),
+            sample_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+fn started() -> Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+/// A cheap deterministic pseudo-random number from a counter.
+fn jitter(seed: u64) -> u64 {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    x ^= x >> 31;
+    x.wrapping_mul(0xBF58_476D_1CE4_E5B9) >> 7
+}
+
+static CALLS: AtomicU64 = AtomicU64::new(0);
+
+fn next() -> u64 {
+    jitter(CALLS.fetch_add(1, Ordering::Relaxed))
+}
+
+// ---- the database -------------------------------------------------------
+
+/// A user row.
+#[derive(Debug, Clone, Serialize)]
+pub struct User {
+    id: u64,
+    name: String,
+    plan: &'static str,
+}
+
+/// A simulated database query: 5-40 ms, and one query in 50 hangs for 2 s
+/// (past the 300 ms timeout: 504).
+#[limit_blocking(
+    op = "db",
+    kind = database,
+    timeout = "300ms",
+    max_concurrent = 8,
+    queue = 16,
+    queue_timeout = "250ms",
+    breaker(failure_rate = 0.6, min_calls = 20, window = 50, recovery = "5s")
+)]
+async fn query_user(id: u64) -> Result<User, AppError> {
+    let r = next();
+    let ms = if r % 50 == 0 { 2000 } else { 5 + r % 36 };
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    if id == 0 || id > 1_000_000 {
+        return Err(AppError::NotFound(format!("no user {id}")));
+    }
+    Ok(User {
+        id,
+        name: format!("user-{id}"),
+        plan: if id % 3 == 0 { "pro" } else { "free" },
+    })
+}
+
+#[optimize_route(level = Advanced, name = "GET /api/users/{id}", timeout = "1s")]
+async fn user_route(id: u64) -> Result<User, AppError> {
+    query_user(id).await
+}
+
+async fn get_user(Path(id): Path<u64>) -> Result<Json<User>, AppError> {
+    Ok(Json(user_route(id).await?))
+}
+
+// ---- the flaky external API --------------------------------------------
+
+/// A forecast.
+#[derive(Debug, Clone, Serialize)]
+pub struct Weather {
+    city: String,
+    celsius: i32,
+    stale: bool,
+}
+
+/// An external API that fails for 4 s of every 15 s and is sometimes slow
+/// (past the 200 ms timeout the last good answer for the city is served).
+#[limit_blocking(
+    op = "weather",
+    kind = external_api,
+    key = city,
+    timeout = "200ms",
+    strategy = "cache_fallback",
+    retries = 2,
+    backoff_base = "20ms",
+    breaker(failure_rate = 0.5, min_calls = 10, window = 20, recovery = "3s")
+)]
+async fn fetch_weather(city: String) -> Result<Weather, AppError> {
+    let phase = started().elapsed().as_millis() % 15_000;
+    let r = next();
+    tokio::time::sleep(Duration::from_millis(if r % 10 == 0 {
+        400
+    } else {
+        20 + r % 40
+    }))
+    .await;
+    if phase >= 11_000 {
+        return Err(AppError::Upstream("weather API answered 503".into()));
+    }
+    Ok(Weather {
+        celsius: (city.len() as i32 * 3 + (r % 5) as i32) % 35,
+        city,
+        stale: false,
+    })
+}
+
+async fn get_weather(Path(city): Path<String>) -> Result<Json<Weather>, AppError> {
+    Ok(Json(fetch_weather(city).await?))
+}
+
+// ---- blocking file read -------------------------------------------------
+
+fn data_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join("limiter-example-files")
+}
+
+/// A blocking read from disk (with a slow disk simulated): a plain `fn`,
+/// so the attribute runs it on the blocking pool, bounded.
+#[limit_blocking(op = "files", kind = file_io, timeout = "1s", max_concurrent = 4, queue = 8)]
+fn read_file(name: String) -> Result<String, AppError> {
+    if name.contains(['/', '\\']) || name.starts_with('.') {
+        return Err(AppError::NotFound(format!("no file {name:?}")));
+    }
+    std::thread::sleep(Duration::from_millis(10 + next() % 20));
+    std::fs::read_to_string(data_dir().join(&name))
+        .map_err(|_| AppError::NotFound(format!("no file {name:?}")))
+}
+
+async fn get_file(Path(name): Path<String>) -> Result<String, AppError> {
+    read_file(name).await
+}
+
+// ---- CPU-heavy hash -----------------------------------------------------
+
+/// A deliberately slow hash: on the CPU pool, two at a time, one per client.
+#[limit_blocking(
+    op = "hash",
+    kind = cpu_intensive,
+    key = client,
+    max_concurrent = 2,
+    max_concurrent_per_key = 1,
+    queue = 2,
+    queue_timeout = "500ms",
+    timeout = "2s"
+)]
+fn hash(client: String, body: Vec<u8>) -> Result<String, AppError> {
+    let mut h: u64 = 0xCBF2_9CE4_8422_2325;
+    for round in 0..200u64 {
+        for b in &body {
+            h = (h ^ u64::from(*b) ^ round).wrapping_mul(0x100_0000_01B3);
+        }
+    }
+    Ok(format!("{h:016x}"))
+}
+
+async fn post_hash(
+    Extension(client): Extension<Client>,
+    body: axum::body::Bytes,
+) -> Result<String, AppError> {
+    hash(client.id, body.to_vec()).await
+}
+
+// ---- reports: slow work that moves to the background ------------------
+
+/// A report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    rows: u32,
+    total: u64,
+}
+
+/// Report request body.
+#[derive(Debug, Deserialize)]
+pub struct ReportRequest {
+    rows: u32,
+}
+
+/// Builds a report, 2 ms a row: past 1 s it goes on as a background task
+/// and the caller gets 202 with the task's location.
+#[limit_blocking(
+    op = "reports",
+    timeout = "1s",
+    strategy = "background",
+    max_concurrent = 4,
+    queue = 8
+)]
+async fn build_report(rows: u32) -> Result<Report, AppError> {
+    tokio::time::sleep(Duration::from_millis(u64::from(rows.min(5000)) * 2)).await;
+    Ok(Report {
+        rows,
+        total: (0..u64::from(rows)).sum(),
+    })
+}
+
+async fn post_report(Json(req): Json<ReportRequest>) -> Result<Json<Report>, AppError> {
+    Ok(Json(build_report(req.rows).await?))
+}
+
+async fn get_task(Path(id): Path<u64>) -> Result<Json<limiter::TaskInfo>, AppError> {
+    registry()
+        .tasks()
+        .get(id)
+        .map(Json)
+        .ok_or_else(|| AppError::NotFound(format!("no task {id}")))
+}
+
+// ---- search: coalesced and cached ---------------------------------------
+
+/// Search query.
+#[derive(Debug, Deserialize)]
+pub struct SearchQuery {
+    q: String,
+}
+
+#[optimize_route(level = Ultra, name = "GET /api/search", key = q, cache_ttl = "2s", rate = "200/s")]
+async fn search(q: String) -> Result<Vec<String>, AppError> {
+    tokio::time::sleep(Duration::from_millis(30 + next() % 50)).await;
+    Ok((1..=5).map(|i| format!("{q} result {i}")).collect())
+}
+
+async fn get_search(Query(q): Query<SearchQuery>) -> Result<Json<Vec<String>>, AppError> {
+    Ok(Json(search(q.q).await?))
+}
+
+// ---- a background job ----------------------------------------------------
+
+/// Nightly-style cleanup, run every few seconds here so the dashboard's task
+/// table has something to show.
+#[background_task(name = "cleanup", max_concurrent = 1, queue = 2, timeout = "5s")]
+async fn cleanup(round: u64) -> Result<(), AppError> {
+    tokio::time::sleep(Duration::from_millis(200 + jitter(round) % 600)).await;
+    if round % 7 == 6 {
+        return Err(AppError::Upstream(format!(
+            "cleanup round {round}: storage busy"
+        )));
+    }
+    Ok(())
+}
+
+/// Starts the cleanup job every `every`.
+pub fn schedule_cleanup(every: Duration) {
+    tokio::spawn(async move {
+        let mut round = 0;
+        loop {
+            tokio::time::sleep(every).await;
+            if let Err(e) = cleanup(round) {
+                tracing_note(&format!("cleanup not started: {e}"));
+            }
+            round += 1;
+        }
+    });
+}
+
+fn tracing_note(msg: &str) {
+    eprintln!("{msg}");
+}
+
+// ---- the app ------------------------------------------------------------
+
+/// Writes the files the file route serves.
+pub fn prepare_files() -> std::io::Result<()> {
+    let dir = data_dir();
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join("readme.txt"),
+        "limiter example: a file read on the blocking pool\n",
+    )?;
+    std::fs::write(dir.join("config.toml"), "[defaults]\ntimeout = \"5s\"\n")?;
+    Ok(())
+}
+
+/// The whole service: API routes behind the limiter layer, plus monitoring.
+pub fn app(opts: &Options) -> Result<Router, Box<dyn std::error::Error>> {
+    started();
+    prepare_files()?;
+    let monitor = registry().monitor();
+    monitor.configure(MonitorConfig {
+        sample_interval: opts.sample_interval,
+        ..monitor.config()
+    })?;
+    let layer = LimiterLayer::builder()
+        // Shadow mode: see what a 50/s limit on search would refuse.
+        .rule(
+            Rule::new("/api/search")
+                .name("search (shadow)")
+                .per_second(50)
+                .shadow(true),
+        )
+        .rule(
+            Rule::new("/api/hash")
+                .name("hash")
+                .methods([Method::POST])
+                .per_second(5)
+                .per_minute(120),
+        )
+        .rule(
+            Rule::new("/api/{*rest}")
+                .name("api keys")
+                .classes([ClientClass::Api])
+                .per_second(50)
+                .burst(100),
+        )
+        .rule(
+            Rule::new("/api/{*rest}")
+                .name("signed in")
+                .classes([ClientClass::Authenticated])
+                .per_second(20)
+                .per_hour(20_000),
+        )
+        .rule(
+            Rule::new("/api/{*rest}")
+                .name("anonymous")
+                .classes([ClientClass::Anonymous])
+                .per_second(10)
+                .per_minute(300)
+                .per_day(50_000),
+        )
+        .trust_proxies(&opts.trusted_proxies)
+        .internal_secret("x-internal-secret", opts.internal_secret.clone())
+        .build()?;
+    let api = Router::new()
+        .route("/api/users/{id}", get(get_user))
+        .route("/api/weather/{city}", get(get_weather))
+        .route("/api/files/{name}", get(get_file))
+        .route("/api/hash", post(post_hash))
+        .route("/api/reports", post(post_report))
+        .route("/api/tasks/{id}", get(get_task))
+        .route("/api/search", get(get_search))
+        .route(
+            "/",
+            get(|| async { "limiter example: see /monitoring/dashboard\n" }),
+        )
+        .layer(layer);
+    let monitoring = Monitoring::new()
+        .admin_token(opts.admin_token.clone())
+        .router()?;
+    Ok(api.merge(monitoring))
+}
