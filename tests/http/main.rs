@@ -1,0 +1,880 @@
+//! The HTTP integration over real TCP: status mapping, `LimiterLayer`
+//! rules, client identity, internal bypass, shadow mode, the monitoring
+//! API with its admin token, and the Prometheus exposition.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use limiter::http::{ClientClass, LimiterLayer, Monitoring, Rule};
+use limiter::monitor::{AlertKind, MonitorConfig};
+use limiter::{LimitError, QueueScope, Quota, Registry};
+use openmetrics_parser::prometheus::parse_prometheus;
+use openmetrics_parser::{PrometheusType, PrometheusValue};
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+
+/// A registry of the test's own, so tests do not share limits or metrics.
+fn registry() -> &'static Registry {
+    Box::leak(Box::new(Registry::new()))
+}
+
+async fn serve(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    format!("http://{addr}")
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+async fn get_status(c: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> StatusCode {
+    let mut req = c.get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    StatusCode::from_u16(req.send().await.unwrap().status().as_u16()).unwrap()
+}
+
+async fn count_ok(c: &reqwest::Client, url: &str, headers: &[(&str, &str)], n: usize) -> usize {
+    let mut ok = 0;
+    for _ in 0..n {
+        if get_status(c, url, headers).await == StatusCode::OK {
+            ok += 1;
+        }
+    }
+    ok
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
+    h.get(name)
+        .unwrap_or_else(|| panic!("missing header {name} in {h:?}"))
+        .to_str()
+        .unwrap()
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+#[tokio::test]
+async fn every_limit_error_maps_to_its_status_headers_and_body() {
+    let op = || "db".into();
+    let cases: Vec<(LimitError, u16, Option<(&str, &str)>)> = vec![
+        (
+            LimitError::RateLimited {
+                op: op(),
+                retry_after: Duration::from_millis(17_200),
+                quota: Quota::rate(100, secs(60), false),
+            },
+            429,
+            Some((r#""db";q=100;w=60"#, r#""db";r=0;t=18"#)),
+        ),
+        (
+            LimitError::QueueFull {
+                op: op(),
+                scope: QueueScope::Key,
+                retry_after: secs(2),
+                quota: Quota::concurrency(3, true),
+            },
+            429,
+            Some((
+                r#""db.concurrency";q=3;qu="concurrent-requests""#,
+                r#""db.concurrency";r=0;t=2"#,
+            )),
+        ),
+        (
+            LimitError::QueueFull {
+                op: op(),
+                scope: QueueScope::Global,
+                retry_after: secs(1),
+                quota: Quota::concurrency(20, false),
+            },
+            503,
+            Some((
+                r#""db.concurrency";q=20;qu="concurrent-requests""#,
+                r#""db.concurrency";r=0;t=1"#,
+            )),
+        ),
+        (
+            LimitError::Overloaded {
+                op: op(),
+                retry_after: secs(1),
+            },
+            503,
+            Some((r#""db";q=0"#, r#""db";r=0;t=1"#)),
+        ),
+        (
+            LimitError::CircuitOpen {
+                op: op(),
+                retry_after: secs(30),
+            },
+            503,
+            Some((r#""db";q=0"#, r#""db";r=0;t=30"#)),
+        ),
+        (LimitError::QueueTimeout { op: op() }, 408, None),
+        (LimitError::Timeout { op: op() }, 504, None),
+        (
+            LimitError::MovedToBackground {
+                op: op(),
+                task_id: 7,
+            },
+            202,
+            None,
+        ),
+    ];
+    let n = cases.len();
+    let errors: Vec<LimitError> = cases.iter().map(|c| c.0.clone()).collect();
+    let app = Router::new().route(
+        "/e/{i}",
+        get(move |axum::extract::Path(i): axum::extract::Path<usize>| {
+            let e = errors[i].clone();
+            async move { e.into_response() }
+        }),
+    );
+    let base = serve(app).await;
+    let c = client();
+    for (i, (err, status, rl)) in cases.into_iter().enumerate() {
+        let resp = c.get(format!("{base}/e/{i}")).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{err:?}");
+        let h = resp.headers().clone();
+        assert_eq!(header(&h, "content-type"), "application/json");
+        match rl {
+            Some((policy, limit)) => {
+                let retry: u64 = header(&h, "retry-after").parse().unwrap();
+                assert!(retry >= 1, "{err:?}");
+                assert_eq!(header(&h, "ratelimit-policy"), policy, "{err:?}");
+                assert_eq!(header(&h, "ratelimit"), limit, "{err:?}");
+            }
+            None => {
+                assert!(h.get("retry-after").is_none(), "{err:?}");
+                assert!(h.get("ratelimit").is_none(), "{err:?}");
+            }
+        }
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"], err.code());
+        assert_eq!(body["message"], err.to_string());
+        assert_eq!(
+            body["retry_after"],
+            match err.retry_after() {
+                Some(d) => serde_json::json!(d.as_secs() + u64::from(d.subsec_nanos() > 0)),
+                None => Value::Null,
+            }
+        );
+        if status == 202 {
+            assert_eq!(header(&h, "location"), "/monitoring/background/7");
+            assert_eq!(body["task_id"], 7);
+        }
+    }
+    assert_eq!(n, 8);
+}
+
+#[tokio::test]
+async fn a_real_rate_limit_answers_429_with_its_quota() {
+    let reg = registry();
+    reg.configure(
+        "slow-api",
+        limiter::OpConfig::default().with_rate("2/s").unwrap(),
+    )
+    .unwrap();
+    let app = Router::new().route(
+        "/x",
+        get(move || async move {
+            reg.op("slow-api")
+                .run(None, || async { Ok::<_, LimitError>("ok") })
+                .await
+                .into_response()
+        }),
+    );
+    let base = serve(app).await;
+    let c = client();
+    let mut last = None;
+    for _ in 0..4 {
+        last = Some(c.get(format!("{base}/x")).send().await.unwrap());
+    }
+    let resp = last.unwrap();
+    assert_eq!(resp.status().as_u16(), 429);
+    assert_eq!(
+        header(resp.headers(), "ratelimit-policy"),
+        r#""slow-api";q=2;w=1"#
+    );
+    assert_eq!(header(resp.headers(), "retry-after"), "1");
+}
+
+fn ok_app(layer: LimiterLayer) -> Router {
+    Router::new()
+        .route("/login", post(|| async { "ok" }).get(|| async { "ok" }))
+        .route("/api/{*rest}", get(|| async { "ok" }))
+        .route("/hourly", get(|| async { "ok" }))
+        .route("/daily", get(|| async { "ok" }))
+        .route("/users/{id}", get(|| async { "ok" }))
+        .fallback(|| async { StatusCode::NOT_FOUND })
+        .layer(layer)
+}
+
+#[tokio::test]
+async fn rules_apply_by_path_method_class_and_window() {
+    let reg = registry();
+    let layer = LimiterLayer::builder()
+        .registry(reg)
+        .rule(Rule::new("/login").methods([Method::POST]).per_minute(2))
+        .rule(
+            Rule::new("/api/{*rest}")
+                .classes([ClientClass::Api])
+                .per_second(4),
+        )
+        .rule(Rule::new("/hourly").per_hour(3))
+        .rule(Rule::new("/daily").per_day(2))
+        .rule(
+            Rule::new("*")
+                .classes([ClientClass::Anonymous])
+                .per_minute(5),
+        )
+        .build()
+        .unwrap();
+    let base = serve(ok_app(layer)).await;
+    let c = client();
+
+    // Method: POST /login has its own 2/min; GET /login falls to the
+    // anonymous catch-all (5/min).
+    let mut post_ok = 0;
+    for _ in 0..4 {
+        if c.post(format!("{base}/login"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+        {
+            post_ok += 1;
+        }
+    }
+    assert_eq!(post_ok, 2);
+    let resp = c.post(format!("{base}/login")).send().await.unwrap();
+    assert_eq!(resp.status(), 429);
+    assert_eq!(
+        header(resp.headers(), "ratelimit-policy"),
+        r#""POST /login";q=2;w=60"#
+    );
+
+    // Class: API keys get their own rule and each key its own budget;
+    // anonymous callers of /api fall to the catch-all.
+    let key_a = [("x-api-key", "key-a")];
+    let key_b = [("x-api-key", "key-b")];
+    assert_eq!(
+        count_ok(&c, &format!("{base}/api/v1/things"), &key_a, 6).await,
+        4
+    );
+    assert_eq!(
+        count_ok(&c, &format!("{base}/api/v1/things"), &key_b, 6).await,
+        4
+    );
+    let resp = c
+        .get(format!("{base}/api/x"))
+        .header("x-api-key", "key-a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        header(resp.headers(), "ratelimit-policy"),
+        r#""/api/{*rest}";q=4;w=1"#
+    );
+
+    // Windows: per hour and per day advertise their windows.
+    assert_eq!(count_ok(&c, &format!("{base}/hourly"), &[], 5).await, 3);
+    let resp = c.get(format!("{base}/hourly")).send().await.unwrap();
+    assert_eq!(
+        header(resp.headers(), "ratelimit-policy"),
+        r#""/hourly";q=3;w=3600"#
+    );
+    assert_eq!(count_ok(&c, &format!("{base}/daily"), &[], 5).await, 2);
+    let resp = c.get(format!("{base}/daily")).send().await.unwrap();
+    assert_eq!(
+        header(resp.headers(), "ratelimit-policy"),
+        r#""/daily";q=2;w=86400"#
+    );
+
+    // The anonymous catch-all: GET /login and /users/{id} share 5/min.
+    let login = count_ok(&c, &format!("{base}/login"), &[], 3).await;
+    let users = count_ok(&c, &format!("{base}/users/1"), &[], 5).await;
+    assert_eq!(login + users, 5);
+
+    // Admitted responses say what is left.
+    let resp = c
+        .get(format!("{base}/api/z"))
+        .header("x-api-key", "key-c")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(resp.headers(), "ratelimit"), r#""/api/{*rest}";r=3"#);
+}
+
+#[tokio::test]
+async fn limits_hold_across_clones_of_the_layer() {
+    let reg = registry();
+    let layer = LimiterLayer::builder()
+        .registry(reg)
+        .rule(Rule::new("*").per_minute(10))
+        .build()
+        .unwrap();
+    // Two servers (think: two workers) built from clones of one layer.
+    let a = serve(ok_app(layer.clone())).await;
+    let b = serve(ok_app(layer)).await;
+    let c = client();
+    let mut ok = 0;
+    for i in 0..30 {
+        let base = if i % 2 == 0 { &a } else { &b };
+        if get_status(&c, &format!("{base}/users/{i}"), &[]).await == StatusCode::OK {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 10, "one budget for the client across both services");
+}
+
+#[tokio::test]
+async fn forwarded_for_is_believed_only_from_trusted_proxies() {
+    let c = client();
+    // The test's peer (127.0.0.1) is not a trusted proxy: a spoofed
+    // X-Forwarded-For changes nothing.
+    let untrusting = LimiterLayer::builder()
+        .registry(registry())
+        .rule(Rule::new("*").per_minute(3))
+        .trust_proxies(["10.0.0.0/8"])
+        .build()
+        .unwrap();
+    let base = serve(ok_app(untrusting)).await;
+    let mut ok = 0;
+    for i in 0..6 {
+        let spoof = format!("203.0.113.{i}");
+        if get_status(
+            &c,
+            &format!("{base}/users/1"),
+            &[("x-forwarded-for", &spoof)],
+        )
+        .await
+            == StatusCode::OK
+        {
+            ok += 1;
+        }
+    }
+    assert_eq!(
+        ok, 3,
+        "spoofed addresses from an untrusted peer are ignored"
+    );
+
+    // When the peer is a trusted proxy, each forwarded client has its own
+    // budget, taken from the rightmost untrusted hop.
+    let reg = registry();
+    let trusting = LimiterLayer::builder()
+        .registry(reg)
+        .rule(Rule::new("*").per_minute(3))
+        .trust_proxies(["127.0.0.1"])
+        .build()
+        .unwrap();
+    let base = serve(ok_app(trusting)).await;
+    for i in 0..3 {
+        let client_ip = format!("198.51.100.{i}");
+        let ok = count_ok(
+            &c,
+            &format!("{base}/users/1"),
+            &[("x-forwarded-for", &client_ip)],
+            5,
+        )
+        .await;
+        assert_eq!(ok, 3, "client {client_ip}");
+    }
+    // A client that prepends a fake address is still itself.
+    let ok = count_ok(
+        &c,
+        &format!("{base}/users/1"),
+        &[("x-forwarded-for", "1.1.1.1, 198.51.100.0")],
+        2,
+    )
+    .await;
+    assert_eq!(ok, 0, "198.51.100.0 used up its budget above");
+    let usage: Value = c
+        .get(format!(
+            "{}/monitoring/limits/ip:198.51.100.1",
+            serve(monitoring(reg, None)).await
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(usage["limits"][0]["source"], "rule *");
+    assert_eq!(usage["limits"][0]["available"], 0);
+}
+
+fn monitoring(reg: &'static Registry, token: Option<&str>) -> Router {
+    let mut m = Monitoring::new().registry(reg);
+    if let Some(t) = token {
+        m = m.admin_token(t);
+    }
+    m.router().unwrap()
+}
+
+#[tokio::test]
+async fn internal_callers_bypass_only_with_the_right_secret() {
+    let reg = registry();
+    let layer = LimiterLayer::builder()
+        .registry(reg)
+        .rule(Rule::new("*").per_minute(2))
+        .internal_secret("x-internal-secret", "let-me-in")
+        .build()
+        .unwrap();
+    let base = serve(ok_app(layer)).await;
+    let c = client();
+    let url = format!("{base}/users/1");
+    assert_eq!(
+        count_ok(&c, &url, &[("x-internal-secret", "let-me-in")], 10).await,
+        10
+    );
+    // Wrong, truncated, missing secret, or a bare "internal" header: limited
+    // like anyone (the budget of 2 was not touched by the bypass).
+    assert_eq!(
+        count_ok(&c, &url, &[("x-internal-secret", "let-me-out")], 1).await,
+        1
+    );
+    assert_eq!(
+        count_ok(&c, &url, &[("x-internal-secret", "let-me-i")], 1).await,
+        1
+    );
+    assert_eq!(
+        count_ok(&c, &url, &[("x-internal-service", "true")], 3).await,
+        0
+    );
+    assert_eq!(count_ok(&c, &url, &[], 2).await, 0);
+    let rule = &reg.monitor().rules()[0];
+    assert_eq!(rule.bypassed, 10);
+    assert_eq!((rule.allowed, rule.rejected), (2, 5));
+    assert!(LimiterLayer::builder()
+        .internal_secret("x-internal-secret", "")
+        .build()
+        .is_err());
+}
+
+#[tokio::test]
+async fn shadow_rules_count_but_refuse_nothing() {
+    let reg = registry();
+    let layer = LimiterLayer::builder()
+        .registry(reg)
+        .rule(Rule::new("/users/{id}").per_minute(2).shadow(true))
+        .build()
+        .unwrap();
+    let base = serve(ok_app(layer)).await;
+    let c = client();
+    assert_eq!(count_ok(&c, &format!("{base}/users/9"), &[], 6).await, 6);
+    let rule = &reg.monitor().rules()[0];
+    assert!(rule.shadow);
+    assert_eq!(
+        (rule.allowed, rule.shadow_rejected, rule.rejected),
+        (2, 4, 0)
+    );
+}
+
+#[tokio::test]
+async fn route_metrics_are_keyed_by_template_not_url() {
+    let reg = registry();
+    let layer = LimiterLayer::builder().registry(reg).build().unwrap();
+    let base = serve(ok_app(layer).merge(monitoring(reg, None))).await;
+    let c = client();
+    for id in 0..40 {
+        get_status(&c, &format!("{base}/users/{id}"), &[]).await;
+    }
+    get_status(&c, &format!("{base}/no/such/path/123"), &[]).await;
+    let body: Value = c
+        .get(format!("{base}/monitoring/routes"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let routes = body["routes"].as_array().unwrap();
+    let names: Vec<String> = routes
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["method"].as_str().unwrap(),
+                r["route"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let mut names = names;
+    names.sort();
+    assert_eq!(names, ["GET /users/{id}", "GET <unmatched>"]);
+    let users = routes.iter().find(|r| r["route"] == "/users/{id}").unwrap();
+    assert_eq!(users["requests"], 40);
+    assert_eq!(users["by_code"]["200"], 40);
+    let unmatched = routes.iter().find(|r| r["route"] == "<unmatched>").unwrap();
+    assert_eq!(unmatched["by_code"]["404"], 1);
+}
+
+#[tokio::test]
+async fn alert_lifecycle_and_admin_token_over_http() {
+    let reg = registry();
+    let mut cfg = MonitorConfig::default();
+    cfg.thresholds.min_calls = 5;
+    reg.monitor().configure(cfg).unwrap();
+    let layer = LimiterLayer::builder().registry(reg).build().unwrap();
+    let app = Router::new()
+        .route(
+            "/broken",
+            get(|| async { StatusCode::INTERNAL_SERVER_ERROR }),
+        )
+        .layer(layer)
+        .merge(monitoring(reg, Some("tok3n")));
+    let base = serve(app).await;
+    let c = client();
+    for _ in 0..10 {
+        get_status(&c, &format!("{base}/broken"), &[]).await;
+    }
+    let alerts: Value = c
+        .get(format!("{base}/monitoring/alerts"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let alert = alerts["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == "error_rate")
+        .expect("an error-rate alert")
+        .clone();
+    assert_eq!(alert["level"], "critical");
+    assert_eq!(alert["state"], "active");
+    assert_eq!(alert["subject"], "route GET /broken");
+    assert!(
+        alert["message"].as_str().unwrap().contains("100.0%"),
+        "{alert}"
+    );
+    let id = alert["id"].as_u64().unwrap();
+
+    let ack = format!("{base}/monitoring/alerts/{id}/acknowledge");
+    assert_eq!(c.post(&ack).send().await.unwrap().status(), 401);
+    let wrong = c.post(&ack).bearer_auth("tok3m").send().await.unwrap();
+    assert_eq!(wrong.status(), 403);
+    let body: Value = wrong.json().await.unwrap();
+    assert_eq!(body["error"], "forbidden");
+    let ok: Value = c
+        .post(&ack)
+        .bearer_auth("tok3n")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ok["state"], "acknowledged");
+    assert!(ok["acknowledged_ms"].as_u64().is_some());
+
+    let resolve = format!("{base}/monitoring/alerts/{id}/resolve");
+    let done: Value = c
+        .post(&resolve)
+        .bearer_auth("tok3n")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (done["state"].as_str(), done["resolution"].as_str()),
+        (Some("resolved"), Some("manual"))
+    );
+    assert_eq!(
+        c.post(&resolve)
+            .bearer_auth("tok3n")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        409
+    );
+    let missing = format!("{base}/monitoring/alerts/999999/acknowledge");
+    assert_eq!(
+        c.post(&missing)
+            .bearer_auth("tok3n")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let bad = format!("{base}/monitoring/alerts/abc/acknowledge");
+    assert_eq!(
+        c.post(&bad)
+            .bearer_auth("tok3n")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+
+    let resolved: Value = c
+        .get(format!("{base}/monitoring/alerts?state=resolved"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(resolved["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["id"] == id));
+    assert_eq!(
+        c.get(format!("{base}/monitoring/alerts?state=nope"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    // The other mutating endpoints need the token too.
+    for path in [
+        "/monitoring/breakers/db/reset",
+        "/monitoring/limits/ip:1.2.3.4/reset",
+    ] {
+        assert_eq!(
+            c.post(format!("{base}{path}"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            401,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        c.post(format!("{base}/monitoring/breakers/nope/reset"))
+            .bearer_auth("tok3n")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        reg.monitor()
+            .alerts()
+            .iter()
+            .filter(|a| a.kind == AlertKind::ErrorRate)
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn protected_reads_need_the_token_but_the_page_does_not() {
+    let reg = registry();
+    let app = Monitoring::new()
+        .registry(reg)
+        .admin_token("r3ad")
+        .protect_reads(true)
+        .router()
+        .unwrap();
+    let base = serve(app).await;
+    let c = client();
+    for path in [
+        "/monitoring/summary",
+        "/monitoring/routes",
+        "/monitoring/ops",
+        "/metrics",
+    ] {
+        assert_eq!(
+            c.get(format!("{base}{path}"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            401,
+            "{path}"
+        );
+        let wrong = c
+            .get(format!("{base}{path}"))
+            .bearer_auth("nope")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong.status(), 403, "{path}");
+        let right = c
+            .get(format!("{base}{path}"))
+            .bearer_auth("r3ad")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(right.status(), 200, "{path}");
+    }
+    let page = c
+        .get(format!("{base}/monitoring/dashboard"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("latency-chart"));
+    assert!(Monitoring::new().protect_reads(true).router().is_err());
+    assert!(Monitoring::new().admin_token("").router().is_err());
+}
+
+#[tokio::test]
+async fn prometheus_exposition_is_valid_for_a_scraper() {
+    let reg = registry();
+    reg.op("db");
+    reg.op("db")
+        .run(None, || async { Ok::<_, LimitError>(()) })
+        .await
+        .unwrap();
+    let layer = LimiterLayer::builder()
+        .registry(reg)
+        .rule(Rule::new("*").name("all \"quoted\"").per_minute(100))
+        .build()
+        .unwrap();
+    let base = serve(ok_app(layer).merge(monitoring(reg, None))).await;
+    let c = client();
+    for id in 0..12 {
+        get_status(&c, &format!("{base}/users/{id}"), &[]).await;
+    }
+    let resp = c.get(format!("{base}/metrics")).send().await.unwrap();
+    assert!(header(resp.headers(), "content-type").starts_with("text/plain; version=0.0.4"));
+    let text = resp.text().await.unwrap();
+    // A real parser (a pest grammar of the exposition format): label
+    // values hold `{`, `}` and escaped quotes.
+    let parsed = parse_prometheus(&text).expect("valid exposition");
+    let family = |name: &str| {
+        parsed
+            .families
+            .get(name)
+            .unwrap_or_else(|| panic!("no family {name}"))
+    };
+    let labels = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    let requests = family("limiter_http_requests_total");
+    assert_eq!(requests.family_type, PrometheusType::Counter);
+    assert_eq!(requests.get_label_names(), ["method", "route", "status"]);
+    let sample = requests
+        .get_sample_by_label_values(&labels(&["GET", "/users/{id}", "200"]))
+        .expect("route counter by template");
+    assert!(matches!(&sample.value, PrometheusValue::Counter(c) if c.value.as_f64() == 12.0));
+    assert_eq!(
+        requests.iter_samples().count(),
+        1,
+        "raw URLs never become labels"
+    );
+
+    let hist = family("limiter_http_request_duration_seconds");
+    assert_eq!(hist.family_type, PrometheusType::Histogram);
+    let sample = hist
+        .get_sample_by_label_values(&labels(&["GET", "/users/{id}"]))
+        .expect("route latency histogram");
+    let PrometheusValue::Histogram(h) = &sample.value else {
+        panic!("not a histogram");
+    };
+    assert!(h.buckets.len() >= 10);
+    assert!(h.buckets.windows(2).all(|w| {
+        w[0].upper_bound < w[1].upper_bound && w[0].count.as_f64() <= w[1].count.as_f64()
+    }));
+    let last = h.buckets.last().unwrap();
+    assert!(last.upper_bound.is_infinite());
+    assert_eq!(last.count.as_f64(), 12.0);
+    assert_eq!(h.count, Some(12));
+    assert!(h.sum.as_ref().unwrap().as_f64() > 0.0);
+
+    let op_hist = family("limiter_op_duration_seconds");
+    let sample = op_hist
+        .get_sample_by_label_values(&labels(&["db"]))
+        .expect("op latency histogram");
+    assert!(matches!(&sample.value, PrometheusValue::Histogram(h) if h.count == Some(1)));
+
+    let rules = family("limiter_rule_decisions_total");
+    let sample = rules
+        .iter_samples()
+        .find(|s| s.get_labelset().unwrap().get_label_value("decision") == Some("allowed"))
+        .expect("rule decisions");
+    // The quotes of the name were escaped; the parser reads them back.
+    let rule = sample.get_labelset().unwrap().get_label_value("rule").map(str::to_owned);
+    assert_eq!(rule.as_deref(), Some(r#"all "quoted""#));
+    assert!(matches!(&sample.value, PrometheusValue::Counter(c) if c.value.as_f64() == 12.0));
+    assert_eq!(
+        family("limiter_op_breaker_state").family_type,
+        PrometheusType::Gauge
+    );
+}
+
+#[tokio::test]
+async fn client_limits_can_be_read_and_reset() {
+    let reg = registry();
+    let layer = LimiterLayer::builder()
+        .registry(reg)
+        .rule(Rule::new("/users/{id}").per_minute(2))
+        .build()
+        .unwrap();
+    let base = serve(ok_app(layer).merge(monitoring(reg, Some("t")))).await;
+    let c = client();
+    let url = format!("{base}/users/1");
+    assert_eq!(count_ok(&c, &url, &[], 3).await, 2);
+    let key = "ip:127.0.0.1";
+    let usage: Value = c
+        .get(format!("{base}/monitoring/limits/{key}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(usage["key"], key);
+    assert_eq!(usage["limits"][0]["available"], 0);
+    let reset: Value = c
+        .post(format!("{base}/monitoring/limits/{key}/reset"))
+        .bearer_auth("t")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reset["reset"], 1);
+    assert_eq!(
+        count_ok(&c, &url, &[], 3).await,
+        2,
+        "a fresh budget after the reset"
+    );
+}
+
+#[tokio::test]
+async fn bad_layer_settings_are_errors_naming_the_value() {
+    let err = |b: limiter::http::LimiterLayerBuilder| b.build().unwrap_err().to_string();
+    assert_eq!(
+        err(LimiterLayer::builder().rule(Rule::new("/a/{id").per_second(1))),
+        "op `rule /a/{id`: pattern = /a/{id: segment `{id` opens `{` without closing it"
+    );
+    assert!(err(LimiterLayer::builder().rule(Rule::new("/a"))).contains("at least one limit"));
+    assert!(
+        err(LimiterLayer::builder().rule(Rule::new("/a").per_minute(0))).contains("per_minute = 0")
+    );
+    assert!(err(LimiterLayer::builder().trust_proxies(["not-an-ip"])).contains("not-an-ip"));
+    assert!(err(LimiterLayer::builder()
+        .rule(Rule::new("/a").per_second(1))
+        .rule(Rule::new("/a").per_second(2)))
+    .contains("two rules have this name"));
+}
