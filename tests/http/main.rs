@@ -812,7 +812,11 @@ async fn prometheus_exposition_is_valid_for_a_scraper() {
         .find(|s| s.get_labelset().unwrap().get_label_value("decision") == Some("allowed"))
         .expect("rule decisions");
     // The quotes of the name were escaped; the parser reads them back.
-    let rule = sample.get_labelset().unwrap().get_label_value("rule").map(str::to_owned);
+    let rule = sample
+        .get_labelset()
+        .unwrap()
+        .get_label_value("rule")
+        .map(str::to_owned);
     assert_eq!(rule.as_deref(), Some(r#"all "quoted""#));
     assert!(matches!(&sample.value, PrometheusValue::Counter(c) if c.value.as_f64() == 12.0));
     assert_eq!(
