@@ -69,10 +69,13 @@ fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
 
+/// An error, its status, and its `RateLimit-Policy` and `RateLimit` values.
+type Case = (LimitError, u16, Option<(&'static str, &'static str)>);
+
 #[tokio::test]
 async fn every_limit_error_maps_to_its_status_headers_and_body() {
     let op = || "db".into();
-    let cases: Vec<(LimitError, u16, Option<(&str, &str)>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             LimitError::RateLimited {
                 op: op(),

@@ -165,23 +165,47 @@ impl Monitoring {
 }
 
 /// A JSON error answer: `{"error", "message"}`.
-fn problem(status: StatusCode, error: &str, message: impl Into<String>) -> Response {
-    #[derive(Serialize)]
-    struct Body<'a> {
-        error: &'a str,
-        message: String,
-    }
-    (
-        status,
-        Json(Body {
-            error,
-            message: message.into(),
-        }),
-    )
-        .into_response()
+#[derive(Debug)]
+struct Problem {
+    status: StatusCode,
+    error: &'static str,
+    message: String,
 }
 
-fn check_token(auth: &Auth, headers: &HeaderMap) -> Result<(), Response> {
+fn problem(status: StatusCode, error: &'static str, message: impl Into<String>) -> Problem {
+    Problem {
+        status,
+        error,
+        message: message.into(),
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            error: &'a str,
+            message: String,
+        }
+        let mut r = (
+            self.status,
+            Json(Body {
+                error: self.error,
+                message: self.message,
+            }),
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"limiter\""),
+            );
+        }
+        r
+    }
+}
+
+fn check_token(auth: &Auth, headers: &HeaderMap) -> Result<(), Problem> {
     let Some(expected) = &auth.token else {
         return Ok(());
     };
@@ -193,18 +217,11 @@ fn check_token(auth: &Auth, headers: &HeaderMap) -> Result<(), Response> {
             scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
         });
     match presented {
-        None => {
-            let mut r = problem(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "this endpoint needs `Authorization: Bearer <admin token>`",
-            );
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer realm=\"limiter\""),
-            );
-            Err(r)
-        }
+        None => Err(problem(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this endpoint needs `Authorization: Bearer <admin token>`",
+        )),
         Some(t) if secret_matches(t.as_bytes(), expected.as_bytes()) => Ok(()),
         Some(_) => Err(problem(
             StatusCode::FORBIDDEN,
@@ -217,7 +234,7 @@ fn check_token(auth: &Auth, headers: &HeaderMap) -> Result<(), Response> {
 async fn require_for_reads(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> Response {
     if auth.protect_reads {
         if let Err(r) = check_token(&auth, req.headers()) {
-            return r;
+            return r.into_response();
         }
     }
     next.run(req).await
@@ -225,7 +242,7 @@ async fn require_for_reads(State(auth): State<Arc<Auth>>, req: Request, next: Ne
 
 async fn require_for_writes(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> Response {
     if let Err(r) = check_token(&auth, req.headers()) {
-        return r;
+        return r.into_response();
     }
     next.run(req).await
 }
@@ -264,7 +281,7 @@ async fn ops(State(s): State<AppState>) -> Response {
     .into_response()
 }
 
-fn find_op(reg: &Registry, name: &str) -> Result<crate::Op, Response> {
+fn find_op(reg: &Registry, name: &str) -> Result<crate::Op, Problem> {
     reg.ops()
         .into_iter()
         .find(|o| o.name() == name)
@@ -280,7 +297,7 @@ fn find_op(reg: &Registry, name: &str) -> Result<crate::Op, Response> {
 async fn op(State(s): State<AppState>, Path(name): Path<String>) -> Response {
     match find_op(s.registry, &name) {
         Ok(op) => Json(op.snapshot()).into_response(),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -308,6 +325,7 @@ async fn alerts(State(s): State<AppState>, Query(q): Query<AlertQuery>) -> Respo
                     "unknown alert state `{other}`; expected one of: open, active, acknowledged, resolved, all"
                 ),
             )
+            .into_response()
         }
     };
     s.registry.refresh_monitor();
@@ -325,15 +343,15 @@ fn alert_answer(r: Result<crate::monitor::Alert, AlertError>) -> Response {
     match r {
         Ok(a) => Json(a).into_response(),
         Err(e @ AlertError::NotFound(_)) => {
-            problem(StatusCode::NOT_FOUND, "not_found", e.to_string())
+            problem(StatusCode::NOT_FOUND, "not_found", e.to_string()).into_response()
         }
         Err(e @ AlertError::Resolved(_)) => {
-            problem(StatusCode::CONFLICT, "conflict", e.to_string())
+            problem(StatusCode::CONFLICT, "conflict", e.to_string()).into_response()
         }
     }
 }
 
-fn parse_id(raw: &str) -> Result<u64, Response> {
+fn parse_id(raw: &str) -> Result<u64, Problem> {
     raw.parse().map_err(|_| {
         problem(
             StatusCode::BAD_REQUEST,
@@ -346,14 +364,14 @@ fn parse_id(raw: &str) -> Result<u64, Response> {
 async fn acknowledge(State(s): State<AppState>, Path(id): Path<String>) -> Response {
     match parse_id(&id) {
         Ok(id) => alert_answer(s.registry.monitor().acknowledge(id)),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
 async fn resolve(State(s): State<AppState>, Path(id): Path<String>) -> Response {
     match parse_id(&id) {
         Ok(id) => alert_answer(s.registry.monitor().resolve(id)),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -395,7 +413,7 @@ async fn reset_breaker(State(s): State<AppState>, Path(name): Path<String>) -> R
             })
             .into_response()
         }
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -427,7 +445,7 @@ async fn background(State(s): State<AppState>) -> Response {
 async fn task(State(s): State<AppState>, Path(id): Path<String>) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match s.registry.tasks().get(id) {
         Some(info) => Json(info).into_response(),
@@ -435,7 +453,8 @@ async fn task(State(s): State<AppState>, Path(id): Path<String>) -> Response {
             StatusCode::NOT_FOUND,
             "not_found",
             format!("no background task {id} (finished tasks are kept for a while)"),
-        ),
+        )
+        .into_response(),
     }
 }
 

@@ -194,10 +194,13 @@ pub struct RouteSnapshot {
     pub history: Vec<RoutePoint>,
 }
 
+/// A route's key: method and template.
+type RouteKey = (&'static str, Arc<str>);
+
 /// Every route seen, by method and template.
 #[derive(Default)]
 pub(crate) struct RouteTable {
-    routes: RwLock<HashMap<(&'static str, Arc<str>), Arc<RouteStats>>>,
+    routes: RwLock<HashMap<RouteKey, Arc<RouteStats>>>,
 }
 
 /// The method as one of the standard names, or `OTHER`.
