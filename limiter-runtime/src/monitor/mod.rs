@@ -457,7 +457,11 @@ impl Monitor {
     /// Takes a sample if one is due, then checks every threshold, updates
     /// the alerts and the recommendations.
     pub(crate) fn refresh(&self, ops: &[Op]) {
-        let now = unix_ms();
+        self.refresh_at(ops, unix_ms());
+    }
+
+    /// [`Monitor::refresh`] at `now` (unix milliseconds).
+    fn refresh_at(&self, ops: &[Op], now: u64) {
         let snaps: Vec<OpSnapshot> = ops.iter().map(Op::snapshot).collect();
         let routes = self.routes.all();
         let mut st = self.state();
@@ -546,5 +550,149 @@ fn point(t_ms: u64, w: &Window) -> RoutePoint {
         p50_ms: ms(0.50),
         p95_ms: ms(0.95),
         p99_ms: ms(0.99),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Registry;
+
+    fn monitor(recent_s: u64, baseline_s: u64) -> Monitor {
+        let m = Monitor::default();
+        let mut cfg = MonitorConfig {
+            sample_interval: Duration::from_secs(1),
+            history: 1000,
+            ..MonitorConfig::default()
+        };
+        cfg.thresholds.recent = Duration::from_secs(recent_s);
+        cfg.thresholds.baseline = Duration::from_secs(baseline_s);
+        m.configure(cfg).unwrap();
+        m
+    }
+
+    #[test]
+    fn a_slower_recent_window_is_a_regression_with_its_numbers() {
+        let m = monitor(10, 60);
+        let route = m.route("GET", "/reports/{id}");
+        let t0 = 1_000_000;
+        for sec in 0..=60u64 {
+            let latency = if sec < 50 { 2 } else { 20 };
+            for _ in 0..20 {
+                route.finish(200, Duration::from_millis(latency));
+            }
+            m.refresh_at(&[], t0 + sec * 1000);
+        }
+        let alerts = m.alerts();
+        let reg = alerts
+            .iter()
+            .find(|a| a.kind == AlertKind::Regression)
+            .expect("a regression alert");
+        assert_eq!(reg.subject, "route GET /reports/{id}");
+        assert_eq!(
+            reg.level,
+            AlertLevel::Error,
+            "about 10x is well past 2 x 1.5"
+        );
+        assert!(reg.value > 8.0 && reg.value < 12.0, "ratio {}", reg.value);
+        assert!(
+            reg.message
+                .contains("p95 rose from 2 ms (baseline) to 20 ms"),
+            "{}",
+            reg.message
+        );
+        assert!(m
+            .recommendations()
+            .iter()
+            .any(|r| r.contains("GET /reports/{id}: p95 is")
+                && r.contains("its baseline (2 ms → 20 ms)")));
+        // No response-time alert: 20 ms is far below 1 s.
+        assert!(!alerts.iter().any(|a| a.kind == AlertKind::ResponseTime));
+    }
+
+    #[test]
+    fn steady_latency_is_no_regression_and_cleared_conditions_resolve() {
+        let m = monitor(10, 60);
+        let route = m.route("GET", "/steady");
+        for sec in 0..=60u64 {
+            for _ in 0..20 {
+                route.finish(if sec < 55 { 200 } else { 500 }, Duration::from_millis(3));
+            }
+            m.refresh_at(&[], 1_000 + sec * 1000);
+        }
+        let alerts = m.alerts();
+        assert!(!alerts.iter().any(|a| a.kind == AlertKind::Regression));
+        let err = alerts
+            .iter()
+            .find(|a| a.kind == AlertKind::ErrorRate)
+            .expect("an error-rate alert");
+        assert_eq!(err.state, AlertState::Active);
+        // The 5xx burst leaves the recent window: the alert resolves itself.
+        for sec in 61..=80u64 {
+            for _ in 0..20 {
+                route.finish(200, Duration::from_millis(3));
+            }
+            m.refresh_at(&[], 1_000 + sec * 1000);
+        }
+        let err = m.alerts().into_iter().find(|a| a.id == err.id).unwrap();
+        assert_eq!(
+            (err.state, err.resolution),
+            (AlertState::Resolved, Some("cleared"))
+        );
+    }
+
+    #[tokio::test]
+    async fn op_recommendations_are_sentences_with_numbers() {
+        let reg = Registry::new();
+        reg.configure(
+            "db",
+            crate::OpConfig {
+                timeout: Some(Duration::from_millis(100)),
+                max_concurrent: Some(1),
+                queue: Some(0),
+                ..crate::OpConfig::default()
+            },
+        )
+        .unwrap();
+        let op = reg.op("db");
+        for _ in 0..12 {
+            op.run(None, || async {
+                std::thread::sleep(Duration::from_millis(90));
+                Ok::<_, crate::LimitError>(())
+            })
+            .await
+            .unwrap();
+        }
+        let _held = op.acquire(None).await.unwrap();
+        assert!(op.acquire(None).await.is_err(), "queue full");
+        reg.refresh_monitor();
+        let advice = reg.monitor().recommendations();
+        let timeout = advice
+            .iter()
+            .find(|r| r.contains("timeout"))
+            .expect("a timeout recommendation");
+        assert!(
+            timeout.starts_with("op `db`: p95 9") && timeout.contains("% of its 100 ms timeout"),
+            "{timeout}"
+        );
+        assert!(
+            advice
+                .iter()
+                .any(|r| r.contains("1 of 14 calls found no place (max_concurrent 1, queue 0")),
+            "{advice:#?}"
+        );
+        assert!(
+            advice
+                .iter()
+                .any(|r| r.contains("polls over 1 ms blocked the executor thread")),
+            "{advice:#?}"
+        );
+        let slow = reg
+            .monitor()
+            .alerts()
+            .into_iter()
+            .find(|a| a.kind == AlertKind::SlowPolls)
+            .expect("slow polls alert");
+        assert_eq!(slow.level, AlertLevel::Error, "12 slow polls >= 10");
     }
 }
