@@ -81,6 +81,16 @@ impl Quota {
     }
 }
 
+/// A wait as people read it: whole milliseconds rounded up below a second
+/// (`57ms`), tenths of seconds above (`2.5s`).
+fn wait(d: &Duration) -> String {
+    if d.as_secs() >= 1 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        format!("{}ms", d.as_nanos().div_ceil(1_000_000))
+    }
+}
+
 /// Why a limited call did not produce its own result.
 ///
 /// Every variant carries the name of the operation it happened in; variants
@@ -89,7 +99,7 @@ impl Quota {
 #[non_exhaustive]
 pub enum LimitError {
     /// The rate limit of the op (or of the caller's key) is used up.
-    #[error("op `{op}`: rate limit exceeded, retry after {retry_after:?}")]
+    #[error("op `{op}`: rate limit exceeded, retry after {}", wait(retry_after))]
     RateLimited {
         /// Operation name.
         op: Arc<str>,
@@ -99,7 +109,7 @@ pub enum LimitError {
         quota: Quota,
     },
     /// Every in-flight place and every queue place is taken.
-    #[error("op `{op}`: {scope} queue full, retry after {retry_after:?}")]
+    #[error("op `{op}`: {scope} queue full, retry after {}", wait(retry_after))]
     QueueFull {
         /// Operation name.
         op: Arc<str>,
@@ -117,7 +127,7 @@ pub enum LimitError {
         op: Arc<str>,
     },
     /// The circuit breaker is open (or half-open with every probe taken).
-    #[error("op `{op}`: circuit open, retry after {retry_after:?}")]
+    #[error("op `{op}`: circuit open, retry after {}", wait(retry_after))]
     CircuitOpen {
         /// Operation name.
         op: Arc<str>,
@@ -141,7 +151,7 @@ pub enum LimitError {
     },
     /// The service sheds load as a whole: the key table is full of busy keys,
     /// the background manager is shutting down, or limits refuse new work.
-    #[error("op `{op}`: overloaded, retry after {retry_after:?}")]
+    #[error("op `{op}`: overloaded, retry after {}", wait(retry_after))]
     Overloaded {
         /// Operation name.
         op: Arc<str>,
