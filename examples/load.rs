@@ -1,2 +1,1277 @@
-//! Placeholder replaced by the load tool.
-fn main() {}
+//! HTTP load generator for the example server: shows that the limits work.
+//!
+//! Start the server in one terminal and the load in another:
+//!
+//! ```text
+//! cargo run --release --example server
+//! cargo run --release --example load -- --duration 20s
+//! ```
+//!
+//! Workers (`--concurrency`) send requests back to back to the server's routes
+//! for `--duration`, optionally capped at `--rate` requests per second overall.
+//! Each request picks one of `--users` client identities: about 30% send
+//! `x-api-key: key-<n>` (class api), 30% `Authorization: Bearer user-<n>`
+//! (class authenticated) and the rest send nothing (class anonymous: they all
+//! share the peer address, so they share one limit).
+//!
+//! While it runs it shows a progress bar (or, when stdout is not a terminal,
+//! one line a second). At the end it prints, per route, how many requests got
+//! 2xx, 202, 408, 429, 503, 504, another status or a connection error, with
+//! p50/p95/p99 latencies, then a word on what the 429s and 503s mean and the
+//! `Retry-After`/`RateLimit` headers of the first 429 as an example.
+//!
+//! ```text
+//! cargo run --release --example load -- --concurrency 64 --users 200 --duration 1m
+//! cargo run --release --example load -- --routes hash,reports --rate 200
+//! cargo run --release --example load -- --help
+//! ```
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::sync::{watch, Semaphore};
+use tokio::time::{Instant, MissedTickBehavior};
+
+const USAGE: &str = "\
+Load generator for the limiter example server.
+
+Usage: cargo run --release --example load -- [OPTIONS]
+Start the server first: cargo run --release --example server
+
+Options:
+  --url <URL>          server base URL [default: http://127.0.0.1:3000]
+  --concurrency <N>    concurrent workers [default: 32]
+  --users <N>          distinct client identities [default: 50]: ~30% send
+                       `x-api-key: key-<n>`, ~30% `Authorization: Bearer user-<n>`,
+                       the rest nothing (anonymous: they share the peer address)
+  --duration <D>       how long to run, e.g. 500ms, 20s, 2m [default: 20s]
+  --rate <N>           cap on requests per second, all workers together
+                       [default: no cap]
+  --routes <LIST>      comma-separated subset of
+                       users,weather,files,hash,reports,search
+                       [default: all; weights 40,15,12,8,5,20]
+  -h, --help           print this help
+";
+
+/// How long in-flight requests may still finish once the duration is over.
+const GRACE: Duration = Duration::from_secs(2);
+/// Progress refresh period (the plain, non-terminal output prints every 10th).
+const REFRESH: Duration = Duration::from_millis(100);
+/// Pause of a worker after a failed connect, so a missing server isn't spun on.
+const CONNECT_BACKOFF: Duration = Duration::from_millis(100);
+
+const CITIES: [&str; 8] = [
+    "london", "paris", "berlin", "madrid", "tokyo", "sydney", "toronto", "nairobi",
+];
+const FILES: [&str; 3] = ["readme.txt", "config.toml", "missing.txt"];
+/// Few distinct terms, so that coalescing and caching have something to do.
+const TERMS: [&str; 5] = ["rust", "tokio", "limits", "breaker", "bulkhead"];
+
+// ---------------------------------------------------------------- routes ---
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Route {
+    Users,
+    Weather,
+    Files,
+    Hash,
+    Reports,
+    Search,
+}
+
+impl Route {
+    const ALL: [Route; 6] = [
+        Route::Users,
+        Route::Weather,
+        Route::Files,
+        Route::Hash,
+        Route::Reports,
+        Route::Search,
+    ];
+
+    /// Name on the command line (`--routes`).
+    fn name(self) -> &'static str {
+        match self {
+            Route::Users => "users",
+            Route::Weather => "weather",
+            Route::Files => "files",
+            Route::Hash => "hash",
+            Route::Reports => "reports",
+            Route::Search => "search",
+        }
+    }
+
+    /// Route template, as the report shows it.
+    fn label(self) -> &'static str {
+        match self {
+            Route::Users => "GET /api/users/{id}",
+            Route::Weather => "GET /api/weather/{city}",
+            Route::Files => "GET /api/files/{name}",
+            Route::Hash => "POST /api/hash",
+            Route::Reports => "POST /api/reports",
+            Route::Search => "GET /api/search?q={q}",
+        }
+    }
+
+    /// Share of the traffic, relative to the other selected routes.
+    fn weight(self) -> u64 {
+        match self {
+            Route::Users => 40,
+            Route::Weather => 15,
+            Route::Files => 12,
+            Route::Hash => 8,
+            Route::Reports => 5,
+            Route::Search => 20,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Client class, as the server's limits see it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Class {
+    Api,
+    Authenticated,
+    Anonymous,
+}
+
+impl Class {
+    /// Identities interleave so that even a handful of users has all three.
+    fn of(user: u64) -> Class {
+        match (user - 1) % 10 {
+            0 | 3 | 6 => Class::Api,
+            1 | 4 | 7 => Class::Authenticated,
+            _ => Class::Anonymous,
+        }
+    }
+}
+
+// ------------------------------------------------------------------- cli ---
+
+#[derive(Debug)]
+struct Config {
+    url: String,
+    concurrency: u64,
+    users: u64,
+    duration: Duration,
+    rate: Option<f64>,
+    routes: Vec<Route>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            url: "http://127.0.0.1:3000".to_string(),
+            concurrency: 32,
+            users: 50,
+            duration: Duration::from_secs(20),
+            rate: None,
+            routes: Route::ALL.to_vec(),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Cli {
+    Run(Config),
+    Help,
+}
+
+const FLAGS: [&str; 6] = [
+    "--url",
+    "--concurrency",
+    "--users",
+    "--duration",
+    "--rate",
+    "--routes",
+];
+
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Cli, String> {
+    let mut cfg = Config::default();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        if arg == "-h" || arg == "--help" {
+            return Ok(Cli::Help);
+        }
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => (flag.to_string(), Some(value)),
+            _ => (arg.clone(), None),
+        };
+        if !FLAGS.contains(&flag.as_str()) {
+            return Err(if flag.starts_with('-') {
+                format!("unknown flag `{flag}`")
+            } else {
+                format!("unexpected argument `{arg}`")
+            });
+        }
+        let value = match inline {
+            Some(value) => value.to_string(),
+            None => match args.next() {
+                Some(value) if !value.starts_with("--") => value,
+                _ => return Err(format!("{flag} needs a value")),
+            },
+        };
+        let bad = |why: String| format!("invalid value `{value}` for {flag}: {why}");
+        match flag.as_str() {
+            "--url" => cfg.url = parse_url(&value).map_err(bad)?,
+            "--concurrency" => cfg.concurrency = parse_count(&value).map_err(bad)?,
+            "--users" => cfg.users = parse_count(&value).map_err(bad)?,
+            "--duration" => cfg.duration = parse_duration(&value).map_err(bad)?,
+            "--rate" => cfg.rate = Some(parse_rate(&value).map_err(bad)?),
+            "--routes" => cfg.routes = parse_routes(&value).map_err(bad)?,
+            _ => unreachable!("flag listed in FLAGS"),
+        }
+    }
+    Ok(Cli::Run(cfg))
+}
+
+fn parse_url(value: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(value)
+        .map_err(|e| format!("{e}; expected a URL such as http://127.0.0.1:3000"))?;
+    match url.scheme() {
+        "http" => {}
+        "https" => return Err("https is not supported (built without TLS); use http://".into()),
+        _ => return Err("expected an http:// URL such as http://127.0.0.1:3000".into()),
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("the URL has no host".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("expected a base URL without ?query or #fragment".into());
+    }
+    Ok(value.trim_end_matches('/').to_string())
+}
+
+fn parse_count(value: &str) -> Result<u64, String> {
+    match value.parse::<u64>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) if n > 100_000 => Err("must be at most 100000".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err("expected a whole number such as 32".into()),
+    }
+}
+
+fn parse_duration(value: &str) -> Result<Duration, String> {
+    const EXPECTED: &str = "expected a number with a unit: ms, s, m or h (e.g. 500ms, 20s, 2m)";
+    let split = value
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: f64 = number.parse().map_err(|_| EXPECTED.to_string())?;
+    let secs = match unit {
+        "ms" => number / 1000.0,
+        "s" => number,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => return Err(EXPECTED.into()),
+    };
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) if d >= Duration::from_millis(1) => Ok(d),
+        Ok(_) => Err("must be at least 1ms".into()),
+        Err(_) => Err(EXPECTED.into()),
+    }
+}
+
+fn parse_rate(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        Ok(_) => Err("must be a number of requests per second above 0".into()),
+        Err(_) => Err("expected requests per second, e.g. 500".into()),
+    }
+}
+
+fn parse_routes(value: &str) -> Result<Vec<Route>, String> {
+    let mut routes = Vec::new();
+    for name in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let route = Route::ALL
+            .into_iter()
+            .find(|r| r.name() == name)
+            .ok_or_else(|| {
+                format!(
+                    "unknown route `{name}`; choose from users,weather,files,hash,reports,search"
+                )
+            })?;
+        if !routes.contains(&route) {
+            routes.push(route);
+        }
+    }
+    if routes.is_empty() {
+        return Err("name at least one route".into());
+    }
+    // Keep the table in the usual order whatever order the flag gave.
+    routes.sort_by_key(|r| r.index());
+    Ok(routes)
+}
+
+// ------------------------------------------------------------ randomness ---
+
+/// splitmix64: plenty for picking request parameters.
+struct Rng(u64);
+
+impl Rng {
+    fn new(stream: u64) -> Rng {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Rng(now ^ stream.wrapping_mul(0xA076_1D64_78BD_642F))
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n`.
+    fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next()) * u128::from(n)) >> 64) as u64
+    }
+
+    /// Uniform in `lo..=hi`.
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi - lo + 1)
+    }
+
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u64) as usize]
+    }
+}
+
+/// Bytes for `POST /api/hash`; bodies are slices of it, so no copy per request.
+fn payload() -> &'static [u8] {
+    static PAYLOAD: OnceLock<Vec<u8>> = OnceLock::new();
+    PAYLOAD.get_or_init(|| {
+        let mut rng = Rng(0x5EED);
+        (0..64 * 1024).map(|_| rng.next() as u8).collect()
+    })
+}
+
+// ------------------------------------------------------------ statistics ---
+
+/// What a request came back with, in the classes the report shows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Ok,
+    Accepted,
+    RequestTimeout,
+    TooMany,
+    Unavailable,
+    GatewayTimeout,
+    Other,
+    Error,
+}
+
+const OUTCOMES: usize = 8;
+
+impl Outcome {
+    fn of(status: u16) -> Outcome {
+        match status {
+            202 => Outcome::Accepted,
+            200..=299 => Outcome::Ok,
+            408 => Outcome::RequestTimeout,
+            429 => Outcome::TooMany,
+            503 => Outcome::Unavailable,
+            504 => Outcome::GatewayTimeout,
+            _ => Outcome::Other,
+        }
+    }
+}
+
+/// Log-linear latency histogram (HDR style): exact below 256 µs, then 128
+/// buckets per power of two, i.e. under 1% error, in bounded memory.
+#[derive(Clone, Default)]
+struct Histogram {
+    buckets: Vec<u64>,
+    count: u64,
+    max: u64,
+}
+
+impl Histogram {
+    const SUB_BITS: u32 = 7;
+    const SUB: u64 = 1 << Self::SUB_BITS;
+
+    fn index(v: u64) -> usize {
+        if v < 2 * Self::SUB {
+            return v as usize;
+        }
+        let shift = 63 - v.leading_zeros() - Self::SUB_BITS;
+        let sub = v >> shift;
+        (2 * Self::SUB + u64::from(shift - 1) * Self::SUB + (sub - Self::SUB)) as usize
+    }
+
+    /// Highest value that lands in bucket `i`.
+    fn highest(i: usize) -> u64 {
+        let i = i as u64;
+        if i < 2 * Self::SUB {
+            return i;
+        }
+        let shift = (i - 2 * Self::SUB) / Self::SUB + 1;
+        let sub = (i - 2 * Self::SUB) % Self::SUB + Self::SUB;
+        ((sub + 1) << shift) - 1
+    }
+
+    fn record(&mut self, micros: u64) {
+        let v = micros.min(1 << 40);
+        let i = Self::index(v);
+        if i >= self.buckets.len() {
+            self.buckets.resize(i + 1, 0);
+        }
+        self.buckets[i] += 1;
+        self.count += 1;
+        self.max = self.max.max(v);
+    }
+
+    fn merge(&mut self, other: &Histogram) {
+        if other.buckets.len() > self.buckets.len() {
+            self.buckets.resize(other.buckets.len(), 0);
+        }
+        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+            *a += b;
+        }
+        self.count += other.count;
+        self.max = self.max.max(other.max);
+    }
+
+    /// Percentile `p` (0..=100) in microseconds.
+    fn percentile(&self, p: f64) -> Option<u64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = ((p / 100.0 * self.count as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Some(Self::highest(i).min(self.max));
+            }
+        }
+        Some(self.max)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum ErrorKind {
+    Connect,
+    Timeout,
+    Other,
+}
+
+#[derive(Clone, Default)]
+struct RouteStats {
+    counts: [u64; OUTCOMES],
+    /// Status codes that fall in the "other" column.
+    other: BTreeMap<u16, u64>,
+    /// Connection errors by kind: connect, timeout, other.
+    errors: [u64; 3],
+    /// Latency of every request that got a status, any status.
+    latency: Histogram,
+}
+
+impl RouteStats {
+    fn requests(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    fn merge(&mut self, other: &RouteStats) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts) {
+            *a += b;
+        }
+        for (code, n) in &other.other {
+            *self.other.entry(*code).or_default() += n;
+        }
+        for (a, b) in self.errors.iter_mut().zip(other.errors) {
+            *a += b;
+        }
+        self.latency.merge(&other.latency);
+    }
+}
+
+/// What one worker saw; merged at the end, so the hot path takes no lock.
+#[derive(Clone)]
+struct Stats {
+    routes: Vec<RouteStats>,
+    /// 429s by client class (api, authenticated, anonymous).
+    limited: [u64; 3],
+    /// Requests still in flight when the run was cut short (not counted).
+    abandoned: u64,
+}
+
+impl Stats {
+    fn new() -> Stats {
+        Stats {
+            routes: vec![RouteStats::default(); Route::ALL.len()],
+            limited: [0; 3],
+            abandoned: 0,
+        }
+    }
+
+    fn merge(&mut self, other: &Stats) {
+        for (a, b) in self.routes.iter_mut().zip(&other.routes) {
+            a.merge(b);
+        }
+        for (a, b) in self.limited.iter_mut().zip(other.limited) {
+            *a += b;
+        }
+        self.abandoned += other.abandoned;
+    }
+}
+
+// ---------------------------------------------------------------- runner ---
+
+/// Run phases, broadcast to the workers.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Phase {
+    /// Send requests.
+    Running,
+    /// Start no new request; let the ones in flight finish.
+    Draining,
+    /// Drop whatever is still in flight.
+    Stopped,
+}
+
+#[derive(Clone, Copy)]
+enum Reply {
+    Status(u16),
+    Failed(ErrorKind),
+}
+
+/// The first 429, kept as an example of the headers the server sends.
+struct Example429 {
+    route: Route,
+    class: Class,
+    headers: Vec<(String, String)>,
+}
+
+/// State shared by the workers and the progress display.
+struct Shared {
+    client: reqwest::Client,
+    base: String,
+    users: u64,
+    /// Selected routes with cumulative weights.
+    routes: Vec<(Route, u64)>,
+    total_weight: u64,
+    /// Rate tokens, when `--rate` is given.
+    tokens: Option<Arc<Semaphore>>,
+    done: AtomicU64,
+    too_many: AtomicU64,
+    unavailable: AtomicU64,
+    errors: AtomicU64,
+    in_flight: AtomicU64,
+    first_429: OnceLock<Example429>,
+    first_location: OnceLock<String>,
+    first_error: OnceLock<String>,
+}
+
+impl Shared {
+    fn pick_route(&self, rng: &mut Rng) -> Route {
+        let r = rng.below(self.total_weight);
+        self.routes
+            .iter()
+            .find(|(_, cumulative)| r < *cumulative)
+            .map_or(self.routes[0].0, |(route, _)| *route)
+    }
+
+    /// A request with realistic parameters for a random route and identity.
+    fn plan(&self, rng: &mut Rng) -> (Route, Class, reqwest::RequestBuilder) {
+        let route = self.pick_route(rng);
+        let user = rng.range(1, self.users);
+        let class = Class::of(user);
+        let (base, client) = (&self.base, &self.client);
+        let request = match route {
+            Route::Users => client.get(format!("{base}/api/users/{}", rng.range(1, 1000))),
+            Route::Weather => client.get(format!("{base}/api/weather/{}", rng.pick(&CITIES))),
+            Route::Files => client.get(format!("{base}/api/files/{}", rng.pick(&FILES))),
+            Route::Hash => {
+                let len = rng.range(4 * 1024, 64 * 1024) as usize;
+                client
+                    .post(format!("{base}/api/hash"))
+                    .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                    .body(&payload()[..len])
+            }
+            Route::Reports => {
+                // Mostly small reports, now and then a big one that may go
+                // to the background.
+                let rows = if rng.below(5) == 0 {
+                    rng.range(1_000, 50_000)
+                } else {
+                    rng.range(10, 1_000)
+                };
+                client
+                    .post(format!("{base}/api/reports"))
+                    .json(&serde_json::json!({ "rows": rows }))
+            }
+            Route::Search => client.get(format!("{base}/api/search?q={}", rng.pick(&TERMS))),
+        };
+        let request = match class {
+            Class::Api => request.header("x-api-key", format!("key-{user}")),
+            Class::Authenticated => request.bearer_auth(format!("user-{user}")),
+            Class::Anonymous => request,
+        };
+        (route, class, request)
+    }
+
+    async fn execute(&self, route: Route, class: Class, request: reqwest::RequestBuilder) -> Reply {
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => return Reply::Failed(self.failed(&e)),
+        };
+        let status = response.status().as_u16();
+        if status == 429 && self.first_429.get().is_none() {
+            let headers = response
+                .headers()
+                .iter()
+                .filter(|(name, _)| {
+                    let name = name.as_str();
+                    name == "retry-after"
+                        || name.starts_with("ratelimit")
+                        || name.starts_with("x-ratelimit")
+                })
+                .map(|(name, value)| {
+                    let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                    (name.as_str().to_string(), value)
+                })
+                .collect();
+            let _ = self.first_429.set(Example429 {
+                route,
+                class,
+                headers,
+            });
+        }
+        if status == 202 && self.first_location.get().is_none() {
+            if let Some(location) = response.headers().get(reqwest::header::LOCATION) {
+                let location = String::from_utf8_lossy(location.as_bytes()).into_owned();
+                let _ = self.first_location.set(location);
+            }
+        }
+        // Read the body, so the connection goes back to the pool.
+        match response.bytes().await {
+            Ok(_) => Reply::Status(status),
+            Err(e) => Reply::Failed(self.failed(&e)),
+        }
+    }
+
+    fn failed(&self, e: &reqwest::Error) -> ErrorKind {
+        let _ = self.first_error.set(error_chain(e));
+        if e.is_timeout() {
+            ErrorKind::Timeout
+        } else if e.is_connect() {
+            ErrorKind::Connect
+        } else {
+            ErrorKind::Other
+        }
+    }
+}
+
+/// "error sending request: ...: Connection refused" rather than just the top.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+async fn worker(id: u64, shared: Arc<Shared>, mut phase: watch::Receiver<Phase>) -> Stats {
+    let mut rng = Rng::new(id + 1);
+    let mut stats = Stats::new();
+    loop {
+        if *phase.borrow() != Phase::Running {
+            break;
+        }
+        if let Some(tokens) = &shared.tokens {
+            // The semaphore is closed when the run ends.
+            match tokens.acquire().await {
+                Ok(permit) => permit.forget(),
+                Err(_) => break,
+            }
+        }
+        let (route, class, request) = shared.plan(&mut rng);
+        shared.in_flight.fetch_add(1, Relaxed);
+        let started = Instant::now();
+        let reply = tokio::select! {
+            reply = shared.execute(route, class, request) => Some(reply),
+            _ = phase.wait_for(|p| *p == Phase::Stopped) => None,
+        };
+        shared.in_flight.fetch_sub(1, Relaxed);
+        let Some(reply) = reply else {
+            stats.abandoned += 1;
+            break;
+        };
+        let elapsed = started.elapsed();
+        let route_stats = &mut stats.routes[route.index()];
+        match reply {
+            Reply::Status(status) => {
+                let outcome = Outcome::of(status);
+                route_stats.counts[outcome as usize] += 1;
+                route_stats.latency.record(elapsed.as_micros() as u64);
+                match outcome {
+                    Outcome::Other => *route_stats.other.entry(status).or_default() += 1,
+                    Outcome::TooMany => {
+                        stats.limited[class as usize] += 1;
+                        shared.too_many.fetch_add(1, Relaxed);
+                    }
+                    Outcome::Unavailable => {
+                        shared.unavailable.fetch_add(1, Relaxed);
+                    }
+                    _ => {}
+                }
+            }
+            Reply::Failed(kind) => {
+                route_stats.counts[Outcome::Error as usize] += 1;
+                route_stats.errors[kind as usize] += 1;
+                shared.errors.fetch_add(1, Relaxed);
+            }
+        }
+        shared.done.fetch_add(1, Relaxed);
+        if matches!(reply, Reply::Failed(ErrorKind::Connect)) {
+            // Nobody listening: don't spin; retry soon.
+            tokio::select! {
+                _ = tokio::time::sleep(CONNECT_BACKOFF) => {}
+                _ = phase.wait_for(|p| *p != Phase::Running) => break,
+            }
+        }
+    }
+    stats
+}
+
+/// Hands out `rate` tokens a second from a tokio interval, with a small burst
+/// allowance so that idle moments are not made up for later in a rush.
+async fn feed_tokens(tokens: Arc<Semaphore>, rate: f64) {
+    let burst = (rate * 0.05).ceil().max(1.0) as usize;
+    let start = Instant::now();
+    let mut granted: u64 = 0;
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    while !tokens.is_closed() {
+        tick.tick().await;
+        let due = (rate * start.elapsed().as_secs_f64()) as u64;
+        let new = (due - granted) as usize;
+        granted = due;
+        let room = burst.saturating_sub(tokens.available_permits());
+        tokens.add_permits(new.min(room));
+    }
+}
+
+/// Resolves when the user asks to stop early.
+///
+/// Ctrl-C handling needs tokio's `signal` feature, which the dev-dependencies
+/// do not enable; until they do, a run ends at `--duration` only.
+async fn interrupted() {
+    std::future::pending::<()>().await;
+}
+
+// -------------------------------------------------------------- progress ---
+
+struct Progress {
+    shared: Arc<Shared>,
+    bar: Option<ProgressBar>,
+    start: Instant,
+    total: Duration,
+    /// (when, requests done) over the last second, for the current req/s.
+    samples: VecDeque<(Instant, u64)>,
+    last_line: Instant,
+}
+
+impl Progress {
+    fn new(shared: Arc<Shared>, start: Instant, total: Duration) -> Progress {
+        let bar = std::io::stdout()
+            .is_terminal()
+            .then(|| {
+                let target = ProgressDrawTarget::stdout_with_hz(20);
+                let bar = ProgressBar::with_draw_target(Some(total.as_millis() as u64), target);
+                let style = ProgressStyle::with_template(
+                    "{spinner:.green} {prefix:>13} [{bar:30.cyan/blue}] {msg}",
+                )
+                .expect("valid template")
+                .progress_chars("=> ");
+                bar.set_style(style);
+                bar
+            })
+            .filter(|bar| !bar.is_hidden());
+        Progress {
+            shared,
+            bar,
+            start,
+            total,
+            samples: VecDeque::new(),
+            last_line: start,
+        }
+    }
+
+    fn update(&mut self, phase: Phase) {
+        self.draw(phase, false);
+    }
+
+    fn draw(&mut self, phase: Phase, last: bool) {
+        let now = Instant::now();
+        let done = self.shared.done.load(Relaxed);
+        self.samples.push_back((now, done));
+        while self
+            .samples
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(1))
+        {
+            self.samples.pop_front();
+        }
+        let (t0, d0) = self.samples[0];
+        let window = now.duration_since(t0).as_secs_f64();
+        let rps = if window > 0.0 {
+            (done - d0) as f64 / window
+        } else {
+            0.0
+        };
+        let elapsed = now.duration_since(self.start).min(self.total);
+        let too_many = self.shared.too_many.load(Relaxed);
+        let unavailable = self.shared.unavailable.load(Relaxed);
+        let mut msg = if last {
+            format!("done: {done} req · 429: {too_many} · 503: {unavailable}")
+        } else {
+            format!("{done} req · {rps:.0} req/s · 429: {too_many} · 503: {unavailable}")
+        };
+        let errors = self.shared.errors.load(Relaxed);
+        if errors > 0 {
+            msg.push_str(&format!(" · err: {errors}"));
+        }
+        if phase != Phase::Running && !last {
+            let in_flight = self.shared.in_flight.load(Relaxed);
+            msg.push_str(&format!(" · stopping, {in_flight} in flight"));
+        }
+        let clock = format!(
+            "{:.1}s/{:.1}s",
+            elapsed.as_secs_f64(),
+            self.total.as_secs_f64()
+        );
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(elapsed.as_millis() as u64);
+                bar.set_prefix(clock);
+                bar.set_message(msg);
+                bar.tick();
+            }
+            None => {
+                if now.duration_since(self.last_line) >= Duration::from_secs(1) {
+                    self.last_line = now;
+                    println!("[{clock}] {msg}");
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        // Force a last plain line too, so the final count is always shown.
+        self.last_line = self.start;
+        self.draw(Phase::Stopped, true);
+        if let Some(bar) = &self.bar {
+            bar.finish();
+        }
+    }
+}
+
+// ------------------------------------------------------------------ main ---
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> ExitCode {
+    let cfg = match parse_args(std::env::args().skip(1)) {
+        Ok(Cli::Run(cfg)) => cfg,
+        Ok(Cli::Help) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(msg) => {
+            eprintln!("error: {msg}\nRun with --help for usage.");
+            return ExitCode::from(2);
+        }
+    };
+    run(cfg).await
+}
+
+async fn run(cfg: Config) -> ExitCode {
+    let client = match reqwest::Client::builder()
+        .pool_max_idle_per_host(cfg.concurrency as usize)
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+    {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("error: cannot build the HTTP client: {}", error_chain(&e));
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut cumulative = 0;
+    let routes = cfg
+        .routes
+        .iter()
+        .map(|route| {
+            cumulative += route.weight();
+            (*route, cumulative)
+        })
+        .collect();
+    let tokens = cfg.rate.map(|_| Arc::new(Semaphore::new(0)));
+    let shared = Arc::new(Shared {
+        client,
+        base: cfg.url.clone(),
+        users: cfg.users,
+        routes,
+        total_weight: cumulative,
+        tokens: tokens.clone(),
+        done: AtomicU64::new(0),
+        too_many: AtomicU64::new(0),
+        unavailable: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        in_flight: AtomicU64::new(0),
+        first_429: OnceLock::new(),
+        first_location: OnceLock::new(),
+        first_error: OnceLock::new(),
+    });
+
+    print_plan(&cfg, cumulative);
+
+    let start = Instant::now();
+    let (phase_tx, phase_rx) = watch::channel(Phase::Running);
+    let feeder = tokens
+        .clone()
+        .zip(cfg.rate)
+        .map(|(tokens, rate)| tokio::spawn(feed_tokens(tokens, rate)));
+    let workers: Vec<_> = (0..cfg.concurrency)
+        .map(|id| tokio::spawn(worker(id, shared.clone(), phase_rx.clone())))
+        .collect();
+    let mut progress = Progress::new(shared.clone(), start, cfg.duration);
+    let mut tick = tokio::time::interval(REFRESH);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+
+    // Run until the deadline (or Ctrl-C).
+    let deadline = tokio::time::sleep(cfg.duration);
+    let interrupt = interrupted();
+    tokio::pin!(deadline, interrupt);
+    let mut stopped = loop {
+        tokio::select! {
+            _ = &mut deadline => break false,
+            _ = &mut interrupt => break true,
+            _ = tick.tick() => progress.update(Phase::Running),
+        }
+    };
+    let interrupted_run = stopped;
+    let window = start.elapsed();
+
+    // Start nothing new; give requests in flight a moment, unless interrupted.
+    phase_tx.send_replace(if stopped {
+        Phase::Stopped
+    } else {
+        Phase::Draining
+    });
+    if let Some(tokens) = &tokens {
+        tokens.close();
+    }
+    let grace = tokio::time::sleep(GRACE);
+    let joined = futures::future::join_all(workers);
+    tokio::pin!(grace, joined);
+    let results = loop {
+        tokio::select! {
+            results = &mut joined => break results,
+            _ = &mut grace, if !stopped => {
+                phase_tx.send_replace(Phase::Stopped);
+                stopped = true;
+            }
+            _ = &mut interrupt, if !stopped => {
+                phase_tx.send_replace(Phase::Stopped);
+                stopped = true;
+            }
+            _ = tick.tick() => progress.update(Phase::Draining),
+        }
+    };
+    if let Some(feeder) = feeder {
+        feeder.abort();
+    }
+    progress.finish();
+
+    let mut stats = Stats::new();
+    for result in results {
+        match result {
+            Ok(worker_stats) => stats.merge(&worker_stats),
+            Err(e) => eprintln!("warning: a worker failed: {e}"),
+        }
+    }
+    report(&cfg, &shared, &stats, window, interrupted_run)
+}
+
+fn print_plan(cfg: &Config, total_weight: u64) {
+    let api = (1..=cfg.users)
+        .filter(|u| Class::of(*u) == Class::Api)
+        .count();
+    let authenticated = (1..=cfg.users)
+        .filter(|u| Class::of(*u) == Class::Authenticated)
+        .count();
+    let anonymous = cfg.users as usize - api - authenticated;
+    let mix: Vec<String> = cfg
+        .routes
+        .iter()
+        .map(|r| {
+            let share = 100.0 * r.weight() as f64 / total_weight as f64;
+            format!("{} {share:.0}%", r.name())
+        })
+        .collect();
+    let rate = cfg
+        .rate
+        .map_or("no rate cap".to_string(), |r| format!("at most {r} req/s"));
+    println!(
+        "Load on {} for {}, {} workers, {rate}",
+        cfg.url,
+        fmt_duration(cfg.duration),
+        cfg.concurrency
+    );
+    println!(
+        "{} users: {api} with an API key, {authenticated} with a bearer token, \
+         {anonymous} anonymous (one shared address)",
+        cfg.users
+    );
+    println!("routes: {}", mix.join(", "));
+    println!();
+}
+
+fn fmt_duration(d: Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs < 1.0 {
+        format!("{}ms", d.as_millis())
+    } else if secs < 120.0 {
+        format!("{secs:.1}s")
+    } else {
+        format!("{:.1}m", secs / 60.0)
+    }
+}
+
+fn fmt_ms(micros: Option<u64>) -> String {
+    micros.map_or("-".to_string(), |us| format!("{:.1}", us as f64 / 1000.0))
+}
+
+// ---------------------------------------------------------------- report ---
+
+fn report(
+    cfg: &Config,
+    shared: &Shared,
+    stats: &Stats,
+    window: Duration,
+    interrupted_run: bool,
+) -> ExitCode {
+    const HEADER: [&str; 13] = [
+        "route", "requests", "ok", "202", "408", "429", "503", "504", "other", "err", "p50 ms",
+        "p95 ms", "p99 ms",
+    ];
+    let row = |label: &str, s: &RouteStats| -> Vec<String> {
+        let c = &s.counts;
+        let mut cells = vec![label.to_string(), s.requests().to_string()];
+        cells.extend(c.iter().map(u64::to_string));
+        cells.extend([50.0, 95.0, 99.0].map(|p| fmt_ms(s.latency.percentile(p))));
+        cells
+    };
+    let mut total = RouteStats::default();
+    let mut rows = vec![HEADER.map(str::to_string).to_vec()];
+    for route in &cfg.routes {
+        let s = &stats.routes[route.index()];
+        total.merge(s);
+        rows.push(row(route.label(), s));
+    }
+    rows.push(row("total", &total));
+    let widths: Vec<usize> = (0..HEADER.len())
+        .map(|col| rows.iter().map(|r| r[col].len()).max().unwrap_or(0))
+        .collect();
+    println!();
+    for (i, r) in rows.iter().enumerate() {
+        if i == rows.len() - 1 {
+            println!(
+                "{}",
+                "-".repeat(widths.iter().sum::<usize>() + 2 * (widths.len() - 1))
+            );
+        }
+        let mut line = format!("{:<w$}", r[0], w = widths[0]);
+        for (cell, w) in r.iter().zip(&widths).skip(1) {
+            line.push_str(&format!("  {cell:>w$}"));
+        }
+        println!("{line}");
+    }
+
+    let requests = total.requests();
+    let secs = window.as_secs_f64().max(1e-9);
+    println!();
+    println!(
+        "{requests} requests in {:.1}s: {:.1} req/s overall{}",
+        secs,
+        requests as f64 / secs,
+        if interrupted_run {
+            " (interrupted)"
+        } else {
+            ""
+        }
+    );
+    if stats.abandoned > 0 {
+        println!(
+            "{} requests still in flight at the end were dropped and are not counted.",
+            stats.abandoned
+        );
+    }
+
+    let count = |o: Outcome| total.counts[o as usize];
+    let busiest = |o: Outcome| {
+        cfg.routes
+            .iter()
+            .max_by_key(|r| stats.routes[r.index()].counts[o as usize])
+            .map_or("", |r| r.label())
+    };
+    let mut notes = Vec::new();
+    if count(Outcome::TooMany) > 0 {
+        let [api, authenticated, anonymous] = stats.limited;
+        notes.push(format!(
+            "429s: the per-client limits held. Anonymous clients, who all share one \
+             address, got {anonymous} of them; API keys {api}, bearer tokens {authenticated}."
+        ));
+    }
+    if count(Outcome::Unavailable) > 0 {
+        notes.push(format!(
+            "503s: bulkheads and circuit breakers shed load instead of queueing it \
+             (most on {}).",
+            busiest(Outcome::Unavailable)
+        ));
+    }
+    if count(Outcome::GatewayTimeout) > 0 {
+        notes.push(format!(
+            "504s: timeouts cut off calls that ran too long instead of letting them hang \
+             (most on {}).",
+            busiest(Outcome::GatewayTimeout)
+        ));
+    }
+    if count(Outcome::RequestTimeout) > 0 {
+        notes.push(format!(
+            "408s: requests gave up waiting in a bulkhead queue (most on {}).",
+            busiest(Outcome::RequestTimeout)
+        ));
+    }
+    if count(Outcome::Accepted) > 0 {
+        let example = shared
+            .first_location
+            .get()
+            .map_or(String::new(), |l| format!(", e.g. {l}"));
+        notes.push(format!(
+            "202s: slow reports moved to the background; poll the Location{example}."
+        ));
+    }
+    if count(Outcome::Other) > 0 {
+        let codes: Vec<String> = total
+            .other
+            .iter()
+            .map(|(code, n)| format!("{code} x{n}"))
+            .collect();
+        let files_404 = if total.other.contains_key(&404) && cfg.routes.contains(&Route::Files) {
+            " (404s are expected: one file name is missing.txt)"
+        } else {
+            ""
+        };
+        notes.push(format!("other: {}{files_404}.", codes.join(", ")));
+    }
+    if count(Outcome::Error) > 0 {
+        let [connect, timeout, other] = total.errors;
+        let first = shared.first_error.get().map_or("", String::as_str);
+        notes.push(format!(
+            "err: {} requests got no response (connect {connect}, timeout {timeout}, \
+             other {other}); first: {first}",
+            count(Outcome::Error)
+        ));
+    }
+    if !notes.is_empty() {
+        println!();
+        for note in &notes {
+            println!("{note}");
+        }
+    }
+    if let Some(example) = shared.first_429.get() {
+        println!();
+        println!(
+            "First 429 ({}, {} client):",
+            example.route.label(),
+            match example.class {
+                Class::Api => "api",
+                Class::Authenticated => "authenticated",
+                Class::Anonymous => "anonymous",
+            }
+        );
+        if example.headers.is_empty() {
+            println!("  (no Retry-After or RateLimit headers)");
+        }
+        for (name, value) in &example.headers {
+            println!("  {name}: {value}");
+        }
+    }
+
+    if count(Outcome::Error) == requests {
+        println!();
+        println!(
+            "No request got a response from {}: is the server running? \
+             Start it with `cargo run --release --example server`.",
+            cfg.url
+        );
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Result<Cli, String> {
+        parse_args(s.split_whitespace().map(str::to_string))
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("20s"), Ok(Duration::from_secs(20)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("20").is_err());
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn flags() {
+        let Ok(Cli::Run(cfg)) = args("--users=3 --routes search,users --rate 10") else {
+            panic!()
+        };
+        assert_eq!(cfg.users, 3);
+        assert_eq!(cfg.routes, vec![Route::Users, Route::Search]);
+        assert!(args("--concurrency x")
+            .unwrap_err()
+            .contains("--concurrency"));
+        assert!(args("--bogus 1").unwrap_err().contains("--bogus"));
+        assert!(args("--url").is_err());
+        assert!(args("--routes users,nope").is_err());
+    }
+
+    #[test]
+    fn histogram_percentiles() {
+        let mut h = Histogram::default();
+        for v in 1..=10_000 {
+            h.record(v);
+        }
+        let p50 = h.percentile(50.0).unwrap();
+        let p99 = h.percentile(99.0).unwrap();
+        assert!((4950..=5050).contains(&p50), "{p50}");
+        assert!((9850..=10_000).contains(&p99), "{p99}");
+        for v in [0, 1, 255, 256, 257, 1000, 123_456, 1 << 40] {
+            assert!(Histogram::highest(Histogram::index(v)) >= v);
+        }
+    }
+}
