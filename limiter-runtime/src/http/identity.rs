@@ -57,7 +57,10 @@ pub enum IdentitySource {
     /// A [`Client`] the application inserted into the request extensions
     /// (e.g. after verifying a token): the only source that is verified.
     Extension,
-    /// An API key header (class [`ClientClass::Api`]).
+    /// An API key header (class [`ClientClass::Api`]). The key is not
+    /// checked here: a client inventing keys gets a fresh budget per key, so
+    /// where API-key budgets are larger than anonymous ones, check keys in
+    /// the application and use [`IdentitySource::Extension`].
     ApiKeyHeader(HeaderName),
     /// `Authorization: Bearer <token>` (class
     /// [`ClientClass::Authenticated`]). The token is not verified here, and a
