@@ -151,7 +151,7 @@ pub struct Weather {
     strategy = "cache_fallback",
     retries = 2,
     backoff_base = "20ms",
-    breaker(failure_rate = 0.5, min_calls = 10, window = 20, recovery = "3s")
+    breaker(failure_rate = 0.5, min_calls = 10, window = 20, recovery = "2s")
 )]
 async fn fetch_weather(city: String) -> Result<Weather, AppError> {
     let phase = started().elapsed().as_millis() % 15_000;
@@ -243,17 +243,18 @@ pub struct ReportRequest {
     rows: u32,
 }
 
-/// Builds a report, 2 ms a row: past 1 s it goes on as a background task
+/// Builds a report, 2 ms a row (at most 4 s): past 1 s it goes on as a background task
 /// and the caller gets 202 with the task's location.
 #[limit_blocking(
     op = "reports",
     timeout = "1s",
     strategy = "background",
     max_concurrent = 4,
-    queue = 8
+    queue = 8,
+    queue_timeout = "2s"
 )]
 async fn build_report(rows: u32) -> Result<Report, AppError> {
-    tokio::time::sleep(Duration::from_millis(u64::from(rows.min(5000)) * 2)).await;
+    tokio::time::sleep(Duration::from_millis(u64::from(rows.min(2000)) * 2)).await;
     Ok(Report {
         rows,
         total: (0..u64::from(rows)).sum(),

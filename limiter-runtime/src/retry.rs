@@ -12,22 +12,29 @@ use crate::error::LimitError;
 /// so concurrent callers spread out while each still waits at least half the
 /// nominal delay.
 pub(crate) fn backoff_delay(policy: &RetryPolicy, attempt: u32) -> Duration {
-    let nominal = match policy.backoff {
+    let nominal = nominal_delay(policy, attempt);
+    let half = nominal / 2;
+    half + half.mul_f64(fastrand::f64())
+}
+
+/// The delay before retry `attempt` without jitter, capped at `max`.
+fn nominal_delay(policy: &RetryPolicy, attempt: u32) -> Duration {
+    match policy.backoff {
         Backoff::Constant => policy.base,
         Backoff::Exponential => policy
             .base
             .checked_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX))
             .unwrap_or(policy.max),
     }
-    .min(policy.max);
-    let half = nominal / 2;
-    half + half.mul_f64(fastrand::f64())
+    .min(policy.max)
 }
 
 /// How long to wait before retrying after `err`, or `None` when retrying
 /// would not help: the call went to the background; the op is saturated
 /// (`QueueFull`, `QueueTimeout`, `Overloaded`: another attempt only adds to
-/// the pile); or the limit says to come back later than the longest backoff.
+/// the pile); the rate limit says to come back later than the longest
+/// backoff; or the breaker is open for longer than this attempt's backoff (an
+/// open breaker is there to fail fast: callers do not sit out its recovery).
 pub(crate) fn delay_after_limit(
     policy: &RetryPolicy,
     attempt: u32,
@@ -39,10 +46,12 @@ pub(crate) fn delay_after_limit(
         | LimitError::QueueFull { .. }
         | LimitError::QueueTimeout { .. } => None,
         LimitError::Timeout { .. } => Some(backoff_delay(policy, attempt)),
-        LimitError::RateLimited { retry_after, .. }
-        | LimitError::CircuitOpen { retry_after, .. } => {
+        LimitError::RateLimited { retry_after, .. } => {
             (*retry_after <= policy.max).then(|| (*retry_after).max(backoff_delay(policy, attempt)))
         }
+        LimitError::CircuitOpen { retry_after, .. } => (*retry_after
+            <= nominal_delay(policy, attempt))
+        .then(|| (*retry_after).max(backoff_delay(policy, attempt))),
     }
 }
 
@@ -97,6 +106,17 @@ mod tests {
             retry_after: Duration::from_secs(60),
         };
         assert_eq!(delay_after_limit(&p, 0, &late), None);
+        // Open for longer than the backoff: fail fast rather than wait.
+        let open = LimitError::CircuitOpen {
+            op: op.clone(),
+            retry_after: Duration::from_millis(700),
+        };
+        assert_eq!(delay_after_limit(&p, 0, &open), None);
+        let closing = LimitError::CircuitOpen {
+            op: op.clone(),
+            retry_after: Duration::from_millis(80),
+        };
+        assert!(delay_after_limit(&p, 0, &closing).unwrap() >= Duration::from_millis(80));
         let full = LimitError::QueueFull {
             op: op.clone(),
             scope: crate::QueueScope::Global,

@@ -885,3 +885,40 @@ async fn bad_layer_settings_are_errors_naming_the_value() {
         .rule(Rule::new("/a").per_second(2)))
     .contains("two rules have this name"));
 }
+
+#[tokio::test]
+async fn refusing_a_request_with_an_unread_body_closes_the_connection() {
+    let layer = LimiterLayer::builder()
+        .registry(registry())
+        .rule(Rule::new("*").per_minute(1))
+        .build()
+        .unwrap();
+    let base = serve(ok_app(layer)).await;
+    let c = client();
+    let first = c
+        .post(format!("{base}/login"))
+        .body(vec![7u8; 64 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    // Refused with its body unread: the server says the connection ends,
+    // so a pooled client does not send the next request into a closed
+    // socket.
+    for _ in 0..20 {
+        let refused = c
+            .post(format!("{base}/login"))
+            .body(vec![7u8; 64 * 1024])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 429);
+        assert_eq!(header(refused.headers(), "connection"), "close");
+    }
+    let get = c.get(format!("{base}/login")).send().await.unwrap();
+    assert_eq!(get.status(), 429);
+    assert!(
+        get.headers().get("connection").is_none(),
+        "no body, the connection stays"
+    );
+}

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::extract::MatchedPath;
-use axum::http::{HeaderName, HeaderValue, Request};
+use axum::http::{header, HeaderName, HeaderValue, Request};
 use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
 use tower::{Layer, Service};
@@ -416,7 +416,14 @@ where
         };
         match self.shared.decide(&mut req) {
             Verdict::Refuse(err) => {
-                let resp = err.into_response();
+                let mut resp = err.into_response();
+                if has_body(&req) {
+                    // The body is left unread: the connection cannot carry
+                    // another request, and a client reusing it would see it
+                    // closed mid-request. Say so.
+                    resp.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
                 flight.finish(resp.status().as_u16());
                 Box::pin(std::future::ready(Ok(resp)))
             }
@@ -446,6 +453,15 @@ where
             }
         }
     }
+}
+
+/// Whether the request announces a body (which a refusal leaves unread).
+fn has_body<B>(req: &Request<B>) -> bool {
+    let h = req.headers();
+    h.contains_key(header::TRANSFER_ENCODING)
+        || h.get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0")
 }
 
 /// A request being handled: counted as abandoned if its future is dropped
