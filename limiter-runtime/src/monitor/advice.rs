@@ -177,15 +177,18 @@ pub(crate) fn check_breaker(op: &OpSnapshot) -> Option<Finding> {
         BreakerState::HalfOpen => "half-open, probing",
         _ => "open",
     };
+    let retry = b.retry_after_ms.map_or(String::new(), |ms| {
+        format!(", next probe in {}", human(ms as f64 / 1e3))
+    });
     Some(Finding {
         kind: AlertKind::CircuitOpen,
         subject: format!("op {}", op.name),
         level,
         message: format!(
-            "op `{}`: circuit {state} ({} of the last {} calls failed); calls fail fast",
-            op.name, b.window_failures, b.window_calls
+            "op `{}`: circuit {state} (opened {} times so far{retry}); calls fail fast",
+            op.name, b.opened
         ),
-        value: b.failure_rate,
+        value: b.opened as f64,
         threshold: op.config.breaker.as_ref().map_or(0.0, |p| p.failure_rate),
     })
 }
@@ -217,7 +220,7 @@ pub(crate) fn advise_route(t: &Thresholds, v: &View<'_>, out: &mut Vec<String>) 
             ));
         }
     }
-    if r.slow_polls > 0 {
+    if r.slow_polls >= t.slow_polls[0] {
         out.push(format!(
             "{}: {} polls blocked the executor thread in the last {window}; move the blocking work into \
              a plain `fn` under `#[limit_blocking]` so it runs on the blocking pool",
@@ -295,12 +298,12 @@ pub(crate) fn advise_op(t: &Thresholds, op: &OpSnapshot, recent: &Window, out: &
             format!(" for {}", human(b.recovery.as_secs_f64()))
         });
         out.push(format!(
-            "op `{name}`: circuit open after {} failures in {} calls; calls fail fast{recovery}. \
+            "op `{name}`: circuit open (opened {} times so far); calls fail fast{recovery}. \
              Check the dependency, and give users a degraded answer with `fallback = ...`",
-            op.breaker.window_failures, op.breaker.window_calls
+            op.breaker.opened
         ));
     }
-    if recent.slow_polls > 0 {
+    if recent.slow_polls >= t.slow_polls[0] {
         out.push(format!(
             "op `{name}`: {} polls over {} blocked the executor thread (longest {}); make it a plain `fn` \
              so it runs on the blocking pool",

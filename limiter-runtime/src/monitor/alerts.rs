@@ -58,9 +58,10 @@ pub struct Alert {
     pub subject: String,
     /// A sentence with the figures.
     pub message: String,
-    /// The measured value (seconds, a ratio, or a count).
+    /// The measured value: seconds (response time), a ratio (error rate,
+    /// regression), a count (slow polls, times a breaker opened).
     pub value: f64,
-    /// The threshold it crossed.
+    /// The threshold it crossed (for a breaker: its failure rate).
     pub threshold: f64,
     /// When first raised, unix milliseconds.
     pub first_seen_ms: u64,
