@@ -51,7 +51,8 @@ use super::rules::{CompiledRule, Rule};
 /// ```
 ///
 /// Apply it with `Router::layer` so it sees the matched route (requests
-/// matching no route are counted as `<unmatched>`), and serve with
+/// matching no route reach it only when the router has a `fallback`, and
+/// are counted as `<unmatched>`), and serve with
 /// `into_make_service_with_connect_info::<SocketAddr>()` so it knows peer
 /// addresses.
 #[derive(Clone)]
