@@ -53,6 +53,8 @@ pub mod monitor;
 mod offload;
 mod op;
 mod rate;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod registry;
 mod retry;
 mod site;

@@ -18,5 +18,7 @@ mod suggest;
 pub use duration_rate::{
     parse_duration, parse_rate, parse_rates, parse_seconds, DisplayDuration, Rate, SpecError,
 };
-pub use names::{Algorithm, Backoff, OpKind, OverloadPolicy, TimeoutStrategy};
+pub use names::{
+    Algorithm, Backend, Backoff, Degradation, OpKind, OverloadPolicy, TimeoutStrategy,
+};
 pub use suggest::closest;

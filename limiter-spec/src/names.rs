@@ -128,6 +128,30 @@ named_enum! {
     what = "strategy";
 }
 
+named_enum! {
+    /// Where an op's rate-limit state lives.
+    pub enum Backend {
+        /// In this process.
+        Local => "local",
+        /// In Redis, shared by every instance (feature `redis`).
+        Redis => "redis",
+    }
+    what = "backend";
+}
+
+named_enum! {
+    /// What a Redis-backed limit does when Redis is slow or down.
+    pub enum Degradation {
+        /// Admit the call: availability over the limit.
+        FailOpen => "fail_open",
+        /// Refuse the call (`Overloaded`): the limit over availability.
+        FailClosed => "fail_closed",
+        /// Check the in-process limiter instead (a per-instance share).
+        Local => "local",
+    }
+    what = "degradation";
+}
+
 impl OpKind {
     /// Whether offloaded work of this kind runs on the CPU pool rather than
     /// tokio's blocking pool.

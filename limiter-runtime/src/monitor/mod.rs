@@ -326,6 +326,7 @@ impl Monitor {
         self.rules.get(name, shadow)
     }
 
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     pub(crate) fn register_limits(&self, limits: std::sync::Weak<dyn KeyLimits>) {
         let mut all = self.limits.lock().unwrap_or_else(|e| e.into_inner());
         all.retain(|w| w.strong_count() > 0);

@@ -179,6 +179,7 @@ impl KeyedRate {
 impl KeyedRate {
     /// Like [`KeyedRate::try_acquire`], and on admission also how many calls
     /// the key has left now (its tightest window).
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     pub(crate) fn try_acquire_remaining(&self, key: u64, now: u64) -> (KeyedOutcome, u64) {
         let Some(state) = self
             .table

@@ -1,0 +1,85 @@
+//! A small breaker around Redis itself: after consecutive failures Redis is
+//! left alone for a pause that doubles (100 ms up to 5 s); when the pause
+//! ends, one call probes it, and the first success closes the breaker.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::Instant;
+
+use once_cell::sync::Lazy;
+
+/// Failures in a row that pause Redis.
+const FAILURES_TO_PAUSE: u32 = 3;
+const FIRST_PAUSE_MS: u64 = 100;
+const LONGEST_PAUSE_MS: u64 = 5_000;
+
+static BASE: Lazy<Instant> = Lazy::new(Instant::now);
+
+fn now_ms() -> u64 {
+    BASE.elapsed().as_millis() as u64
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Health {
+    failures: AtomicU32,
+    /// Milliseconds (since `BASE`) until which Redis is not asked.
+    paused_until: AtomicU64,
+    /// A probe is in flight after a pause.
+    probing: AtomicBool,
+}
+
+impl Health {
+    /// Whether a call may go to Redis now.
+    pub(super) fn allow(&self) -> bool {
+        if self.failures.load(Ordering::Acquire) < FAILURES_TO_PAUSE {
+            return true;
+        }
+        if now_ms() < self.paused_until.load(Ordering::Acquire) {
+            return false;
+        }
+        // The pause is over: one caller probes, the others wait for it.
+        !self.probing.swap(true, Ordering::AcqRel)
+    }
+
+    pub(super) fn is_paused(&self) -> bool {
+        self.failures.load(Ordering::Acquire) >= FAILURES_TO_PAUSE
+    }
+
+    /// Records an answer; returns whether it ended a failing spell.
+    pub(super) fn success(&self) -> bool {
+        self.probing.store(false, Ordering::Release);
+        self.failures.swap(0, Ordering::AcqRel) > 0
+    }
+
+    /// Records a failure; pauses Redis once failures pile up.
+    pub(super) fn failure(&self) {
+        let n = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
+        if n >= FAILURES_TO_PAUSE {
+            let doublings = (n - FAILURES_TO_PAUSE).min(16);
+            let pause = (FIRST_PAUSE_MS << doublings).min(LONGEST_PAUSE_MS);
+            self.paused_until.store(now_ms() + pause, Ordering::Release);
+        }
+        self.probing.store(false, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pauses_after_failures_and_probes_once() {
+        let h = Health::default();
+        for _ in 0..FAILURES_TO_PAUSE {
+            assert!(h.allow());
+            h.failure();
+        }
+        assert!(!h.allow(), "paused");
+        assert!(h.is_paused());
+        h.paused_until.store(0, Ordering::Release);
+        assert!(h.allow(), "the pause ended: one probe");
+        assert!(!h.allow(), "only one probe at a time");
+        assert!(h.success(), "the probe's success ends the spell");
+        assert!(h.allow() && h.allow());
+        assert!(!h.success());
+    }
+}

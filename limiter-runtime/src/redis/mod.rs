@@ -1,0 +1,331 @@
+//! Rate limits kept in Redis (feature `redis`), so every instance of a
+//! service shares one limit.
+//!
+//! One [`RedisBackend`] holds a lazily opened, auto-reconnecting
+//! [`ConnectionManager`], the key prefix, the per-call timeout and a
+//! health breaker: after consecutive failures Redis is not asked at all for
+//! a growing pause (100 ms doubling up to 5 s), then one call probes it; the
+//! first success closes the breaker again. What a limit does while Redis
+//! cannot answer is the caller's [`Degradation`].
+//!
+//! Keys are `{<prefix>:<op>[:<key>]}:<algorithm><window>`: the braces are a
+//! Redis Cluster hash tag, so the keys of one check (one per window) live in
+//! one slot and the script touching them all is valid on a cluster.
+
+mod health;
+mod scripts;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde::Serialize;
+use tokio::sync::OnceCell;
+
+use crate::config::{Algorithm, RateSpec};
+use crate::error::ConfigError;
+use crate::keys::LimitKey;
+pub use crate::spec::Degradation;
+
+use health::Health;
+
+/// How to reach Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// `redis://host:port/db` (or `rediss://`, `redis+unix://`).
+    pub url: String,
+    /// Prefix of every key (default `limiter`).
+    pub prefix: String,
+    /// Longest wait for one check, connecting included (default 50 ms).
+    pub timeout: Duration,
+    /// Seed of the hash that turns keys into Redis key names; every
+    /// instance must use the same (default 0).
+    pub key_seed: u64,
+}
+
+impl RedisConfig {
+    /// `url` with the default prefix, timeout and seed.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            prefix: "limiter".into(),
+            timeout: Duration::from_millis(50),
+            key_seed: 0,
+        }
+    }
+}
+
+/// Why Redis did not answer a check.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    /// No answer within the timeout.
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+    /// Redis answered with an error or the connection failed.
+    #[error("redis error: {0}")]
+    Redis(String),
+    /// Redis failed recently; it is left alone until the pause ends.
+    #[error("redis is paused after repeated failures")]
+    Paused,
+}
+
+/// What a Redis check decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// Admitted; `remaining` more calls would be now.
+    Admitted {
+        /// Calls the tightest window still admits.
+        remaining: u64,
+    },
+    /// Refused by window `window` (index in the spec) until `wait` passes.
+    Limited {
+        /// Time until every window would admit.
+        wait: Duration,
+        /// Index of the refusing window.
+        window: usize,
+    },
+}
+
+/// Counters of a backend.
+#[derive(Debug, Default)]
+struct Counters {
+    checks: AtomicU64,
+    errors: AtomicU64,
+    timeouts: AtomicU64,
+    skipped: AtomicU64,
+    recoveries: AtomicU64,
+}
+
+/// What a backend has done so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct BackendStats {
+    /// Checks Redis answered.
+    pub checks: u64,
+    /// Checks that failed with an error.
+    pub errors: u64,
+    /// Checks that ran out of time.
+    pub timeouts: u64,
+    /// Checks not sent because Redis was paused after failures.
+    pub skipped: u64,
+    /// Times Redis answered again after failing.
+    pub recoveries: u64,
+    /// Whether Redis is paused now.
+    pub paused: bool,
+}
+
+/// A connection to Redis shared by the ops that keep their limits there.
+pub struct RedisBackend {
+    client: redis::Client,
+    conn: OnceCell<ConnectionManager>,
+    prefix: Arc<str>,
+    timeout: Duration,
+    seed: u64,
+    health: Health,
+    counters: Counters,
+}
+
+impl std::fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// FNV-1a over a `Hash` stream, seeded: stable across processes and
+/// builds (std's hashers are randomly seeded or unspecified across
+/// releases), so every instance names a client's key alike. Not
+/// collision-resistant against a chosen-key attacker; the seed makes
+/// collisions unpredictable to one who does not know it.
+struct StableHasher(u64);
+
+impl std::hash::Hasher for StableHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
+}
+
+impl RedisBackend {
+    /// Checks the URL; connects on first use.
+    pub fn new(cfg: RedisConfig) -> Result<Self, ConfigError> {
+        let invalid = |field: &'static str, value: String, reason: String| ConfigError::Invalid {
+            op: "<redis>".into(),
+            field,
+            value,
+            reason,
+        };
+        let client = redis::Client::open(cfg.url.as_str())
+            .map_err(|e| invalid("url", cfg.url.clone(), e.to_string()))?;
+        if cfg.timeout.is_zero() {
+            return Err(invalid(
+                "timeout",
+                "0".into(),
+                "must be longer than zero".into(),
+            ));
+        }
+        if cfg.prefix.contains(['{', '}']) {
+            return Err(invalid(
+                "prefix",
+                cfg.prefix.clone(),
+                "must not contain `{` or `}` (they delimit the cluster hash tag)".into(),
+            ));
+        }
+        Ok(Self {
+            client,
+            conn: OnceCell::new(),
+            prefix: cfg.prefix.into(),
+            timeout: cfg.timeout,
+            seed: cfg.key_seed,
+            health: Health::default(),
+            counters: Counters::default(),
+        })
+    }
+
+    /// What the backend has done so far.
+    pub fn stats(&self) -> BackendStats {
+        let c = &self.counters;
+        BackendStats {
+            checks: c.checks.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+            timeouts: c.timeouts.load(Ordering::Relaxed),
+            skipped: c.skipped.load(Ordering::Relaxed),
+            recoveries: c.recoveries.load(Ordering::Relaxed),
+            paused: self.health.is_paused(),
+        }
+    }
+
+    /// The stable name of `key` in Redis.
+    pub fn key_name(&self, key: &dyn LimitKey) -> u64 {
+        let mut h = StableHasher(0xcbf2_9ce4_8422_2325 ^ self.seed);
+        key.hash_key(&mut h);
+        std::hash::Hasher::finish(&h)
+    }
+
+    fn keys(&self, op: &str, key: Option<u64>, spec: &RateSpec) -> Vec<String> {
+        let tag = match key {
+            Some(k) => format!("{{{}:{op}:{k:016x}}}", self.prefix),
+            None => format!("{{{}:{op}}}", self.prefix),
+        };
+        let alg = match spec.algorithm {
+            Algorithm::TokenBucket => "g",
+            Algorithm::SlidingWindow => "s",
+            Algorithm::FixedWindow => "f",
+        };
+        (0..spec.windows.len())
+            .map(|i| format!("{tag}:{alg}{i}"))
+            .collect()
+    }
+
+    async fn connection(&self) -> Result<ConnectionManager, redis::RedisError> {
+        let conn = self
+            .conn
+            .get_or_try_init(|| async {
+                let cfg = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.timeout))
+                    .set_response_timeout(Some(self.timeout))
+                    .set_number_of_retries(1);
+                ConnectionManager::new_with_config(self.client.clone(), cfg).await
+            })
+            .await?;
+        Ok(conn.clone())
+    }
+
+    /// Checks one call against `spec` for `op` (and `key`, already turned
+    /// into its name by [`RedisBackend::key_name`]), in one round trip,
+    /// bounded by the timeout.
+    pub async fn check(
+        &self,
+        op: &str,
+        key: Option<u64>,
+        spec: &RateSpec,
+    ) -> Result<Check, BackendError> {
+        if !self.health.allow() {
+            self.counters.skipped.fetch_add(1, Ordering::Relaxed);
+            return Err(BackendError::Paused);
+        }
+        let keys = self.keys(op, key, spec);
+        let script = match spec.algorithm {
+            Algorithm::TokenBucket => &*scripts::GCRA,
+            Algorithm::SlidingWindow => &*scripts::SLIDING,
+            Algorithm::FixedWindow => &*scripts::FIXED,
+        };
+        let mut inv = script.prepare_invoke();
+        for k in &keys {
+            inv.key(k);
+        }
+        for (i, w) in spec.windows.iter().enumerate() {
+            match spec.algorithm {
+                Algorithm::TokenBucket => {
+                    let capacity = match (i, spec.burst) {
+                        (0, Some(b)) => b,
+                        _ => w.count(),
+                    };
+                    let interval = micros(w.interval());
+                    inv.arg(interval)
+                        .arg(interval.saturating_mul(u64::from(capacity.max(1))));
+                }
+                _ => {
+                    inv.arg(micros(w.period())).arg(w.count());
+                }
+            }
+        }
+        let run = async {
+            let mut conn = self.connection().await?;
+            inv.invoke_async::<(i64, i64, i64)>(&mut conn).await
+        };
+        let outcome = tokio::time::timeout(self.timeout, run).await;
+        let result = match outcome {
+            Err(_) => {
+                self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+                Err(BackendError::Timeout(self.timeout))
+            }
+            Ok(Err(e)) if e.is_timeout() => {
+                self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+                Err(BackendError::Timeout(self.timeout))
+            }
+            Ok(Err(e)) => {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                Err(BackendError::Redis(e.to_string()))
+            }
+            Ok(Ok((admitted, n, window))) => {
+                self.counters.checks.fetch_add(1, Ordering::Relaxed);
+                Ok(if admitted == 1 {
+                    Check::Admitted {
+                        remaining: u64::try_from(n).unwrap_or(0),
+                    }
+                } else {
+                    Check::Limited {
+                        wait: Duration::from_micros(u64::try_from(n).unwrap_or(0)),
+                        window: usize::try_from(window).unwrap_or(0),
+                    }
+                })
+            }
+        };
+        match &result {
+            Ok(_) => {
+                if self.health.success() {
+                    self.counters.recoveries.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(prefix = &*self.prefix, "redis answers again");
+                }
+            }
+            Err(e) => {
+                self.health.failure();
+                tracing::warn!(prefix = &*self.prefix, error = %e, "redis check failed");
+            }
+        }
+        result
+    }
+}

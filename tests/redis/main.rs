@@ -1,0 +1,362 @@
+//! Redis-backed rate limits against a real Redis: the shared one on
+//! 127.0.0.1:6379 (started by `.ci/run`), and servers of the test's own on
+//! spare ports for the fault tests.
+#![cfg(feature = "redis")]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use limiter::config::RateSpec;
+use limiter::redis::{BackendError, Check, RedisBackend, RedisConfig};
+use limiter::spec::parse_rates;
+use limiter::Algorithm;
+
+const URL: &str = "redis://127.0.0.1:6379/";
+
+/// A prefix no other test or run shares.
+fn prefix(name: &str) -> String {
+    format!(
+        "limiter-test-{name}-{}-{}",
+        std::process::id(),
+        fastrand_u64()
+    )
+}
+
+fn fastrand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(Instant::now().elapsed().as_nanos() as u64);
+    h.finish()
+}
+
+fn backend(prefix: &str, url: &str) -> RedisBackend {
+    RedisBackend::new(RedisConfig {
+        prefix: prefix.into(),
+        ..RedisConfig::new(url)
+    })
+    .unwrap()
+}
+
+fn spec(rates: &str, burst: Option<u32>, algorithm: Algorithm) -> RateSpec {
+    RateSpec {
+        windows: parse_rates(rates).unwrap(),
+        burst,
+        algorithm,
+    }
+}
+
+async fn admitted(b: &RedisBackend, op: &str, key: Option<u64>, s: &RateSpec, n: usize) -> usize {
+    let mut ok = 0;
+    for _ in 0..n {
+        if let Check::Admitted { .. } = b.check(op, key, s).await.unwrap() {
+            ok += 1;
+        }
+    }
+    ok
+}
+
+async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn two_instances_share_one_gcra_limit_exactly() {
+    let p = prefix("gcra");
+    let (a, b) = (backend(&p, URL), backend(&p, URL));
+    // 5 a minute with a burst of 5: within this test nothing refills.
+    let s = spec("5/min", Some(5), Algorithm::TokenBucket);
+    let mut ok = 0;
+    for i in 0..40 {
+        let inst = if i % 2 == 0 { &a } else { &b };
+        if let Check::Admitted { .. } = inst.check("api", None, &s).await.unwrap() {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 5, "the two instances together admit what one would");
+    match a.check("api", None, &s).await.unwrap() {
+        Check::Limited { wait, window } => {
+            assert_eq!(window, 0);
+            assert!(
+                wait > Duration::from_secs(11) && wait <= Duration::from_secs(12),
+                "{wait:?}"
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+
+    // At a rate: over a span t, burst + rate·t, within one request.
+    let s = spec("50/s", Some(1), Algorithm::TokenBucket);
+    let start = Instant::now();
+    let mut ok = 0;
+    let mut i = 0;
+    while start.elapsed() < Duration::from_millis(600) {
+        let inst = if i % 2 == 0 { &a } else { &b };
+        if let Check::Admitted { .. } = inst.check("fast", None, &s).await.unwrap() {
+            ok += 1;
+        }
+        i += 1;
+    }
+    let expected = 1.0 + 50.0 * start.elapsed().as_secs_f64();
+    assert!(
+        (ok as f64 - expected).abs() <= 1.5,
+        "admitted {ok} of {i}, expected {expected:.1}"
+    );
+}
+
+#[tokio::test]
+async fn per_key_limits_are_separate_and_named_alike_by_every_instance() {
+    let p = prefix("keys");
+    let (a, b) = (backend(&p, URL), backend(&p, URL));
+    let s = spec("3/min", None, Algorithm::TokenBucket);
+    let alice = a.key_name(&"alice");
+    assert_eq!(alice, b.key_name(&"alice"), "stable across instances");
+    assert_ne!(alice, a.key_name(&"bob"));
+    assert_eq!(admitted(&a, "db", Some(alice), &s, 2).await, 2);
+    assert_eq!(admitted(&b, "db", Some(alice), &s, 5).await, 1);
+    assert_eq!(admitted(&b, "db", Some(a.key_name(&"bob")), &s, 5).await, 3);
+}
+
+#[tokio::test]
+async fn several_windows_all_must_admit() {
+    let p = prefix("windows");
+    let b = backend(&p, URL);
+    // Plenty per second, 4 per minute.
+    let s = spec("100/s, 4/min", Some(100), Algorithm::TokenBucket);
+    assert_eq!(admitted(&b, "op", None, &s, 10).await, 4);
+    match b.check("op", None, &s).await.unwrap() {
+        Check::Limited { window, .. } => assert_eq!(window, 1, "the minute window refused"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn sliding_window_counts_the_previous_window_by_overlap() {
+    let p = prefix("sliding");
+    let b = backend(&p, URL);
+    let s = spec("10/1s", None, Algorithm::SlidingWindow);
+    // Align to the start of a server second so the burst fits in one window.
+    let mut con = raw(URL).await;
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut con).await.unwrap();
+    let _ = secs;
+    tokio::time::sleep(Duration::from_micros(1_000_000 - micros + 20_000)).await;
+    assert_eq!(admitted(&b, "op", None, &s, 15).await, 10);
+    match b.check("op", None, &s).await.unwrap() {
+        // Past the window's end, until the 10 of this window weigh 9.
+        Check::Limited { wait, .. } => assert!(
+            wait > Duration::from_millis(1_000) && wait <= Duration::from_millis(1_100),
+            "{wait:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    // Half-way through the next second the previous 10 weigh about 5.
+    tokio::time::sleep(Duration::from_millis(1_500 - 60)).await;
+    let ok = admitted(&b, "op", None, &s, 15).await;
+    assert!((4..=6).contains(&ok), "admitted {ok}");
+
+    // Fixed windows reset at the boundary.
+    let s = spec("3/1s", None, Algorithm::FixedWindow);
+    assert!(admitted(&b, "fixed", None, &s, 5).await <= 3);
+}
+
+#[tokio::test]
+async fn keys_carry_expiry_and_disappear_when_idle() {
+    let p = prefix("expiry");
+    let b = backend(&p, URL);
+    let s = spec("10/s", Some(1), Algorithm::TokenBucket);
+    b.check("op", None, &s).await.unwrap();
+    let key = format!("{{{p}:op}}:g0");
+    let mut con = raw(URL).await;
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&key)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!((1..=200).contains(&ttl), "ttl {ttl} ms");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(&key)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(exists, 0, "an idle key expires");
+
+    let s = spec("10/1s", None, Algorithm::SlidingWindow);
+    b.check("op", None, &s).await.unwrap();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(format!("{{{p}:op}}:s0"))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!((1..=2001).contains(&ttl), "sliding key ttl {ttl} ms");
+}
+
+#[tokio::test]
+async fn scripts_are_reloaded_after_a_script_flush() {
+    let p = prefix("noscript");
+    let b = backend(&p, URL);
+    let s = spec("100/s", None, Algorithm::TokenBucket);
+    assert!(matches!(
+        b.check("op", None, &s).await,
+        Ok(Check::Admitted { .. })
+    ));
+    let mut con = raw(URL).await;
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(matches!(
+        b.check("op", None, &s).await,
+        Ok(Check::Admitted { .. })
+    ));
+    assert_eq!(b.stats().errors, 0);
+}
+
+/// A Redis server of the test's own, on `port`.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn start(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (installed by .ci/run)");
+        let s = Self { child, port };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not start on port {port}");
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_dead_or_stalled_redis_costs_at_most_the_timeout_and_recovers_by_itself() {
+    let port = 16_379 + (std::process::id() % 1000) as u16;
+    let server = Server::start(port);
+    let url = server.url();
+    let b = RedisBackend::new(RedisConfig {
+        prefix: prefix("fault"),
+        timeout: Duration::from_millis(50),
+        ..RedisConfig::new(url.clone())
+    })
+    .unwrap();
+    let s = spec("1000/s", None, Algorithm::TokenBucket);
+    assert!(matches!(
+        b.check("op", None, &s).await,
+        Ok(Check::Admitted { .. })
+    ));
+
+    // Stalled: the server accepts but does not answer.
+    let mut con = raw(&url).await;
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(400)
+        .arg("ALL")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let t = Instant::now();
+    let err = b.check("op", None, &s).await.unwrap_err();
+    assert_eq!(err, BackendError::Timeout(Duration::from_millis(50)));
+    assert!(
+        t.elapsed() < Duration::from_millis(150),
+        "bounded by the timeout: {:?}",
+        t.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert!(matches!(
+        b.check("op", None, &s).await,
+        Ok(Check::Admitted { .. })
+    ));
+
+    // Stopped: every check fails fast, then Redis is left alone.
+    server.stop();
+    for _ in 0..3 {
+        let t = Instant::now();
+        assert!(b.check("op", None, &s).await.is_err());
+        assert!(
+            t.elapsed() < Duration::from_millis(150),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+    let t = Instant::now();
+    assert_eq!(
+        b.check("op", None, &s).await.unwrap_err(),
+        BackendError::Paused
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(5),
+        "a paused backend does not even try"
+    );
+    assert!(b.stats().paused);
+
+    // Back on the same port: after the pause one probe finds it, and the
+    // limiter uses it again without a restart.
+    let _server = Server::start(port);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Check::Admitted { .. }) = b.check("op", None, &s).await {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "redis came back but was not used again: {:?}",
+            b.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stats = b.stats();
+    assert!(!stats.paused);
+    assert_eq!(stats.recoveries, 2, "the stall and the restart: {stats:?}");
+    assert!(stats.skipped >= 1 && stats.timeouts >= 1, "{stats:?}");
+}
+
+#[test]
+fn bad_settings_are_errors_naming_the_value() {
+    let e = RedisBackend::new(RedisConfig::new("htp://nowhere")).unwrap_err();
+    assert!(e.to_string().contains("url = htp://nowhere"), "{e}");
+    let e = RedisBackend::new(RedisConfig {
+        prefix: "a{b".into(),
+        ..RedisConfig::new(URL)
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("hash tag"), "{e}");
+}
