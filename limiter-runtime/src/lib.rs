@@ -70,8 +70,8 @@ pub use breaker::{BreakerSnapshot, BreakerState};
 pub use bulkhead::BulkheadSnapshot;
 pub use call::{strategy, Call};
 pub use config::{
-    Algorithm, Backoff, BreakerConfig, OpConfig, OpKind, OverloadPolicy, ResolvedConfig,
-    RetryConfig, Settings, TimeoutStrategy,
+    Algorithm, Backend, Backoff, BreakerConfig, Degradation, OpConfig, OpKind, OverloadPolicy,
+    ResolvedConfig, RetryConfig, Settings, TimeoutStrategy,
 };
 pub use error::{ConfigError, LimitError, QueueScope, Quota, QuotaUnit};
 pub use keys::LimitKey;

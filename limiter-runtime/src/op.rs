@@ -239,7 +239,8 @@ impl OpCore {
                 }))
             }
         };
-        if let (Some(rate), Some(spec)) = (&policy.rate, &policy.cfg.rate) {
+        let shared_rate = policy.cfg.backend == crate::config::Backend::Redis;
+        if let (Some(rate), Some(spec), false) = (&policy.rate, &policy.cfg.rate, shared_rate) {
             if let Err(refusal) = rate.try_acquire(now) {
                 return Err(self.reject(LimitError::RateLimited {
                     op: self.name.clone(),
@@ -268,7 +269,25 @@ impl OpCore {
         }
         let timeout = policy.cfg.timeout;
         let slow_poll = policy.cfg.slow_poll;
+        #[cfg(feature = "redis")]
+        let remote = shared_rate.then(|| {
+            (
+                policy.cfg.rate.clone(),
+                policy.cfg.degradation,
+                policy.cfg.retry_after,
+                policy.rate.clone(),
+            )
+        });
         drop(policy);
+        #[cfg(feature = "redis")]
+        if let Some((Some(spec), degradation, retry_after, local)) = remote {
+            if let Err(e) = self
+                .check_shared_rate(&spec, degradation, retry_after, local.as_deref(), now)
+                .await
+            {
+                return Err(self.reject(e));
+            }
+        }
         let bulk = match Bulkhead::acquire(bulkhead, key, priority, now).await {
             Ok(b) => b,
             Err(e) => return Err(self.reject(e)),
@@ -280,6 +299,55 @@ impl OpCore {
             timeout,
             slow_poll,
         })
+    }
+}
+
+#[cfg(feature = "redis")]
+impl OpCore {
+    /// The op-wide rate limit kept in Redis, degraded as configured when
+    /// Redis cannot answer (or none is set).
+    async fn check_shared_rate(
+        &self,
+        spec: &crate::config::RateSpec,
+        degradation: crate::config::Degradation,
+        retry_after: Duration,
+        local: Option<&RateState>,
+        now: u64,
+    ) -> Result<(), LimitError> {
+        use crate::config::Degradation;
+        use crate::redis::Check;
+        let failure = match self.shared.redis.load_full() {
+            None => "no redis is set (Registry::set_redis)".to_owned(),
+            Some(backend) => match backend.check(&self.name, None, spec).await {
+                Ok(Check::Admitted { .. }) => return Ok(()),
+                Ok(Check::Limited { wait, window }) => {
+                    let w = spec.windows[window.min(spec.windows.len() - 1)];
+                    return Err(LimitError::RateLimited {
+                        op: self.name.clone(),
+                        retry_after: wait,
+                        quota: crate::Quota::rate(u64::from(w.count()), w.period(), false),
+                    });
+                }
+                Err(e) => e.to_string(),
+            },
+        };
+        OpMetrics::inc(&self.metrics.counters.backend_fallbacks);
+        tracing::debug!(op = &*self.name, reason = %failure, ?degradation, "shared rate limit degraded");
+        match degradation {
+            Degradation::FailOpen => Ok(()),
+            Degradation::FailClosed => Err(LimitError::Overloaded {
+                op: self.name.clone(),
+                retry_after,
+            }),
+            Degradation::Local => match local.map(|r| r.try_acquire(now)) {
+                Some(Err(refusal)) => Err(LimitError::RateLimited {
+                    op: self.name.clone(),
+                    retry_after: refusal.wait,
+                    quota: refusal.quota(spec, false),
+                }),
+                _ => Ok(()),
+            },
+        }
     }
 }
 

@@ -24,6 +24,9 @@ pub(crate) struct Shared {
     pub(crate) hasher: KeyHasher,
     pub(crate) enabled: AtomicBool,
     defaults: RwLock<OpConfig>,
+    /// Where ops with `backend = redis` keep their rate state.
+    #[cfg(feature = "redis")]
+    pub(crate) redis: arc_swap::ArcSwapOption<crate::redis::RedisBackend>,
 }
 
 /// A set of named operations with their limits, metrics and background
@@ -91,6 +94,8 @@ impl Registry {
                 hasher: KeyHasher::default(),
                 enabled: AtomicBool::new(true),
                 defaults: RwLock::new(OpConfig::default()),
+                #[cfg(feature = "redis")]
+                redis: arc_swap::ArcSwapOption::empty(),
             }),
             ops: RwLock::new(HashMap::new()),
             monitor: Monitor::default(),
@@ -242,6 +247,30 @@ impl Registry {
             ops: self.ops().iter().map(Op::snapshot).collect(),
             background: self.shared.tasks.snapshot(),
         }
+    }
+
+    /// Connects ops with `backend = redis` to the Redis of `cfg` (checked
+    /// now, connected on first use). Until this is called such ops find no
+    /// Redis and degrade as configured.
+    ///
+    /// ```
+    /// use limiter_runtime::{redis::RedisConfig, Registry};
+    /// let reg = Registry::new();
+    /// reg.set_redis(RedisConfig::new("redis://127.0.0.1:6379/")).unwrap();
+    /// let err = reg.set_redis(RedisConfig::new("tcp://x")).unwrap_err();
+    /// assert!(err.to_string().starts_with("op `<redis>`: url = tcp://x"));
+    /// ```
+    #[cfg(feature = "redis")]
+    pub fn set_redis(&self, cfg: crate::redis::RedisConfig) -> Result<(), ConfigError> {
+        let backend = crate::redis::RedisBackend::new(cfg)?;
+        self.shared.redis.store(Some(Arc::new(backend)));
+        Ok(())
+    }
+
+    /// The Redis backend, once [`Registry::set_redis`] was called.
+    #[cfg(feature = "redis")]
+    pub fn redis(&self) -> Option<Arc<crate::redis::RedisBackend>> {
+        self.shared.redis.load_full()
     }
 
     /// The performance monitor: route metrics, alerts, recommendations.

@@ -360,3 +360,111 @@ fn bad_settings_are_errors_naming_the_value() {
     .unwrap_err();
     assert!(e.to_string().contains("hash tag"), "{e}");
 }
+
+mod ops {
+    use super::*;
+    use limiter::{Backend, Degradation, LimitError, OpConfig, Registry};
+
+    fn shared_op(reg: &Registry, name: &str, rate: &str, degradation: Degradation) {
+        reg.configure(
+            name,
+            OpConfig {
+                backend: Some(Backend::Redis),
+                degradation: Some(degradation),
+                burst: Some(4),
+                ..OpConfig::default()
+            }
+            .with_rate(rate)
+            .unwrap(),
+        )
+        .unwrap();
+    }
+
+    async fn run(reg: &Registry, name: &str) -> Result<(), LimitError> {
+        reg.op(name)
+            .run(None, || async { Ok::<_, LimitError>(()) })
+            .await
+    }
+
+    #[tokio::test]
+    async fn two_registries_share_an_ops_rate_through_redis() {
+        let p = prefix("ops");
+        let (a, b) = (Registry::new(), Registry::new());
+        for reg in [&a, &b] {
+            reg.set_redis(RedisConfig {
+                prefix: p.clone(),
+                ..RedisConfig::new(URL)
+            })
+            .unwrap();
+            shared_op(reg, "search", "4/min", Degradation::FailClosed);
+        }
+        let mut ok = 0;
+        for i in 0..20 {
+            match run(if i % 2 == 0 { &a } else { &b }, "search").await {
+                Ok(()) => ok += 1,
+                Err(LimitError::RateLimited { quota, .. }) => {
+                    assert_eq!(
+                        (quota.limit, quota.window),
+                        (4, Some(Duration::from_secs(60)))
+                    );
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(ok, 4, "both instances together admit one limit's worth");
+    }
+
+    #[tokio::test]
+    async fn each_degradation_mode_when_redis_is_down() {
+        for (mode, expect_ok) in [
+            (Degradation::FailOpen, 10),
+            (Degradation::FailClosed, 0),
+            (Degradation::Local, 4),
+        ] {
+            let reg = Registry::new();
+            // A port where nothing listens.
+            reg.set_redis(RedisConfig {
+                prefix: prefix("down"),
+                timeout: Duration::from_millis(30),
+                ..RedisConfig::new("redis://127.0.0.1:9/")
+            })
+            .unwrap();
+            shared_op(&reg, "api", "4/min", mode);
+            let t = Instant::now();
+            let mut ok = 0;
+            for _ in 0..10 {
+                match run(&reg, "api").await {
+                    Ok(()) => ok += 1,
+                    Err(LimitError::Overloaded { .. }) if mode == Degradation::FailClosed => {}
+                    Err(LimitError::RateLimited { .. }) if mode == Degradation::Local => {}
+                    Err(e) => panic!("{mode}: {e}"),
+                }
+            }
+            assert_eq!(ok, expect_ok, "{mode}");
+            assert!(
+                t.elapsed() < Duration::from_secs(1),
+                "{mode}: {:?}",
+                t.elapsed()
+            );
+            let snap = reg.op("api").snapshot();
+            assert_eq!(snap.counters.backend_fallbacks, 10, "{mode}");
+        }
+    }
+
+    #[test]
+    fn redis_keeps_op_wide_rates_only() {
+        let reg = Registry::new();
+        let err = reg
+            .configure(
+                "x",
+                OpConfig {
+                    backend: Some(Backend::Redis),
+                    ..OpConfig::default()
+                }
+                .with_rate_per_key("1/s")
+                .unwrap(),
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("per-key rates in Redis"), "{err}");
+    }
+}

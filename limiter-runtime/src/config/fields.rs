@@ -4,7 +4,7 @@
 
 use std::str::FromStr;
 
-use super::types::{Algorithm, Backoff, OpConfig, OpKind, OverloadPolicy};
+use super::types::{Algorithm, Backend, Backoff, Degradation, OpConfig, OpKind, OverloadPolicy};
 pub(crate) use crate::spec::closest;
 use crate::spec::{parse_duration, parse_rates};
 
@@ -17,6 +17,8 @@ pub(crate) const FIELDS: &[&str] = &[
     "rate_per_key",
     "burst",
     "algorithm",
+    "backend",
+    "degradation",
     "max_concurrent",
     "max_concurrent_per_key",
     "queue",
@@ -84,6 +86,8 @@ pub(crate) fn set_field(cfg: &mut OpConfig, field: &str, text: &str) -> Result<(
         "rate_per_key" => cfg.rate_per_key = Some(parse_rates(text).map_err(|e| e.to_string())?),
         "burst" => cfg.burst = Some(parse_count(text, 1)?),
         "algorithm" => cfg.algorithm = Some(parse_enum::<Algorithm>(text)?),
+        "backend" => cfg.backend = Some(parse_enum::<Backend>(text)?),
+        "degradation" => cfg.degradation = Some(parse_enum::<Degradation>(text)?),
         "max_concurrent" => cfg.max_concurrent = Some(parse_count(text, 1)?),
         "max_concurrent_per_key" => cfg.max_concurrent_per_key = Some(parse_count(text, 1)?),
         "queue" => cfg.queue = Some(parse_count(text, 0)?),

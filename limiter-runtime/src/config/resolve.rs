@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::types::{
-    Algorithm, Backoff, BreakerConfig, OpConfig, OpKind, OverloadPolicy, RetryConfig,
+    Algorithm, Backend, Backoff, BreakerConfig, Degradation, OpConfig, OpKind, OverloadPolicy,
+    RetryConfig,
 };
 use crate::error::ConfigError;
 use crate::spec::{DisplayDuration, Rate};
@@ -97,6 +98,10 @@ pub struct ResolvedConfig {
     pub queue_timeout: Duration,
     /// Overload policy.
     pub overload: OverloadPolicy,
+    /// Where the op-wide rate state lives.
+    pub backend: Backend,
+    /// What a Redis-backed rate limit does while Redis cannot answer.
+    pub degradation: Degradation,
     /// Retry hint for `QueueFull` and `Overloaded`.
     #[serde(serialize_with = "ser_duration")]
     pub retry_after: Duration,
@@ -138,6 +143,8 @@ impl OpConfig {
             rate_per_key: None,
             burst: None,
             algorithm: Some(Algorithm::TokenBucket),
+            backend: Some(Backend::Local),
+            degradation: Some(Degradation::Local),
             max_concurrent: Some(100),
             max_concurrent_per_key: Some(3),
             queue: Some(500),
@@ -325,6 +332,23 @@ impl OpConfig {
             None
         };
 
+        let backend = self.backend.unwrap_or(Backend::Local);
+        if backend == Backend::Redis && !cfg!(feature = "redis") {
+            return Err(invalid(
+                "backend",
+                "redis".into(),
+                "needs the `redis` feature of limiter",
+            ));
+        }
+        if backend == Backend::Redis && self.rate_per_key.is_some() {
+            return Err(invalid(
+                "backend",
+                "redis".into(),
+                "keeps the op-wide `rate` in Redis; per-key rates in Redis are not supported yet, \
+                 so `rate_per_key` needs backend = local",
+            ));
+        }
+
         Ok(ResolvedConfig {
             kind: self.kind,
             enabled: self.enabled.unwrap_or(true),
@@ -341,6 +365,8 @@ impl OpConfig {
             queue_per_key: self.queue_per_key.unwrap_or(0),
             queue_timeout: required(positive("queue_timeout", self.queue_timeout)?),
             overload: self.overload.unwrap_or(OverloadPolicy::DropNewest),
+            backend,
+            degradation: self.degradation.unwrap_or(Degradation::Local),
             retry_after: required(positive("retry_after", self.retry_after)?),
             retry: (retries > 0).then(|| RetryPolicy {
                 retries,

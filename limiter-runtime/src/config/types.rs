@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-pub use limiter_spec::{Algorithm, Backoff, OpKind, OverloadPolicy, TimeoutStrategy};
+pub use limiter_spec::{
+    Algorithm, Backend, Backoff, Degradation, OpKind, OverloadPolicy, TimeoutStrategy,
+};
 
 use crate::spec::Rate;
 
@@ -78,6 +80,11 @@ pub struct OpConfig {
     pub burst: Option<u32>,
     /// Rate algorithm.
     pub algorithm: Option<Algorithm>,
+    /// Where the op-wide rate state lives: here, or in Redis shared by every
+    /// instance (feature `redis`, see [`crate::Registry::set_redis`]).
+    pub backend: Option<Backend>,
+    /// What a Redis-backed rate limit does while Redis cannot answer.
+    pub degradation: Option<Degradation>,
     /// Op-wide in-flight bound.
     pub max_concurrent: Option<u32>,
     /// In-flight bound per key.
@@ -142,6 +149,8 @@ impl OpConfig {
         take!(rate_per_key);
         take!(burst);
         take!(algorithm);
+        take!(backend);
+        take!(degradation);
         take!(max_concurrent);
         take!(max_concurrent_per_key);
         take!(queue);

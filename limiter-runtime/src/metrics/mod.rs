@@ -101,6 +101,9 @@ counters! {
         slow_calls,
         /// Longest single poll seen, in nanoseconds.
         max_poll_ns,
+        /// Calls whose shared (Redis) rate limit could not be asked and that
+        /// were decided by the op's degradation instead.
+        backend_fallbacks,
     }
 }
 
