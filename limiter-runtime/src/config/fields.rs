@@ -161,6 +161,8 @@ mod tests {
             ("rate_per_key", "1/s"),
             ("burst", "3"),
             ("algorithm", "sliding_window"),
+            ("backend", "redis"),
+            ("degradation", "fail_open"),
             ("max_concurrent", "2"),
             ("max_concurrent_per_key", "1"),
             ("queue", "0"),
@@ -194,6 +196,11 @@ mod tests {
         }
         assert_eq!(cfg.breaker.consecutive_failures, Some(3));
         assert_eq!(cfg.max_keys, Some(10));
+        assert_eq!(cfg.backend, Some(crate::config::Backend::Redis));
+        assert_eq!(cfg.degradation, Some(crate::config::Degradation::FailOpen));
+        assert!(set_field(&mut cfg, "backend", "memcached")
+            .unwrap_err()
+            .contains("expected one of: local, redis"));
     }
 
     #[test]
