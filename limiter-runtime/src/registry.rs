@@ -179,6 +179,9 @@ impl Registry {
     /// flag, the defaults layer and each op's override layer. Everything is
     /// checked before anything changes.
     pub fn apply(&self, settings: &Settings) -> Result<(), ConfigError> {
+        // Checked before anything changes; installed after the ops.
+        #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+        let redis = self.redis_from(&settings.redis)?;
         let mut defaults = self.defaults();
         defaults.overlay(&settings.defaults);
         OpConfig::resolve("<defaults>", &[&defaults])?;
@@ -208,6 +211,10 @@ impl Registry {
         }
         if let Some(enabled) = settings.enabled {
             self.set_enabled(enabled);
+        }
+        #[cfg(feature = "redis")]
+        if let Some(backend) = redis {
+            self.shared.redis.store(Some(Arc::new(backend)));
         }
         Ok(())
     }
@@ -271,6 +278,39 @@ impl Registry {
     #[cfg(feature = "redis")]
     pub fn redis(&self) -> Option<Arc<crate::redis::RedisBackend>> {
         self.shared.redis.load_full()
+    }
+
+    /// Checks the Redis settings (built, not connected).
+    #[cfg(feature = "redis")]
+    fn redis_from(
+        &self,
+        r: &crate::config::RedisSettings,
+    ) -> Result<Option<crate::redis::RedisBackend>, ConfigError> {
+        let Some(url) = &r.url else {
+            return Ok(None);
+        };
+        let mut cfg = crate::redis::RedisConfig::new(url.clone());
+        if let Some(p) = &r.prefix {
+            cfg.prefix.clone_from(p);
+        }
+        if let Some(t) = r.timeout {
+            cfg.timeout = t;
+        }
+        crate::redis::RedisBackend::new(cfg).map(Some)
+    }
+
+    /// Without the `redis` feature a Redis URL is an error, not ignored.
+    #[cfg(not(feature = "redis"))]
+    fn redis_from(&self, r: &crate::config::RedisSettings) -> Result<Option<()>, ConfigError> {
+        match &r.url {
+            None => Ok(None),
+            Some(url) => Err(ConfigError::Invalid {
+                op: "<redis>".into(),
+                field: "url",
+                value: url.clone(),
+                reason: "needs the `redis` feature of limiter".into(),
+            }),
+        }
     }
 
     /// The performance monitor: route metrics, alerts, recommendations.

@@ -468,3 +468,49 @@ mod ops {
         assert!(err.to_string().contains("per-key rates in Redis"), "{err}");
     }
 }
+
+mod settings {
+    use super::*;
+    use limiter::config::{settings_from_toml, settings_from_vars};
+    use limiter::Registry;
+
+    #[test]
+    fn redis_from_the_environment_and_the_file() {
+        let vars = [
+            ("LIMITER_REDIS_URL", "redis://127.0.0.1:6379/"),
+            ("LIMITER_REDIS_PREFIX", "app"),
+            ("LIMITER_REDIS_TIMEOUT", "20ms"),
+            ("LIMITER_OP_SEARCH_BACKEND", "redis"),
+            ("LIMITER_OP_SEARCH_DEGRADATION", "fail_open"),
+            ("LIMITER_OP_SEARCH_RATE", "10/s"),
+        ];
+        let s =
+            settings_from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap();
+        assert_eq!(s.redis.prefix.as_deref(), Some("app"));
+        assert_eq!(s.redis.timeout, Some(Duration::from_millis(20)));
+        let reg = Registry::new();
+        reg.apply(&s).unwrap();
+        assert!(reg.redis().is_some());
+        assert_eq!(reg.op("search").config().backend, limiter::Backend::Redis);
+
+        let bad = [("LIMITER_REDIS_TIMEOUT", "soon")];
+        let err = settings_from_vars(bad.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("environment variable LIMITER_REDIS_TIMEOUT=\"soon\""),
+            "{err}"
+        );
+        let bad = [("LIMITER_REDIS_URL", "tcp://x")];
+        let s =
+            settings_from_vars(bad.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap();
+        let err = Registry::new().apply(&s).unwrap_err();
+        assert!(err.to_string().contains("url = tcp://x"), "{err}");
+
+        let toml = "[redis]\nurl = \"redis://127.0.0.1:6379/\"\ntimeout = \"30ms\"\n\n[ops.search]\nbackend = \"redis\"\nrate = \"5/s\"\n";
+        let s = settings_from_toml(toml, "limiter.toml", None).unwrap();
+        assert_eq!(s.redis.timeout, Some(Duration::from_millis(30)));
+        let err = settings_from_toml("[redis]\nurls = \"x\"\n", "limiter.toml", None).unwrap_err();
+        assert!(err.to_string().contains("`redis.urls`"), "{err}");
+    }
+}

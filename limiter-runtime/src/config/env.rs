@@ -16,6 +16,9 @@
 //! | `CIRCUIT_BREAKER_FAILURE_THRESHOLD` | default `breaker.consecutive_failures` |
 //! | `CIRCUIT_BREAKER_RECOVERY_TIMEOUT` | default `breaker.recovery` (seconds) |
 //! | `LIMITER_OP_<NAME>_<FIELD>` | field of op `<name>` (lower-cased), e.g. `LIMITER_OP_DB_TIMEOUT=2s` |
+//! | `LIMITER_REDIS_URL` | the Redis of ops with `backend = redis` (feature `redis`) |
+//! | `LIMITER_REDIS_PREFIX` | prefix of their keys (default `limiter`) |
+//! | `LIMITER_REDIS_TIMEOUT` | longest wait for one check, e.g. `50ms` |
 //! | `LIMITER_CONFIG` | a TOML file read first (the variables win over it) |
 //! | `LIMITER_PROFILE` | the file profile to apply |
 //!
@@ -42,6 +45,9 @@ const KNOWN: &[&str] = &[
     "RATE_LIMIT_BURST_LIMIT",
     "CIRCUIT_BREAKER_FAILURE_THRESHOLD",
     "CIRCUIT_BREAKER_RECOVERY_TIMEOUT",
+    "LIMITER_REDIS_URL",
+    "LIMITER_REDIS_PREFIX",
+    "LIMITER_REDIS_TIMEOUT",
     "LIMITER_CONFIG",
     "LIMITER_PROFILE",
 ];
@@ -143,6 +149,12 @@ where
             }
             "CIRCUIT_BREAKER_RECOVERY_TIMEOUT" => {
                 d.breaker.recovery = Some(seconds(value).map_err(fail)?)
+            }
+            "LIMITER_REDIS_URL" => s.redis.url = Some(value.clone()),
+            "LIMITER_REDIS_PREFIX" => s.redis.prefix = Some(value.clone()),
+            "LIMITER_REDIS_TIMEOUT" => {
+                s.redis.timeout =
+                    Some(crate::spec::parse_duration(value).map_err(|e| fail(e.to_string()))?)
             }
             "LIMITER_CONFIG" | "LIMITER_PROFILE" => {}
             name if name.starts_with(OP_PREFIX) => {

@@ -105,11 +105,12 @@ pub fn settings_from_toml(
                 chosen.get_or_insert(name);
             }
             "profiles" => profiles = Some(reader.table(key, value)?),
+            "redis" => reader.redis(&mut settings, key, reader.table(key, value)?)?,
             _ => reader.section(
                 &mut settings,
                 key,
                 value,
-                &["enabled", "profile", "profiles"],
+                &["enabled", "profile", "profiles", "redis"],
             )?,
         }
     }
@@ -228,6 +229,31 @@ impl Reader<'_> {
                 ))
             }
         }
+    }
+
+    /// The `[redis]` table: `url`, `prefix`, `timeout`.
+    fn redis(&self, settings: &mut Settings, path: &str, table: &Table) -> Result<(), ConfigError> {
+        for (key, value) in table {
+            let key_path = format!("{path}.{key}");
+            match key.as_str() {
+                "url" => settings.redis.url = Some(self.string(&key_path, value)?),
+                "prefix" => settings.redis.prefix = Some(self.string(&key_path, value)?),
+                "timeout" => {
+                    let text = self.string(&key_path, value)?;
+                    let d = crate::spec::parse_duration(&text)
+                        .map_err(|e| self.bad(&key_path, value, &e.to_string()))?;
+                    settings.redis.timeout = Some(d);
+                }
+                _ => {
+                    return Err(self.bad(
+                        &key_path,
+                        value,
+                        "unknown key; expected one of: url, prefix, timeout",
+                    ))
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The fields of one op table.

@@ -32,6 +32,19 @@ pub struct Settings {
     pub defaults: OpConfig,
     /// Override layers, by op name (routes are ops named by their route).
     pub ops: BTreeMap<String, OpConfig>,
+    /// Where ops with `backend = redis` keep their state.
+    pub redis: RedisSettings,
+}
+
+/// The Redis connection of the settings (`LIMITER_REDIS_*`, `[redis]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// `redis://host:port/db`.
+    pub url: Option<String>,
+    /// Key prefix.
+    pub prefix: Option<String>,
+    /// Longest wait for one check.
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl Settings {
@@ -41,6 +54,16 @@ impl Settings {
             self.enabled = top.enabled;
         }
         self.defaults.overlay(&top.defaults);
+        let r = &top.redis;
+        if r.url.is_some() {
+            self.redis.url.clone_from(&r.url);
+        }
+        if r.prefix.is_some() {
+            self.redis.prefix.clone_from(&r.prefix);
+        }
+        if r.timeout.is_some() {
+            self.redis.timeout = r.timeout;
+        }
         for (name, cfg) in &top.ops {
             self.ops.entry(name.clone()).or_default().overlay(cfg);
         }
