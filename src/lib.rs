@@ -40,6 +40,23 @@ pub mod __private {
     pub use limiter_runtime::__deps::tracing::Instrument;
     pub use limiter_runtime::*;
 
+    /// Implemented only when the `redis` feature is on: `backend = "redis"`
+    /// expands to a use of it, so without the feature the attribute fails
+    /// to compile at its argument, saying why.
+    #[diagnostic::on_unimplemented(
+        message = "`backend = \"redis\"` needs the `redis` feature of limiter",
+        label = "add `features = [\"redis\"]` to the `limiter` dependency"
+    )]
+    pub trait RedisFeature {
+        /// Evaluated in a constant by the expansion.
+        const ON: ();
+    }
+
+    #[cfg(feature = "redis")]
+    impl RedisFeature for () {
+        const ON: () = ();
+    }
+
     /// The error of a call with a `fallback`: a limit refused or cut the
     /// call (the fallback answers), or the body itself failed (passed on).
     #[derive(Debug)]

@@ -10,7 +10,8 @@ use darling::ast::NestedMeta;
 use darling::util::{Flag, SpannedValue};
 use darling::{Error, FromMeta};
 use limiter_spec::{
-    parse_duration, parse_rates, Algorithm, Backoff, OpKind, OverloadPolicy, TimeoutStrategy,
+    parse_duration, parse_rates, Algorithm, Backend, Backoff, Degradation, OpKind, OverloadPolicy,
+    TimeoutStrategy,
 };
 use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned};
@@ -130,6 +131,7 @@ pub(crate) struct LimitArgs {
     pub(crate) backoff_base: Option<SpannedValue<String>>,
     pub(crate) breaker: Option<SpannedValue<BreakerArg>>,
     pub(crate) backend: Option<SpannedValue<String>>,
+    pub(crate) degradation: Option<SpannedValue<String>>,
     pub(crate) deny_blocking: Flag,
     pub(crate) allow_blocking: Flag,
     #[darling(rename = "crate")]
@@ -185,6 +187,7 @@ pub(crate) const ARGUMENTS: &[&str] = &[
     "backoff_base",
     "breaker",
     "backend",
+    "degradation",
     "deny_blocking",
     "allow_blocking",
     "crate",
@@ -443,14 +446,47 @@ pub(crate) fn check_with(
         }
     }
 
-    if let Some(backend) = &args.backend {
-        match backend.as_str() {
-            "local" => {}
-            "redis" => errors.push(
-                Error::custom("`backend = \"redis\"` needs the runtime's Redis backend, which this version of limiter does not have yet")
-                    .with_span(&backend.span()),
-            ),
-            other => errors.push(Error::custom(format!("unknown backend `{other}`; expected one of: local, redis")).with_span(&backend.span())),
+    if let Some(b) = named::<Backend>(&args.backend, &mut errors) {
+        let v = enum_tokens(k, "Backend", b.as_str());
+        cfg.extend(quote! { __limiter_cfg.backend = ::core::option::Option::Some(#v); });
+        if b == Backend::Redis {
+            let span = args
+                .backend
+                .as_ref()
+                .map_or_else(Span::call_site, |b| b.span());
+            if args.rate.is_none() {
+                errors.push(
+                    Error::custom("`backend = \"redis\"` keeps the op's `rate` in Redis: add e.g. `rate = \"100/s\"`")
+                        .with_span(&span),
+                );
+            } else if args.key.is_some() {
+                errors.push(
+                    Error::custom("`backend = \"redis\"` keeps op-wide rates only; with `key` the rate is per key, which Redis does not hold yet")
+                        .with_span(&span),
+                );
+            }
+            // A compile error at the argument when the facade lacks the
+            // `redis` feature (the trait is implemented only with it).
+            cfg.extend(quote_spanned! {span=>
+                const _: () = <() as #k::__private::RedisFeature>::ON;
+            });
+        }
+    }
+    if let Some(d) = named::<Degradation>(&args.degradation, &mut errors) {
+        let v = enum_tokens(k, "Degradation", d.as_str());
+        cfg.extend(quote! { __limiter_cfg.degradation = ::core::option::Option::Some(#v); });
+        let redis = args
+            .backend
+            .as_ref()
+            .and_then(|b| b.parse::<Backend>().ok())
+            == Some(Backend::Redis);
+        if !redis {
+            if let Some(d) = &args.degradation {
+                errors.push(
+                    Error::custom("`degradation` says what a Redis-backed limit does when Redis is down: it needs `backend = \"redis\"`")
+                        .with_span(&d.span()),
+                );
+            }
         }
     }
 

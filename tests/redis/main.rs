@@ -514,3 +514,43 @@ mod settings {
         assert!(err.to_string().contains("`redis.urls`"), "{err}");
     }
 }
+
+mod attribute {
+    use super::*;
+    use limiter::{limit_blocking, registry, LimitError};
+
+    #[limit_blocking(
+        op = "attr.redis.search",
+        backend = "redis",
+        rate = "3/min",
+        burst = 3,
+        degradation = "fail_closed"
+    )]
+    async fn search(q: &'static str) -> usize {
+        q.len()
+    }
+
+    #[tokio::test]
+    async fn the_attribute_keeps_its_rate_in_redis() {
+        registry()
+            .set_redis(RedisConfig {
+                prefix: prefix("attr"),
+                ..RedisConfig::new(URL)
+            })
+            .unwrap();
+        let mut ok = 0;
+        for _ in 0..6 {
+            match search("rust").await {
+                Ok(4) => ok += 1,
+                Err(LimitError::RateLimited { .. }) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        let cfg = registry().op("attr.redis.search").config();
+        assert_eq!(ok, 3);
+        assert_eq!(cfg.backend, limiter::Backend::Redis);
+        assert_eq!(cfg.degradation, limiter::Degradation::FailClosed);
+        let stats = registry().redis().unwrap().stats();
+        assert_eq!(stats.checks, 6);
+    }
+}
