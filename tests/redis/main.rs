@@ -554,3 +554,33 @@ mod attribute {
         assert_eq!(stats.checks, 6);
     }
 }
+
+#[tokio::test]
+async fn backend_figures_reach_the_prometheus_exposition() {
+    let reg = limiter::Registry::new();
+    reg.set_redis(RedisConfig {
+        prefix: prefix("prom"),
+        ..RedisConfig::new(URL)
+    })
+    .unwrap();
+    reg.configure(
+        "p",
+        limiter::OpConfig {
+            backend: Some(limiter::Backend::Redis),
+            ..limiter::OpConfig::default()
+        }
+        .with_rate("100/s")
+        .unwrap(),
+    )
+    .unwrap();
+    for _ in 0..3 {
+        reg.op("p")
+            .run(None, || async { Ok::<_, limiter::LimitError>(()) })
+            .await
+            .unwrap();
+    }
+    let text = reg.prometheus();
+    assert!(text.contains("limiter_redis_checks_total 3"), "{text}");
+    assert!(text.contains("limiter_redis_paused 0"));
+    assert!(text.contains("limiter_op_backend_fallbacks_total{op=\"p\"} 0"));
+}

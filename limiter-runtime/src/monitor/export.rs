@@ -238,6 +238,63 @@ pub(crate) fn prometheus(reg: &Registry) -> String {
         x.sample("limiter_alerts_open", &[("level", level)], n as f64);
     }
 
+    #[cfg(feature = "redis")]
+    if let Some(redis) = reg.redis() {
+        let st = redis.stats();
+        for (name, help, v) in [
+            (
+                "limiter_redis_checks_total",
+                "Rate checks Redis answered.",
+                st.checks,
+            ),
+            (
+                "limiter_redis_errors_total",
+                "Rate checks that failed with a Redis error.",
+                st.errors,
+            ),
+            (
+                "limiter_redis_timeouts_total",
+                "Rate checks that ran out of time.",
+                st.timeouts,
+            ),
+            (
+                "limiter_redis_skipped_total",
+                "Rate checks not sent while Redis was paused after failures.",
+                st.skipped,
+            ),
+            (
+                "limiter_redis_recoveries_total",
+                "Times Redis answered again after failing.",
+                st.recoveries,
+            ),
+        ] {
+            x.family(name, "counter", help);
+            x.sample(name, &[], v as f64);
+        }
+        x.family(
+            "limiter_redis_paused",
+            "gauge",
+            "1 while Redis is left alone after failures.",
+        );
+        x.sample(
+            "limiter_redis_paused",
+            &[],
+            if st.paused { 1.0 } else { 0.0 },
+        );
+    }
+    x.family(
+        "limiter_op_backend_fallbacks_total",
+        "counter",
+        "Calls whose shared (Redis) rate limit was decided by the op's degradation.",
+    );
+    for s in &snaps {
+        x.sample(
+            "limiter_op_backend_fallbacks_total",
+            &[("op", &s.name)],
+            s.counters.backend_fallbacks as f64,
+        );
+    }
+
     let bg = reg.tasks().snapshot();
     x.family(
         "limiter_background_tasks",
