@@ -425,7 +425,7 @@ enabled = false
             ("[ops.db]\nmax_concurrent = -1", "limiter.toml: `ops.db.max_concurrent` = -1: expected a whole number from 1 to 4294967295"),
             ("[ops.db.breaker]\nfailure_rat = 0.5", "limiter.toml: `ops.db.breaker.failure_rat` = 0.5: unknown field `failure_rat`"),
             ("[ops.db.retry]\ntries = 2", "limiter.toml: `ops.db.retry.tries` = 2: unknown field; expected one of: retries, backoff, base, max"),
-            ("[opps.db]\ntimeout = \"1s\"", "limiter.toml: `opps` = { db = { timeout = \"1s\" } }: unknown key; did you mean `ops`? expected one of: enabled, profile, profiles, defaults, ops, routes"),
+            ("[opps.db]\ntimeout = \"1s\"", "limiter.toml: `opps` = { db = { timeout = \"1s\" } }: unknown key; did you mean `ops`? expected one of: enabled, profile, profiles, redis, defaults, ops, routes"),
             ("enabled = \"yes\"", "limiter.toml: `enabled` = \"yes\": expected true or false"),
             ("[profiles.production]\nscale = 0\n", ""),
         ];

@@ -1,0 +1,115 @@
+//! Redis-backed rate checks against the Redis on 127.0.0.1:6379: latency of
+//! one check (criterion), then throughput from 1 and from 64 concurrent
+//! tasks over one multiplexed connection, beside the in-process check.
+//!
+//! ```text
+//! cargo bench --features redis --bench redis
+//! ```
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, Criterion};
+use limiter::config::RateSpec;
+use limiter::redis::{RedisBackend, RedisConfig};
+use limiter::spec::parse_rates;
+use limiter::{Algorithm, LimitError, OpConfig, Registry};
+
+const URL: &str = "redis://127.0.0.1:6379/";
+
+fn backend() -> RedisBackend {
+    RedisBackend::new(RedisConfig {
+        prefix: format!("limiter-bench-{}", std::process::id()),
+        timeout: Duration::from_secs(1),
+        ..RedisConfig::new(URL)
+    })
+    .expect("valid settings")
+}
+
+/// A limit that never refuses, so every check does the full script.
+fn spec(algorithm: Algorithm) -> RateSpec {
+    RateSpec {
+        windows: parse_rates("1000000000/s").unwrap(),
+        burst: None,
+        algorithm,
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn latency(c: &mut Criterion) {
+    let rt = runtime();
+    let b = backend();
+    let mut g = c.benchmark_group("redis_check");
+    for (name, alg) in [
+        ("gcra", Algorithm::TokenBucket),
+        ("sliding_window", Algorithm::SlidingWindow),
+    ] {
+        let s = spec(alg);
+        g.bench_function(name, |bench| {
+            bench
+                .to_async(&rt)
+                .iter(|| async { b.check("bench", None, &s).await.unwrap() })
+        });
+    }
+    g.finish();
+
+    let reg = Registry::new();
+    reg.configure("local", OpConfig::default().with_rate("1000000000/s").unwrap())
+        .unwrap();
+    let op = reg.op("local");
+    c.bench_function("local_check_for_comparison", |bench| {
+        bench.to_async(&rt).iter(|| async {
+            op.run(None, || async { Ok::<_, LimitError>(()) })
+                .await
+                .unwrap()
+        })
+    });
+}
+
+/// Checks per second from `tasks` concurrent tasks over `span`.
+fn throughput(tasks: usize, span: Duration) -> f64 {
+    let rt = runtime();
+    let b = Arc::new(backend());
+    let s = Arc::new(spec(Algorithm::TokenBucket));
+    let done = Arc::new(AtomicU64::new(0));
+    rt.block_on(async {
+        b.check("warm", None, &s).await.unwrap();
+        let start = Instant::now();
+        let mut handles = Vec::new();
+        for _ in 0..tasks {
+            let (b, s, done) = (Arc::clone(&b), Arc::clone(&s), Arc::clone(&done));
+            handles.push(tokio::spawn(async move {
+                while start.elapsed() < span {
+                    b.check("throughput", None, &s).await.unwrap();
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+        for h in handles {
+            h.await.unwrap();
+        }
+        done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    })
+}
+
+criterion_group!(benches, latency);
+
+fn main() {
+    benches();
+    criterion::Criterion::default().configure_from_args().final_summary();
+    let span = Duration::from_secs(3);
+    let one = throughput(1, span);
+    let many = throughput(64, span);
+    println!();
+    println!("redis throughput (GCRA check, one multiplexed connection, {span:?} each):");
+    println!("  1 task:   {one:>9.0} checks/s");
+    println!("  64 tasks: {many:>9.0} checks/s");
+}
