@@ -62,8 +62,11 @@ fn latency(c: &mut Criterion) {
     g.finish();
 
     let reg = Registry::new();
-    reg.configure("local", OpConfig::default().with_rate("1000000000/s").unwrap())
-        .unwrap();
+    reg.configure(
+        "local",
+        OpConfig::default().with_rate("1000000000/s").unwrap(),
+    )
+    .unwrap();
     let op = reg.op("local");
     c.bench_function("local_check_for_comparison", |bench| {
         bench.to_async(&rt).iter(|| async {
@@ -104,7 +107,9 @@ criterion_group!(benches, latency);
 
 fn main() {
     benches();
-    criterion::Criterion::default().configure_from_args().final_summary();
+    criterion::Criterion::default()
+        .configure_from_args()
+        .final_summary();
     let span = Duration::from_secs(3);
     let one = throughput(1, span);
     let many = throughput(64, span);

@@ -459,11 +459,6 @@ pub(crate) fn check_with(
                     Error::custom("`backend = \"redis\"` keeps the op's `rate` in Redis: add e.g. `rate = \"100/s\"`")
                         .with_span(&span),
                 );
-            } else if args.key.is_some() {
-                errors.push(
-                    Error::custom("`backend = \"redis\"` keeps op-wide rates only; with `key` the rate is per key, which Redis does not hold yet")
-                        .with_span(&span),
-                );
             }
             // A compile error at the argument when the facade lacks the
             // `redis` feature (the trait is implemented only with it).

@@ -69,6 +69,8 @@ pub struct Call<'a, S = Cancel> {
     /// The key's hash: taken at once, so the call's future holds no
     /// reference to the key.
     key: Option<u64>,
+    /// The key's name in Redis, for ops keeping per-key rates there.
+    shared_key: Option<u64>,
     priority: i64,
     strategy: PhantomData<S>,
 }
@@ -78,6 +80,7 @@ impl<'a> Call<'a, Cancel> {
         Self {
             op,
             key: None,
+            shared_key: None,
             priority: 0,
             strategy: PhantomData,
         }
@@ -89,6 +92,7 @@ impl<'a, S> Call<'a, S> {
         Call {
             op: self.op,
             key: self.key,
+            shared_key: self.shared_key,
             priority: self.priority,
             strategy: PhantomData,
         }
@@ -97,12 +101,14 @@ impl<'a, S> Call<'a, S> {
     /// Applies per-key limits to `key` (any `Hash` value: user id, tenant…).
     pub fn key<K: LimitKey + ?Sized>(mut self, key: &K) -> Self {
         self.key = Some(self.op.core.shared.hasher.hash(&KeyRef(key)));
+        self.shared_key = self.op.core.shared_key_name(&KeyRef(key));
         self
     }
 
     /// Applies per-key limits to `key` when it is `Some`.
     pub fn key_opt(mut self, key: Option<&dyn LimitKey>) -> Self {
         self.key = key.map(|k| self.op.core.shared.hasher.hash(k));
+        self.shared_key = key.and_then(|k| self.op.core.shared_key_name(k));
         self
     }
 
@@ -131,7 +137,12 @@ impl<'a, S> Call<'a, S> {
     pub async fn acquire(self) -> Result<Permit, LimitError> {
         let core = &self.op.core;
         let admitted = core
-            .admit(Arc::clone(&core.bulkhead), self.key, self.priority)
+            .admit(
+                Arc::clone(&core.bulkhead),
+                self.key,
+                self.shared_key,
+                self.priority,
+            )
             .await?;
         Ok(Permit::new(Arc::clone(core), admitted))
     }
@@ -147,7 +158,8 @@ impl<'a, S> Call<'a, S> {
         let key = self.key;
         let mut attempt = 0u32;
         loop {
-            let result = attempt_once(self.op, key, self.priority, make(), hook).await;
+            let result =
+                attempt_once(self.op, key, self.shared_key, self.priority, make(), hook).await;
             let retry = self.op.core.policy.load().cfg.retry.clone();
             let Some(policy) = retry.filter(|p| attempt < p.retries) else {
                 return flatten(result);
@@ -183,7 +195,7 @@ impl<'a, S> Call<'a, S> {
         if self.op.core.policy.load().cfg.retry.is_some() {
             self.op.core.warn_once_retries_ignored();
         }
-        flatten(attempt_once(self.op, self.key, self.priority, fut, hook).await)
+        flatten(attempt_once(self.op, self.key, self.shared_key, self.priority, fut, hook).await)
     }
 
     /// Where this op's blocking work runs.
@@ -274,6 +286,7 @@ fn flatten<T, E: From<LimitError>>(r: Result<Result<T, E>, LimitError>) -> Resul
 async fn attempt_once<T, E, W, H>(
     op: &Op,
     key: Option<u64>,
+    shared_key: Option<u64>,
     priority: i64,
     fut: W,
     hook: &mut H,
@@ -283,7 +296,9 @@ where
     H: TimeoutHook<W>,
 {
     let core = &*op.core;
-    let admitted = core.admit(&*core.bulkhead, key, priority).await?;
+    let admitted = core
+        .admit(&*core.bulkhead, key, shared_key, priority)
+        .await?;
     let timeout = admitted.timeout;
     let watch = admitted.slow_poll;
     let admission = Admission::new(core, admitted);

@@ -211,6 +211,7 @@ impl OpCore {
         &self,
         bulkhead: B,
         key: Option<u64>,
+        #[cfg_attr(not(feature = "redis"), allow(unused_variables))] shared_key: Option<u64>,
         priority: i64,
     ) -> Result<Admitted<B>, LimitError>
     where
@@ -249,7 +250,7 @@ impl OpCore {
                 }));
             }
         }
-        if let (Some(key), Some(keyed)) = (key, &policy.rate_per_key) {
+        if let (Some(key), Some(keyed), false) = (key, &policy.rate_per_key, shared_rate) {
             match keyed.try_acquire(key, now) {
                 KeyedOutcome::Admitted => {}
                 KeyedOutcome::Limited(refusal) => {
@@ -270,21 +271,18 @@ impl OpCore {
         let timeout = policy.cfg.timeout;
         let slow_poll = policy.cfg.slow_poll;
         #[cfg(feature = "redis")]
-        let remote = shared_rate.then(|| {
-            (
-                policy.cfg.rate.clone(),
-                policy.cfg.degradation,
-                policy.cfg.retry_after,
-                policy.rate.clone(),
-            )
+        let remote = shared_rate.then(|| Remote {
+            rate: policy.cfg.rate.clone(),
+            rate_per_key: policy.cfg.rate_per_key.clone(),
+            degradation: policy.cfg.degradation,
+            retry_after: policy.cfg.retry_after,
+            local: policy.rate.clone(),
+            local_keyed: policy.rate_per_key.clone(),
         });
         drop(policy);
         #[cfg(feature = "redis")]
-        if let Some((Some(spec), degradation, retry_after, local)) = remote {
-            if let Err(e) = self
-                .check_shared_rate(&spec, degradation, retry_after, local.as_deref(), now)
-                .await
-            {
+        if let Some(remote) = remote {
+            if let Err(e) = self.check_shared(&remote, key, shared_key, now).await {
                 return Err(self.reject(e));
             }
         }
@@ -302,48 +300,105 @@ impl OpCore {
     }
 }
 
+/// What a Redis-backed admission needs from the policy, held across the
+/// round trip (the policy guard is not).
+#[cfg(feature = "redis")]
+struct Remote {
+    rate: Option<crate::config::RateSpec>,
+    rate_per_key: Option<crate::config::RateSpec>,
+    degradation: crate::config::Degradation,
+    retry_after: Duration,
+    local: Option<Arc<RateState>>,
+    local_keyed: Option<Arc<KeyedRate>>,
+}
+
+impl OpCore {
+    /// The name of `key` in Redis when this op keeps per-key rates there.
+    #[cfg(feature = "redis")]
+    pub(crate) fn shared_key_name(&self, key: &dyn LimitKey) -> Option<u64> {
+        let p = self.policy.load();
+        if p.cfg.backend != crate::config::Backend::Redis || p.cfg.rate_per_key.is_none() {
+            return None;
+        }
+        self.shared.redis.load().as_ref().map(|b| b.key_name(key))
+    }
+
+    /// Without the `redis` feature no op keeps anything in Redis.
+    #[cfg(not(feature = "redis"))]
+    pub(crate) fn shared_key_name(&self, _key: &dyn LimitKey) -> Option<u64> {
+        None
+    }
+}
+
 #[cfg(feature = "redis")]
 impl OpCore {
-    /// The op-wide rate limit kept in Redis, degraded as configured when
-    /// Redis cannot answer (or none is set).
+    /// The op-wide and per-key rates kept in Redis.
+    async fn check_shared(
+        &self,
+        r: &Remote,
+        key: Option<u64>,
+        shared_key: Option<u64>,
+        now: u64,
+    ) -> Result<(), LimitError> {
+        if let Some(spec) = &r.rate {
+            let local = r.local.as_deref().map(|l| move || l.try_acquire(now));
+            self.check_shared_rate(spec, None, false, r, local).await?;
+        }
+        if let (Some(spec), Some(local_key)) = (&r.rate_per_key, key) {
+            let local = r.local_keyed.as_deref().map(|k| {
+                move || match k.try_acquire(local_key, now) {
+                    KeyedOutcome::Admitted | KeyedOutcome::TableFull => Ok(()),
+                    KeyedOutcome::Limited(refusal) => Err(refusal),
+                }
+            });
+            self.check_shared_rate(spec, shared_key, true, r, local)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// One rate kept in Redis, degraded as configured when Redis cannot
+    /// answer (or none is set, or the key has no name there).
     async fn check_shared_rate(
         &self,
         spec: &crate::config::RateSpec,
-        degradation: crate::config::Degradation,
-        retry_after: Duration,
-        local: Option<&RateState>,
-        now: u64,
+        shared_key: Option<u64>,
+        per_key: bool,
+        r: &Remote,
+        local: Option<impl FnOnce() -> Result<(), crate::rate::Refusal>>,
     ) -> Result<(), LimitError> {
         use crate::config::Degradation;
         use crate::redis::Check;
-        let failure = match self.shared.redis.load_full() {
-            None => "no redis is set (Registry::set_redis)".to_owned(),
-            Some(backend) => match backend.check(&self.name, None, spec).await {
+        let backend = self.shared.redis.load_full();
+        let failure = match (&backend, per_key, shared_key) {
+            (None, _, _) => "no redis is set (Registry::set_redis)".to_owned(),
+            (Some(_), true, None) => "the key has no name in redis".to_owned(),
+            (Some(backend), _, key) => match backend.check(&self.name, key, spec).await {
                 Ok(Check::Admitted { .. }) => return Ok(()),
                 Ok(Check::Limited { wait, window }) => {
                     let w = spec.windows[window.min(spec.windows.len() - 1)];
                     return Err(LimitError::RateLimited {
                         op: self.name.clone(),
                         retry_after: wait,
-                        quota: crate::Quota::rate(u64::from(w.count()), w.period(), false),
+                        quota: crate::Quota::rate(u64::from(w.count()), w.period(), per_key),
                     });
                 }
                 Err(e) => e.to_string(),
             },
         };
         OpMetrics::inc(&self.metrics.counters.backend_fallbacks);
-        tracing::debug!(op = &*self.name, reason = %failure, ?degradation, "shared rate limit degraded");
-        match degradation {
+        tracing::debug!(op = &*self.name, reason = %failure, degradation = ?r.degradation, "shared rate limit degraded");
+        match r.degradation {
             Degradation::FailOpen => Ok(()),
             Degradation::FailClosed => Err(LimitError::Overloaded {
                 op: self.name.clone(),
-                retry_after,
+                retry_after: r.retry_after,
             }),
-            Degradation::Local => match local.map(|r| r.try_acquire(now)) {
+            Degradation::Local => match local.map(|check| check()) {
                 Some(Err(refusal)) => Err(LimitError::RateLimited {
                     op: self.name.clone(),
                     retry_after: refusal.wait,
-                    quota: refusal.quota(spec, false),
+                    quota: refusal.quota(spec, per_key),
                 }),
                 _ => Ok(()),
             },

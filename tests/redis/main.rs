@@ -451,21 +451,75 @@ mod ops {
         }
     }
 
-    #[test]
-    fn redis_keeps_op_wide_rates_only() {
-        let reg = Registry::new();
-        let err = reg
-            .configure(
-                "x",
+    #[tokio::test]
+    async fn per_key_rates_are_shared_by_key() {
+        let p = prefix("opkeys");
+        let (a, b) = (Registry::new(), Registry::new());
+        for reg in [&a, &b] {
+            reg.set_redis(RedisConfig {
+                prefix: p.clone(),
+                ..RedisConfig::new(URL)
+            })
+            .unwrap();
+            reg.configure(
+                "user",
                 OpConfig {
                     backend: Some(Backend::Redis),
+                    burst: Some(2),
                     ..OpConfig::default()
                 }
-                .with_rate_per_key("1/s")
+                .with_rate_per_key("2/min")
                 .unwrap(),
             )
-            .unwrap_err();
-        assert!(err.to_string().contains("per-key rates in Redis"), "{err}");
+            .unwrap();
+        }
+        let call = |reg: &Registry, who: &'static str| {
+            let op = reg.op("user");
+            async move {
+                op.call()
+                    .key(who)
+                    .run(|| async { Ok::<_, LimitError>(()) })
+                    .await
+            }
+        };
+        let mut alice = 0;
+        for i in 0..6 {
+            match call(if i % 2 == 0 { &a } else { &b }, "alice").await {
+                Ok(()) => alice += 1,
+                Err(LimitError::RateLimited { quota, .. }) => assert!(quota.per_key),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(alice, 2, "alice's budget is one across both instances");
+        let bob = call(&b, "bob").await;
+        assert!(bob.is_ok(), "bob has his own: {bob:?}");
+
+        // Redis down, degradation local: each key falls back to its own
+        // in-process budget.
+        let down = Registry::new();
+        down.set_redis(RedisConfig {
+            timeout: Duration::from_millis(30),
+            ..RedisConfig::new("redis://127.0.0.1:9/")
+        })
+        .unwrap();
+        down.configure(
+            "user",
+            OpConfig {
+                backend: Some(Backend::Redis),
+                degradation: Some(Degradation::Local),
+                burst: Some(2),
+                ..OpConfig::default()
+            }
+            .with_rate_per_key("2/min")
+            .unwrap(),
+        )
+        .unwrap();
+        let mut ok = 0;
+        for _ in 0..5 {
+            ok += usize::from(call(&down, "alice").await.is_ok());
+        }
+        assert_eq!(ok, 2);
+        assert!(call(&down, "bob").await.is_ok());
     }
 }
 

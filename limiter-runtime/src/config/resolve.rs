@@ -340,15 +340,6 @@ impl OpConfig {
                 "needs the `redis` feature of limiter",
             ));
         }
-        if backend == Backend::Redis && self.rate_per_key.is_some() {
-            return Err(invalid(
-                "backend",
-                "redis".into(),
-                "keeps the op-wide `rate` in Redis; per-key rates in Redis are not supported yet, \
-                 so `rate_per_key` needs backend = local",
-            ));
-        }
-
         Ok(ResolvedConfig {
             kind: self.kind,
             enabled: self.enabled.unwrap_or(true),

@@ -3,11 +3,6 @@ use limiter::limit_blocking;
 #[limit_blocking(op = "search", backend = "redis")]
 async fn search() {}
 
-#[limit_blocking(op = "user", backend = "redis", rate = "10/s", key = user)]
-async fn user(user: u64) -> u64 {
-    user
-}
-
 #[limit_blocking(op = "db", degradation = "fail_open", rate = "10/s")]
 async fn db() {}
 
