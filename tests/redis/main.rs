@@ -638,3 +638,93 @@ async fn backend_figures_reach_the_prometheus_exposition() {
     assert!(text.contains("limiter_redis_paused 0"));
     assert!(text.contains("limiter_op_backend_fallbacks_total{op=\"p\"} 0"));
 }
+
+mod breaker {
+    use super::*;
+    use limiter::config::BreakerPolicy;
+    use limiter::redis::{SharedBreakerState, SharedTicket};
+
+    fn policy() -> BreakerPolicy {
+        BreakerPolicy {
+            failure_rate: 0.5,
+            min_calls: 4,
+            window: 4,
+            slow_call: None,
+            recovery: Duration::from_millis(300),
+            half_open_calls: 1,
+            success_threshold: 2,
+            consecutive_failures: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_breaker_in_redis_opens_for_every_instance() {
+        let p = prefix("breaker");
+        let (a, b) = (backend(&p, URL), backend(&p, URL));
+        let pol = policy();
+        // Instance a records the failures...
+        for failed in [false, true, false, true] {
+            let t = a.breaker_admit("pay", &pol).await.unwrap().unwrap();
+            a.breaker_record("pay", t, failed, &pol).await.unwrap();
+        }
+        // ...and instance b is refused: 2 of 4 failed reaches 0.5.
+        let wait = b.breaker_admit("pay", &pol).await.unwrap().unwrap_err();
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(300),
+            "{wait:?}"
+        );
+
+        // After the recovery, one probe at a time, from any instance.
+        tokio::time::sleep(Duration::from_millis(320)).await;
+        let probe = b.breaker_admit("pay", &pol).await.unwrap().unwrap();
+        assert!(matches!(probe, SharedTicket::Probe { .. }));
+        assert!(
+            a.breaker_admit("pay", &pol).await.unwrap().is_err(),
+            "one probe at a time"
+        );
+        assert_eq!(
+            b.breaker_record("pay", probe, false, &pol).await.unwrap(),
+            SharedBreakerState::HalfOpen,
+            "two successes are needed"
+        );
+        let probe = a.breaker_admit("pay", &pol).await.unwrap().unwrap();
+        assert_eq!(
+            a.breaker_record("pay", probe, false, &pol).await.unwrap(),
+            SharedBreakerState::Closed
+        );
+        let closed = b.breaker_admit("pay", &pol).await.unwrap().unwrap();
+        assert!(matches!(closed, SharedTicket::Closed { .. }));
+    }
+
+    #[tokio::test]
+    async fn a_failed_probe_reopens_and_stale_outcomes_are_ignored() {
+        let p = prefix("breaker2");
+        let b = backend(&p, URL);
+        let pol = BreakerPolicy {
+            consecutive_failures: Some(2),
+            ..policy()
+        };
+        let stale = b.breaker_admit("api", &pol).await.unwrap().unwrap();
+        for _ in 0..2 {
+            let t = b.breaker_admit("api", &pol).await.unwrap().unwrap();
+            b.breaker_record("api", t, true, &pol).await.unwrap();
+        }
+        assert!(
+            b.breaker_admit("api", &pol).await.unwrap().is_err(),
+            "2 in a row opened it"
+        );
+        // A call admitted before the breaker opened reports late: ignored.
+        assert_eq!(
+            b.breaker_record("api", stale, false, &pol).await.unwrap(),
+            SharedBreakerState::Open
+        );
+        tokio::time::sleep(Duration::from_millis(320)).await;
+        let probe = b.breaker_admit("api", &pol).await.unwrap().unwrap();
+        assert_eq!(
+            b.breaker_record("api", probe, true, &pol).await.unwrap(),
+            SharedBreakerState::Open,
+            "a failed probe reopens"
+        );
+        assert!(b.breaker_admit("api", &pol).await.unwrap().is_err());
+    }
+}

@@ -23,7 +23,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Serialize;
 use tokio::sync::OnceCell;
 
-use crate::config::{Algorithm, RateSpec};
+use crate::config::{Algorithm, BreakerPolicy, RateSpec};
 use crate::error::ConfigError;
 use crate::keys::LimitKey;
 pub use crate::spec::Degradation;
@@ -87,6 +87,34 @@ pub enum Check {
     },
 }
 
+/// A place granted by a breaker kept in Redis, with the round it belongs
+/// to (outcomes of an earlier round are ignored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedTicket {
+    /// The breaker is closed.
+    Closed {
+        /// Transition count when granted.
+        round: u64,
+    },
+    /// A half-open probe.
+    Probe {
+        /// Transition count when granted.
+        round: u64,
+    },
+}
+
+/// State of a breaker kept in Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SharedBreakerState {
+    /// Calls pass.
+    Closed,
+    /// Calls are refused until the recovery time passes.
+    Open,
+    /// Probes decide.
+    HalfOpen,
+}
+
 /// Counters of a backend.
 #[derive(Debug, Default)]
 struct Counters {
@@ -100,7 +128,7 @@ struct Counters {
 /// What a backend has done so far.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct BackendStats {
-    /// Checks Redis answered.
+    /// Script calls Redis answered (rate checks and breaker calls).
     pub checks: u64,
     /// Checks that failed with an error.
     pub errors: u64,
@@ -252,10 +280,6 @@ impl RedisBackend {
         key: Option<u64>,
         spec: &RateSpec,
     ) -> Result<Check, BackendError> {
-        if !self.health.allow() {
-            self.counters.skipped.fetch_add(1, Ordering::Relaxed);
-            return Err(BackendError::Paused);
-        }
         let keys = self.keys(op, key, spec);
         let script = match spec.algorithm {
             Algorithm::TokenBucket => &*scripts::GCRA,
@@ -282,12 +306,34 @@ impl RedisBackend {
                 }
             }
         }
+        let (admitted, n, window) = self.invoke::<(i64, i64, i64)>(&inv).await?;
+        Ok(if admitted == 1 {
+            Check::Admitted {
+                remaining: u64::try_from(n).unwrap_or(0),
+            }
+        } else {
+            Check::Limited {
+                wait: Duration::from_micros(u64::try_from(n).unwrap_or(0)),
+                window: usize::try_from(window).unwrap_or(0),
+            }
+        })
+    }
+
+    /// Runs one script invocation: skipped while Redis is paused, bounded
+    /// by the timeout, counted, and fed to the health breaker.
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, BackendError> {
+        if !self.health.allow() {
+            self.counters.skipped.fetch_add(1, Ordering::Relaxed);
+            return Err(BackendError::Paused);
+        }
         let run = async {
             let mut conn = self.connection().await?;
-            inv.invoke_async::<(i64, i64, i64)>(&mut conn).await
+            inv.invoke_async::<T>(&mut conn).await
         };
-        let outcome = tokio::time::timeout(self.timeout, run).await;
-        let result = match outcome {
+        let result = match tokio::time::timeout(self.timeout, run).await {
             Err(_) => {
                 self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
                 Err(BackendError::Timeout(self.timeout))
@@ -300,18 +346,9 @@ impl RedisBackend {
                 self.counters.errors.fetch_add(1, Ordering::Relaxed);
                 Err(BackendError::Redis(e.to_string()))
             }
-            Ok(Ok((admitted, n, window))) => {
+            Ok(Ok(v)) => {
                 self.counters.checks.fetch_add(1, Ordering::Relaxed);
-                Ok(if admitted == 1 {
-                    Check::Admitted {
-                        remaining: u64::try_from(n).unwrap_or(0),
-                    }
-                } else {
-                    Check::Limited {
-                        wait: Duration::from_micros(u64::try_from(n).unwrap_or(0)),
-                        window: usize::try_from(window).unwrap_or(0),
-                    }
-                })
+                Ok(v)
             }
         };
         match &result {
@@ -323,9 +360,72 @@ impl RedisBackend {
             }
             Err(e) => {
                 self.health.failure();
-                tracing::warn!(prefix = &*self.prefix, error = %e, "redis check failed");
+                tracing::warn!(prefix = &*self.prefix, error = %e, "redis call failed");
             }
         }
         result
+    }
+
+    fn breaker_keys(&self, op: &str) -> (String, String) {
+        let tag = format!("{{{}:{op}}}", self.prefix);
+        (format!("{tag}:b"), format!("{tag}:bw"))
+    }
+
+    /// Asks the breaker of `op` shared by every instance for a place:
+    /// `Ok(Err(wait))` while it is open (or every probe is taken).
+    pub async fn breaker_admit(
+        &self,
+        op: &str,
+        policy: &BreakerPolicy,
+    ) -> Result<Result<SharedTicket, Duration>, BackendError> {
+        let (hash, _) = self.breaker_keys(op);
+        let mut inv = scripts::BREAKER_ADMIT.prepare_invoke();
+        inv.key(&hash).arg(policy.half_open_calls);
+        let (kind, wait, round) = self.invoke::<(i64, i64, i64)>(&inv).await?;
+        let round = u64::try_from(round).unwrap_or(0);
+        Ok(match kind {
+            1 => Ok(SharedTicket::Closed { round }),
+            2 => Ok(SharedTicket::Probe { round }),
+            _ => Err(Duration::from_micros(u64::try_from(wait).unwrap_or(0))),
+        })
+    }
+
+    /// Records how a call admitted by [`RedisBackend::breaker_admit`]
+    /// ended; returns the breaker's state after it.
+    pub async fn breaker_record(
+        &self,
+        op: &str,
+        ticket: SharedTicket,
+        failed: bool,
+        policy: &BreakerPolicy,
+    ) -> Result<SharedBreakerState, BackendError> {
+        let (hash, window) = self.breaker_keys(op);
+        let (probe, round) = match ticket {
+            SharedTicket::Closed { round } => (0, round),
+            SharedTicket::Probe { round } => (1, round),
+        };
+        // Idle breakers disappear, but not before their recovery ran out.
+        let idle_ms = (policy.recovery.as_millis() as u64)
+            .saturating_mul(2)
+            .max(3_600_000);
+        let mut inv = scripts::BREAKER_RECORD.prepare_invoke();
+        inv.key(&hash)
+            .key(&window)
+            .arg(u8::from(failed))
+            .arg(probe)
+            .arg(round)
+            .arg(policy.window)
+            .arg(policy.min_calls)
+            .arg(policy.failure_rate)
+            .arg(micros(policy.recovery))
+            .arg(policy.success_threshold)
+            .arg(policy.consecutive_failures.unwrap_or(0))
+            .arg(idle_ms);
+        let (state, _) = self.invoke::<(i64, i64)>(&inv).await?;
+        Ok(match state {
+            1 => SharedBreakerState::Open,
+            2 => SharedBreakerState::HalfOpen,
+            _ => SharedBreakerState::Closed,
+        })
     }
 }

@@ -162,3 +162,101 @@ return {1, remaining or 0, -1}
 "#,
     )
 });
+
+/// Admission through a breaker kept in one hash (`state` 0 closed, 1 open,
+/// 2 half-open; `until` in µs; `probes` in flight; `round`, bumped by every
+/// transition so that outcomes of an earlier round are ignored).
+///
+/// `ARGV`: probes allowed at once while half-open. Returns
+/// `{1, 0, round}` (closed), `{2, 0, round}` (a probe) or
+/// `{0, wait_us, round}` (refused).
+pub(crate) static BREAKER_ADMIT: Lazy<Script> = Lazy::new(|| {
+    Script::new(
+        r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local h = redis.call('HMGET', KEYS[1], 'state', 'until', 'probes', 'round')
+local state = tonumber(h[1]) or 0
+local round = tonumber(h[4]) or 0
+local probes = tonumber(h[3]) or 0
+if state == 1 then
+  local u = tonumber(h[2]) or 0
+  if now < u then return {0, math.ceil(u - now), round} end
+  round = round + 1
+  redis.call('HSET', KEYS[1], 'state', 2, 'probes', 0, 'ok', 0, 'round', round)
+  state = 2
+  probes = 0
+end
+if state == 2 then
+  if probes >= tonumber(ARGV[1]) then return {0, 100000, round} end
+  redis.call('HINCRBY', KEYS[1], 'probes', 1)
+  return {2, 0, round}
+end
+return {1, 0, round}
+"#,
+    )
+});
+
+/// Records the outcome of a call admitted by [`BREAKER_ADMIT`] with the
+/// same transitions as the in-process breaker: a count window of the last
+/// `window` outcomes in a list (opens at `failure_rate` once `min_calls`
+/// are in), consecutive failures, probes that close after
+/// `success_threshold` successes or reopen at the first failure.
+///
+/// `ARGV`: failed (0/1), probe (0/1), round, window, min_calls,
+/// failure_rate, recovery (µs), success_threshold, consecutive (0 = off),
+/// idle expiry (ms). Returns `{state, transitioned}`.
+pub(crate) static BREAKER_RECORD: Lazy<Script> = Lazy::new(|| {
+    Script::new(
+        r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local h = redis.call('HMGET', KEYS[1], 'state', 'round')
+local state = tonumber(h[1]) or 0
+local round = tonumber(h[2]) or 0
+redis.call('PEXPIRE', KEYS[1], ARGV[10])
+if tonumber(ARGV[3]) ~= round then return {state, 0} end
+local failed = ARGV[1] == '1'
+local function open()
+  redis.call('HSET', KEYS[1], 'state', 1, 'until', string.format('%.0f', now + tonumber(ARGV[7])),
+    'round', round + 1, 'consec', 0, 'probes', 0, 'ok', 0)
+  redis.call('HINCRBY', KEYS[1], 'opened', 1)
+  redis.call('DEL', KEYS[2])
+  return {1, 1}
+end
+if ARGV[2] == '1' then
+  if state ~= 2 then return {state, 0} end
+  if failed then return open() end
+  redis.call('HINCRBY', KEYS[1], 'probes', -1)
+  local ok = redis.call('HINCRBY', KEYS[1], 'ok', 1)
+  if ok >= tonumber(ARGV[8]) then
+    redis.call('HSET', KEYS[1], 'state', 0, 'round', round + 1, 'consec', 0, 'probes', 0, 'ok', 0)
+    redis.call('DEL', KEYS[2])
+    return {0, 1}
+  end
+  return {2, 0}
+end
+if state ~= 0 then return {state, 0} end
+redis.call('LPUSH', KEYS[2], failed and 1 or 0)
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[4]) - 1)
+redis.call('PEXPIRE', KEYS[2], ARGV[10])
+local consec = 0
+if failed then
+  consec = redis.call('HINCRBY', KEYS[1], 'consec', 1)
+else
+  redis.call('HSET', KEYS[1], 'consec', 0)
+end
+local limit = tonumber(ARGV[9])
+if limit > 0 and consec >= limit then return open() end
+local items = redis.call('LRANGE', KEYS[2], 0, -1)
+if #items >= tonumber(ARGV[5]) then
+  local f = 0
+  for _, v in ipairs(items) do
+    if v == '1' then f = f + 1 end
+  end
+  if f / #items >= tonumber(ARGV[6]) then return open() end
+end
+return {0, 0}
+"#,
+    )
+});
