@@ -65,6 +65,9 @@ pub(crate) enum Ticket {
     Closed(u64),
     /// A half-open probe.
     Probe(u64),
+    /// A place granted by the op's breaker in Redis (settled by the op).
+    #[cfg(feature = "redis")]
+    Shared(crate::redis::SharedTicket),
 }
 
 struct Inner {
@@ -184,6 +187,8 @@ impl Breaker {
     pub(crate) fn record(&self, ticket: Ticket, failed: bool, now: u64) {
         match ticket {
             Ticket::Bypass => {}
+            #[cfg(feature = "redis")]
+            Ticket::Shared(_) => {}
             Ticket::Closed(round) => {
                 let mut inner = self.lock();
                 if inner.state != BreakerState::Closed || inner.round != round {

@@ -197,10 +197,14 @@ impl OpCore {
             OpMetrics::inc(&self.metrics.counters.slow_calls);
         }
         if outcome == CallOutcome::Cancelled {
-            self.breaker.release(ticket);
+            self.release_ticket(ticket);
         } else {
-            self.breaker
-                .record(ticket, outcome.is_failure() || slow, self.clock.now_ns());
+            let failed = outcome.is_failure() || slow;
+            #[cfg(feature = "redis")]
+            if let Ticket::Shared(t) = ticket {
+                self.settle_shared(t, Some(failed));
+            }
+            self.breaker.record(ticket, failed, self.clock.now_ns());
         }
         self.metrics.finish(outcome, duration_ns(elapsed));
     }
@@ -228,17 +232,46 @@ impl OpCore {
             });
         }
         let now = self.clock.now_ns();
-        let ticket = match self.breaker.admit(now) {
-            Ok(t) => TicketGuard {
-                breaker: &self.breaker,
-                ticket: t,
-            },
-            Err(retry_after) => {
-                return Err(self.reject(LimitError::CircuitOpen {
-                    op: self.name.clone(),
-                    retry_after,
-                }))
+        #[cfg(feature = "redis")]
+        let (policy, ticket) = {
+            let shared = (policy.cfg.backend == crate::config::Backend::Redis)
+                .then(|| policy.cfg.breaker.clone())
+                .flatten()
+                .map(|b| (b, policy.cfg.degradation, policy.cfg.retry_after));
+            match shared {
+                Some((breaker, degradation, retry_after)) => {
+                    drop(policy);
+                    let ticket = match self
+                        .shared_breaker_admit(&breaker, degradation, retry_after, now)
+                        .await
+                    {
+                        Ok(t) => TicketGuard {
+                            core: self,
+                            ticket: t,
+                        },
+                        Err(e) => return Err(self.reject(e)),
+                    };
+                    (self.policy.load(), Some(ticket))
+                }
+                None => (policy, None),
             }
+        };
+        #[cfg(not(feature = "redis"))]
+        let ticket = None;
+        let ticket = match ticket {
+            Some(t) => t,
+            None => match self.breaker.admit(now) {
+                Ok(t) => TicketGuard {
+                    core: self,
+                    ticket: t,
+                },
+                Err(retry_after) => {
+                    return Err(self.reject(LimitError::CircuitOpen {
+                        op: self.name.clone(),
+                        retry_after,
+                    }))
+                }
+            },
         };
         let shared_rate = policy.cfg.backend == crate::config::Backend::Redis;
         if let (Some(rate), Some(spec), false) = (&policy.rate, &policy.cfg.rate, shared_rate) {
@@ -313,6 +346,16 @@ struct Remote {
 }
 
 impl OpCore {
+    /// Gives back what a ticket holds (a half-open probe place), here or in
+    /// Redis.
+    pub(crate) fn release_ticket(&self, ticket: Ticket) {
+        #[cfg(feature = "redis")]
+        if let Ticket::Shared(t) = ticket {
+            self.settle_shared(t, None);
+        }
+        self.breaker.release(ticket);
+    }
+
     /// The name of `key` in Redis when this op keeps per-key rates there.
     #[cfg(feature = "redis")]
     pub(crate) fn shared_key_name(&self, key: &dyn LimitKey) -> Option<u64> {
@@ -332,6 +375,73 @@ impl OpCore {
 
 #[cfg(feature = "redis")]
 impl OpCore {
+    /// Admission through the op's breaker kept in Redis, degraded as
+    /// configured when Redis cannot answer: `local` uses the in-process
+    /// breaker, `fail_open` lets the call through, `fail_closed` refuses it.
+    async fn shared_breaker_admit(
+        &self,
+        breaker: &crate::config::BreakerPolicy,
+        degradation: crate::config::Degradation,
+        retry_after: Duration,
+        now: u64,
+    ) -> Result<Ticket, LimitError> {
+        use crate::config::Degradation;
+        let failure = match self.shared.redis.load_full() {
+            None => "no redis is set (Registry::set_redis)".to_owned(),
+            Some(backend) => match backend.breaker_admit(&self.name, breaker).await {
+                Ok(Ok(t)) => return Ok(Ticket::Shared(t)),
+                Ok(Err(wait)) => {
+                    return Err(LimitError::CircuitOpen {
+                        op: self.name.clone(),
+                        retry_after: wait,
+                    })
+                }
+                Err(e) => e.to_string(),
+            },
+        };
+        OpMetrics::inc(&self.metrics.counters.backend_fallbacks);
+        tracing::debug!(op = &*self.name, reason = %failure, ?degradation, "shared breaker degraded");
+        match degradation {
+            Degradation::FailOpen => Ok(Ticket::Bypass),
+            Degradation::FailClosed => Err(LimitError::Overloaded {
+                op: self.name.clone(),
+                retry_after,
+            }),
+            Degradation::Local => {
+                self.breaker
+                    .admit(now)
+                    .map_err(|retry_after| LimitError::CircuitOpen {
+                        op: self.name.clone(),
+                        retry_after,
+                    })
+            }
+        }
+    }
+
+    /// Records an outcome (or gives back a probe place, `None`) in the
+    /// breaker kept in Redis, off the caller's path.
+    fn settle_shared(&self, ticket: crate::redis::SharedTicket, failed: Option<bool>) {
+        let Some(backend) = self.shared.redis.load_full() else {
+            return;
+        };
+        let Some(policy) = self.policy.load().cfg.breaker.clone() else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let name = self.name.clone();
+        rt.spawn(async move {
+            let r = match failed {
+                Some(f) => backend.breaker_record(&name, ticket, f, &policy).await,
+                None => backend.breaker_release(&name, ticket, &policy).await,
+            };
+            if let Err(e) = r {
+                tracing::debug!(op = &*name, error = %e, "breaker outcome not recorded in redis");
+            }
+        });
+    }
+
     /// The op-wide and per-key rates kept in Redis.
     async fn check_shared(
         &self,
@@ -442,7 +552,7 @@ impl Policy {
 
 /// Returns a half-open probe place if admission stops before the call runs.
 struct TicketGuard<'a> {
-    breaker: &'a Breaker,
+    core: &'a OpCore,
     ticket: Ticket,
 }
 
@@ -456,7 +566,7 @@ impl TicketGuard<'_> {
 
 impl Drop for TicketGuard<'_> {
     fn drop(&mut self) {
-        self.breaker.release(self.ticket);
+        self.core.release_ticket(self.ticket);
     }
 }
 

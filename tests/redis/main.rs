@@ -728,3 +728,87 @@ mod breaker {
         assert!(b.breaker_admit("api", &pol).await.unwrap().is_err());
     }
 }
+
+mod shared_breaker {
+    use super::*;
+    use limiter::{Backend, BreakerConfig, LimitError, OpConfig, Registry};
+
+    fn cfg() -> OpConfig {
+        OpConfig {
+            backend: Some(Backend::Redis),
+            breaker: BreakerConfig {
+                enabled: Some(true),
+                failure_rate: Some(0.5),
+                min_calls: Some(4),
+                window: Some(4),
+                recovery: Some(Duration::from_millis(300)),
+                ..BreakerConfig::default()
+            },
+            ..OpConfig::default()
+        }
+    }
+
+    async fn call(reg: &Registry, fail: bool) -> Result<(), LimitError> {
+        reg.op("pay")
+            .run(None, || async move {
+                if fail {
+                    Err(LimitError::Timeout {
+                        op: "upstream".into(),
+                    })
+                } else {
+                    Ok(())
+                }
+            })
+            .await
+    }
+
+    #[tokio::test]
+    async fn failures_recorded_by_one_instance_open_the_breaker_for_both() {
+        let p = prefix("opbreaker");
+        let (a, b) = (Registry::new(), Registry::new());
+        for reg in [&a, &b] {
+            reg.set_redis(RedisConfig {
+                prefix: p.clone(),
+                ..RedisConfig::new(URL)
+            })
+            .unwrap();
+            reg.configure("pay", cfg()).unwrap();
+        }
+        for fail in [false, true, false, true] {
+            let _ = call(&a, fail).await;
+        }
+        // Outcomes are recorded off the caller's path: give them a moment.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        match call(&b, false).await {
+            Err(LimitError::CircuitOpen { retry_after, .. }) => {
+                assert!(retry_after <= Duration::from_millis(300), "{retry_after:?}")
+            }
+            other => panic!("b should find the breaker open: {other:?}"),
+        }
+        assert_eq!(b.op("pay").snapshot().counters.rejected_circuit_open, 1);
+        // After the recovery a probe from b closes it for a as well.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        call(&b, false).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        call(&a, false).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn with_redis_down_the_local_breaker_decides() {
+        let reg = Registry::new();
+        reg.set_redis(RedisConfig {
+            timeout: Duration::from_millis(30),
+            ..RedisConfig::new("redis://127.0.0.1:9/")
+        })
+        .unwrap();
+        reg.configure("pay", cfg()).unwrap();
+        for _ in 0..4 {
+            let _ = call(&reg, true).await;
+        }
+        assert!(matches!(
+            call(&reg, false).await,
+            Err(LimitError::CircuitOpen { .. })
+        ));
+        assert!(reg.op("pay").snapshot().counters.backend_fallbacks >= 5);
+    }
+}

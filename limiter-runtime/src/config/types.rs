@@ -80,7 +80,8 @@ pub struct OpConfig {
     pub burst: Option<u32>,
     /// Rate algorithm.
     pub algorithm: Option<Algorithm>,
-    /// Where the rate state (op-wide and per key) lives: here, or in Redis shared by every
+    /// Where the rate state (op-wide and per key) and the breaker state
+    /// live: here, or in Redis shared by every
     /// instance (feature `redis`, see [`crate::Registry::set_redis`]).
     pub backend: Option<Backend>,
     /// What a Redis-backed rate limit does while Redis cannot answer.

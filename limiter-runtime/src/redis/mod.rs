@@ -399,11 +399,36 @@ impl RedisBackend {
         failed: bool,
         policy: &BreakerPolicy,
     ) -> Result<SharedBreakerState, BackendError> {
+        self.breaker_settle(op, ticket, Some(failed), policy).await
+    }
+
+    /// Gives back the place of a call that ended without an outcome (its
+    /// caller went away); only a probe holds one.
+    pub async fn breaker_release(
+        &self,
+        op: &str,
+        ticket: SharedTicket,
+        policy: &BreakerPolicy,
+    ) -> Result<SharedBreakerState, BackendError> {
+        self.breaker_settle(op, ticket, None, policy).await
+    }
+
+    async fn breaker_settle(
+        &self,
+        op: &str,
+        ticket: SharedTicket,
+        failed: Option<bool>,
+        policy: &BreakerPolicy,
+    ) -> Result<SharedBreakerState, BackendError> {
         let (hash, window) = self.breaker_keys(op);
-        let (probe, round) = match ticket {
-            SharedTicket::Closed { round } => (0, round),
-            SharedTicket::Probe { round } => (1, round),
+        let (probe, round) = match (ticket, failed) {
+            // A closed-state call holds nothing to give back.
+            (SharedTicket::Closed { .. }, None) => return Ok(SharedBreakerState::Closed),
+            (SharedTicket::Probe { round }, None) => (2, round),
+            (SharedTicket::Closed { round }, Some(_)) => (0, round),
+            (SharedTicket::Probe { round }, Some(_)) => (1, round),
         };
+        let failed = failed.unwrap_or(false);
         // Idle breakers disappear, but not before their recovery ran out.
         let idle_ms = (policy.recovery.as_millis() as u64)
             .saturating_mul(2)

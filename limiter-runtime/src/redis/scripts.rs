@@ -203,7 +203,8 @@ return {1, 0, round}
 /// are in), consecutive failures, probes that close after
 /// `success_threshold` successes or reopen at the first failure.
 ///
-/// `ARGV`: failed (0/1), probe (0/1), round, window, min_calls,
+/// `ARGV`: failed (0/1), probe (0/1, or 2 to give a cancelled probe's
+/// place back), round, window, min_calls,
 /// failure_rate, recovery (µs), success_threshold, consecutive (0 = off),
 /// idle expiry (ms). Returns `{state, transitioned}`.
 pub(crate) static BREAKER_RECORD: Lazy<Script> = Lazy::new(|| {
@@ -216,6 +217,11 @@ local state = tonumber(h[1]) or 0
 local round = tonumber(h[2]) or 0
 redis.call('PEXPIRE', KEYS[1], ARGV[10])
 if tonumber(ARGV[3]) ~= round then return {state, 0} end
+if ARGV[2] == '2' then
+  -- A probe that ended without an outcome (cancelled) gives its place back.
+  if state == 2 then redis.call('HINCRBY', KEYS[1], 'probes', -1) end
+  return {state, 0}
+end
 local failed = ARGV[1] == '1'
 local function open()
   redis.call('HSET', KEYS[1], 'state', 1, 'until', string.format('%.0f', now + tonumber(ARGV[7])),
