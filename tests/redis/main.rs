@@ -224,6 +224,10 @@ struct Server {
 
 impl Server {
     fn start(port: u16) -> Self {
+        Self::start_with(port, &[])
+    }
+
+    fn start_with(port: u16, extra: &[&str]) -> Self {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -235,6 +239,7 @@ impl Server {
                 "--appendonly",
                 "no",
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -810,5 +815,101 @@ mod shared_breaker {
             Err(LimitError::CircuitOpen { .. })
         ));
         assert!(reg.op("pay").snapshot().counters.backend_fallbacks >= 5);
+    }
+}
+
+mod cluster {
+    use super::*;
+
+    /// Three masters on spare ports, joined with `redis-cli --cluster create`.
+    fn start_cluster(base: u16) -> Vec<Server> {
+        let dir = std::env::temp_dir().join(format!("limiter-cluster-{base}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let servers: Vec<Server> = (0..3)
+            .map(|i| {
+                let port = base + i;
+                let conf = dir.join(format!("nodes-{port}.conf"));
+                Server::start_with(
+                    port,
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        conf.to_str().unwrap(),
+                        "--dir",
+                        dir.to_str().unwrap(),
+                    ],
+                )
+            })
+            .collect();
+        let nodes: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", base + i)).collect();
+        let status = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&nodes)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli runs");
+        assert!(status.success(), "redis-cli --cluster create failed");
+        for _ in 0..100 {
+            let out = Command::new("redis-cli")
+                .args(["-p", &base.to_string(), "cluster", "info"])
+                .output()
+                .unwrap();
+            if String::from_utf8_lossy(&out.stdout).contains("cluster_state:ok") {
+                return servers;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the cluster did not come up");
+    }
+
+    #[tokio::test]
+    async fn limits_and_breakers_work_on_a_redis_cluster() {
+        let base = 17_000 + (std::process::id() % 500) as u16 * 3;
+        let _servers = start_cluster(base);
+        let url = format!(
+            "redis://127.0.0.1:{},redis://127.0.0.1:{},redis://127.0.0.1:{}",
+            base,
+            base + 1,
+            base + 2
+        );
+        let p = prefix("cluster");
+        let (a, b) = (backend(&p, &url), backend(&p, &url));
+        // Several windows: several keys, one slot thanks to the hash tag.
+        let s = spec("100/s, 5/min", Some(100), Algorithm::TokenBucket);
+        let mut ok = 0;
+        for i in 0..20 {
+            let inst = if i % 2 == 0 { &a } else { &b };
+            for op in ["alpha", "beta", "gamma"] {
+                if let Check::Admitted { .. } = inst.check(op, None, &s).await.unwrap() {
+                    ok += 1;
+                }
+            }
+        }
+        assert_eq!(
+            ok, 15,
+            "5 per op across both instances, ops spread over the slots"
+        );
+        let key = a.key_name(&"alice");
+        let s = spec("3/min", None, Algorithm::SlidingWindow);
+        assert_eq!(admitted(&b, "keyed", Some(key), &s, 6).await, 3);
+        let pol = limiter::config::BreakerPolicy {
+            failure_rate: 0.5,
+            min_calls: 2,
+            window: 2,
+            slow_call: None,
+            recovery: Duration::from_secs(30),
+            half_open_calls: 1,
+            success_threshold: 1,
+            consecutive_failures: None,
+        };
+        for _ in 0..2 {
+            let t = a.breaker_admit("pay", &pol).await.unwrap().unwrap();
+            a.breaker_record("pay", t, true, &pol).await.unwrap();
+        }
+        assert!(b.breaker_admit("pay", &pol).await.unwrap().is_err());
     }
 }

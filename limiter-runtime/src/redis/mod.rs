@@ -2,7 +2,8 @@
 //! service shares one limit.
 //!
 //! One [`RedisBackend`] holds a lazily opened, auto-reconnecting
-//! [`ConnectionManager`], the key prefix, the per-call timeout and a
+//! [`ConnectionManager`] (or, for a Redis Cluster, a cluster connection
+//! routing each script by its keys' slot), the key prefix, the per-call timeout and a
 //! health breaker: after consecutive failures Redis is not asked at all for
 //! a growing pause (100 ms doubling up to 5 s), then one call probes it; the
 //! first success closes the breaker again. What a limit does while Redis
@@ -33,8 +34,11 @@ use health::Health;
 /// How to reach Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisConfig {
-    /// `redis://host:port/db` (or `rediss://`, `redis+unix://`).
+    /// `redis://host:port/db` (or `rediss://`, `redis+unix://`); for a
+    /// Redis Cluster, the seed nodes separated by commas.
     pub url: String,
+    /// Talk to a Redis Cluster (implied by several comma-separated URLs).
+    pub cluster: bool,
     /// Prefix of every key (default `limiter`).
     pub prefix: String,
     /// Longest wait for one check, connecting included (default 50 ms).
@@ -49,6 +53,7 @@ impl RedisConfig {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            cluster: false,
             prefix: "limiter".into(),
             timeout: Duration::from_millis(50),
             key_seed: 0,
@@ -142,10 +147,23 @@ pub struct BackendStats {
     pub paused: bool,
 }
 
+/// Where the backend connects.
+enum Target {
+    Single(redis::Client),
+    Cluster(redis::cluster::ClusterClient),
+}
+
+/// An open connection: multiplexed and reconnecting either way.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
 /// A connection to Redis shared by the ops that keep their limits there.
 pub struct RedisBackend {
-    client: redis::Client,
-    conn: OnceCell<ConnectionManager>,
+    target: Target,
+    conn: OnceCell<Conn>,
     prefix: Arc<str>,
     timeout: Duration,
     seed: u64,
@@ -195,8 +213,24 @@ impl RedisBackend {
             value,
             reason,
         };
-        let client = redis::Client::open(cfg.url.as_str())
-            .map_err(|e| invalid("url", cfg.url.clone(), e.to_string()))?;
+        let nodes: Vec<&str> = cfg
+            .url
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .collect();
+        let target = if cfg.cluster || nodes.len() > 1 {
+            let client = redis::cluster::ClusterClient::builder(nodes)
+                .connection_timeout(cfg.timeout)
+                .response_timeout(cfg.timeout)
+                .build()
+                .map_err(|e| invalid("url", cfg.url.clone(), e.to_string()))?;
+            Target::Cluster(client)
+        } else {
+            let client = redis::Client::open(cfg.url.as_str())
+                .map_err(|e| invalid("url", cfg.url.clone(), e.to_string()))?;
+            Target::Single(client)
+        };
         if cfg.timeout.is_zero() {
             return Err(invalid(
                 "timeout",
@@ -212,7 +246,7 @@ impl RedisBackend {
             ));
         }
         Ok(Self {
-            client,
+            target,
             conn: OnceCell::new(),
             prefix: cfg.prefix.into(),
             timeout: cfg.timeout,
@@ -257,15 +291,24 @@ impl RedisBackend {
             .collect()
     }
 
-    async fn connection(&self) -> Result<ConnectionManager, redis::RedisError> {
+    async fn connection(&self) -> Result<Conn, redis::RedisError> {
         let conn = self
             .conn
             .get_or_try_init(|| async {
-                let cfg = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(self.timeout))
-                    .set_response_timeout(Some(self.timeout))
-                    .set_number_of_retries(1);
-                ConnectionManager::new_with_config(self.client.clone(), cfg).await
+                match &self.target {
+                    Target::Single(client) => {
+                        let cfg = ConnectionManagerConfig::new()
+                            .set_connection_timeout(Some(self.timeout))
+                            .set_response_timeout(Some(self.timeout))
+                            .set_number_of_retries(1);
+                        ConnectionManager::new_with_config(client.clone(), cfg)
+                            .await
+                            .map(Conn::Single)
+                    }
+                    Target::Cluster(client) => {
+                        client.get_async_connection().await.map(Conn::Cluster)
+                    }
+                }
             })
             .await?;
         Ok(conn.clone())
@@ -330,8 +373,10 @@ impl RedisBackend {
             return Err(BackendError::Paused);
         }
         let run = async {
-            let mut conn = self.connection().await?;
-            inv.invoke_async::<T>(&mut conn).await
+            match self.connection().await? {
+                Conn::Single(mut c) => inv.invoke_async::<T>(&mut c).await,
+                Conn::Cluster(mut c) => inv.invoke_async::<T>(&mut c).await,
+            }
         };
         let result = match tokio::time::timeout(self.timeout, run).await {
             Err(_) => {
