@@ -150,7 +150,7 @@ pub struct BackendStats {
 /// Where the backend connects.
 enum Target {
     Single(redis::Client),
-    Cluster(redis::cluster::ClusterClient),
+    Cluster(Box<redis::cluster::ClusterClient>),
 }
 
 /// An open connection: multiplexed and reconnecting either way.
@@ -225,7 +225,7 @@ impl RedisBackend {
                 .response_timeout(cfg.timeout)
                 .build()
                 .map_err(|e| invalid("url", cfg.url.clone(), e.to_string()))?;
-            Target::Cluster(client)
+            Target::Cluster(Box::new(client))
         } else {
             let client = redis::Client::open(cfg.url.as_str())
                 .map_err(|e| invalid("url", cfg.url.clone(), e.to_string()))?;
