@@ -913,3 +913,87 @@ mod cluster {
         assert!(b.breaker_admit("pay", &pol).await.unwrap().is_err());
     }
 }
+
+mod fault_modes {
+    use super::*;
+    use limiter::{Backend, Degradation, LimitError, OpConfig, Registry};
+
+    async fn run(reg: &Registry) -> Result<(), LimitError> {
+        reg.op("api")
+            .run(None, || async { Ok::<_, LimitError>(()) })
+            .await
+    }
+
+    #[tokio::test]
+    async fn each_mode_through_a_redis_stopped_mid_run_and_back() {
+        let base = 18_500 + (std::process::id() % 400) as u16 * 3;
+        for (i, mode) in [
+            Degradation::FailOpen,
+            Degradation::FailClosed,
+            Degradation::Local,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let port = base + i as u16;
+            let server = Server::start(port);
+            let reg = Registry::new();
+            reg.set_redis(RedisConfig {
+                prefix: prefix("midrun"),
+                timeout: Duration::from_millis(50),
+                ..RedisConfig::new(server.url())
+            })
+            .unwrap();
+            reg.configure(
+                "api",
+                OpConfig {
+                    backend: Some(Backend::Redis),
+                    degradation: Some(mode),
+                    ..OpConfig::default()
+                }
+                .with_rate("1000/s")
+                .unwrap(),
+            )
+            .unwrap();
+            for _ in 0..3 {
+                run(&reg).await.unwrap();
+            }
+            let url = server.url();
+            server.stop();
+            for _ in 0..5 {
+                let t = Instant::now();
+                let r = run(&reg).await;
+                assert!(
+                    t.elapsed() < Duration::from_millis(200),
+                    "{mode}: {:?}",
+                    t.elapsed()
+                );
+                match (mode, r) {
+                    (Degradation::FailOpen | Degradation::Local, Ok(())) => {}
+                    (Degradation::FailClosed, Err(LimitError::Overloaded { .. })) => {}
+                    (_, other) => panic!("{mode}: {other:?}"),
+                }
+            }
+            assert_eq!(
+                reg.op("api").snapshot().counters.backend_fallbacks,
+                5,
+                "{mode}"
+            );
+            let _server = Server::start(port);
+            assert_eq!(url, _server.url());
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while reg.redis().unwrap().stats().recoveries == 0 {
+                let _ = run(&reg).await;
+                assert!(Instant::now() < deadline, "{mode}: redis not used again");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let before = reg.op("api").snapshot().counters.backend_fallbacks;
+            run(&reg).await.unwrap();
+            assert_eq!(
+                reg.op("api").snapshot().counters.backend_fallbacks,
+                before,
+                "{mode}: back on redis"
+            );
+        }
+    }
+}
