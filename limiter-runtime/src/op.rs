@@ -418,6 +418,32 @@ impl OpCore {
         }
     }
 
+    /// Forces open (or resets) the op's breaker in Redis, when it keeps it
+    /// there; done in the background, like outcomes.
+    pub(crate) fn set_shared_breaker(&self, open: bool) {
+        let cfg = &self.policy.load().cfg;
+        if cfg.backend != crate::config::Backend::Redis || cfg.breaker.is_none() {
+            return;
+        }
+        let (Some(backend), Ok(rt)) = (
+            self.shared.redis.load_full(),
+            tokio::runtime::Handle::try_current(),
+        ) else {
+            return;
+        };
+        let name = self.name.clone();
+        rt.spawn(async move {
+            let r = if open {
+                backend.breaker_force_open(&name).await
+            } else {
+                backend.breaker_reset(&name).await
+            };
+            if let Err(e) = r {
+                tracing::warn!(op = &*name, error = %e, "breaker change not made in redis");
+            }
+        });
+    }
+
     /// Records an outcome (or gives back a probe place, `None`) in the
     /// breaker kept in Redis, off the caller's path.
     fn settle_shared(&self, ticket: crate::redis::SharedTicket, failed: Option<bool>) {
@@ -877,11 +903,16 @@ impl Op {
     /// Has no effect when the op has no breaker.
     pub fn force_open_breaker(&self) {
         self.core.breaker.force_open(self.core.clock.now_ns());
+        #[cfg(feature = "redis")]
+        self.core.set_shared_breaker(true);
     }
 
-    /// Closes the breaker and clears its window.
+    /// Closes the breaker and clears its window (in Redis too, for ops
+    /// that keep it there).
     pub fn reset_breaker(&self) {
         self.core.breaker.reset(self.core.clock.now_ns());
+        #[cfg(feature = "redis")]
+        self.core.set_shared_breaker(false);
     }
 
     /// Forgets the per-key state of `key`: its rate limit state, and its

@@ -796,6 +796,19 @@ mod shared_breaker {
         call(&b, false).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         call(&a, false).await.unwrap();
+
+        // Held open by hand on one instance, reset on the other.
+        a.op("pay").force_open_breaker();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(matches!(
+            call(&b, false).await,
+            Err(LimitError::CircuitOpen { .. })
+        ));
+        b.op("pay").reset_breaker();
+        a.op("pay").reset_breaker();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        call(&a, false).await.unwrap();
+        call(&b, false).await.unwrap();
     }
 
     #[tokio::test]

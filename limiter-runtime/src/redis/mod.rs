@@ -458,6 +458,23 @@ impl RedisBackend {
         self.breaker_settle(op, ticket, None, policy).await
     }
 
+    /// Holds the shared breaker of `op` open until [`RedisBackend::breaker_reset`].
+    pub async fn breaker_force_open(&self, op: &str) -> Result<(), BackendError> {
+        self.breaker_set(op, true).await
+    }
+
+    /// Closes the shared breaker of `op` and clears its window.
+    pub async fn breaker_reset(&self, op: &str) -> Result<(), BackendError> {
+        self.breaker_set(op, false).await
+    }
+
+    async fn breaker_set(&self, op: &str, open: bool) -> Result<(), BackendError> {
+        let (hash, window) = self.breaker_keys(op);
+        let mut inv = scripts::BREAKER_SET.prepare_invoke();
+        inv.key(&hash).key(&window).arg(u8::from(open));
+        self.invoke::<i64>(&inv).await.map(|_| ())
+    }
+
     async fn breaker_settle(
         &self,
         op: &str,

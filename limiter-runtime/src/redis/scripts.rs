@@ -266,3 +266,20 @@ return {0, 0}
 "#,
     )
 });
+
+/// Holds a breaker open (`ARGV[1]` = 1: until reset) or closes it and
+/// clears its window (`ARGV[1]` = 0), bumping its round either way.
+pub(crate) static BREAKER_SET: Lazy<Script> = Lazy::new(|| {
+    Script::new(
+        r#"
+local round = redis.call('HINCRBY', KEYS[1], 'round', 1)
+redis.call('DEL', KEYS[2])
+if ARGV[1] == '1' then
+  redis.call('HSET', KEYS[1], 'state', 1, 'until', '9007199254740991', 'probes', 0, 'ok', 0, 'consec', 0)
+else
+  redis.call('HSET', KEYS[1], 'state', 0, 'until', 0, 'probes', 0, 'ok', 0, 'consec', 0)
+end
+return round
+"#,
+    )
+});
