@@ -18,6 +18,21 @@ fn now_ms() -> u64 {
     BASE.elapsed().as_millis() as u64
 }
 
+/// Frees the probe place if the probing call is dropped before it ends
+/// (otherwise Redis would never be probed again).
+pub(super) struct ProbeGuard<'a> {
+    health: &'a Health,
+    probe: bool,
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if self.probe {
+            self.health.probing.store(false, Ordering::Release);
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub(super) struct Health {
     failures: AtomicU32,
@@ -28,16 +43,25 @@ pub(super) struct Health {
 }
 
 impl Health {
-    /// Whether a call may go to Redis now.
-    pub(super) fn allow(&self) -> bool {
+    /// Whether a call may go to Redis now: `None` no, `Some(probe)` yes,
+    /// and whether it is the one probe after a pause (which must end with
+    /// [`Health::success`], [`Health::failure`] or, if its caller goes
+    /// away, the [`ProbeGuard`] dropping).
+    pub(super) fn allow(&self) -> Option<ProbeGuard<'_>> {
         if self.failures.load(Ordering::Acquire) < FAILURES_TO_PAUSE {
-            return true;
+            return Some(ProbeGuard {
+                health: self,
+                probe: false,
+            });
         }
         if now_ms() < self.paused_until.load(Ordering::Acquire) {
-            return false;
+            return None;
         }
         // The pause is over: one caller probes, the others wait for it.
-        !self.probing.swap(true, Ordering::AcqRel)
+        (!self.probing.swap(true, Ordering::AcqRel)).then_some(ProbeGuard {
+            health: self,
+            probe: true,
+        })
     }
 
     pub(super) fn is_paused(&self) -> bool {
@@ -70,16 +94,20 @@ mod tests {
     fn pauses_after_failures_and_probes_once() {
         let h = Health::default();
         for _ in 0..FAILURES_TO_PAUSE {
-            assert!(h.allow());
+            assert!(h.allow().is_some());
             h.failure();
         }
-        assert!(!h.allow(), "paused");
+        assert!(h.allow().is_none(), "paused");
         assert!(h.is_paused());
         h.paused_until.store(0, Ordering::Release);
-        assert!(h.allow(), "the pause ended: one probe");
-        assert!(!h.allow(), "only one probe at a time");
+        let probe = h.allow().expect("the pause ended: one probe");
+        assert!(h.allow().is_none(), "only one probe at a time");
+        // The probing caller goes away without an answer: the place frees.
+        drop(probe);
+        let probe = h.allow().expect("a new probe after the first was dropped");
         assert!(h.success(), "the probe's success ends the spell");
-        assert!(h.allow() && h.allow());
+        drop(probe);
+        assert!(h.allow().is_some() && h.allow().is_some());
         assert!(!h.success());
     }
 }

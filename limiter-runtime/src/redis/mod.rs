@@ -368,10 +368,10 @@ impl RedisBackend {
         &self,
         inv: &redis::ScriptInvocation<'_>,
     ) -> Result<T, BackendError> {
-        if !self.health.allow() {
+        let Some(_probe) = self.health.allow() else {
             self.counters.skipped.fetch_add(1, Ordering::Relaxed);
             return Err(BackendError::Paused);
-        }
+        };
         let run = async {
             match self.connection().await? {
                 Conn::Single(mut c) => inv.invoke_async::<T>(&mut c).await,
