@@ -731,6 +731,20 @@ mod breaker {
             "a failed probe reopens"
         );
         assert!(b.breaker_admit("api", &pol).await.unwrap().is_err());
+
+        // A probe whose outcome never comes (its instance died) does not
+        // hold the half-open breaker forever: after the recovery time the
+        // place is taken back.
+        tokio::time::sleep(Duration::from_millis(320)).await;
+        let lost = b.breaker_admit("api", &pol).await.unwrap().unwrap();
+        assert!(matches!(lost, SharedTicket::Probe { .. }));
+        assert!(b.breaker_admit("api", &pol).await.unwrap().is_err());
+        tokio::time::sleep(Duration::from_millis(320)).await;
+        let probe = b.breaker_admit("api", &pol).await.unwrap().unwrap();
+        assert_eq!(
+            b.breaker_record("api", probe, false, &pol).await.unwrap(),
+            SharedBreakerState::HalfOpen
+        );
     }
 }
 

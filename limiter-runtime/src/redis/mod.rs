@@ -425,7 +425,9 @@ impl RedisBackend {
     ) -> Result<Result<SharedTicket, Duration>, BackendError> {
         let (hash, _) = self.breaker_keys(op);
         let mut inv = scripts::BREAKER_ADMIT.prepare_invoke();
-        inv.key(&hash).arg(policy.half_open_calls);
+        inv.key(&hash)
+            .arg(policy.half_open_calls)
+            .arg(micros(policy.recovery));
         let (kind, wait, round) = self.invoke::<(i64, i64, i64)>(&inv).await?;
         let round = u64::try_from(round).unwrap_or(0);
         Ok(match kind {

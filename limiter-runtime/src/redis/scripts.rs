@@ -167,7 +167,9 @@ return {1, remaining or 0, -1}
 /// 2 half-open; `until` in µs; `probes` in flight; `round`, bumped by every
 /// transition so that outcomes of an earlier round are ignored).
 ///
-/// `ARGV`: probes allowed at once while half-open. Returns
+/// `ARGV`: probes allowed at once while half-open, and after how long
+/// (µs, the recovery time) a probe place whose outcome never came is taken
+/// back. Returns
 /// `{1, 0, round}` (closed), `{2, 0, round}` (a probe) or
 /// `{0, wait_us, round}` (refused).
 pub(crate) static BREAKER_ADMIT: Lazy<Script> = Lazy::new(|| {
@@ -188,8 +190,15 @@ if state == 1 then
   probes = 0
 end
 if state == 2 then
-  if probes >= tonumber(ARGV[1]) then return {0, 100000, round} end
+  if probes >= tonumber(ARGV[1]) then
+    -- Probe places whose outcome never came (the instance died, or its
+    -- caller went away mid-call) are taken back after the recovery time.
+    local at = tonumber(redis.call('HGET', KEYS[1], 'probe_at')) or 0
+    if now - at < tonumber(ARGV[2]) then return {0, 100000, round} end
+    redis.call('HSET', KEYS[1], 'probes', 0)
+  end
   redis.call('HINCRBY', KEYS[1], 'probes', 1)
+  redis.call('HSET', KEYS[1], 'probe_at', string.format('%.0f', now))
   return {2, 0, round}
 end
 return {1, 0, round}
