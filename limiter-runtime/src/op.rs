@@ -333,6 +333,12 @@ impl OpCore {
     }
 }
 
+/// A background call on the shared breaker.
+#[cfg(feature = "redis")]
+type SharedJob = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(), crate::redis::BackendError>> + Send>,
+>;
+
 /// What a Redis-backed admission needs from the policy, held across the
 /// round trip (the policy guard is not).
 #[cfg(feature = "redis")]
@@ -421,10 +427,62 @@ impl OpCore {
     /// Forces open (or resets) the op's breaker in Redis, when it keeps it
     /// there; done in the background, like outcomes.
     pub(crate) fn set_shared_breaker(&self, open: bool) {
-        let cfg = &self.policy.load().cfg;
-        if cfg.backend != crate::config::Backend::Redis || cfg.breaker.is_none() {
+        if self.policy.load().cfg.backend != crate::config::Backend::Redis {
             return;
         }
+        self.on_shared_breaker(
+            "breaker change not made in redis",
+            move |backend, name, _| {
+                Box::pin(async move {
+                    if open {
+                        backend.breaker_force_open(&name).await
+                    } else {
+                        backend.breaker_reset(&name).await
+                    }
+                })
+            },
+        );
+    }
+
+    /// Records an outcome (or gives back a probe place, `None`) in the
+    /// breaker kept in Redis, off the caller's path.
+    fn settle_shared(&self, ticket: crate::redis::SharedTicket, failed: Option<bool>) {
+        self.on_shared_breaker(
+            "breaker outcome not recorded in redis",
+            move |backend, name, policy| {
+                Box::pin(async move {
+                    match failed {
+                        Some(f) => backend
+                            .breaker_record(&name, ticket, f, &policy)
+                            .await
+                            .map(drop),
+                        None => backend
+                            .breaker_release(&name, ticket, &policy)
+                            .await
+                            .map(drop),
+                    }
+                })
+            },
+        );
+    }
+
+    /// Runs `job` on the shared breaker in the background, when the op has a
+    /// breaker, a Redis is set and a tokio runtime is at hand; a failure is
+    /// logged with `what`.
+    fn on_shared_breaker(
+        &self,
+        what: &'static str,
+        job: impl FnOnce(
+                Arc<crate::redis::RedisBackend>,
+                Arc<str>,
+                crate::config::BreakerPolicy,
+            ) -> SharedJob
+            + Send
+            + 'static,
+    ) {
+        let Some(policy) = self.policy.load().cfg.breaker.clone() else {
+            return;
+        };
         let (Some(backend), Ok(rt)) = (
             self.shared.redis.load_full(),
             tokio::runtime::Handle::try_current(),
@@ -433,37 +491,8 @@ impl OpCore {
         };
         let name = self.name.clone();
         rt.spawn(async move {
-            let r = if open {
-                backend.breaker_force_open(&name).await
-            } else {
-                backend.breaker_reset(&name).await
-            };
-            if let Err(e) = r {
-                tracing::warn!(op = &*name, error = %e, "breaker change not made in redis");
-            }
-        });
-    }
-
-    /// Records an outcome (or gives back a probe place, `None`) in the
-    /// breaker kept in Redis, off the caller's path.
-    fn settle_shared(&self, ticket: crate::redis::SharedTicket, failed: Option<bool>) {
-        let Some(backend) = self.shared.redis.load_full() else {
-            return;
-        };
-        let Some(policy) = self.policy.load().cfg.breaker.clone() else {
-            return;
-        };
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let name = self.name.clone();
-        rt.spawn(async move {
-            let r = match failed {
-                Some(f) => backend.breaker_record(&name, ticket, f, &policy).await,
-                None => backend.breaker_release(&name, ticket, &policy).await,
-            };
-            if let Err(e) = r {
-                tracing::debug!(op = &*name, error = %e, "breaker outcome not recorded in redis");
+            if let Err(e) = job(backend, name.clone(), policy).await {
+                tracing::debug!(op = &*name, error = %e, "{what}");
             }
         });
     }
