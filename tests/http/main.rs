@@ -228,6 +228,34 @@ fn ok_app(layer: LimiterLayer) -> Router {
 }
 
 #[tokio::test]
+async fn head_is_limited_by_a_get_rule() {
+    let layer = LimiterLayer::builder()
+        .registry(registry())
+        .rule(
+            Rule::new("/users/{id}")
+                .methods([Method::GET])
+                .per_minute(2),
+        )
+        .build()
+        .unwrap();
+    let base = serve(ok_app(layer)).await;
+    let c = client();
+    let mut ok = 0;
+    for _ in 0..5 {
+        if c.head(format!("{base}/users/1"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+        {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 2, "axum runs the GET handler for HEAD");
+}
+
+#[tokio::test]
 async fn rules_apply_by_path_method_class_and_window() {
     let reg = registry();
     let layer = LimiterLayer::builder()
@@ -737,6 +765,30 @@ async fn protected_reads_need_the_token_but_the_page_does_not() {
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("latency-chart"));
     assert!(Monitoring::new().protect_reads(true).router().is_err());
+
+    // Without a token, writes are off unless opened on purpose: a client
+    // reaching the router cannot reset its own limits.
+    let closed = serve(Monitoring::new().registry(reg).router().unwrap()).await;
+    let r = c
+        .post(format!("{closed}/monitoring/limits/ip:127.0.0.1/reset"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let open = serve(
+        Monitoring::new()
+            .registry(reg)
+            .allow_unauthenticated_writes(true)
+            .router()
+            .unwrap(),
+    )
+    .await;
+    let r = c
+        .post(format!("{open}/monitoring/limits/ip:127.0.0.1/reset"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     assert!(Monitoring::new().admin_token("").router().is_err());
 }
 

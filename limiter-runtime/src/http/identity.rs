@@ -148,6 +148,20 @@ fn parse_hop(raw: &str) -> Option<IpAddr> {
     inner[..end].parse().ok()
 }
 
+/// The client key of an address: IPv4 (also when IPv4-mapped) as itself,
+/// IPv6 as its /64, since one client holds a whole /64 and could otherwise
+/// take a fresh budget per address.
+fn client_net(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let net = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+            format!("{net}/64")
+        }
+    }
+}
+
 /// The `for=` values of a `Forwarded` header value, in order.
 fn forwarded_for(value: &str) -> impl Iterator<Item = &str> {
     value.split(',').filter_map(|element| {
@@ -180,20 +194,24 @@ impl IdentityConfig {
             ForwardedHeader::XForwardedFor => HeaderName::from_static("x-forwarded-for"),
             ForwardedHeader::Forwarded => header::FORWARDED,
         };
-        // Several header lines form one list, in order.
-        let mut hops: Vec<&str> = Vec::new();
+        // Several header lines form one list, in order. Elements are split
+        // on bytes, so a non-UTF-8 element is one unparseable hop (where the
+        // walk stops), not a reason to ignore the whole chain.
+        let mut hops: Vec<Option<&str>> = Vec::new();
         for value in headers.get_all(&name) {
-            let Ok(text) = value.to_str() else {
-                return Some(peer);
-            };
-            match self.forwarded {
-                ForwardedHeader::XForwardedFor => hops.extend(text.split(',')),
-                ForwardedHeader::Forwarded => hops.extend(forwarded_for(text)),
+            for element in value.as_bytes().split(|b| *b == b',') {
+                let element = std::str::from_utf8(element).ok();
+                match self.forwarded {
+                    ForwardedHeader::XForwardedFor => hops.push(element),
+                    ForwardedHeader::Forwarded => {
+                        hops.push(element.and_then(|e| forwarded_for(e).next()))
+                    }
+                }
             }
         }
         let mut client = peer;
         for hop in hops.iter().rev().take(MAX_HOPS) {
-            let Some(ip) = parse_hop(hop) else {
+            let Some(ip) = hop.and_then(parse_hop) else {
                 return Some(client);
             };
             client = ip;
@@ -270,7 +288,7 @@ impl IdentityConfig {
                     if let Some(ip) = self.client_ip(peer, headers) {
                         return Client {
                             class: ClientClass::Anonymous,
-                            id: format!("ip:{ip}"),
+                            id: format!("ip:{}", client_net(ip)),
                         };
                     }
                 }
@@ -321,6 +339,16 @@ mod tests {
         // A client prepending a fake address gets its own address used.
         let h = headers("x-forwarded-for", &["1.2.3.4", "198.51.100.7"]);
         assert_eq!(c.client_ip(ip("10.0.0.1"), &h), ip("198.51.100.7"));
+        let mut h = HeaderMap::new();
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"\xff, 198.51.100.7").unwrap(),
+        );
+        assert_eq!(
+            c.client_ip(ip("10.0.0.1"), &h),
+            ip("198.51.100.7"),
+            "a non-UTF-8 element is one hop"
+        );
         let h = headers("x-forwarded-for", &["garbage, 10.0.0.3"]);
         assert_eq!(c.client_ip(ip("10.0.0.1"), &h), ip("10.0.0.3"));
         let huge = vec!["10.0.0.9"; 10_000].join(",");
@@ -342,6 +370,22 @@ mod tests {
         assert_eq!(c.client_ip(ip("10.0.0.1"), &h), ip("2001:db8:cafe::17"));
         let h = headers("forwarded", &["for=_hidden"]);
         assert_eq!(c.client_ip(ip("10.0.0.1"), &h), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_64_and_mapped_v4_as_v4() {
+        assert_eq!(
+            client_net("2001:db8:1:2::7".parse().unwrap()),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(
+            client_net("2001:db8:1:2:ffff::1".parse().unwrap()),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(
+            client_net("::ffff:198.51.100.7".parse().unwrap()),
+            "198.51.100.7"
+        );
     }
 
     #[test]

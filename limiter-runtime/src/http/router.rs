@@ -34,6 +34,7 @@ pub struct Monitoring {
     registry: &'static Registry,
     token: Option<String>,
     protect_reads: bool,
+    open_writes: bool,
 }
 
 impl Default for Monitoring {
@@ -42,8 +43,9 @@ impl Default for Monitoring {
     }
 }
 
-/// The monitoring router of the global registry, without an admin token
-/// (see [`Monitoring`] to require one):
+/// The monitoring router of the global registry without an admin token:
+/// reads are open and the mutating endpoints answer 403 (see [`Monitoring`]
+/// to configure a token):
 ///
 /// | endpoint | what |
 /// | --- | --- |
@@ -71,6 +73,7 @@ struct AppState {
 struct Auth {
     token: Option<String>,
     protect_reads: bool,
+    open_writes: bool,
 }
 
 impl Monitoring {
@@ -80,6 +83,7 @@ impl Monitoring {
             registry: registry(),
             token: None,
             protect_reads: false,
+            open_writes: false,
         }
     }
 
@@ -94,6 +98,15 @@ impl Monitoring {
     /// time.
     pub fn admin_token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
+        self
+    }
+
+    /// Without an admin token the mutating endpoints (acknowledge, resolve,
+    /// breaker and limit resets) answer 403, since any client that reaches
+    /// the router could otherwise reset its own limits. This opens them
+    /// without a token, for a router reachable only by operators.
+    pub fn allow_unauthenticated_writes(mut self, on: bool) -> Self {
+        self.open_writes = on;
         self
     }
 
@@ -131,6 +144,7 @@ impl Monitoring {
         let auth = Arc::new(Auth {
             token: self.token,
             protect_reads: self.protect_reads,
+            open_writes: self.open_writes,
         });
         let state = AppState {
             registry: self.registry,
@@ -241,6 +255,15 @@ async fn require_for_reads(State(auth): State<Arc<Auth>>, req: Request, next: Ne
 }
 
 async fn require_for_writes(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> Response {
+    if auth.token.is_none() && !auth.open_writes {
+        return problem(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "mutating endpoints are off: configure an admin token (Monitoring::admin_token), \
+             or allow_unauthenticated_writes(true) for a router only operators reach",
+        )
+        .into_response();
+    }
     if let Err(r) = check_token(&auth, req.headers()) {
         return r.into_response();
     }

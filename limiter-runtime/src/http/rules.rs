@@ -230,7 +230,11 @@ impl CompiledRule {
 
     /// Whether the rule applies to a request of `method` on `path`.
     pub(crate) fn matches_request(&self, method: &Method, path: &str) -> bool {
-        (self.methods.is_empty() || self.methods.contains(method)) && self.pattern.matches(path)
+        // axum answers HEAD with the GET handler: a GET rule covers it.
+        let method_ok = self.methods.is_empty()
+            || self.methods.contains(method)
+            || (*method == Method::HEAD && self.methods.contains(&Method::GET));
+        method_ok && self.pattern.matches(path)
     }
 
     /// Whether the rule applies to callers of `class`.

@@ -221,7 +221,11 @@ pub(crate) fn prometheus(reg: &Registry) -> String {
         ] {
             x.sample(
                 "limiter_rule_decisions_total",
-                &[("rule", &rule.name), ("decision", decision)],
+                &[
+                    ("rule", &rule.name),
+                    ("shadow", if rule.shadow { "true" } else { "false" }),
+                    ("decision", decision),
+                ],
                 n as f64,
             );
         }

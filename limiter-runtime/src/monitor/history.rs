@@ -68,12 +68,14 @@ impl Series {
         self.samples.push_back(sample);
     }
 
-    /// The oldest sample taken at or after `t_ms`, or the oldest one.
+    /// The oldest sample taken at or after `t_ms`, or (after a gap in
+    /// sampling) the newest one, so a window never reaches back further
+    /// than asked.
     fn at_or_after(&self, t_ms: u64) -> Option<&Sample> {
         self.samples
             .iter()
             .find(|s| s.t_ms >= t_ms)
-            .or_else(|| self.samples.front())
+            .or_else(|| self.samples.back())
     }
 
     /// The window from `span_ms` before `now` up to `now` (the newest
@@ -139,6 +141,16 @@ mod tests {
         assert_eq!((base.span_ms, base.calls), (5000, 50));
         assert_eq!(s.intervals(&now).len(), 10);
         assert!((recent.error_rate() - 1.1).abs() < 1e-12);
+    }
+
+    #[test]
+    fn after_a_gap_the_recent_window_starts_at_the_newest_sample() {
+        let mut s = Series::default();
+        s.push(sample(0, 0, 0), 100);
+        s.push(sample(1_000, 10, 0), 100);
+        let now = sample(1_000_000, 20, 0);
+        let recent = s.recent(&now, 60_000);
+        assert_eq!((recent.span_ms, recent.calls), (999_000, 10));
     }
 
     #[test]
