@@ -765,12 +765,12 @@ async fn feed_tokens(tokens: Arc<Semaphore>, rate: f64) {
     }
 }
 
-/// Resolves when the user asks to stop early.
-///
-/// Ctrl-C handling needs tokio's `signal` feature, which the dev-dependencies
-/// do not enable; until they do, a run ends at `--duration` only.
+/// Resolves on Ctrl-C: the run stops at once and prints what it has.
 async fn interrupted() {
-    std::future::pending::<()>().await;
+    if tokio::signal::ctrl_c().await.is_err() {
+        // No signal handler to be had: run for the whole duration.
+        std::future::pending::<()>().await;
+    }
 }
 
 // -------------------------------------------------------------- progress ---
@@ -782,7 +782,8 @@ struct Progress {
     total: Duration,
     /// (when, requests done) over the last second, for the current req/s.
     samples: VecDeque<(Instant, u64)>,
-    last_line: Instant,
+    /// When the next plain (non-terminal) line is due.
+    next_line: Instant,
 }
 
 impl Progress {
@@ -807,7 +808,7 @@ impl Progress {
             start,
             total,
             samples: VecDeque::new(),
-            last_line: start,
+            next_line: start + Duration::from_secs(1),
         }
     }
 
@@ -862,8 +863,10 @@ impl Progress {
                 bar.tick();
             }
             None => {
-                if now.duration_since(self.last_line) >= Duration::from_secs(1) {
-                    self.last_line = now;
+                if now >= self.next_line {
+                    while self.next_line <= now {
+                        self.next_line += Duration::from_secs(1);
+                    }
                     println!("[{clock}] {msg}");
                 }
             }
@@ -872,10 +875,10 @@ impl Progress {
 
     fn finish(&mut self) {
         // Force a last plain line too, so the final count is always shown.
-        self.last_line = self.start;
+        self.next_line = self.start;
         self.draw(Phase::Stopped, true);
         if let Some(bar) = &self.bar {
-            bar.finish();
+            bar.abandon();
         }
     }
 }

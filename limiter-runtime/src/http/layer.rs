@@ -335,7 +335,7 @@ impl Shared {
             rule.stats.count(RuleDecision::ShadowRejected);
             tracing::info!(
                 rule = &*rule.name,
-                client = %client.id,
+                client = %self.log_id(client),
                 class = %client.class,
                 reason = refusal.code(),
                 "shadow mode: the rule would have refused this request"
@@ -343,8 +343,19 @@ impl Shared {
             Verdict::Pass(None)
         } else {
             rule.stats.count(RuleDecision::Rejected);
-            tracing::debug!(rule = &*rule.name, client = %client.id, "request refused");
+            tracing::debug!(rule = &*rule.name, client = %self.log_id(client), "request refused");
             Verdict::Refuse(refusal)
+        }
+    }
+}
+
+impl Shared {
+    /// How a client appears in logs: addresses as they are, API keys and
+    /// bearer tokens only as a fingerprint (they are credentials).
+    fn log_id(&self, client: &Client) -> String {
+        match client.id.split_once(':') {
+            Some(("ip", _)) | None => client.id.clone(),
+            Some((kind, _)) => format!("{kind}:#{:016x}", self.hasher.hash(&client.id.as_str())),
         }
     }
 }
@@ -506,5 +517,40 @@ impl<F: Future> Future for TimedPolls<F> {
             self.recorder.slow_poll();
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_appear_in_logs_only_as_fingerprints() {
+        let layer = LimiterLayer::builder()
+            .registry(Box::leak(Box::new(Registry::new())))
+            .build()
+            .unwrap();
+        let id = |class, id: &str| {
+            layer.shared.log_id(&Client {
+                class,
+                id: id.to_owned(),
+            })
+        };
+        assert_eq!(
+            id(ClientClass::Anonymous, "ip:198.51.100.7"),
+            "ip:198.51.100.7"
+        );
+        let token = id(ClientClass::Authenticated, "bearer:eyJhbGciOi.SECRET.sig");
+        assert!(
+            token.starts_with("bearer:#") && !token.contains("SECRET"),
+            "{token}"
+        );
+        let key = id(ClientClass::Api, "key:k-123");
+        assert!(key.starts_with("key:#") && !key.contains("k-123"), "{key}");
+        assert_eq!(
+            key,
+            id(ClientClass::Api, "key:k-123"),
+            "stable within the process"
+        );
     }
 }
