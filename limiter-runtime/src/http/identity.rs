@@ -133,6 +133,14 @@ pub(crate) fn secret_matches(presented: &[u8], secret: &[u8]) -> bool {
     presented.len() == secret.len() && bool::from(presented.ct_eq(secret))
 }
 
+/// The token of `Authorization: Bearer <token>` (scheme case-insensitive,
+/// spaces trimmed), as sent.
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
 /// Parses one element of a forwarded chain: an IPv4 or IPv6 address, with
 /// or without port, IPv6 possibly bracketed and quoted (`"[::1]:80"`).
 fn parse_hop(raw: &str) -> Option<IpAddr> {
@@ -265,14 +273,7 @@ impl IdentityConfig {
                     }
                 }
                 IdentitySource::BearerToken => {
-                    let token = headers
-                        .get(header::AUTHORIZATION)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| {
-                            let (scheme, rest) = v.trim().split_once(' ')?;
-                            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-                        })
-                        .filter(|t| !t.is_empty());
+                    let token = bearer_token(headers).filter(|t| !t.is_empty());
                     if let Some(token) = token {
                         return Client {
                             class: ClientClass::Authenticated,

@@ -15,7 +15,7 @@ use crate::error::ConfigError;
 use crate::monitor::{AlertError, AlertState};
 use crate::registry::{registry, Registry};
 
-use super::identity::secret_matches;
+use super::identity::{bearer_token, secret_matches};
 
 const DASHBOARD: &str = include_str!("dashboard.html");
 
@@ -223,14 +223,7 @@ fn check_token(auth: &Auth, headers: &HeaderMap) -> Result<(), Problem> {
     let Some(expected) = &auth.token else {
         return Ok(());
     };
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, rest) = v.trim().split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-        });
-    match presented {
+    match bearer_token(headers) {
         None => Err(problem(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
