@@ -15,7 +15,8 @@ use std::task::{Context, Poll};
 
 use crate::error::LimitError;
 use crate::keys::LimitKey;
-use crate::metrics::{CallOutcome, OpMetrics, Watched};
+use crate::metrics::slow_poll::{Ended, Timed};
+use crate::metrics::{CallOutcome, OpMetrics};
 use crate::op::{Admission, Op, Permit};
 use crate::retry::{backoff_delay, delay_after_limit};
 
@@ -158,8 +159,19 @@ impl<'a, S> Call<'a, S> {
         let key = self.key;
         let mut attempt = 0u32;
         loop {
-            let result =
-                attempt_once(self.op, key, self.shared_key, self.priority, make(), hook).await;
+            let result = attempt_once(
+                self.op,
+                key,
+                self.shared_key,
+                self.priority,
+                false,
+                make(),
+                hook,
+            )
+            .await;
+            if let Ok(Ok(_)) = result {
+                return flatten(result);
+            }
             let retry = self.op.core.policy.load().cfg.retry.clone();
             let Some(policy) = retry.filter(|p| attempt < p.retries) else {
                 return flatten(result);
@@ -192,10 +204,18 @@ impl<'a, S> Call<'a, S> {
         E: From<LimitError>,
         H: TimeoutHook<W>,
     {
-        if self.op.core.policy.load().cfg.retry.is_some() {
-            self.op.core.warn_once_retries_ignored();
-        }
-        flatten(attempt_once(self.op, self.key, self.shared_key, self.priority, fut, hook).await)
+        flatten(
+            attempt_once(
+                self.op,
+                self.key,
+                self.shared_key,
+                self.priority,
+                true,
+                fut,
+                hook,
+            )
+            .await,
+        )
     }
 
     /// Where this op's blocking work runs.
@@ -282,12 +302,15 @@ fn flatten<T, E: From<LimitError>>(r: Result<Result<T, E>, LimitError>) -> Resul
     }
 }
 
-/// One attempt: admission, the timed body, and the outcome.
+/// One attempt: admission, the timed body, and the outcome. `once` says
+/// the call site cannot retry (a warning is given once if retries are
+/// configured).
 async fn attempt_once<T, E, W, H>(
     op: &Op,
     key: Option<u64>,
     shared_key: Option<u64>,
     priority: i64,
+    once: bool,
     fut: W,
     hook: &mut H,
 ) -> Result<Result<T, E>, LimitError>
@@ -299,33 +322,30 @@ where
     let admitted = core
         .admit(&*core.bulkhead, key, shared_key, priority)
         .await?;
-    let timeout = admitted.timeout;
-    let watch = admitted.slow_poll;
     let admission = Admission::new(core, admitted);
+    if once && admission.terms.retries {
+        core.warn_once_retries_ignored();
+    }
     let mut fut = pin!(fut);
-    let watched = Watched {
-        fut: fut.as_mut(),
-        threshold_ns: crate::clock::duration_ns(watch),
-        metrics: &core.metrics,
-        op: &core.name,
-    };
-    let finished = match timeout {
-        Some(t) => tokio::time::timeout_at(crate::clock::deadline(admission.start, t), watched)
-            .await
-            .ok(),
-        None => Some(watched.await),
-    };
-    match finished {
-        Some(out) => {
-            admission.finish(if out.is_ok() {
+    let timed = Timed::new(
+        fut.as_mut(),
+        core,
+        admission.start,
+        admission.terms.timeout,
+        admission.terms.slow_poll_ns,
+    );
+    match timed.await {
+        Ended::Done(out, end) => {
+            let outcome = if out.is_ok() {
                 CallOutcome::Success
             } else {
                 CallOutcome::Failure
-            });
+            };
+            admission.finish(outcome, end);
             hook.on_success(op, key, &out);
             Ok(out)
         }
-        None => hook.on_timeout(op, fut, admission, key),
+        Ended::TimedOut => hook.on_timeout(op, fut, admission, key),
     }
 }
 
@@ -358,7 +378,7 @@ impl<W: Future> TimeoutHook<W> for CancelHook {
         admission: Admission<'_>,
         _: Option<u64>,
     ) -> Result<W::Output, LimitError> {
-        admission.finish(CallOutcome::Timeout);
+        admission.finish_now(CallOutcome::Timeout);
         Err(timed_out(op))
     }
 }
@@ -383,7 +403,7 @@ where
         admission: Admission<'_>,
         key: Option<u64>,
     ) -> Result<Result<T, E>, LimitError> {
-        admission.finish(CallOutcome::Timeout);
+        admission.finish_now(CallOutcome::Timeout);
         match op.core.cache.get::<T>(key, None) {
             Some(value) => {
                 OpMetrics::inc(&op.core.metrics.counters.cache_fallbacks);

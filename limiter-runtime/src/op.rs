@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
-use tokio::time::Instant;
 
 use crate::breaker::{Breaker, BreakerSnapshot, Ticket};
 use crate::bulkhead::{BulkPermit, Bulkhead, BulkheadSnapshot, Limits};
@@ -24,6 +23,8 @@ use crate::Call;
 /// The limiters in force, swapped as a whole when the configuration changes.
 pub(crate) struct Policy {
     pub(crate) cfg: ResolvedConfig,
+    /// What a call needs after admission, copied out at admission.
+    terms: Terms,
     rate: Option<Arc<RateState>>,
     rate_per_key: Option<Arc<KeyedRate>>,
 }
@@ -167,32 +168,23 @@ impl OpCore {
         err
     }
 
-    /// Records how an admitted call ended: breaker outcome (failures, slow
-    /// calls; nothing but the probe place for a cancelled call) and metrics.
-    pub(crate) fn complete(&self, ticket: Ticket, start: Instant, outcome: CallOutcome) {
-        let elapsed = start.elapsed();
-        let policy = self.policy.load();
-        let slow = policy
-            .cfg
-            .breaker
-            .as_ref()
-            .and_then(|b| b.slow_call)
-            .is_some_and(|limit| elapsed > limit);
-        if let (Some(adaptive), true) = (&policy.cfg.adaptive, outcome != CallOutcome::Cancelled) {
-            let max = policy.cfg.max_concurrent;
-            if let Some(limit) = self
-                .adaptive
-                .observe(adaptive, max, outcome.is_failure(), elapsed)
-            {
-                tracing::debug!(
-                    op = &*self.name,
-                    limit,
-                    "adaptive concurrency limit changed"
-                );
-                self.bulkhead.set_max(limit);
-            }
+    /// Records how an admitted call ended at `end` (a reading of the op's
+    /// clock): breaker outcome (failures, slow calls; nothing but the probe
+    /// place for a cancelled call) and metrics. Reads no policy unless the
+    /// op's concurrency limit is adaptive.
+    pub(crate) fn complete(
+        &self,
+        ticket: Ticket,
+        terms: &Terms,
+        start: u64,
+        end: u64,
+        outcome: CallOutcome,
+    ) {
+        let elapsed = end.saturating_sub(start);
+        let slow = terms.slow_call_ns.is_some_and(|limit| elapsed > limit);
+        if terms.adaptive && outcome != CallOutcome::Cancelled {
+            self.observe_adaptive(outcome, elapsed);
         }
-        drop(policy);
         if slow {
             OpMetrics::inc(&self.metrics.counters.slow_calls);
         }
@@ -204,13 +196,40 @@ impl OpCore {
             if let Ticket::Shared(t) = ticket {
                 self.settle_shared(t, Some(failed));
             }
-            self.breaker.record(ticket, failed, self.clock.now_ns());
+            self.breaker.record(ticket, failed, end);
         }
-        self.metrics.finish(outcome, duration_ns(elapsed));
+        self.metrics.finish(outcome, elapsed);
+    }
+
+    /// Feeds an outcome to the adaptive concurrency limit.
+    fn observe_adaptive(&self, outcome: CallOutcome, elapsed_ns: u64) {
+        let policy = self.policy.load();
+        let Some(adaptive) = &policy.cfg.adaptive else {
+            return;
+        };
+        let max = policy.cfg.max_concurrent;
+        let elapsed = Duration::from_nanos(elapsed_ns);
+        if let Some(limit) = self
+            .adaptive
+            .observe(adaptive, max, outcome.is_failure(), elapsed)
+        {
+            tracing::debug!(
+                op = &*self.name,
+                limit,
+                "adaptive concurrency limit changed"
+            );
+            self.bulkhead.set_max(limit);
+        }
     }
 
     /// Breaker, then rate limits, then a bulkhead place held through
     /// `bulkhead`. Returns what the call runs with.
+    ///
+    /// The usual path reads the clock and the policy once, takes the
+    /// breaker's state with one load, the rate with one compare-and-swap
+    /// and the bulkhead place with another, and allocates nothing; waiting
+    /// for a place and asking Redis go through boxed futures of their own
+    /// so that this future stays small.
     pub(crate) async fn admit<B>(
         &self,
         bulkhead: B,
@@ -221,60 +240,77 @@ impl OpCore {
     where
         B: std::ops::Deref<Target = Bulkhead>,
     {
-        OpMetrics::inc(&self.metrics.counters.calls);
+        let now = self.clock.now_ns();
         let policy = self.policy.load();
+        let terms = policy.terms;
         if !(policy.cfg.enabled && self.shared.enabled.load(Ordering::Relaxed)) {
+            self.metrics.entered(false);
             return Ok(Admitted {
                 ticket: Ticket::Bypass,
                 bulk: None,
-                timeout: None,
-                slow_poll: policy.cfg.slow_poll,
+                terms,
+                start: now,
             });
         }
-        let now = self.clock.now_ns();
         #[cfg(feature = "redis")]
-        let (policy, ticket) = {
-            let shared = (policy.cfg.backend == crate::config::Backend::Redis)
-                .then(|| policy.cfg.breaker.clone())
-                .flatten()
-                .map(|b| (b, policy.cfg.degradation, policy.cfg.retry_after));
-            match shared {
-                Some((breaker, degradation, retry_after)) => {
-                    drop(policy);
-                    let ticket = match self
-                        .shared_breaker_admit(&breaker, degradation, retry_after, now)
-                        .await
-                    {
-                        Ok(t) => TicketGuard {
-                            core: self,
-                            ticket: t,
-                        },
-                        Err(e) => return Err(self.reject(e)),
-                    };
-                    (self.policy.load(), Some(ticket))
+        if policy.cfg.backend == crate::config::Backend::Redis {
+            drop(policy);
+            return Box::pin(self.admit_shared(bulkhead, key, shared_key, priority, now)).await;
+        }
+        let ticket = self.admit_local(&policy, key, now)?;
+        drop(policy);
+        let (bulk, start) = match Bulkhead::try_acquire(bulkhead, key, now) {
+            Ok(bulk) => (bulk, now),
+            Err(bulkhead) => {
+                let waited = Box::pin(Bulkhead::acquire(bulkhead, key, priority, now)).await;
+                match waited {
+                    Ok(bulk) => (bulk, self.clock.now_ns()),
+                    Err(e) => return Err(self.reject(e)),
                 }
-                None => (policy, None),
             }
         };
-        #[cfg(not(feature = "redis"))]
-        let ticket = None;
-        let ticket = match ticket {
-            Some(t) => t,
-            None => match self.breaker.admit(now) {
-                Ok(t) => TicketGuard {
-                    core: self,
-                    ticket: t,
-                },
-                Err(retry_after) => {
-                    return Err(self.reject(LimitError::CircuitOpen {
-                        op: self.name.clone(),
-                        retry_after,
-                    }))
-                }
+        self.metrics.entered(true);
+        Ok(Admitted {
+            ticket: ticket.disarm(),
+            bulk: Some(bulk),
+            terms,
+            start,
+        })
+    }
+
+    /// The in-process breaker and rate limits (op-wide, then the key's).
+    #[inline]
+    fn admit_local(
+        &self,
+        policy: &Policy,
+        key: Option<u64>,
+        now: u64,
+    ) -> Result<TicketGuard<'_>, LimitError> {
+        let ticket = match self.breaker.admit(now) {
+            Ok(t) => TicketGuard {
+                core: self,
+                ticket: t,
             },
+            Err(retry_after) => {
+                return Err(self.reject(LimitError::CircuitOpen {
+                    op: self.name.clone(),
+                    retry_after,
+                }))
+            }
         };
-        let shared_rate = policy.cfg.backend == crate::config::Backend::Redis;
-        if let (Some(rate), Some(spec), false) = (&policy.rate, &policy.cfg.rate, shared_rate) {
+        self.check_local_rates(policy, key, now)?;
+        Ok(ticket)
+    }
+
+    /// The in-process rate limits, op-wide then per key.
+    #[inline]
+    fn check_local_rates(
+        &self,
+        policy: &Policy,
+        key: Option<u64>,
+        now: u64,
+    ) -> Result<(), LimitError> {
+        if let (Some(rate), Some(spec)) = (&policy.rate, &policy.cfg.rate) {
             if let Err(refusal) = rate.try_acquire(now) {
                 return Err(self.reject(LimitError::RateLimited {
                     op: self.name.clone(),
@@ -283,7 +319,7 @@ impl OpCore {
                 }));
             }
         }
-        if let (Some(key), Some(keyed), false) = (key, &policy.rate_per_key, shared_rate) {
+        if let (Some(key), Some(keyed)) = (key, &policy.rate_per_key) {
             match keyed.try_acquire(key, now) {
                 KeyedOutcome::Admitted => {}
                 KeyedOutcome::Limited(refusal) => {
@@ -301,34 +337,80 @@ impl OpCore {
                 }
             }
         }
-        let timeout = policy.cfg.timeout;
-        let slow_poll = policy.cfg.slow_poll;
-        #[cfg(feature = "redis")]
-        let remote = shared_rate.then(|| Remote {
-            rate: policy.cfg.rate.clone(),
-            rate_per_key: policy.cfg.rate_per_key.clone(),
-            degradation: policy.cfg.degradation,
-            retry_after: policy.cfg.retry_after,
-            local: policy.rate.clone(),
-            local_keyed: policy.rate_per_key.clone(),
-        });
+        Ok(())
+    }
+
+    /// Admission for an op that keeps its breaker and rates in Redis.
+    #[cfg(feature = "redis")]
+    async fn admit_shared<B>(
+        &self,
+        bulkhead: B,
+        key: Option<u64>,
+        shared_key: Option<u64>,
+        priority: i64,
+        now: u64,
+    ) -> Result<Admitted<B>, LimitError>
+    where
+        B: std::ops::Deref<Target = Bulkhead>,
+    {
+        let policy = self.policy.load();
+        let terms = policy.terms;
+        let shared = policy
+            .cfg
+            .breaker
+            .clone()
+            .map(|b| (b, policy.cfg.degradation, policy.cfg.retry_after));
         drop(policy);
-        #[cfg(feature = "redis")]
-        if let Some(remote) = remote {
-            if let Err(e) = self.check_shared(&remote, key, shared_key, now).await {
-                return Err(self.reject(e));
+        let ticket = match shared {
+            Some((breaker, degradation, retry_after)) => {
+                match self
+                    .shared_breaker_admit(&breaker, degradation, retry_after, now)
+                    .await
+                {
+                    Ok(t) => TicketGuard {
+                        core: self,
+                        ticket: t,
+                    },
+                    Err(e) => return Err(self.reject(e)),
+                }
             }
+            None => match self.breaker.admit(now) {
+                Ok(t) => TicketGuard {
+                    core: self,
+                    ticket: t,
+                },
+                Err(retry_after) => {
+                    return Err(self.reject(LimitError::CircuitOpen {
+                        op: self.name.clone(),
+                        retry_after,
+                    }))
+                }
+            },
+        };
+        let remote = {
+            let policy = self.policy.load();
+            Remote {
+                rate: policy.cfg.rate.clone(),
+                rate_per_key: policy.cfg.rate_per_key.clone(),
+                degradation: policy.cfg.degradation,
+                retry_after: policy.cfg.retry_after,
+                local: policy.rate.clone(),
+                local_keyed: policy.rate_per_key.clone(),
+            }
+        };
+        if let Err(e) = self.check_shared(&remote, key, shared_key, now).await {
+            return Err(self.reject(e));
         }
         let bulk = match Bulkhead::acquire(bulkhead, key, priority, now).await {
             Ok(b) => b,
             Err(e) => return Err(self.reject(e)),
         };
-        OpMetrics::inc(&self.metrics.counters.admitted);
+        self.metrics.entered(true);
         Ok(Admitted {
             ticket: ticket.disarm(),
             bulk: Some(bulk),
-            timeout,
-            slow_poll,
+            terms,
+            start: self.clock.now_ns(),
         })
     }
 }
@@ -599,6 +681,7 @@ impl Policy {
         });
         Self {
             cfg: cfg.clone(),
+            terms: Terms::of(cfg),
             rate,
             rate_per_key,
         }
@@ -625,12 +708,41 @@ impl Drop for TicketGuard<'_> {
     }
 }
 
+/// What a call needs of its op's policy once admitted, copied out at
+/// admission so that finishing it reads no policy.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Terms {
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) slow_poll_ns: u64,
+    slow_call_ns: Option<u64>,
+    adaptive: bool,
+    /// Whether retries are configured.
+    pub(crate) retries: bool,
+}
+
+impl Terms {
+    fn of(cfg: &ResolvedConfig) -> Self {
+        Self {
+            timeout: cfg.timeout,
+            slow_poll_ns: duration_ns(cfg.slow_poll),
+            slow_call_ns: cfg
+                .breaker
+                .as_ref()
+                .and_then(|b| b.slow_call)
+                .map(duration_ns),
+            adaptive: cfg.adaptive.is_some(),
+            retries: cfg.retry.is_some(),
+        }
+    }
+}
+
 /// What admission granted.
 pub(crate) struct Admitted<B: std::ops::Deref<Target = Bulkhead>> {
     pub(crate) ticket: Ticket,
     pub(crate) bulk: Option<BulkPermit<B>>,
-    pub(crate) timeout: Option<Duration>,
-    pub(crate) slow_poll: Duration,
+    pub(crate) terms: Terms,
+    /// When the call starts running (a reading of the op's clock).
+    pub(crate) start: u64,
 }
 
 /// An admitted call in progress, borrowed from its [`Op`]. Ends as
@@ -639,7 +751,8 @@ pub(crate) struct Admission<'a> {
     pub(crate) core: &'a OpCore,
     ticket: Ticket,
     bulk: Option<BulkPermit<&'a Bulkhead>>,
-    pub(crate) start: Instant,
+    pub(crate) terms: Terms,
+    pub(crate) start: u64,
     done: bool,
 }
 
@@ -649,22 +762,37 @@ impl<'a> Admission<'a> {
             core,
             ticket: a.ticket,
             bulk: a.bulk,
-            start: Instant::now(),
+            terms: a.terms,
+            start: a.start,
             done: false,
         }
     }
 
-    pub(crate) fn finish(mut self, outcome: CallOutcome) {
+    /// Records the outcome of a call that ended at `end`.
+    pub(crate) fn finish(mut self, outcome: CallOutcome, end: u64) {
         self.done = true;
-        self.core.complete(self.ticket, self.start, outcome);
+        self.core
+            .complete(self.ticket, &self.terms, self.start, end, outcome);
+    }
+
+    /// Records the outcome of a call that ends now.
+    pub(crate) fn finish_now(self, outcome: CallOutcome) {
+        let end = self.core.clock.now_ns();
+        self.finish(outcome, end);
     }
 
     /// Records a timeout now and hands the bulkhead place over to whoever
     /// goes on running the call.
     pub(crate) fn detach(mut self) -> Option<BulkPermit<Arc<Bulkhead>>> {
         self.done = true;
-        self.core
-            .complete(self.ticket, self.start, CallOutcome::Timeout);
+        let end = self.core.clock.now_ns();
+        self.core.complete(
+            self.ticket,
+            &self.terms,
+            self.start,
+            end,
+            CallOutcome::Timeout,
+        );
         let owner = Arc::clone(&self.core.bulkhead);
         self.bulk.take().map(|b| b.into_owned(owner))
     }
@@ -678,7 +806,9 @@ impl Drop for Admission<'_> {
             } else {
                 CallOutcome::Cancelled
             };
-            self.core.complete(self.ticket, self.start, outcome);
+            let end = self.core.clock.now_ns();
+            self.core
+                .complete(self.ticket, &self.terms, self.start, end, outcome);
         }
     }
 }
@@ -702,7 +832,8 @@ pub struct Permit {
     core: Arc<OpCore>,
     ticket: Ticket,
     bulk: Option<BulkPermit<Arc<Bulkhead>>>,
-    start: Instant,
+    terms: Terms,
+    start: u64,
     failed: bool,
 }
 
@@ -712,7 +843,8 @@ impl Permit {
             core,
             ticket: a.ticket,
             bulk: a.bulk,
-            start: Instant::now(),
+            terms: a.terms,
+            start: a.start,
             failed: false,
         }
     }
@@ -730,7 +862,7 @@ impl Permit {
     /// The deadline configured for the operation, if any (a permit does not
     /// enforce it: the holder decides what to do with it).
     pub fn timeout(&self) -> Option<Duration> {
-        self.core.policy.load().cfg.timeout
+        self.terms.timeout
     }
 }
 
@@ -743,7 +875,9 @@ impl Drop for Permit {
         } else {
             CallOutcome::Success
         };
-        self.core.complete(self.ticket, self.start, outcome);
+        let end = self.core.clock.now_ns();
+        self.core
+            .complete(self.ticket, &self.terms, self.start, end, outcome);
         drop(self.bulk.take());
     }
 }
@@ -1018,8 +1152,8 @@ impl Op {
         OpSnapshot {
             name: core.name.clone(),
             config: policy.cfg.clone(),
-            counters: core.metrics.counters.snapshot(),
-            latency: core.metrics.latency.snapshot(),
+            counters: core.metrics.counters_snapshot(),
+            latency: core.metrics.latency_snapshot(),
             bulkhead: core.bulkhead.snapshot(),
             breaker: core.breaker.snapshot(now),
             rate: policy

@@ -3,25 +3,20 @@
 //! Written here rather than taken from `hdrhistogram` because recording must
 //! be wait-free from many threads at once on the hot path: hdrhistogram's
 //! `Histogram::record` takes `&mut self`, so sharing it needs a lock or
-//! per-thread recorders with a channel. This one is a fixed array of atomic
-//! buckets with the same log-linear layout (32 linear sub-buckets per power
-//! of two: values are kept within 1/32 ≈ 3 % relative error).
+//! per-thread recorders with a channel. This one is a fixed array of
+//! buckets per thread (plain stores, added up when read) with the same
+//! log-linear layout (32 linear sub-buckets per power of two: values are
+//! kept within 1/32 ≈ 3 % relative error).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
+use super::per_thread::{Local, PerThread};
+
 const SUB_BITS: u32 = 5;
 const SUB: u64 = 1 << SUB_BITS;
 const BUCKETS: usize = (SUB + (64 - SUB_BITS as u64) * SUB) as usize;
-
-/// Concurrent histogram of nanosecond values.
-pub(crate) struct Histogram {
-    buckets: Box<[AtomicU64]>,
-    count: AtomicU64,
-    sum: AtomicU64,
-    max: AtomicU64,
-}
 
 fn index(v: u64) -> usize {
     if v < SUB {
@@ -45,15 +40,70 @@ fn upper(i: usize) -> u64 {
     low + ((1u64 << shift) - 1)
 }
 
-impl Default for Histogram {
+/// One thread's share of a histogram: bucket counts, sum and largest value.
+pub(crate) struct HistShard {
+    buckets: Box<[AtomicU64; BUCKETS]>,
+    sum: AtomicU64,
+    max: AtomicU64,
+}
+
+impl Default for HistShard {
     fn default() -> Self {
         Self {
-            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
-            count: AtomicU64::new(0),
+            buckets: Box::new(std::array::from_fn(|_| AtomicU64::new(0))),
             sum: AtomicU64::new(0),
             max: AtomicU64::new(0),
         }
     }
+}
+
+impl HistShard {
+    /// Records `nanos` in this shard, owned by the thread behind `local`.
+    #[inline]
+    pub(crate) fn record<T>(&self, local: &Local<'_, T>, nanos: u64) {
+        local.add(&self.buckets[index(nanos)], 1);
+        local.add(&self.sum, nanos);
+        local.max(&self.max, nanos);
+    }
+
+    /// The non-empty buckets of all `shards` added up.
+    pub(crate) fn merge<'a>(shards: impl Iterator<Item = &'a HistShard>) -> Counts {
+        let mut total = vec![0u64; BUCKETS];
+        let mut sum = 0u64;
+        for s in shards {
+            for (t, b) in total.iter_mut().zip(s.buckets.iter()) {
+                *t += b.load(Ordering::Relaxed);
+            }
+            sum = sum.wrapping_add(s.sum.load(Ordering::Relaxed));
+        }
+        let buckets = total
+            .into_iter()
+            .enumerate()
+            // BUCKETS < 2^16, checked by a test.
+            .filter_map(|(i, n)| (n > 0).then_some((i as u16, n)))
+            .collect::<Vec<_>>();
+        Counts {
+            count: buckets.iter().map(|b| b.1).sum(),
+            buckets,
+            sum,
+        }
+    }
+
+    /// The largest value recorded in any of `shards`.
+    pub(crate) fn max_of<'a>(shards: impl Iterator<Item = &'a HistShard>) -> u64 {
+        shards
+            .map(|s| s.max.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Concurrent histogram of nanosecond values, one shard per thread (see
+/// [`PerThread`]): recording is a few plain stores, never a locked
+/// instruction.
+#[derive(Default)]
+pub(crate) struct Histogram {
+    shards: PerThread<HistShard>,
 }
 
 /// Percentiles of a histogram, in milliseconds.
@@ -73,73 +123,50 @@ pub struct LatencySnapshot {
     pub max_ms: f64,
 }
 
+impl LatencySnapshot {
+    /// The snapshot of `counts` whose largest value was `max` nanoseconds.
+    pub(crate) fn of(counts: &Counts, max: u64) -> Self {
+        let ms = |ns: u64| ns as f64 / 1e6;
+        let q = |q| ms(counts.quantile(q).min(max));
+        LatencySnapshot {
+            count: counts.count,
+            mean_ms: if counts.count == 0 {
+                0.0
+            } else {
+                ms(counts.sum) / counts.count as f64
+            },
+            p50_ms: q(0.50),
+            p95_ms: q(0.95),
+            p99_ms: q(0.99),
+            max_ms: ms(max),
+        }
+    }
+}
+
 impl Histogram {
     #[inline]
     pub(crate) fn record(&self, nanos: u64) {
-        self.buckets[index(nanos)].fetch_add(1, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum.fetch_add(nanos, Ordering::Relaxed);
-        self.max.fetch_max(nanos, Ordering::Relaxed);
+        let local = self.shards.local();
+        local.value.record(&local, nanos);
     }
 
     /// The value at quantile `q` (0..=1), in nanoseconds: the highest value
     /// of the bucket holding that rank, capped at the largest value seen.
+    #[cfg(test)]
     pub(crate) fn quantile(&self, q: f64) -> u64 {
-        let counts: Vec<u64> = self
-            .buckets
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed))
-            .collect();
-        let total: u64 = counts.iter().sum();
-        if total == 0 {
-            return 0;
-        }
-        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
-        let mut seen = 0;
-        for (i, c) in counts.iter().enumerate() {
-            seen += c;
-            if seen >= rank {
-                return upper(i).min(self.max.load(Ordering::Relaxed));
-            }
-        }
-        self.max.load(Ordering::Relaxed)
+        self.counts()
+            .quantile(q)
+            .min(HistShard::max_of(self.shards.iter()))
     }
 
     /// The non-empty buckets now, for windows (the difference of two) and
     /// for the Prometheus exposition.
     pub(crate) fn counts(&self) -> Counts {
-        let buckets = self
-            .buckets
-            .iter()
-            .enumerate()
-            .filter_map(|(i, b)| {
-                let n = b.load(Ordering::Relaxed);
-                // BUCKETS < 2^16, checked by a test.
-                (n > 0).then_some((i as u16, n))
-            })
-            .collect::<Vec<_>>();
-        Counts {
-            count: buckets.iter().map(|b| b.1).sum(),
-            buckets,
-            sum: self.sum.load(Ordering::Relaxed),
-        }
+        HistShard::merge(self.shards.iter())
     }
 
     pub(crate) fn snapshot(&self) -> LatencySnapshot {
-        let count = self.count.load(Ordering::Relaxed);
-        let ms = |ns: u64| ns as f64 / 1e6;
-        LatencySnapshot {
-            count,
-            mean_ms: if count == 0 {
-                0.0
-            } else {
-                ms(self.sum.load(Ordering::Relaxed)) / count as f64
-            },
-            p50_ms: ms(self.quantile(0.50)),
-            p95_ms: ms(self.quantile(0.95)),
-            p99_ms: ms(self.quantile(0.99)),
-            max_ms: ms(self.max.load(Ordering::Relaxed)),
-        }
+        LatencySnapshot::of(&self.counts(), HistShard::max_of(self.shards.iter()))
     }
 }
 

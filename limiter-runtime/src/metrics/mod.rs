@@ -1,20 +1,23 @@
 //! Per-operation counters, latency histogram and slow-poll detection.
 
 mod histogram;
+mod per_thread;
 pub(crate) mod prometheus;
-mod slow_poll;
+pub(crate) mod slow_poll;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
 use crate::error::{LimitError, QueueScope};
+use histogram::HistShard;
 pub use histogram::LatencySnapshot;
 pub(crate) use histogram::{Counts, Histogram};
-pub(crate) use slow_poll::Watched;
+use per_thread::PerThread;
 
 /// How an admitted call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
 pub(crate) enum CallOutcome {
     Success,
     /// The body returned an error.
@@ -107,17 +110,40 @@ counters! {
     }
 }
 
+/// What one thread counts of one operation on the hot path; the rest of
+/// [`Counters`] is shared (refusals, retries: paths that are slow anyway).
+#[derive(Default)]
+struct OpShard {
+    latency: HistShard,
+    calls: AtomicU64,
+    admitted: AtomicU64,
+    /// By [`CallOutcome`] as index.
+    outcomes: [AtomicU64; 5],
+    max_poll_ns: AtomicU64,
+}
+
 /// Counters and latency of one operation.
 #[derive(Default)]
 pub(crate) struct OpMetrics {
     pub(crate) counters: Counters,
-    pub(crate) latency: Histogram,
+    local: PerThread<OpShard>,
 }
 
 impl OpMetrics {
     #[inline]
     pub(crate) fn inc(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a call that reached admission and was let through (or ran
+    /// unlimited, with `admitted` false).
+    #[inline]
+    pub(crate) fn entered(&self, admitted: bool) {
+        let l = self.local.local();
+        l.add(&l.value.calls, 1);
+        if admitted {
+            l.add(&l.value.admitted, 1);
+        }
     }
 
     /// Counts a refusal and traces it.
@@ -140,19 +166,54 @@ impl OpMetrics {
             LimitError::MovedToBackground { .. } => &c.moved_to_background,
         };
         Self::inc(counter);
+        self.entered(false);
         tracing::debug!(op = err.op(), reason = err.code(), retry_after = ?err.retry_after(), "call refused");
     }
 
     /// Records how an admitted call ended and how long it took.
+    #[inline]
     pub(crate) fn finish(&self, outcome: CallOutcome, latency_ns: u64) {
-        let c = &self.counters;
-        Self::inc(match outcome {
-            CallOutcome::Success => &c.succeeded,
-            CallOutcome::Failure => &c.failed,
-            CallOutcome::Timeout => &c.timeouts,
-            CallOutcome::Panic => &c.panics,
-            CallOutcome::Cancelled => &c.cancelled,
-        });
-        self.latency.record(latency_ns);
+        let l = self.local.local();
+        l.add(&l.value.outcomes[outcome as usize], 1);
+        l.value.latency.record(&l, latency_ns);
+    }
+
+    /// Keeps the longest poll seen.
+    #[inline]
+    pub(crate) fn poll_took(&self, ns: u64) {
+        let l = self.local.local();
+        l.max(&l.value.max_poll_ns, ns);
+    }
+
+    /// Every counter now.
+    pub(crate) fn counters_snapshot(&self) -> CountersSnapshot {
+        let mut s = self.counters.snapshot();
+        let sum = |f: fn(&OpShard) -> &AtomicU64| self.local.sum(f);
+        s.calls += sum(|x| &x.calls);
+        s.admitted += sum(|x| &x.admitted);
+        s.succeeded += sum(|x| &x.outcomes[CallOutcome::Success as usize]);
+        s.failed += sum(|x| &x.outcomes[CallOutcome::Failure as usize]);
+        s.timeouts += sum(|x| &x.outcomes[CallOutcome::Timeout as usize]);
+        s.panics += sum(|x| &x.outcomes[CallOutcome::Panic as usize]);
+        s.cancelled += sum(|x| &x.outcomes[CallOutcome::Cancelled as usize]);
+        s.max_poll_ns = self
+            .local
+            .iter()
+            .map(|x| x.max_poll_ns.load(Ordering::Relaxed))
+            .fold(s.max_poll_ns, u64::max);
+        s
+    }
+
+    /// Latency buckets of admitted calls now.
+    pub(crate) fn latency_counts(&self) -> Counts {
+        HistShard::merge(self.local.iter().map(|x| &x.latency))
+    }
+
+    /// Latency percentiles of admitted calls.
+    pub(crate) fn latency_snapshot(&self) -> LatencySnapshot {
+        LatencySnapshot::of(
+            &self.latency_counts(),
+            HistShard::max_of(self.local.iter().map(|x| &x.latency)),
+        )
     }
 }

@@ -1,47 +1,124 @@
-//! Slow-poll detection: a single poll of the wrapped future that takes
-//! longer than a threshold means the executor thread was blocked that long.
+//! The body of an admitted call, run and timed: slow-poll detection, the
+//! timeout, and the reading of the clock that ends the call.
 //!
-//! Measured with `std::time::Instant` on purpose: blocking is real time, and
-//! a paused tokio clock would hide it.
+//! A single poll of the body that takes longer than a threshold means the
+//! executor thread was blocked that long. Poll times come from the op's
+//! clock, which is real time in a service (the first poll starts at the
+//! admission reading, and the reading after the last poll ends the call, so
+//! a body that finishes in one poll costs no clock read of its own); under
+//! a paused tokio clock, whose time does not pass while code runs, they are
+//! taken from `std::time::Instant` instead.
+//!
+//! The timeout timer is made only when the body first returns `Pending`: a
+//! body that is ready at once never touches tokio's timer wheel.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::Duration;
 
-use super::OpMetrics;
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
 
-/// Polls `fut` and counts every poll slower than `threshold_ns`.
-pub(crate) struct Watched<'a, F> {
-    pub(crate) fut: Pin<&'a mut F>,
-    pub(crate) threshold_ns: u64,
-    pub(crate) metrics: &'a OpMetrics,
-    pub(crate) op: &'a str,
+use crate::op::OpCore;
+
+/// How a timed body ended.
+pub(crate) enum Ended<T> {
+    /// With its output, at this reading of the op's clock.
+    Done(T, u64),
+    /// Its timeout passed first.
+    TimedOut,
 }
 
-impl<F: Future> Future for Watched<'_, F> {
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let start = Instant::now();
-        let out = self.fut.as_mut().poll(cx);
-        let took = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        if took > self.threshold_ns {
-            let c = &self.metrics.counters;
-            c.slow_polls.fetch_add(1, Ordering::Relaxed);
-            c.max_poll_ns.fetch_max(took, Ordering::Relaxed);
-            tracing::warn!(
-                op = self.op,
-                poll_ms = took as f64 / 1e6,
-                "slow poll: the executor thread was blocked inside this operation"
-            );
-        } else {
-            self.metrics
-                .counters
-                .max_poll_ns
-                .fetch_max(took, Ordering::Relaxed);
-        }
-        out
+pin_project! {
+    /// Polls `fut` under an optional timeout, counting slow polls.
+    pub(crate) struct Timed<'a, F> {
+        fut: Pin<&'a mut F>,
+        core: &'a OpCore,
+        start: u64,
+        polled: bool,
+        timeout: Option<Duration>,
+        threshold_ns: u64,
+        #[pin]
+        sleep: Option<Sleep>,
     }
+}
+
+impl<'a, F> Timed<'a, F> {
+    /// Times `fut`, admitted at `start` (a reading of the op's clock).
+    pub(crate) fn new(
+        fut: Pin<&'a mut F>,
+        core: &'a OpCore,
+        start: u64,
+        timeout: Option<Duration>,
+        threshold_ns: u64,
+    ) -> Self {
+        Self {
+            fut,
+            core,
+            start,
+            polled: false,
+            timeout,
+            threshold_ns,
+            sleep: None,
+        }
+    }
+}
+
+impl<F: Future> Future for Timed<'_, F> {
+    type Output = Ended<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let core = *this.core;
+        let real = core.clock.follows_tokio().then(std::time::Instant::now);
+        let poll_start = if *this.polled {
+            core.clock.now_ns()
+        } else {
+            *this.polled = true;
+            *this.start
+        };
+        let out = this.fut.as_mut().poll(cx);
+        let end = core.clock.now_ns();
+        let took = match real {
+            Some(real) => crate::clock::duration_ns(real.elapsed()),
+            None => end.saturating_sub(poll_start),
+        };
+        core.metrics.poll_took(took);
+        if took > *this.threshold_ns {
+            slow_poll(core, took);
+        }
+        if let Poll::Ready(v) = out {
+            return Poll::Ready(Ended::Done(v, end));
+        }
+        let Some(timeout) = *this.timeout else {
+            return Poll::Pending;
+        };
+        if this.sleep.is_none() {
+            let deadline = core.clock.instant_at(
+                this.start
+                    .saturating_add(crate::clock::duration_ns(timeout)),
+            );
+            this.sleep.set(Some(tokio::time::sleep_until(deadline)));
+        }
+        match this.sleep.as_pin_mut().map(|s| s.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Ended::TimedOut),
+            _ => Poll::Pending,
+        }
+    }
+}
+
+/// Counts and reports a poll that blocked the executor thread.
+#[cold]
+fn slow_poll(core: &OpCore, took: u64) {
+    core.metrics
+        .counters
+        .slow_polls
+        .fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(
+        op = &*core.name,
+        poll_ms = took as f64 / 1e6,
+        "slow poll: the executor thread was blocked inside this operation"
+    );
 }

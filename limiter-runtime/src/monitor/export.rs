@@ -147,7 +147,7 @@ pub(crate) fn prometheus(reg: &Registry) -> String {
         x.histogram(
             "limiter_op_duration_seconds",
             &[("op", op.name())],
-            &op.core.metrics.latency.counts(),
+            &op.core.metrics.latency_counts(),
         );
     }
 

@@ -267,7 +267,7 @@ fn op_sample(op: &Op, snap: &OpSnapshot, t_ms: u64) -> Sample {
         calls: c.succeeded + c.failed + c.timeouts + c.panics,
         errors: c.failed + c.timeouts + c.panics,
         slow_polls: c.slow_polls,
-        latency: op.core.metrics.latency.counts(),
+        latency: op.core.metrics.latency_counts(),
     }
 }
 

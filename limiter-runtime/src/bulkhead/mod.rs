@@ -9,11 +9,14 @@
 //! queue and takes its place, `block` waits for a queue place. Every wait is
 //! bounded by `queue_timeout`.
 //!
-//! Places are handed over under one mutex: a released place goes straight to
-//! the first eligible waiter, so no wake-up is lost and no place is counted
-//! twice. A waiter that is dropped (its caller went away, or it timed out)
+//! While nobody waits and no per-key bound applies, a place is taken and
+//! given back without a lock (see [`gate`]). Otherwise places are handed
+//! over under one mutex: a released place goes straight to the first
+//! eligible waiter, so no wake-up is lost and no place is counted twice. A waiter that is dropped (its caller went away, or it timed out)
 //! removes itself; if a place was handed to it at the same moment, it gives
 //! the place back.
+
+mod gate;
 
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
@@ -29,6 +32,7 @@ use tokio::time::Instant;
 use crate::config::{OverloadPolicy, ResolvedConfig};
 use crate::error::{LimitError, QueueScope, Quota};
 use crate::keys::{KeyState, KeyTable};
+use gate::Gate;
 
 /// Counts of one key. Changed only under the bulkhead's mutex.
 #[derive(Debug, Default)]
@@ -65,6 +69,11 @@ pub(crate) struct Limits {
 }
 
 impl Limits {
+    /// Whether calls with a key count against per-key bounds.
+    fn per_key(&self) -> bool {
+        self.max_per_key != u32::MAX || self.queue_per_key > 0
+    }
+
     pub(crate) fn of(cfg: &ResolvedConfig) -> Self {
         Self {
             max: cfg.max_concurrent,
@@ -88,9 +97,7 @@ struct Waiter {
 
 struct State {
     limits: Limits,
-    in_flight: u32,
     queued: u32,
-    peak_in_flight: u32,
     seq: u64,
     /// Waiters holding a queue place, by (priority desc, arrival).
     waiters: BTreeMap<(Reverse<i64>, u64), Waiter>,
@@ -101,6 +108,10 @@ struct State {
 /// One bulkhead per operation.
 pub(crate) struct Bulkhead {
     op: Arc<str>,
+    /// Calls running and waiting; the lock-free fast path.
+    gate: Gate,
+    /// Whether calls with a key count against per-key bounds.
+    per_key: std::sync::atomic::AtomicBool,
     state: Mutex<State>,
     pub(crate) keys: KeyTable<KeySlot>,
 }
@@ -155,23 +166,20 @@ impl State {
         key.is_none() || count(key, queued) < self.limits.queue_per_key
     }
 
-    fn take_place(&mut self, key: &Option<Arc<KeySlot>>) {
-        self.in_flight += 1;
-        self.peak_in_flight = self.peak_in_flight.max(self.in_flight);
-        add(key, in_flight, 1);
-    }
-
-    fn give_place(&mut self, key: &Option<Arc<KeySlot>>) {
-        self.in_flight = self.in_flight.saturating_sub(1);
+    /// Gives a running call's place back (under the mutex).
+    fn give_place(&mut self, gate: &Gate, key: &Option<Arc<KeySlot>>) {
+        gate.give();
         add(key, in_flight, -1);
     }
 
-    fn grant(&mut self, w: Waiter) {
-        self.take_place(&w.key);
+    /// Lets a waiter (already out of its map) run.
+    fn grant(&mut self, gate: &Gate, w: Waiter) {
+        gate.grant();
+        add(&w.key, in_flight, 1);
         if let Err(Ok(())) = w.tx.send(Ok(())) {
             // The waiter is gone (cannot happen while it is in a map, since it
             // removes itself under this lock before it drops its receiver).
-            self.give_place(&w.key);
+            self.give_place(gate, &w.key);
         }
     }
 
@@ -181,8 +189,8 @@ impl State {
     }
 
     /// Hands free places to waiters and free queue places to blocked callers.
-    fn dispatch(&mut self) {
-        while self.in_flight < self.limits.max {
+    fn dispatch(&mut self, gate: &Gate) {
+        while gate.has_room() {
             if let Some(k) = self
                 .waiters
                 .iter()
@@ -191,7 +199,7 @@ impl State {
             {
                 let w = self.waiters.remove(&k).expect("key found above");
                 self.unqueue(&w);
-                self.grant(w);
+                self.grant(gate, w);
                 continue;
             }
             if let Some(s) = self
@@ -201,7 +209,7 @@ impl State {
                 .map(|(s, _)| *s)
             {
                 let w = self.blocked.remove(&s).expect("key found above");
-                self.grant(w);
+                self.grant(gate, w);
                 continue;
             }
             break;
@@ -256,11 +264,11 @@ impl Bulkhead {
     pub(crate) fn new(op: Arc<str>, limits: Limits, max_keys: usize) -> Self {
         Self {
             op,
+            gate: Gate::new(limits.max),
+            per_key: std::sync::atomic::AtomicBool::new(limits.per_key()),
             state: Mutex::new(State {
                 limits,
-                in_flight: 0,
                 queued: 0,
-                peak_in_flight: 0,
                 seq: 0,
                 waiters: BTreeMap::new(),
                 blocked: BTreeMap::new(),
@@ -277,14 +285,40 @@ impl Bulkhead {
     pub(crate) fn set_limits(&self, limits: Limits) {
         let mut st = self.lock();
         st.limits = limits;
-        st.dispatch();
+        self.gate.set_max(limits.max);
+        self.per_key.store(limits.per_key(), Ordering::Relaxed);
+        st.dispatch(&self.gate);
     }
 
     /// Changes only the op-wide in-flight bound (the adaptive limit).
     pub(crate) fn set_max(&self, max: u32) {
         let mut st = self.lock();
         st.limits.max = max.max(1);
-        st.dispatch();
+        self.gate.set_max(st.limits.max);
+        st.dispatch(&self.gate);
+    }
+
+    /// Takes a place without waiting, when nobody waits and a place is
+    /// free; gives `this` back otherwise (or when the call's key counts
+    /// against per-key bounds: then [`acquire`](Self::acquire) decides).
+    #[inline]
+    pub(crate) fn try_acquire<B: Deref<Target = Bulkhead>>(
+        this: B,
+        key: Option<u64>,
+        _now_ns: u64,
+    ) -> Result<BulkPermit<B>, B> {
+        if key.is_some() && this.per_key.load(Ordering::Relaxed) {
+            return Err(this);
+        }
+        if this.gate.try_take() {
+            Ok(BulkPermit {
+                bulkhead: this,
+                key: None,
+                armed: true,
+            })
+        } else {
+            Err(this)
+        }
     }
 
     /// Waits for a place. Dropping the returned future at any point leaves
@@ -343,6 +377,7 @@ impl Bulkhead {
     }
 
     fn enter(&self, key: Option<u64>, priority: i64, now_ns: u64) -> Result<Entry, LimitError> {
+        let key = key.filter(|_| self.per_key.load(Ordering::Relaxed));
         let key = match key {
             None => None,
             Some(hash) => match self.keys.get_or_insert(hash, now_ns, KeySlot::default) {
@@ -356,10 +391,16 @@ impl Bulkhead {
             },
         };
         let mut st = self.lock();
-        if st.in_flight < st.limits.max && st.key_can_run(&key) {
-            st.take_place(&key);
+        if self.gate.take_or_wait(st.key_can_run(&key)) {
+            add(&key, in_flight, 1);
             return Ok(Entry::Run(key));
         }
+        // Registered as waiting in the gate: every way out below that does
+        // not queue must say so.
+        let mut waiting = Waiting {
+            gate: &self.gate,
+            queued: false,
+        };
         let full = if !st.key_can_queue(&key) {
             Some(QueueScope::Key)
         } else if st.queued >= st.limits.queue {
@@ -386,7 +427,10 @@ impl Bulkhead {
             },
         };
         match (full, limits.overload) {
-            (None, _) => st.enqueue(seq, waiter),
+            (None, _) => {
+                st.enqueue(seq, waiter);
+                waiting.queued = true;
+            }
             (Some(scope), OverloadPolicy::DropNewest) => return Err(queue_full(scope)),
             (Some(scope), OverloadPolicy::DropOldest) => {
                 let Some(victim) = st.oldest(scope, &key) else {
@@ -411,11 +455,14 @@ impl Bulkhead {
                 }
                 let victim = st.waiters.remove(&victim).expect("found above");
                 st.unqueue(&victim);
+                self.gate.unwait();
                 let _ = victim.tx.send(Err(queue_full(scope)));
                 st.enqueue(seq, waiter);
+                waiting.queued = true;
             }
             (Some(_), OverloadPolicy::Block) => {
                 st.blocked.insert(seq, waiter);
+                waiting.queued = true;
             }
         }
         Ok(Entry::Wait {
@@ -428,28 +475,49 @@ impl Bulkhead {
     }
 
     fn release(&self, key: &Option<Arc<KeySlot>>) {
+        if key.is_none() {
+            if self.gate.give() {
+                self.lock().dispatch(&self.gate);
+            }
+            return;
+        }
         let mut st = self.lock();
-        st.give_place(key);
-        st.dispatch();
+        st.give_place(&self.gate, key);
+        st.dispatch(&self.gate);
     }
 
     /// Current counts: (in flight, queued, blocked).
     pub(crate) fn counts(&self) -> (u32, u32, u32) {
         let st = self.lock();
-        (st.in_flight, st.queued, st.blocked.len() as u32)
+        (self.gate.in_flight(), st.queued, st.blocked.len() as u32)
     }
 
     pub(crate) fn snapshot(&self) -> BulkheadSnapshot {
         let keys = self.keys.len();
         let st = self.lock();
         BulkheadSnapshot {
-            in_flight: st.in_flight,
+            in_flight: self.gate.in_flight(),
             queued: st.queued,
             blocked: st.blocked.len() as u32,
-            peak_in_flight: st.peak_in_flight,
+            peak_in_flight: self.gate.peak(),
             max_concurrent: st.limits.max,
             queue: st.limits.queue,
             keys,
+        }
+    }
+}
+
+/// Says the gate that a caller registered as waiting did not queue after
+/// all (it ran into a full queue).
+struct Waiting<'a> {
+    gate: &'a Gate,
+    queued: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if !self.queued {
+            self.gate.unwait();
         }
     }
 }
@@ -490,10 +558,12 @@ impl WaitGuard<'_> {
     fn withdraw(&self, st: &mut State) -> bool {
         if let Some(w) = st.waiters.remove(&(Reverse(self.priority), self.seq)) {
             st.unqueue(&w);
-            st.dispatch();
+            self.bulkhead.gate.unwait();
+            st.dispatch(&self.bulkhead.gate);
             return true;
         }
         if st.blocked.remove(&self.seq).is_some() {
+            self.bulkhead.gate.unwait();
             return true;
         }
         false
@@ -512,8 +582,8 @@ impl Drop for WaitGuard<'_> {
         // Not in any queue: a grant or a refusal was sent under the lock.
         if let Ok(Ok(())) = rx.try_recv() {
             // Granted, but nobody will run: give the place back.
-            st.give_place(&self.key);
-            st.dispatch();
+            st.give_place(&self.bulkhead.gate, &self.key);
+            st.dispatch(&self.bulkhead.gate);
         }
     }
 }
