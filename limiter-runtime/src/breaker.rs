@@ -10,8 +10,14 @@
 //!   close it. A probe that ends without an outcome (cancelled, or refused by
 //!   a later limit) gives its place back.
 //!
-//! The closed state is read with one atomic load; transitions and outcome
-//! windows are kept under a mutex.
+//! The closed state is read with one atomic load. While the window holds no
+//! failure, a success is recorded lock-free too: the window is then just a
+//! count of calls (the `clean` word), bumped while it fills and left alone
+//! once full. The first failure takes the mutex, turns the count into an
+//! explicit window of that many successes and marks the word dirty; from
+//! then on outcomes go through the mutex until the last failure has left
+//! the window, when the word is clean again. Transitions are kept under the
+//! mutex.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -84,11 +90,24 @@ struct Inner {
     probe_successes: u32,
 }
 
+const DIRTY: u64 = 1 << 31;
+const CALLS: u64 = DIRTY - 1;
+
+/// The `clean` word of `round` with `calls` successes and no failure.
+fn clean_word(round: u64, calls: u64) -> u64 {
+    (round & 0xFFFF_FFFF) << 32 | calls.min(CALLS)
+}
+
 /// One breaker per operation.
 pub(crate) struct Breaker {
     op: Arc<str>,
     /// `round << 8 | state`, for the lock-free read of the closed state.
     fast: AtomicU64,
+    /// `round (32 bits) | DIRTY | calls`: the closed window while it holds
+    /// no failure (see the module docs).
+    clean: AtomicU64,
+    /// The policy's window size, for the lock-free path.
+    window_size: AtomicU64,
     inner: Mutex<Inner>,
     opened: AtomicU64,
     half_opened: AtomicU64,
@@ -128,6 +147,8 @@ impl Breaker {
         Self {
             op,
             fast: AtomicU64::new(u64::from(state.code())),
+            clean: AtomicU64::new(clean_word(0, 0)),
+            window_size: AtomicU64::new(policy.as_ref().map_or(0, |p| u64::from(p.window))),
             inner: Mutex::new(Inner {
                 policy,
                 state,
@@ -190,6 +211,9 @@ impl Breaker {
             #[cfg(feature = "redis")]
             Ticket::Shared(_) => {}
             Ticket::Closed(round) => {
+                if !failed && self.record_clean_success(round) {
+                    return;
+                }
                 let mut inner = self.lock();
                 if inner.state != BreakerState::Closed || inner.round != round {
                     return; // the outcome of a call from an earlier round
@@ -197,6 +221,7 @@ impl Breaker {
                 let Some(policy) = inner.policy.clone() else {
                     return;
                 };
+                self.make_explicit(&mut inner);
                 inner.window.push_back(failed);
                 if failed {
                     inner.failures += 1;
@@ -219,6 +244,13 @@ impl Breaker {
                     inner.open_until =
                         now.saturating_add(crate::clock::duration_ns(policy.recovery));
                     self.transition(&mut inner, BreakerState::Open, now);
+                } else if inner.failures == 0 {
+                    // The last failure left the window: back to counting.
+                    self.clean.store(
+                        clean_word(inner.round, inner.window.len() as u64),
+                        Ordering::Release,
+                    );
+                    inner.window.clear();
                 }
             }
             Ticket::Probe(round) => {
@@ -244,6 +276,57 @@ impl Breaker {
         }
     }
 
+    /// Records a success of `round` without the lock while the window holds
+    /// no failure. Returns false when the mutex must decide.
+    #[inline]
+    fn record_clean_success(&self, round: u64) -> bool {
+        let size = self.window_size.load(Ordering::Relaxed);
+        let mut word = self.clean.load(Ordering::Acquire);
+        loop {
+            if word >> 32 != round & 0xFFFF_FFFF || word & DIRTY != 0 {
+                return false;
+            }
+            if word & CALLS >= size {
+                return true; // a full window of successes stays one
+            }
+            match self.clean.compare_exchange_weak(
+                word,
+                word + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(seen) => word = seen,
+            }
+        }
+    }
+
+    /// Under the lock: turns a clean window (a count of successes) into an
+    /// explicit one and marks the word dirty, so that lock-free successes
+    /// stop until the window is clean again.
+    fn make_explicit(&self, inner: &mut Inner) {
+        let mut word = self.clean.load(Ordering::Acquire);
+        loop {
+            if word & DIRTY != 0 || word >> 32 != inner.round & 0xFFFF_FFFF {
+                return;
+            }
+            match self.clean.compare_exchange_weak(
+                word,
+                word | DIRTY,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(seen) => word = seen,
+            }
+        }
+        let calls = (word & CALLS) as usize;
+        inner.window.clear();
+        inner.window.extend(std::iter::repeat_n(false, calls));
+        inner.failures = 0;
+        inner.consecutive = 0;
+    }
+
     /// Gives back a probe place for a call that ended without an outcome.
     pub(crate) fn release(&self, ticket: Ticket) {
         if let Ticket::Probe(round) = ticket {
@@ -263,6 +346,8 @@ impl Breaker {
         inner.consecutive = 0;
         inner.probes = 0;
         inner.probe_successes = 0;
+        self.clean
+            .store(clean_word(inner.round, 0), Ordering::Release);
         self.fast
             .store(inner.round << 8 | u64::from(to.code()), Ordering::Release);
         let op = &*self.op;
@@ -306,6 +391,10 @@ impl Breaker {
     pub(crate) fn set_policy(&self, policy: Option<BreakerPolicy>, now: u64) {
         let mut inner = self.lock();
         let enabled = policy.is_some();
+        self.window_size.store(
+            policy.as_ref().map_or(0, |p| u64::from(p.window)),
+            Ordering::Relaxed,
+        );
         inner.policy = policy;
         match (enabled, inner.state) {
             (false, s) if s != BreakerState::Disabled => {
@@ -319,7 +408,16 @@ impl Breaker {
     }
 
     pub(crate) fn snapshot(&self, now: u64) -> BreakerSnapshot {
-        let inner = self.lock();
+        let mut inner = self.lock();
+        if inner.state == BreakerState::Closed {
+            self.make_explicit(&mut inner);
+            if inner.failures == 0 {
+                self.clean.store(
+                    clean_word(inner.round, inner.window.len() as u64),
+                    Ordering::Release,
+                );
+            }
+        }
         let calls = inner.window.len() as u32;
         BreakerSnapshot {
             state: inner.state,

@@ -17,7 +17,7 @@ use crate::error::LimitError;
 use crate::keys::LimitKey;
 use crate::metrics::slow_poll::{Ended, Timed};
 use crate::metrics::{CallOutcome, OpMetrics};
-use crate::op::{Admission, Op, Permit};
+use crate::op::{Admission, Entered, Op, Permit};
 use crate::retry::{backoff_delay, delay_after_limit};
 
 /// Marker types naming what a call does when its timeout passes.
@@ -319,21 +319,28 @@ where
     H: TimeoutHook<W>,
 {
     let core = &*op.core;
-    let admitted = core
-        .admit(&*core.bulkhead, key, shared_key, priority)
-        .await?;
+    let admitted = match core.enter(&*core.bulkhead, key) {
+        Entered::Admitted(a) => a,
+        Entered::Refused(e) => return Err(e),
+        Entered::Later(later) => {
+            Box::pin(core.admit_later(later, key, shared_key, priority)).await?
+        }
+    };
     let admission = Admission::new(core, admitted);
     if once && admission.terms.retries {
         core.warn_once_retries_ignored();
     }
     let mut fut = pin!(fut);
-    let timed = Timed::new(
-        fut.as_mut(),
+    let mut sleep = pin!(None);
+    let timed = Timed {
+        fut: fut.as_mut(),
+        sleep: sleep.as_mut(),
         core,
-        admission.start,
-        admission.terms.timeout,
-        admission.terms.slow_poll_ns,
-    );
+        start: admission.start,
+        polled: false,
+        timeout: admission.terms.timeout(),
+        threshold_ns: admission.terms.slow_poll_ns,
+    };
     match timed.await {
         Ended::Done(out, end) => {
             let outcome = if out.is_ok() {

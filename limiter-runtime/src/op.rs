@@ -181,7 +181,7 @@ impl OpCore {
         outcome: CallOutcome,
     ) {
         let elapsed = end.saturating_sub(start);
-        let slow = terms.slow_call_ns.is_some_and(|limit| elapsed > limit);
+        let slow = elapsed > terms.slow_call_ns;
         if terms.adaptive && outcome != CallOutcome::Cancelled {
             self.observe_adaptive(outcome, elapsed);
         }
@@ -224,19 +224,32 @@ impl OpCore {
 
     /// Breaker, then rate limits, then a bulkhead place held through
     /// `bulkhead`. Returns what the call runs with.
-    ///
-    /// The usual path reads the clock and the policy once, takes the
-    /// breaker's state with one load, the rate with one compare-and-swap
-    /// and the bulkhead place with another, and allocates nothing; waiting
-    /// for a place and asking Redis go through boxed futures of their own
-    /// so that this future stays small.
     pub(crate) async fn admit<B>(
         &self,
         bulkhead: B,
         key: Option<u64>,
-        #[cfg_attr(not(feature = "redis"), allow(unused_variables))] shared_key: Option<u64>,
+        shared_key: Option<u64>,
         priority: i64,
     ) -> Result<Admitted<B>, LimitError>
+    where
+        B: std::ops::Deref<Target = Bulkhead>,
+    {
+        match self.enter(bulkhead, key) {
+            Entered::Admitted(a) => Ok(a),
+            Entered::Refused(e) => Err(e),
+            Entered::Later(later) => {
+                Box::pin(self.admit_later(later, key, shared_key, priority)).await
+            }
+        }
+    }
+
+    /// Admission as far as it goes without waiting. The usual path reads
+    /// the clock and the policy once, takes the breaker's state with one
+    /// load, the rate with one compare-and-swap and the bulkhead place with
+    /// another, and allocates nothing. What must wait (a queue place, a
+    /// Redis round trip) is left to [`admit_later`](Self::admit_later).
+    #[inline]
+    pub(crate) fn enter<B>(&self, bulkhead: B, key: Option<u64>) -> Entered<B>
     where
         B: std::ops::Deref<Target = Bulkhead>,
     {
@@ -245,7 +258,7 @@ impl OpCore {
         let terms = policy.terms;
         if !(policy.cfg.enabled && self.shared.enabled.load(Ordering::Relaxed)) {
             self.metrics.entered(false);
-            return Ok(Admitted {
+            return Entered::Admitted(Admitted {
                 ticket: Ticket::Bypass,
                 bulk: None,
                 terms,
@@ -254,28 +267,75 @@ impl OpCore {
         }
         #[cfg(feature = "redis")]
         if policy.cfg.backend == crate::config::Backend::Redis {
-            drop(policy);
-            return Box::pin(self.admit_shared(bulkhead, key, shared_key, priority, now)).await;
+            return Entered::Later(Later {
+                bulkhead,
+                ticket: None,
+                now,
+            });
         }
-        let ticket = self.admit_local(&policy, key, now)?;
-        drop(policy);
-        let (bulk, start) = match Bulkhead::try_acquire(bulkhead, key, now) {
-            Ok(bulk) => (bulk, now),
-            Err(bulkhead) => {
-                let waited = Box::pin(Bulkhead::acquire(bulkhead, key, priority, now)).await;
-                match waited {
-                    Ok(bulk) => (bulk, self.clock.now_ns()),
-                    Err(e) => return Err(self.reject(e)),
-                }
-            }
+        let ticket = match self.admit_local(&policy, key, now) {
+            Ok(t) => t,
+            Err(e) => return Entered::Refused(e),
         };
-        self.metrics.entered(true);
-        Ok(Admitted {
-            ticket: ticket.disarm(),
-            bulk: Some(bulk),
-            terms,
-            start,
-        })
+        drop(policy);
+        match Bulkhead::try_acquire(bulkhead, key, now) {
+            Ok(bulk) => {
+                self.metrics.entered(true);
+                Entered::Admitted(Admitted {
+                    ticket: ticket.disarm(),
+                    bulk: Some(bulk),
+                    terms,
+                    start: now,
+                })
+            }
+            Err(bulkhead) => Entered::Later(Later {
+                bulkhead,
+                ticket: Some(ticket.disarm()),
+                now,
+            }),
+        }
+    }
+
+    /// The rest of an admission [`enter`](Self::enter) could not finish:
+    /// waiting for a bulkhead place, or the whole admission of an op kept
+    /// in Redis.
+    pub(crate) async fn admit_later<B>(
+        &self,
+        later: Later<B>,
+        key: Option<u64>,
+        #[cfg_attr(not(feature = "redis"), allow(unused_variables))] shared_key: Option<u64>,
+        priority: i64,
+    ) -> Result<Admitted<B>, LimitError>
+    where
+        B: std::ops::Deref<Target = Bulkhead>,
+    {
+        let Later {
+            bulkhead,
+            ticket,
+            now,
+        } = later;
+        let Some(ticket) = ticket else {
+            #[cfg(feature = "redis")]
+            return self
+                .admit_shared(bulkhead, key, shared_key, priority, now)
+                .await;
+            #[cfg(not(feature = "redis"))]
+            unreachable!("only an op kept in Redis is admitted without a ticket");
+        };
+        let ticket = TicketGuard { core: self, ticket };
+        let terms = self.policy.load().terms;
+        match Bulkhead::acquire(bulkhead, key, priority, now).await {
+            Ok(bulk) => {
+                self.metrics.entered(true);
+                Ok(Admitted {
+                    ticket: ticket.disarm(),
+                    bulk: Some(bulk),
+                    terms,
+                    start: self.clock.now_ns(),
+                })
+            }
+            Err(e) => Err(self.reject(e)),
+        }
     }
 
     /// The in-process breaker and rate limits (op-wide, then the key's).
@@ -712,9 +772,12 @@ impl Drop for TicketGuard<'_> {
 /// admission so that finishing it reads no policy.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Terms {
-    pub(crate) timeout: Option<Duration>,
+    /// Nanoseconds; `u64::MAX` for none. Plain integers keep this small
+    /// and cheap to copy through admission.
+    timeout_ns: u64,
     pub(crate) slow_poll_ns: u64,
-    slow_call_ns: Option<u64>,
+    /// Nanoseconds; `u64::MAX` for none.
+    slow_call_ns: u64,
     adaptive: bool,
     /// Whether retries are configured.
     pub(crate) retries: bool,
@@ -723,17 +786,40 @@ pub(crate) struct Terms {
 impl Terms {
     fn of(cfg: &ResolvedConfig) -> Self {
         Self {
-            timeout: cfg.timeout,
+            timeout_ns: cfg.timeout.map_or(u64::MAX, duration_ns),
             slow_poll_ns: duration_ns(cfg.slow_poll),
             slow_call_ns: cfg
                 .breaker
                 .as_ref()
                 .and_then(|b| b.slow_call)
-                .map(duration_ns),
+                .map_or(u64::MAX, duration_ns),
             adaptive: cfg.adaptive.is_some(),
             retries: cfg.retry.is_some(),
         }
     }
+
+    /// The call's timeout.
+    pub(crate) fn timeout(&self) -> Option<Duration> {
+        (self.timeout_ns != u64::MAX).then(|| Duration::from_nanos(self.timeout_ns))
+    }
+}
+
+/// How far [`OpCore::enter`] got.
+pub(crate) enum Entered<B: std::ops::Deref<Target = Bulkhead>> {
+    Admitted(Admitted<B>),
+    Refused(LimitError),
+    /// Must wait: see [`OpCore::admit_later`].
+    Later(Later<B>),
+}
+
+/// An admission left to finish after a wait.
+pub(crate) struct Later<B> {
+    bulkhead: B,
+    /// The breaker's ticket, when breaker and rates already admitted the
+    /// call (only the bulkhead place is missing); `None` for an op kept in
+    /// Redis, whose admission starts over.
+    ticket: Option<Ticket>,
+    now: u64,
 }
 
 /// What admission granted.
@@ -862,7 +948,7 @@ impl Permit {
     /// The deadline configured for the operation, if any (a permit does not
     /// enforce it: the holder decides what to do with it).
     pub fn timeout(&self) -> Option<Duration> {
-        self.terms.timeout
+        self.terms.timeout()
     }
 }
 
@@ -1076,6 +1162,49 @@ impl Op {
         self.core.breaker.reset(self.core.clock.now_ns());
         #[cfg(feature = "redis")]
         self.core.set_shared_breaker(false);
+    }
+
+    /// Takes one call from `key`'s per-key rate limit without running
+    /// anything, as governor's `check_key` does: for work the caller
+    /// accounts for itself (a message consumer, a loop of sends). `Ok` when
+    /// admitted or when the op has no per-key rate; `RateLimited` (counted
+    /// as a refusal) or `Overloaded` (the key table is full of busy keys)
+    /// otherwise. Checks the in-process limit: for an op kept in Redis that
+    /// is the one its `degradation = "local"` falls back to.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use limiter_runtime::{OpConfig, Registry};
+    /// let reg = Registry::new();
+    /// reg.configure("send", OpConfig::default().with_rate_per_key("2/min")?)?;
+    /// let op = reg.op("send");
+    /// assert!(op.check_key(&"alice").is_ok());
+    /// assert!(op.check_key(&"alice").is_ok());
+    /// assert!(op.check_key(&"alice").is_err());
+    /// assert!(op.check_key(&"bob").is_ok());
+    /// # Ok(()) }
+    /// ```
+    pub fn check_key(&self, key: &dyn LimitKey) -> Result<(), LimitError> {
+        let core = &*self.core;
+        let hash = core.shared.hasher.hash(key);
+        let now = core.clock.now_ns();
+        let policy = core.policy.load();
+        let Some(keyed) = &policy.rate_per_key else {
+            return Ok(());
+        };
+        let err = match keyed.try_acquire(hash, now) {
+            KeyedOutcome::Admitted => return Ok(()),
+            KeyedOutcome::Limited(refusal) => LimitError::RateLimited {
+                op: core.name.clone(),
+                retry_after: refusal.wait,
+                quota: refusal.quota(&keyed.spec, true),
+            },
+            KeyedOutcome::TableFull => LimitError::Overloaded {
+                op: core.name.clone(),
+                retry_after: policy.cfg.retry_after,
+            },
+        };
+        Err(core.reject(err))
     }
 
     /// Forgets the per-key state of `key`: its rate limit state, and its

@@ -18,7 +18,6 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
 use crate::op::OpCore;
@@ -31,53 +30,32 @@ pub(crate) enum Ended<T> {
     TimedOut,
 }
 
-pin_project! {
-    /// Polls `fut` under an optional timeout, counting slow polls.
-    pub(crate) struct Timed<'a, F> {
-        fut: Pin<&'a mut F>,
-        core: &'a OpCore,
-        start: u64,
-        polled: bool,
-        timeout: Option<Duration>,
-        threshold_ns: u64,
-        #[pin]
-        sleep: Option<Sleep>,
-    }
-}
-
-impl<'a, F> Timed<'a, F> {
-    /// Times `fut`, admitted at `start` (a reading of the op's clock).
-    pub(crate) fn new(
-        fut: Pin<&'a mut F>,
-        core: &'a OpCore,
-        start: u64,
-        timeout: Option<Duration>,
-        threshold_ns: u64,
-    ) -> Self {
-        Self {
-            fut,
-            core,
-            start,
-            polled: false,
-            timeout,
-            threshold_ns,
-            sleep: None,
-        }
-    }
+/// Polls `fut` under an optional timeout, counting slow polls. The timer
+/// lives in the caller's frame (`sleep`), so this future is small and moves
+/// cheaply.
+pub(crate) struct Timed<'a, F> {
+    pub(crate) fut: Pin<&'a mut F>,
+    pub(crate) sleep: Pin<&'a mut Option<Sleep>>,
+    pub(crate) core: &'a OpCore,
+    /// Admission reading of the op's clock: the first poll's start.
+    pub(crate) start: u64,
+    pub(crate) polled: bool,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) threshold_ns: u64,
 }
 
 impl<F: Future> Future for Timed<'_, F> {
     type Output = Ended<F::Output>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        let core = *this.core;
+        let this = self.get_mut();
+        let core = this.core;
         let real = core.clock.follows_tokio().then(std::time::Instant::now);
-        let poll_start = if *this.polled {
+        let poll_start = if this.polled {
             core.clock.now_ns()
         } else {
-            *this.polled = true;
-            *this.start
+            this.polled = true;
+            this.start
         };
         let out = this.fut.as_mut().poll(cx);
         let end = core.clock.now_ns();
@@ -86,13 +64,13 @@ impl<F: Future> Future for Timed<'_, F> {
             None => end.saturating_sub(poll_start),
         };
         core.metrics.poll_took(took);
-        if took > *this.threshold_ns {
+        if took > this.threshold_ns {
             slow_poll(core, took);
         }
         if let Poll::Ready(v) = out {
             return Poll::Ready(Ended::Done(v, end));
         }
-        let Some(timeout) = *this.timeout else {
+        let Some(timeout) = this.timeout else {
             return Poll::Pending;
         };
         if this.sleep.is_none() {
@@ -102,7 +80,7 @@ impl<F: Future> Future for Timed<'_, F> {
             );
             this.sleep.set(Some(tokio::time::sleep_until(deadline)));
         }
-        match this.sleep.as_pin_mut().map(|s| s.poll(cx)) {
+        match this.sleep.as_mut().as_pin_mut().map(|s| s.poll(cx)) {
             Some(Poll::Ready(())) => Poll::Ready(Ended::TimedOut),
             _ => Poll::Pending,
         }
