@@ -112,6 +112,10 @@ pub(crate) struct Bulkhead {
     gate: Gate,
     /// Whether calls with a key count against per-key bounds.
     per_key: std::sync::atomic::AtomicBool,
+    /// Whether a key's running calls are bounded (then keyed calls cannot
+    /// take the fast path; a per-key queue bound alone applies only to
+    /// calls that wait, which go through the mutex anyway).
+    key_bound: std::sync::atomic::AtomicBool,
     state: Mutex<State>,
     pub(crate) keys: KeyTable<KeySlot>,
 }
@@ -266,6 +270,7 @@ impl Bulkhead {
             op,
             gate: Gate::new(limits.max),
             per_key: std::sync::atomic::AtomicBool::new(limits.per_key()),
+            key_bound: std::sync::atomic::AtomicBool::new(limits.max_per_key != u32::MAX),
             state: Mutex::new(State {
                 limits,
                 queued: 0,
@@ -287,6 +292,8 @@ impl Bulkhead {
         st.limits = limits;
         self.gate.set_max(limits.max);
         self.per_key.store(limits.per_key(), Ordering::Relaxed);
+        self.key_bound
+            .store(limits.max_per_key != u32::MAX, Ordering::Relaxed);
         st.dispatch(&self.gate);
     }
 
@@ -307,7 +314,7 @@ impl Bulkhead {
         key: Option<u64>,
         _now_ns: u64,
     ) -> Result<BulkPermit<B>, B> {
-        if key.is_some() && this.per_key.load(Ordering::Relaxed) {
+        if key.is_some() && this.key_bound.load(Ordering::Relaxed) {
             return Err(this);
         }
         if this.gate.try_take() {
