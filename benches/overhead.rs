@@ -69,7 +69,7 @@ macro_rules! timed_loop {
         $rt.block_on(async {
             let start = Instant::now();
             for $i in 0..$iters {
-                black_box($call.await);
+                let _ = black_box($call.await);
             }
             start.elapsed()
         })
@@ -155,6 +155,9 @@ fn single_thread(c: &mut Criterion) {
             start.elapsed()
         })
     });
+    for op in [&stack, &stack_t, &keyed] {
+        assert_nothing_refused(op);
+    }
     let sem = tokio::sync::Semaphore::new(1024);
     g.bench_function("semaphore_acquire_drop", |b| {
         b.iter(|| peers::semaphore_try_acquire_drop(&sem))
@@ -204,6 +207,7 @@ fn contended(c: &mut Criterion) {
             })
         })
     });
+    assert_nothing_refused(&REG.get().expect("set").op("stack"));
     g.bench_function("composite", |b| {
         b.iter_custom(|n| {
             two_threads(n, |rt, n| {
@@ -225,9 +229,25 @@ fn mean_ns(group: &str, case: &str) -> Option<f64> {
     v["mean"]["point_estimate"].as_f64()
 }
 
+/// A ratio to print: name, our case, the peer's case (group, case), goal.
+type Row = (&'static str, Case, Case, f64);
+type Case = (&'static str, &'static str);
+
+/// Fails the run if an op refused a call: a refused call is cheaper than an
+/// admitted one and would make its figure meaningless.
+fn assert_nothing_refused(op: &limiter::Op) {
+    let c = op.snapshot().counters;
+    assert_eq!(
+        c.calls,
+        c.admitted,
+        "op `{}` refused calls: {c:?}",
+        op.name()
+    );
+}
+
 /// Prints ours / peer for each goal of the benchmark.
 fn ratios() {
-    let rows: [(&str, (&str, &str), (&str, &str), f64); 7] = [
+    let rows: [Row; 7] = [
         (
             "stack vs composite",
             ("per_call", "limiter_stack"),
