@@ -437,3 +437,78 @@ impl Breaker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn breaker(window: u32, min_calls: u32) -> Breaker {
+        Breaker::new(
+            Arc::from("b"),
+            Some(BreakerPolicy {
+                failure_rate: 0.5,
+                min_calls,
+                window,
+                slow_call: None,
+                recovery: Duration::from_secs(1),
+                half_open_calls: 1,
+                success_threshold: 1,
+                consecutive_failures: None,
+            }),
+        )
+    }
+
+    fn call(b: &Breaker, failed: bool) {
+        let t = b.admit(0).expect("admitted");
+        b.record(t, failed, 0);
+    }
+
+    #[test]
+    fn lock_free_successes_count_in_the_window() {
+        let b = breaker(10, 10);
+        for _ in 0..5 {
+            call(&b, false); // counted lock-free
+        }
+        for _ in 0..4 {
+            call(&b, true);
+        }
+        let s = b.snapshot(0);
+        assert_eq!(
+            (s.state, s.window_calls, s.window_failures),
+            (BreakerState::Closed, 9, 4)
+        );
+        call(&b, true); // 5 of 10
+        assert_eq!(b.snapshot(0).state, BreakerState::Open);
+    }
+
+    #[test]
+    fn the_window_is_clean_again_once_its_failures_left() {
+        let b = breaker(4, 4);
+        for _ in 0..4 {
+            call(&b, false);
+        }
+        call(&b, true); // S S S F
+        for _ in 0..4 {
+            call(&b, false); // the failure leaves: S S S S
+        }
+        let s = b.snapshot(0);
+        assert_eq!((s.window_calls, s.window_failures), (4, 0));
+        assert_eq!(b.clean.load(Ordering::Relaxed) & DIRTY, 0, "counting again");
+        call(&b, false);
+        call(&b, true);
+        assert_eq!(b.snapshot(0).state, BreakerState::Closed, "1 of 4");
+        call(&b, true);
+        assert_eq!(b.snapshot(0).state, BreakerState::Open, "2 of 4");
+    }
+
+    #[test]
+    fn outcomes_of_an_earlier_round_are_ignored() {
+        let b = breaker(4, 2);
+        let old = b.admit(0).unwrap();
+        b.reset(0);
+        b.record(old, false, 0);
+        b.record(old, true, 0);
+        let s = b.snapshot(0);
+        assert_eq!((s.window_calls, s.window_failures), (0, 0));
+    }
+}
