@@ -17,6 +17,8 @@ use openmetrics_parser::{PrometheusType, PrometheusValue};
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 
+mod hostile;
+
 /// A registry of the test's own, so tests do not share limits or metrics.
 fn registry() -> &'static Registry {
     Box::leak(Box::new(Registry::new()))

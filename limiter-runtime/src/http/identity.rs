@@ -3,14 +3,18 @@
 //! and internal callers recognised only by a secret compared in constant
 //! time.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::OnceLock;
 
 use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderMap, HeaderName, Request};
 use ipnet::IpNet;
 use serde::Serialize;
 use subtle::ConstantTimeEq;
+
+use crate::keys::KeyHasher;
 
 /// The kind of caller a rule applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -47,7 +51,10 @@ pub struct Client {
     /// Its class.
     pub class: ClientClass,
     /// Its identity, prefixed by where it came from: `ip:203.0.113.9`,
-    /// `key:…`, `bearer:…`, `internal`.
+    /// `key:…`, `bearer:…`, `internal`. An API key or bearer token longer
+    /// than 128 bytes appears as a fingerprint, `key:#` and 16 hex digits
+    /// (stable within the process), so an id is short whatever a client
+    /// sends.
     pub id: String,
 }
 
@@ -126,9 +133,52 @@ impl Default for IdentityConfig {
     }
 }
 
-/// Constant-time equality of a presented secret and the configured one
-/// (the time does not depend on where they differ; only on the length of
-/// the presented value).
+/// Longest API key or bearer token a client id carries as it is; a longer
+/// one is replaced by its fingerprint (see [`credential_id`]).
+pub(crate) const MAX_CREDENTIAL_ID: usize = 128;
+
+/// The client id of a credential of `kind` (`key`, `bearer`): the value
+/// itself, or, beyond [`MAX_CREDENTIAL_ID`] bytes, `#` and a 64-bit
+/// fingerprint (SipHash with a per-process random seed, so a client cannot
+/// aim at another's fingerprint). Client ids end up in request extensions,
+/// handlers' own keys and labels: a 60 KB header must not become a 60 KB id.
+fn credential_id(kind: &str, value: &str) -> String {
+    static FINGERPRINT: OnceLock<KeyHasher> = OnceLock::new();
+    if value.len() <= MAX_CREDENTIAL_ID {
+        format!("{kind}:{value}")
+    } else {
+        let hash = FINGERPRINT.get_or_init(KeyHasher::default).hash(&value);
+        format!("{kind}:#{hash:016x}")
+    }
+}
+
+/// The client id a key given to the monitoring API stands for: a raw long
+/// credential (`key:<200 bytes>`) is the fingerprint [`IdentityConfig::identify`]
+/// gives its sender; anything else is itself.
+pub(crate) fn normalize_id(key: &str) -> Cow<'_, str> {
+    match key.split_once(':') {
+        Some((kind @ ("key" | "bearer"), value)) if value.len() > MAX_CREDENTIAL_ID => {
+            Cow::Owned(credential_id(kind, value))
+        }
+        _ => Cow::Borrowed(key),
+    }
+}
+
+/// Constant-time equality of a presented secret and the configured one.
+///
+/// Why this does not leak the secret's content through timing:
+/// `subtle::ConstantTimeEq` on two slices of the same length compares every
+/// pair of bytes branch-free (`u8::ct_eq`: XOR, then folding the bits of
+/// the difference) and ANDs all the results with no early exit, behind an
+/// optimisation barrier (`black_box`), so the time is the same wherever
+/// (and whether) the values differ. The only branch is on the lengths: a
+/// presented value of another length is refused at once. That reveals at
+/// most the secret's *length* (as Go's `subtle.ConstantTimeCompare` and
+/// `subtle`'s own slice impl do), never a byte of it; the length check is
+/// written out here, rather than left inside `ct_eq`, so it is plain that
+/// nothing else short-circuits.
+/// Tests cannot check timing reliably; `secrets_compare_whole` checks the
+/// result for every position and length instead.
 pub(crate) fn secret_matches(presented: &[u8], secret: &[u8]) -> bool {
     presented.len() == secret.len() && bool::from(presented.ct_eq(secret))
 }
@@ -267,7 +317,7 @@ impl IdentityConfig {
                         if !key.is_empty() {
                             return Client {
                                 class: ClientClass::Api,
-                                id: format!("key:{key}"),
+                                id: credential_id("key", key),
                             };
                         }
                     }
@@ -277,7 +327,7 @@ impl IdentityConfig {
                     if let Some(token) = token {
                         return Client {
                             class: ClientClass::Authenticated,
-                            id: format!("bearer:{token}"),
+                            id: credential_id("bearer", token),
                         };
                     }
                 }
@@ -395,5 +445,83 @@ mod tests {
         assert!(!secret_matches(b"s3cre", b"s3cret"));
         assert!(!secret_matches(b"s3creT", b"s3cret"));
         assert!(!secret_matches(b"", b"s3cret"));
+        // Prefixes and extensions of the secret, and the secret repeated:
+        // a match needs every byte and the same length.
+        let secret = b"correct horse battery staple";
+        for n in 0..secret.len() {
+            assert!(!secret_matches(&secret[..n], secret), "prefix {n}");
+            assert!(!secret_matches(&secret[n + 1..], secret), "suffix {n}");
+        }
+        assert!(!secret_matches(b"correct horse battery staple!", secret));
+        assert!(!secret_matches(b" correct horse battery staple", secret));
+        assert!(!secret_matches(&secret.repeat(2), secret));
+        assert!(!secret_matches(&vec![b'c'; 1 << 20], secret));
+        // One flipped bit anywhere, including in the last byte.
+        for i in 0..secret.len() {
+            for bit in 0..8 {
+                let mut p = secret.to_vec();
+                p[i] ^= 1 << bit;
+                assert!(!secret_matches(&p, secret), "byte {i} bit {bit}");
+            }
+        }
+        assert!(
+            secret_matches(b"\xff\x00\xfe", b"\xff\x00\xfe"),
+            "any bytes"
+        );
+        assert!(!secret_matches(b"\xff\x00\xfe", b"\xff\x00\xff"));
+    }
+
+    fn identify(headers: &[(&str, &[u8])]) -> Client {
+        let mut req = Request::new(());
+        for (k, v) in headers {
+            req.headers_mut().append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_bytes(v).unwrap(),
+            );
+        }
+        IdentityConfig::default().identify(&req)
+    }
+
+    #[test]
+    fn long_credentials_become_bounded_fingerprints() {
+        let max = "k".repeat(MAX_CREDENTIAL_ID);
+        assert_eq!(
+            identify(&[("x-api-key", max.as_bytes())]).id,
+            format!("key:{max}"),
+            "up to the bound, kept as sent"
+        );
+        let long = "k".repeat(60 * 1024);
+        let a = identify(&[("x-api-key", long.as_bytes())]);
+        assert_eq!(a.class, ClientClass::Api);
+        assert!(
+            a.id.starts_with("key:#") && a.id.len() == 4 + 1 + 16,
+            "{}",
+            a.id
+        );
+        assert_eq!(a, identify(&[("x-api-key", long.as_bytes())]), "stable");
+        let other = format!("{long}x");
+        assert_ne!(a.id, identify(&[("x-api-key", other.as_bytes())]).id);
+        let bearer = format!("Bearer {long}");
+        let b = identify(&[("authorization", bearer.as_bytes())]);
+        assert_eq!(b.class, ClientClass::Authenticated);
+        assert!(
+            b.id.starts_with("bearer:#") && b.id.len() == 7 + 1 + 16,
+            "{}",
+            b.id
+        );
+        // The monitoring API finds a long credential by its raw form too.
+        assert_eq!(normalize_id(&format!("key:{long}")), a.id);
+        assert_eq!(normalize_id(&format!("bearer:{long}")), b.id);
+        assert_eq!(normalize_id(&a.id), a.id);
+        assert_eq!(normalize_id("ip:198.51.100.7"), "ip:198.51.100.7");
+        // Non-UTF-8 credentials are skipped, down to the (absent) peer.
+        let c = identify(&[
+            ("x-api-key", b"\xff\xfe"),
+            ("authorization", b"Bearer \xff\xfe"),
+        ]);
+        assert_eq!(
+            (c.class, c.id.as_str()),
+            (ClientClass::Anonymous, "ip:unknown")
+        );
     }
 }

@@ -21,7 +21,9 @@ use crate::monitor::{KeyLimitView, KeyLimits, RouteRecorder, RuleDecision, UNMAT
 use crate::rate::KeyedOutcome;
 use crate::registry::{registry, Registry};
 
-use super::identity::{Client, ClientClass, ForwardedHeader, IdentityConfig, IdentitySource};
+use super::identity::{
+    normalize_id, Client, ClientClass, ForwardedHeader, IdentityConfig, IdentitySource,
+};
 use super::response::{limit_item, policy_item, RATELIMIT, RATELIMIT_POLICY};
 use super::rules::{CompiledRule, Rule};
 
@@ -362,7 +364,7 @@ impl Shared {
 
 impl KeyLimits for Shared {
     fn usage(&self, key: &str) -> Vec<KeyLimitView> {
-        let hash = self.hasher.hash(&key);
+        let hash = self.hasher.hash(&&*normalize_id(key));
         let now = self.clock.now_ns();
         self.rules
             .iter()
@@ -388,7 +390,7 @@ impl KeyLimits for Shared {
     }
 
     fn reset(&self, key: &str) -> usize {
-        let hash = self.hasher.hash(&key);
+        let hash = self.hasher.hash(&&*normalize_id(key));
         self.rules
             .iter()
             .filter(|r| r.limiter.table.remove(hash))
