@@ -22,7 +22,12 @@ pub(crate) struct GcraParams {
 
 impl GcraParams {
     pub(crate) fn new(rate: &Rate, capacity: u32) -> Self {
-        let interval_ns = crate::clock::duration_ns(rate.interval()).max(1);
+        // Rounded up: `period / count` rounded down admits a little more
+        // than `count` per `period` (3 per 10 ms with a burst of 3: 6 calls
+        // in 9 999 999 ns, where B + t/T allows 5.9999997).
+        let interval_ns = crate::clock::duration_ns(rate.period())
+            .div_ceil(u64::from(rate.count()))
+            .max(1);
         Self {
             interval_ns,
             horizon_ns: interval_ns.saturating_mul(u64::from(capacity.max(1))),
@@ -55,6 +60,12 @@ impl GcraCell {
                 Err(seen) => tat = seen,
             }
         }
+    }
+
+    /// Nanoseconds until a call would be admitted (0: now), taking nothing.
+    pub(crate) fn time_to_admit(&self, p: &GcraParams, now: u64) -> u64 {
+        let tat = self.tat.load(Ordering::Relaxed);
+        (tat.max(now).saturating_add(p.interval_ns) - now).saturating_sub(p.horizon_ns)
     }
 
     /// Gives back a token taken by [`try_acquire`](Self::try_acquire) when a

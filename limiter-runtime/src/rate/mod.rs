@@ -30,6 +30,15 @@ impl Cell {
         }
     }
 
+    /// Nanoseconds until this window would admit a call (0: now).
+    fn time_to_admit(&self, now: u64) -> u64 {
+        match self {
+            Cell::Gcra(p, c) => c.time_to_admit(p, now),
+            Cell::Fixed(p, c) => c.time_to_admit(p, now),
+            Cell::Sliding(p, c) => c.time_to_admit(p, now),
+        }
+    }
+
     fn refund(&self, now: u64) {
         match self {
             Cell::Gcra(p, c) => c.refund(p),
@@ -115,6 +124,11 @@ impl RateState {
                 for earlier in &self.cells[..i] {
                     earlier.refund(now);
                 }
+                // The later windows must admit it too: wait for the slowest.
+                let wait = self.cells[i + 1..]
+                    .iter()
+                    .map(|c| c.time_to_admit(now))
+                    .fold(wait, u64::max);
                 return Err(Refusal {
                     wait: Duration::from_nanos(wait),
                     window: i,

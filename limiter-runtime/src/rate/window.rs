@@ -65,6 +65,23 @@ impl FixedCell {
         }
     }
 
+    /// Nanoseconds until a call would be admitted (0: now), taking nothing.
+    pub(crate) fn time_to_admit(&self, p: &WindowParams, now: u64) -> u64 {
+        let window = (now / p.period_ns) & MASK;
+        let cur = self.packed.load(Ordering::Relaxed);
+        let ahead = ahead(cur >> 32, window);
+        let count = if cur >> 32 == window || ahead > 0 {
+            cur & MASK
+        } else {
+            0
+        };
+        if count >= p.limit {
+            ahead * p.period_ns + (p.period_ns - now % p.period_ns)
+        } else {
+            0
+        }
+    }
+
     pub(crate) fn refund(&self, p: &WindowParams, now: u64) {
         let window = (now / p.period_ns) & MASK;
         let _ = self
@@ -149,6 +166,19 @@ impl SlidingCell {
             return Ok(());
         }
         Err(Self::wait(&s, p, now))
+    }
+
+    /// Nanoseconds until a call would be admitted (0: now), taking nothing.
+    pub(crate) fn time_to_admit(&self, p: &WindowParams, now: u64) -> u64 {
+        let mut s = *self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = s.advance(p, now);
+        let period = u128::from(p.period_ns);
+        let needed = s.weighted_previous(p, now) + u128::from(s.current + 1) * period;
+        if needed <= u128::from(p.limit) * period {
+            0
+        } else {
+            Self::wait(&s, p, now)
+        }
     }
 
     /// Nanoseconds until one more call fits.
