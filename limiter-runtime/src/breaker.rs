@@ -20,13 +20,13 @@
 //! mutex.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::config::BreakerPolicy;
+use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
 
 /// State of a circuit breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -166,7 +166,7 @@ impl Breaker {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -510,5 +510,117 @@ mod tests {
         b.record(old, true, 0);
         let s = b.snapshot(0);
         assert_eq!((s.window_calls, s.window_failures), (0, 0));
+    }
+}
+
+/// Model checks (`RUSTFLAGS="--cfg loom" cargo test --release -p
+/// limiter-runtime loom`): the lock-free success count against the mutex
+/// that turns it into an explicit window, against transitions, and the
+/// half-open probe limit.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::thread;
+
+    fn breaker(window: u32, min_calls: u32, half_open_calls: u32) -> Arc<Breaker> {
+        Arc::new(Breaker::new(
+            Arc::from("loom"),
+            Some(BreakerPolicy {
+                failure_rate: 0.5,
+                min_calls,
+                window,
+                slow_call: None,
+                recovery: Duration::from_nanos(10),
+                half_open_calls,
+                success_threshold: 1,
+                consecutive_failures: None,
+            }),
+        ))
+    }
+
+    fn record_in(b: &Arc<Breaker>, failed: bool) -> thread::JoinHandle<()> {
+        let b = Arc::clone(b);
+        let ticket = b.admit(0).expect("closed");
+        thread::spawn(move || b.record(ticket, failed, 0))
+    }
+
+    /// A success counted lock-free while a failure turns the count into an
+    /// explicit window: the success is neither lost nor counted twice.
+    #[test]
+    fn loom_breaker_lock_free_success_racing_first_failure() {
+        loom::model(|| {
+            let b = breaker(4, 3, 1);
+            let t = b.admit(0).unwrap();
+            b.record(t, false, 0);
+            let s = record_in(&b, false);
+            let f = record_in(&b, true);
+            s.join().unwrap();
+            f.join().unwrap();
+            let snap = b.snapshot(0);
+            assert_eq!(
+                (snap.state, snap.window_calls, snap.window_failures),
+                (BreakerState::Closed, 3, 1)
+            );
+        });
+    }
+
+    /// Two successes racing to fill the window: it ends full, no more.
+    #[test]
+    fn loom_breaker_successes_fill_the_window_exactly() {
+        loom::model(|| {
+            let b = breaker(2, 2, 1);
+            let t = b.admit(0).unwrap();
+            b.record(t, false, 0);
+            let one = record_in(&b, false);
+            let two = record_in(&b, false);
+            one.join().unwrap();
+            two.join().unwrap();
+            let snap = b.snapshot(0);
+            assert_eq!((snap.window_calls, snap.window_failures), (2, 0));
+            // Still counting lock-free, and a failure now sees 1 of 2.
+            assert_eq!(b.clean.load(Ordering::Relaxed) & DIRTY, 0);
+            b.record(b.admit(0).unwrap(), true, 0);
+            assert_eq!(b.snapshot(0).state, BreakerState::Open, "1 failure of 2");
+        });
+    }
+
+    /// A success of the old round racing a reset: it never counts in the
+    /// new round's window.
+    #[test]
+    fn loom_breaker_stale_success_racing_reset() {
+        loom::model(|| {
+            let b = breaker(4, 4, 1);
+            let s = record_in(&b, false);
+            b.reset(0);
+            s.join().unwrap();
+            let snap = b.snapshot(0);
+            assert_eq!((snap.state, snap.window_calls), (BreakerState::Closed, 0));
+        });
+    }
+
+    /// Two callers arrive when the recovery time has passed: the breaker
+    /// goes half-open once and lets exactly one probe through; the probe's
+    /// success closes it.
+    #[test]
+    fn loom_breaker_half_open_admits_one_probe() {
+        loom::model(|| {
+            let b = breaker(4, 1, 1);
+            b.record(b.admit(0).unwrap(), true, 0);
+            assert_eq!(b.snapshot(0).state, BreakerState::Open);
+            let callers: Vec<_> = (0..2)
+                .map(|_| {
+                    let b = Arc::clone(&b);
+                    thread::spawn(move || b.admit(100))
+                })
+                .collect();
+            let tickets: Vec<_> = callers.into_iter().map(|c| c.join().unwrap()).collect();
+            let probes: Vec<_> = tickets.iter().filter_map(|t| t.ok()).collect();
+            assert_eq!(probes.len(), 1, "{tickets:?}");
+            assert!(matches!(probes[0], Ticket::Probe(_)));
+            b.record(probes[0], false, 100);
+            let snap = b.snapshot(100);
+            assert_eq!(snap.state, BreakerState::Closed);
+            assert_eq!((snap.opened, snap.half_opened, snap.closed), (1, 1, 1));
+        });
     }
 }

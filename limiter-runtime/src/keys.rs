@@ -9,8 +9,9 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering};
 
 /// A value that can key per-key limits: anything `Hash`.
 ///
@@ -261,5 +262,79 @@ mod tests {
         assert!(t.get(0).is_none(), "idle entry was dropped to make room");
         assert!(t.remove(1));
         assert_eq!(t.sweep(2), SHARDS - 1);
+    }
+}
+
+/// Model checks of eviction (`RUSTFLAGS="--cfg loom" cargo test --release
+/// -p limiter-runtime loom`): a key's state is never evicted while a caller
+/// holds it, two callers of one key share one state, and the table never
+/// holds more than its cap.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::thread;
+
+    /// Counts uses; idle when unused.
+    #[derive(Default)]
+    struct Uses(AtomicU64);
+    impl KeyState for Uses {
+        fn is_idle(&self, _: u64) -> bool {
+            self.0.load(Ordering::Relaxed) == 0
+        }
+    }
+
+    /// Keys in shard 0 (the shard is picked by the high bits).
+    const A: u64 = 1;
+    const B: u64 = 2;
+
+    /// One place per shard. A caller of key A holds its state while another
+    /// caller of A and a caller of B arrive: both A callers share the one
+    /// state, B is refused (the shard is full of a held key), and the use
+    /// counted by the second A caller is not lost.
+    #[test]
+    fn loom_keys_held_state_is_never_evicted() {
+        loom::model(|| {
+            let t = Arc::new(KeyTable::<Uses>::new(SHARDS));
+            let held = t.get_or_insert(A, 0, Uses::default).unwrap();
+            held.0.fetch_add(1, Ordering::Relaxed);
+            let again = {
+                let t = Arc::clone(&t);
+                thread::spawn(move || {
+                    let s = t.get_or_insert(A, 1, Uses::default).expect("A is tracked");
+                    s.0.fetch_add(1, Ordering::Relaxed);
+                    s
+                })
+            };
+            let other = {
+                let t = Arc::clone(&t);
+                thread::spawn(move || t.get_or_insert(B, 1, Uses::default).is_some())
+            };
+            let again = again.join().unwrap();
+            assert!(!other.join().unwrap(), "B took the place of a held key");
+            assert!(Arc::ptr_eq(&held, &again), "one key, two states");
+            assert_eq!(held.0.load(Ordering::Relaxed), 2);
+            assert_eq!(t.len(), 1);
+        });
+    }
+
+    /// The holder of A lets go while B arrives: B gets the place only by
+    /// evicting A (which then starts again), and the shard never holds two.
+    #[test]
+    fn loom_keys_eviction_racing_release() {
+        loom::model(|| {
+            let t = Arc::new(KeyTable::<Uses>::new(SHARDS));
+            let held = t.get_or_insert(A, 0, Uses::default).unwrap();
+            let releaser = thread::spawn(move || drop(held));
+            let inserter = {
+                let t = Arc::clone(&t);
+                thread::spawn(move || t.get_or_insert(B, 1, Uses::default).is_some())
+            };
+            releaser.join().unwrap();
+            let b_in = inserter.join().unwrap();
+            assert_eq!(t.len(), 1);
+            assert_eq!(t.get(A).is_some(), !b_in);
+            assert_eq!(t.get(B).is_some(), b_in);
+            assert_eq!(t.evicted(), u64::from(b_in));
+        });
     }
 }

@@ -58,6 +58,7 @@ pub mod redis;
 mod registry;
 mod retry;
 mod site;
+mod sync;
 
 /// Durations, rates and named choices (re-exported from `limiter-spec`).
 pub use limiter_spec as spec;

@@ -22,7 +22,7 @@ use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -32,6 +32,7 @@ use tokio::time::Instant;
 use crate::config::{OverloadPolicy, ResolvedConfig};
 use crate::error::{LimitError, QueueScope, Quota};
 use crate::keys::{KeyState, KeyTable};
+use crate::sync::{Mutex, MutexGuard};
 use gate::Gate;
 
 /// Counts of one key. Changed only under the bulkhead's mutex.
@@ -620,5 +621,158 @@ impl<B: Deref<Target = Bulkhead>> Drop for BulkPermit<B> {
         if self.armed {
             self.bulkhead.release(&self.key);
         }
+    }
+}
+
+/// Model checks of the hand-over (`RUSTFLAGS="--cfg loom" cargo test
+/// --release -p limiter-runtime loom`): a release racing a caller that is
+/// about to queue, and a waiter that leaves (dropped or timed out) at the
+/// moment a place is handed to it. No wake-up is lost, no place is counted
+/// twice, and every place comes back.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::thread;
+
+    fn bulkhead(max: u32, max_per_key: u32) -> Arc<Bulkhead> {
+        let limits = Limits {
+            max,
+            max_per_key,
+            queue: 1,
+            queue_per_key: 1,
+            queue_timeout: Duration::from_secs(1),
+            overload: OverloadPolicy::DropNewest,
+            retry_after: Duration::from_secs(1),
+        };
+        Arc::new(Bulkhead::new("loom".into(), limits, 16))
+    }
+
+    /// A running call ends while another arrives: the newcomer runs at once
+    /// or is handed the place while it waits.
+    #[test]
+    fn loom_bulkhead_release_racing_arrival_loses_no_wakeup() {
+        loom::model(|| {
+            let b = bulkhead(1, u32::MAX);
+            let running = Bulkhead::try_acquire(Arc::clone(&b), None, 0)
+                .ok()
+                .expect("room");
+            let ender = thread::spawn(move || drop(running));
+            let entry = b.enter(None, 0, 0).expect("queue has room");
+            ender.join().unwrap();
+            let key = match entry {
+                Entry::Run(key) => key,
+                Entry::Wait { key, mut rx, .. } => {
+                    assert!(matches!(rx.try_recv(), Ok(Ok(()))), "wake-up lost");
+                    key
+                }
+            };
+            assert_eq!(b.counts(), (1, 0, 0), "exactly the newcomer runs");
+            b.release(&key);
+            assert_eq!(b.counts(), (0, 0, 0));
+        });
+    }
+
+    /// The same race on a key bounded to one running call: the key's count
+    /// follows the place.
+    #[test]
+    fn loom_bulkhead_keyed_handover() {
+        loom::model(|| {
+            let b = bulkhead(2, 1);
+            let Ok(Entry::Run(first)) = b.enter(Some(7), 0, 0) else {
+                panic!("room for the first call");
+            };
+            let ender = {
+                let b = Arc::clone(&b);
+                thread::spawn(move || b.release(&first))
+            };
+            let entry = b.enter(Some(7), 0, 0).expect("queue has room");
+            ender.join().unwrap();
+            let key = match entry {
+                Entry::Run(key) => key,
+                Entry::Wait { key, mut rx, .. } => {
+                    assert!(matches!(rx.try_recv(), Ok(Ok(()))), "wake-up lost");
+                    key
+                }
+            };
+            assert_eq!(b.counts(), (1, 0, 0));
+            assert_eq!(key.as_ref().map(|k| k.counts()), Some((1, 0)));
+            b.release(&key);
+            assert_eq!(b.counts(), (0, 0, 0));
+            assert_eq!(key.as_ref().map(|k| k.counts()), Some((0, 0)));
+        });
+    }
+
+    /// A waiter whose caller goes away (its future dropped) as a place is
+    /// handed to it: the place is given back, not lost.
+    #[test]
+    fn loom_bulkhead_cancelled_waiter_returns_the_place() {
+        loom::model(|| {
+            let b = bulkhead(1, u32::MAX);
+            let running = Bulkhead::try_acquire(Arc::clone(&b), None, 0)
+                .ok()
+                .expect("room");
+            let Ok(Entry::Wait {
+                key,
+                seq,
+                priority,
+                rx,
+                ..
+            }) = b.enter(None, 0, 0)
+            else {
+                panic!("full: waits");
+            };
+            let ender = thread::spawn(move || drop(running));
+            drop(WaitGuard {
+                bulkhead: &b,
+                key,
+                seq,
+                priority,
+                rx: Some(rx),
+            });
+            ender.join().unwrap();
+            assert_eq!(b.counts(), (0, 0, 0), "place or queue place leaked");
+            assert!(Bulkhead::try_acquire(Arc::clone(&b), None, 0).is_ok());
+        });
+    }
+
+    /// A waiter timing out as a place is handed to it keeps the place or
+    /// leaves without it, never both and never neither.
+    #[test]
+    fn loom_bulkhead_timeout_racing_grant() {
+        loom::model(|| {
+            let b = bulkhead(1, u32::MAX);
+            let running = Bulkhead::try_acquire(Arc::clone(&b), None, 0)
+                .ok()
+                .expect("room");
+            let Ok(Entry::Wait {
+                key,
+                seq,
+                priority,
+                rx,
+                ..
+            }) = b.enter(None, 0, 0)
+            else {
+                panic!("full: waits");
+            };
+            let ender = thread::spawn(move || drop(running));
+            let mut guard = WaitGuard {
+                bulkhead: &b,
+                key: key.clone(),
+                seq,
+                priority,
+                rx: Some(rx),
+            };
+            let outcome = guard.time_out();
+            drop(guard);
+            ender.join().unwrap();
+            match outcome {
+                Ok(()) => {
+                    assert_eq!(b.counts(), (1, 0, 0));
+                    b.release(&key);
+                }
+                Err(e) => assert!(matches!(e, LimitError::QueueTimeout { .. }), "{e:?}"),
+            }
+            assert_eq!(b.counts(), (0, 0, 0));
+        });
     }
 }
