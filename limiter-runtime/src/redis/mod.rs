@@ -204,6 +204,17 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
 }
 
+/// The emission interval of `rate` in whole microseconds, rounded up so the
+/// bucket never admits more than the rate (3 per 10 ms: 3 334 µs, not
+/// 3 333 µs, which would let a fourth call in within 10 ms).
+fn interval_micros(rate: &crate::spec::Rate) -> u64 {
+    let us = rate
+        .period()
+        .as_nanos()
+        .div_ceil(u128::from(rate.count()) * 1000);
+    u64::try_from(us).unwrap_or(u64::MAX).max(1)
+}
+
 impl RedisBackend {
     /// Checks the URL; connects on first use.
     pub fn new(cfg: RedisConfig) -> Result<Self, ConfigError> {
@@ -340,7 +351,7 @@ impl RedisBackend {
                         (0, Some(b)) => b,
                         _ => w.count(),
                     };
-                    let interval = micros(w.interval());
+                    let interval = interval_micros(w);
                     inv.arg(interval)
                         .arg(interval.saturating_mul(u64::from(capacity.max(1))));
                 }
@@ -516,5 +527,19 @@ impl RedisBackend {
             2 => SharedBreakerState::HalfOpen,
             _ => SharedBreakerState::Closed,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Rate;
+
+    #[test]
+    fn interval_rounds_up_to_the_microsecond() {
+        let r = |count, ms| Rate::new(count, Duration::from_millis(ms)).unwrap();
+        assert_eq!(interval_micros(&r(3, 10)), 3_334, "3 × 3 333 µs < 10 ms");
+        assert_eq!(interval_micros(&r(10, 1_000)), 100_000, "exact stays exact");
+        assert_eq!(interval_micros(&r(1_000_000, 1)), 1, "never zero");
     }
 }
