@@ -167,3 +167,161 @@ async fn shutdown_with_nothing_outstanding_returns_at_once() {
     assert_eq!(tasks.shutdown(secs(30)).await, ShutdownReport::default());
     assert_eq!(start.elapsed(), Duration::ZERO);
 }
+
+/// Counts the task bodies alive; each one decrements on drop, whether it
+/// finished or was aborted.
+struct Alive(Arc<std::sync::atomic::AtomicI64>);
+
+impl Alive {
+    fn new(count: &Arc<std::sync::atomic::AtomicI64>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(Arc::clone(count))
+    }
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Shutdown while tasks of every kind are under way (quick, slow, timing
+/// out between retries, failing with backoff, panicking, queued behind a
+/// group limit) and a spawner keeps starting more: every task ends in a
+/// terminal state, the report accounts for each one outstanding at the
+/// start, no body is left running, and every later spawn is refused and
+/// counted.
+#[tokio::test(start_paused = true)]
+async fn shutdown_accounts_for_every_task_while_spawns_race_it() {
+    use std::sync::atomic::AtomicI64;
+    use std::sync::Mutex;
+
+    let tasks = TaskManager::with_limits(8, 100, 10_000);
+    let alive = Arc::new(AtomicI64::new(0));
+    let handles = Arc::new(Mutex::new(Vec::new()));
+    let refused = Arc::new(AtomicU32::new(0));
+
+    let start = {
+        let (tasks, alive) = (tasks.clone(), Arc::clone(&alive));
+        move |i: u32| -> Result<(u32, limiter::TaskHandle), LimitError> {
+            let alive = Arc::clone(&alive);
+            let kind = i % 6;
+            let body = move || {
+                let guard = Alive::new(&alive);
+                async move {
+                    let _guard = guard;
+                    match kind {
+                        0 => {
+                            tokio::time::sleep(Duration::from_millis(300 * u64::from(i % 7))).await
+                        }
+                        1 => tokio::time::sleep(secs(60)).await,
+                        2 => tokio::time::sleep(secs(10)).await, // times out at 1 s
+                        3 => return Err("refused upstream"),
+                        4 => {
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            panic!("chaos");
+                        }
+                        _ => tokio::time::sleep(secs(1)).await, // queued behind 1
+                    }
+                    Ok(())
+                }
+            };
+            let spec = match kind {
+                2 => TaskSpec {
+                    timeout: Some(secs(1)),
+                    retries: 1,
+                    ..TaskSpec::new("times-out")
+                },
+                3 => TaskSpec {
+                    retries: 2,
+                    ..TaskSpec::new("fails")
+                },
+                5 => spec("one-at-a-time", 1, 100),
+                _ => TaskSpec::new(["quick", "slow", "", "", "panics"][kind as usize]),
+            };
+            tasks.spawn(spec, body).map(|h| (kind, h))
+        }
+    };
+
+    for i in 0..24 {
+        handles.lock().unwrap().push(start(i).unwrap());
+    }
+    let spawner = {
+        let handles = Arc::clone(&handles);
+        let refused = Arc::clone(&refused);
+        let start = start.clone();
+        tokio::spawn(async move {
+            for i in 24.. {
+                match start(i) {
+                    Ok(h) => handles.lock().unwrap().push(h),
+                    Err(LimitError::Overloaded { .. }) => {
+                        refused.fetch_add(1, Ordering::SeqCst);
+                        if refused.load(Ordering::SeqCst) == 5 {
+                            return;
+                        }
+                    }
+                    Err(e) => panic!("unexpected refusal {e:?}"),
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    };
+
+    tokio::time::sleep(secs(2)).await;
+    let outstanding = handles
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, h)| !h.state().is_terminal())
+        .count();
+    assert_eq!(tasks.outstanding(), outstanding);
+    let report = tasks.shutdown(secs(3)).await;
+    spawner.await.unwrap();
+    settle().await;
+
+    assert_eq!(
+        report.drained + report.cancelled,
+        outstanding,
+        "{report:?}: every task outstanding at the start is drained or cancelled"
+    );
+    assert!(report.cancelled > 0 && report.drained > 0, "{report:?}");
+    let handles = handles.lock().unwrap();
+    let mut cancelled_at_shutdown = 0;
+    for (kind, h) in handles.iter() {
+        let info = h.info().expect("retained");
+        assert!(
+            info.state.is_terminal(),
+            "task {} of kind {kind}: {info:?}",
+            h.id()
+        );
+        let at_shutdown = info
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("shutdown"));
+        cancelled_at_shutdown += usize::from(at_shutdown);
+        match (kind, info.state) {
+            (_, TaskState::Cancelled) => assert!(at_shutdown, "{info:?}"),
+            (0 | 5, s) => assert_eq!(s, TaskState::Succeeded, "{info:?}"),
+            (1, s) => panic!("a 60 s task cannot end as {s:?} within 5 s"),
+            (2, s) => assert_eq!(s, TaskState::TimedOut, "{info:?}"),
+            (3, s) => assert_eq!((s, info.attempts), (TaskState::Failed, 3), "{info:?}"),
+            (4, s) => assert_eq!(
+                (s, info.error.as_deref()),
+                (TaskState::Failed, Some("panicked"))
+            ),
+            (k, s) => panic!("kind {k} ended as {s:?}"),
+        }
+    }
+    assert_eq!(cancelled_at_shutdown, report.cancelled);
+    assert_eq!(
+        alive.load(Ordering::SeqCst),
+        0,
+        "a cancelled body still runs"
+    );
+    assert_eq!(tasks.outstanding(), 0);
+    let snap = tasks.snapshot();
+    assert_eq!((snap.pending, snap.running), (0, 0));
+    assert_eq!(snap.spawned, handles.len() as u64);
+    assert_eq!(snap.rejected, u64::from(refused.load(Ordering::SeqCst)));
+    assert_eq!(refused.load(Ordering::SeqCst), 5);
+}
