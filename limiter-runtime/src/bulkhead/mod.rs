@@ -638,8 +638,8 @@ mod loom_tests {
         let limits = Limits {
             max,
             max_per_key,
-            queue: 1,
-            queue_per_key: 1,
+            queue: 2,
+            queue_per_key: 2,
             queue_timeout: Duration::from_secs(1),
             overload: OverloadPolicy::DropNewest,
             retry_after: Duration::from_secs(1),
@@ -668,6 +668,51 @@ mod loom_tests {
             };
             assert_eq!(b.counts(), (1, 0, 0), "exactly the newcomer runs");
             b.release(&key);
+            assert_eq!(b.counts(), (0, 0, 0));
+        });
+    }
+
+    /// Two newcomers race a release for one place: exactly one runs (at
+    /// once or handed the place), the other waits in the queue, and the
+    /// next release hands the place on to it.
+    #[test]
+    fn loom_bulkhead_two_arrivals_one_place() {
+        loom::model(|| {
+            let b = bulkhead(1, u32::MAX);
+            let running = Bulkhead::try_acquire(Arc::clone(&b), None, 0)
+                .ok()
+                .expect("room");
+            let ender = thread::spawn(move || drop(running));
+            let arrivals: Vec<_> = (0..2)
+                .map(|_| {
+                    let b = Arc::clone(&b);
+                    thread::spawn(move || match b.enter(None, 0, 0) {
+                        Ok(Entry::Run(_)) => None,
+                        Ok(Entry::Wait { rx, .. }) => Some(rx),
+                        Err(e) => panic!("queue had room: {e:?}"),
+                    })
+                })
+                .collect();
+            ender.join().unwrap();
+            let mut runs = 0;
+            let mut waiting = Vec::new();
+            for a in arrivals {
+                match a.join().unwrap() {
+                    None => runs += 1,
+                    Some(mut rx) => match rx.try_recv() {
+                        Ok(Ok(())) => runs += 1,
+                        Ok(Err(e)) => panic!("refused: {e:?}"),
+                        Err(_) => waiting.push(rx),
+                    },
+                }
+            }
+            assert_eq!((runs, waiting.len()), (1, 1), "one place, two callers");
+            assert_eq!(b.counts(), (1, 1, 0));
+            b.release(&None);
+            let mut rx = waiting.pop().unwrap();
+            assert!(matches!(rx.try_recv(), Ok(Ok(()))), "place not handed on");
+            assert_eq!(b.counts(), (1, 0, 0));
+            b.release(&None);
             assert_eq!(b.counts(), (0, 0, 0));
         });
     }
