@@ -20,9 +20,17 @@
 //! p50/p95/p99 latencies, then a word on what the 429s and 503s mean and the
 //! `Retry-After`/`RateLimit` headers of the first 429 as an example.
 //!
+//! Chaos: the route `chaos` (only when named in `--routes`) calls the
+//! misbehaving `GET /chaos` and `GET /chaos/{key}` of a server started with
+//! `--chaos`; its panics show as `err` (the connection drops), its hangs as
+//! 504. `--disconnect 0.1` makes one request in ten give up after 1-50 ms,
+//! dropping its connection mid-call as a client that went away would; the
+//! table then has a `gone` column counting them.
+//!
 //! ```text
 //! cargo run --release --example load -- --concurrency 64 --users 200 --duration 1m
 //! cargo run --release --example load -- --routes hash,reports --rate 200
+//! cargo run --release --example load -- --routes chaos,users --disconnect 0.1
 //! cargo run --release --example load -- --help
 //! ```
 
@@ -53,8 +61,12 @@ Options:
   --rate <N>           cap on requests per second, all workers together
                        [default: no cap]
   --routes <LIST>      comma-separated subset of
-                       users,weather,files,hash,reports,search
-                       [default: all; weights 40,15,12,8,5,20]
+                       users,weather,files,hash,reports,search,chaos
+                       [default: all but chaos; weights 40,15,12,8,5,20,40];
+                       chaos needs a server started with --chaos
+  --disconnect <F>     fraction of requests (0 to 1, e.g. 0.1) that give up
+                       after 1-50 ms, dropping the connection mid-call
+                       [default: 0]
   -h, --help           print this help
 ";
 
@@ -64,6 +76,8 @@ const GRACE: Duration = Duration::from_secs(2);
 const REFRESH: Duration = Duration::from_millis(100);
 /// Pause of a worker after a failed connect, so a missing server isn't spun on.
 const CONNECT_BACKOFF: Duration = Duration::from_millis(100);
+/// How soon a `--disconnect` request gives up: uniform in this range, in ms.
+const DISCONNECT_MS: (u64, u64) = (1, 50);
 
 const CITIES: [&str; 8] = [
     "london", "paris", "berlin", "madrid", "tokyo", "sydney", "toronto", "nairobi",
@@ -82,10 +96,21 @@ enum Route {
     Hash,
     Reports,
     Search,
+    Chaos,
 }
 
 impl Route {
-    const ALL: [Route; 6] = [
+    const ALL: [Route; 7] = [
+        Route::Users,
+        Route::Weather,
+        Route::Files,
+        Route::Hash,
+        Route::Reports,
+        Route::Search,
+        Route::Chaos,
+    ];
+    /// What runs without `--routes`: chaos needs a server started with it.
+    const DEFAULT: [Route; 6] = [
         Route::Users,
         Route::Weather,
         Route::Files,
@@ -103,6 +128,7 @@ impl Route {
             Route::Hash => "hash",
             Route::Reports => "reports",
             Route::Search => "search",
+            Route::Chaos => "chaos",
         }
     }
 
@@ -115,6 +141,7 @@ impl Route {
             Route::Hash => "POST /api/hash",
             Route::Reports => "POST /api/reports",
             Route::Search => "GET /api/search?q={q}",
+            Route::Chaos => "GET /chaos[/{key}]",
         }
     }
 
@@ -127,6 +154,7 @@ impl Route {
             Route::Hash => 8,
             Route::Reports => 5,
             Route::Search => 20,
+            Route::Chaos => 40,
         }
     }
 
@@ -164,6 +192,8 @@ struct Config {
     duration: Duration,
     rate: Option<f64>,
     routes: Vec<Route>,
+    /// Fraction of requests that give up early (`--disconnect`).
+    disconnect: f64,
 }
 
 impl Default for Config {
@@ -174,7 +204,8 @@ impl Default for Config {
             users: 50,
             duration: Duration::from_secs(20),
             rate: None,
-            routes: Route::ALL.to_vec(),
+            routes: Route::DEFAULT.to_vec(),
+            disconnect: 0.0,
         }
     }
 }
@@ -185,13 +216,14 @@ enum Cli {
     Help,
 }
 
-const FLAGS: [&str; 6] = [
+const FLAGS: [&str; 7] = [
     "--url",
     "--concurrency",
     "--users",
     "--duration",
     "--rate",
     "--routes",
+    "--disconnect",
 ];
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Cli, String> {
@@ -227,6 +259,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Cli, String> {
             "--duration" => cfg.duration = parse_duration(&value).map_err(bad)?,
             "--rate" => cfg.rate = Some(parse_rate(&value).map_err(bad)?),
             "--routes" => cfg.routes = parse_routes(&value).map_err(bad)?,
+            "--disconnect" => cfg.disconnect = parse_fraction(&value).map_err(bad)?,
             _ => unreachable!("flag listed in FLAGS"),
         }
     }
@@ -288,6 +321,14 @@ fn parse_rate(value: &str) -> Result<f64, String> {
     }
 }
 
+fn parse_fraction(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        Ok(_) => Err("must be between 0 and 1".into()),
+        Err(_) => Err("expected a fraction such as 0.1".into()),
+    }
+}
+
 fn parse_routes(value: &str) -> Result<Vec<Route>, String> {
     let mut routes = Vec::new();
     for name in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -296,7 +337,8 @@ fn parse_routes(value: &str) -> Result<Vec<Route>, String> {
             .find(|r| r.name() == name)
             .ok_or_else(|| {
                 format!(
-                    "unknown route `{name}`; choose from users,weather,files,hash,reports,search"
+                    "unknown route `{name}`; choose from \
+                     users,weather,files,hash,reports,search,chaos"
                 )
             })?;
         if !routes.contains(&route) {
@@ -345,6 +387,11 @@ impl Rng {
     fn pick<T: Copy>(&mut self, items: &[T]) -> T {
         items[self.below(items.len() as u64) as usize]
     }
+
+    /// True with probability `p`.
+    fn chance(&mut self, p: f64) -> bool {
+        ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
 }
 
 /// Bytes for `POST /api/hash`; bodies are slices of it, so no copy per request.
@@ -369,9 +416,11 @@ enum Outcome {
     GatewayTimeout,
     Other,
     Error,
+    /// Given up by the client on purpose (`--disconnect`).
+    Gone,
 }
 
-const OUTCOMES: usize = 8;
+const OUTCOMES: usize = 9;
 
 impl Outcome {
     fn of(status: u16) -> Outcome {
@@ -543,6 +592,8 @@ enum Phase {
 enum Reply {
     Status(u16),
     Failed(ErrorKind),
+    /// The client gave up on purpose (`--disconnect`).
+    Gone,
 }
 
 /// The first 429, kept as an example of the headers the server sends.
@@ -562,10 +613,13 @@ struct Shared {
     total_weight: u64,
     /// Rate tokens, when `--rate` is given.
     tokens: Option<Arc<Semaphore>>,
+    /// Fraction of requests that give up early.
+    disconnect: f64,
     done: AtomicU64,
     too_many: AtomicU64,
     unavailable: AtomicU64,
     errors: AtomicU64,
+    gone: AtomicU64,
     in_flight: AtomicU64,
     first_429: OnceLock<Example429>,
     first_location: OnceLock<String>,
@@ -611,6 +665,9 @@ impl Shared {
                     .json(&serde_json::json!({ "rows": rows }))
             }
             Route::Search => client.get(format!("{base}/api/search?q={}", rng.pick(&TERMS))),
+            // Two in three to the async op, the rest to the keyed blocking one.
+            Route::Chaos if rng.below(3) < 2 => client.get(format!("{base}/chaos")),
+            Route::Chaos => client.get(format!("{base}/chaos/{}", rng.range(1, 8))),
         };
         let request = match class {
             Class::Api => request.header("x-api-key", format!("key-{user}")),
@@ -699,10 +756,24 @@ async fn worker(id: u64, shared: Arc<Shared>, mut phase: watch::Receiver<Phase>)
             }
         }
         let (route, class, request) = shared.plan(&mut rng);
+        let give_up = rng
+            .chance(shared.disconnect)
+            .then(|| Duration::from_millis(rng.range(DISCONNECT_MS.0, DISCONNECT_MS.1)));
         shared.in_flight.fetch_add(1, Relaxed);
         let started = Instant::now();
+        let call = async {
+            let execute = shared.execute(route, class, request);
+            match give_up {
+                // Dropping the request future drops its connection: the
+                // server sees the client go away mid-call.
+                Some(after) => tokio::time::timeout(after, execute)
+                    .await
+                    .unwrap_or(Reply::Gone),
+                None => execute.await,
+            }
+        };
         let reply = tokio::select! {
-            reply = shared.execute(route, class, request) => Some(reply),
+            reply = call => Some(reply),
             _ = phase.wait_for(|p| *p == Phase::Stopped) => None,
         };
         shared.in_flight.fetch_sub(1, Relaxed);
@@ -733,6 +804,10 @@ async fn worker(id: u64, shared: Arc<Shared>, mut phase: watch::Receiver<Phase>)
                 route_stats.counts[Outcome::Error as usize] += 1;
                 route_stats.errors[kind as usize] += 1;
                 shared.errors.fetch_add(1, Relaxed);
+            }
+            Reply::Gone => {
+                route_stats.counts[Outcome::Gone as usize] += 1;
+                shared.gone.fetch_add(1, Relaxed);
             }
         }
         shared.done.fetch_add(1, Relaxed);
@@ -846,6 +921,10 @@ impl Progress {
         if errors > 0 {
             msg.push_str(&format!(" · err: {errors}"));
         }
+        let gone = self.shared.gone.load(Relaxed);
+        if gone > 0 {
+            msg.push_str(&format!(" · gone: {gone}"));
+        }
         if phase != Phase::Running && !last {
             let in_flight = self.shared.in_flight.load(Relaxed);
             msg.push_str(&format!(" · stopping, {in_flight} in flight"));
@@ -932,10 +1011,12 @@ async fn run(cfg: Config) -> ExitCode {
         routes,
         total_weight: cumulative,
         tokens: tokens.clone(),
+        disconnect: cfg.disconnect,
         done: AtomicU64::new(0),
         too_many: AtomicU64::new(0),
         unavailable: AtomicU64::new(0),
         errors: AtomicU64::new(0),
+        gone: AtomicU64::new(0),
         in_flight: AtomicU64::new(0),
         first_429: OnceLock::new(),
         first_location: OnceLock::new(),
@@ -1043,6 +1124,14 @@ fn print_plan(cfg: &Config, total_weight: u64) {
         cfg.users
     );
     println!("routes: {}", mix.join(", "));
+    if cfg.disconnect > 0.0 {
+        println!(
+            "disconnect: {:.0}% of requests give up after {}-{} ms",
+            cfg.disconnect * 100.0,
+            DISCONNECT_MS.0,
+            DISCONNECT_MS.1
+        );
+    }
     println!();
 }
 
@@ -1070,26 +1159,33 @@ fn report(
     window: Duration,
     interrupted_run: bool,
 ) -> ExitCode {
-    const HEADER: [&str; 13] = [
-        "route", "requests", "ok", "202", "408", "429", "503", "504", "other", "err", "p50 ms",
-        "p95 ms", "p99 ms",
+    // The `gone` column only when some requests were meant to give up.
+    let shown = if cfg.disconnect > 0.0 {
+        OUTCOMES
+    } else {
+        Outcome::Gone as usize
+    };
+    let mut header = vec![
+        "route", "requests", "ok", "202", "408", "429", "503", "504", "other", "err", "gone",
     ];
+    header.truncate(2 + shown);
+    header.extend(["p50 ms", "p95 ms", "p99 ms"]);
     let row = |label: &str, s: &RouteStats| -> Vec<String> {
         let c = &s.counts;
         let mut cells = vec![label.to_string(), s.requests().to_string()];
-        cells.extend(c.iter().map(u64::to_string));
+        cells.extend(c[..shown].iter().map(u64::to_string));
         cells.extend([50.0, 95.0, 99.0].map(|p| fmt_ms(s.latency.percentile(p))));
         cells
     };
     let mut total = RouteStats::default();
-    let mut rows = vec![HEADER.map(str::to_string).to_vec()];
+    let mut rows = vec![header.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
     for route in &cfg.routes {
         let s = &stats.routes[route.index()];
         total.merge(s);
         rows.push(row(route.label(), s));
     }
     rows.push(row("total", &total));
-    let widths: Vec<usize> = (0..HEADER.len())
+    let widths: Vec<usize> = (0..header.len())
         .map(|col| rows.iter().map(|r| r[col].len()).max().unwrap_or(0))
         .collect();
     println!();
@@ -1187,10 +1283,25 @@ fn report(
     if count(Outcome::Error) > 0 {
         let [connect, timeout, other] = total.errors;
         let first = shared.first_error.get().map_or("", String::as_str);
+        let chaos = if cfg.routes.contains(&Route::Chaos) {
+            " (the chaos route's panics drop the connection)"
+        } else {
+            ""
+        };
         notes.push(format!(
             "err: {} requests got no response (connect {connect}, timeout {timeout}, \
-             other {other}); first: {first}",
+             other {other}){chaos}; first: {first}",
             count(Outcome::Error)
+        ));
+    }
+    if count(Outcome::Gone) > 0 {
+        notes.push(format!(
+            "gone: {} requests gave up after {}-{} ms on purpose (--disconnect {}), \
+             dropping their connection mid-call.",
+            count(Outcome::Gone),
+            DISCONNECT_MS.0,
+            DISCONNECT_MS.1,
+            cfg.disconnect
         ));
     }
     if !notes.is_empty() {
@@ -1218,7 +1329,7 @@ fn report(
         }
     }
 
-    if count(Outcome::Error) == requests {
+    if count(Outcome::Error) == requests - count(Outcome::Gone) {
         println!();
         println!(
             "No request got a response from {}: is the server running? \
@@ -1261,6 +1372,18 @@ mod tests {
         assert!(args("--bogus 1").unwrap_err().contains("--bogus"));
         assert!(args("--url").is_err());
         assert!(args("--routes users,nope").is_err());
+        let Ok(Cli::Run(cfg)) = args("--routes chaos,users --disconnect 0.1") else {
+            panic!()
+        };
+        assert_eq!(cfg.routes, vec![Route::Users, Route::Chaos]);
+        assert_eq!(cfg.disconnect, 0.1);
+        let Ok(Cli::Run(cfg)) = args("") else {
+            panic!()
+        };
+        assert!(!cfg.routes.contains(&Route::Chaos), "chaos only on demand");
+        assert_eq!(cfg.disconnect, 0.0);
+        assert!(args("--disconnect 1.5").is_err());
+        assert!(args("--disconnect x").is_err());
     }
 
     #[test]

@@ -1,6 +1,23 @@
 //! The example service: handlers doing realistic fake work behind all three
 //! attributes, the `LimiterLayer` rules and the monitoring router. Shared
 //! by `examples/server/main.rs` and the dashboard browser test.
+//!
+//! With [`Options::chaos`] (off by default; `--chaos` or
+//! `LIMITER_EXAMPLE_CHAOS=1` on the server) two more routes misbehave on
+//! purpose, for the soak test (`tests/soak.rs`):
+//!
+//! - `GET /chaos`: op `chaos`, an `async fn` with a 100 ms timeout, 16 in
+//!   flight, 16 queued and a breaker. Each call at random panics (10%: the
+//!   connection drops, the client sees no response), sleeps past its
+//!   timeout (10%: 504), fails (10%: 502) or answers after 2-40 ms.
+//! - `GET /chaos/{key}`: op `chaos_keyed`, a plain `fn` on the blocking
+//!   pool, keyed (one in flight per key, 4 in all, 8 queued, `drop_oldest`):
+//!   the same mix, where a timed-out call is an orphan left to finish on
+//!   its thread.
+//!
+//! Afterwards every bulkhead, queue and orphan count of these ops must be
+//! back at zero, whatever the clients did (the load tool's `--disconnect`
+//! drops some requests mid-call).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -56,6 +73,8 @@ pub struct Options {
     pub trusted_proxies: Vec<String>,
     /// Monitor sampling interval (the dashboard chart's resolution).
     pub sample_interval: Duration,
+    /// Adds the misbehaving `GET /chaos` and `GET /chaos/{key}` routes.
+    pub chaos: bool,
 }
 
 impl Default for Options {
@@ -65,6 +84,7 @@ impl Default for Options {
             internal_secret: "demo-internal-secret".into(),
             trusted_proxies: Vec::new(),
             sample_interval: Duration::from_secs(2),
+            chaos: false,
         }
     }
 }
@@ -324,6 +344,102 @@ fn tracing_note(msg: &str) {
     eprintln!("{msg}");
 }
 
+// ---- chaos: handlers that misbehave on purpose (`Options::chaos`) ------
+
+/// The panic message of an injected panic: the server's panic hook keeps
+/// quiet about these.
+pub const CHAOS_PANIC: &str = "chaos: injected panic";
+
+/// What a chaos call does, from a roll in `0..100` and a delay in ms.
+enum Fate {
+    Panic,
+    Hang,
+    Fail,
+    Answer(u64),
+}
+
+fn fate() -> Fate {
+    let r = next();
+    match r % 100 {
+        0..=9 => Fate::Panic,
+        10..=19 => Fate::Hang,
+        20..=29 => Fate::Fail,
+        _ => Fate::Answer(2 + (r >> 8) % 39),
+    }
+}
+
+/// How long a hanging call sleeps: three times the chaos ops' timeout.
+const HANG: Duration = Duration::from_millis(300);
+
+/// An async call that panics, hangs past its timeout, fails or answers.
+#[limit_blocking(
+    op = "chaos",
+    timeout = "100ms",
+    max_concurrent = 16,
+    queue = 16,
+    queue_timeout = "200ms",
+    breaker(failure_rate = 0.5, min_calls = 20, window = 40, recovery = "250ms")
+)]
+async fn chaos_call() -> Result<String, AppError> {
+    match fate() {
+        Fate::Panic => panic!("{CHAOS_PANIC}"),
+        Fate::Hang => tokio::time::sleep(HANG).await,
+        Fate::Fail => {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            return Err(AppError::Upstream("chaos: injected failure".into()));
+        }
+        Fate::Answer(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+    }
+    Ok("ok\n".into())
+}
+
+async fn get_chaos() -> Result<String, AppError> {
+    chaos_call().await
+}
+
+/// The same on the blocking pool, keyed: a timed-out call goes on as an
+/// orphan on its thread, a panic unwinds from the pool into the caller.
+#[limit_blocking(
+    op = "chaos_keyed",
+    kind = file_io,
+    key = key,
+    timeout = "100ms",
+    max_concurrent = 4,
+    max_concurrent_per_key = 1,
+    queue = 8,
+    queue_timeout = "150ms",
+    overload = "drop_oldest"
+)]
+fn chaos_blocking(key: u64) -> Result<String, AppError> {
+    match fate() {
+        Fate::Panic => panic!("{CHAOS_PANIC}"),
+        Fate::Hang => std::thread::sleep(HANG),
+        Fate::Fail => return Err(AppError::Upstream(format!("chaos {key}: injected failure"))),
+        Fate::Answer(ms) => std::thread::sleep(Duration::from_millis(ms)),
+    }
+    Ok(format!("ok {key}\n"))
+}
+
+async fn get_chaos_keyed(Path(key): Path<u64>) -> Result<String, AppError> {
+    chaos_blocking(key).await
+}
+
+/// Installs a panic hook that keeps quiet about injected chaos panics and
+/// reports every other panic as usual.
+pub fn quiet_chaos_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied());
+        if msg != Some(CHAOS_PANIC) {
+            default(info);
+        }
+    }));
+}
+
 // ---- the app ------------------------------------------------------------
 
 /// Writes the files the file route serves.
@@ -387,7 +503,7 @@ pub fn app(opts: &Options) -> Result<Router, Box<dyn std::error::Error>> {
         .trust_proxies(&opts.trusted_proxies)
         .internal_secret("x-internal-secret", opts.internal_secret.clone())
         .build()?;
-    let api = Router::new()
+    let mut api = Router::new()
         .route("/api/users/{id}", get(get_user))
         .route("/api/weather/{city}", get(get_weather))
         .route("/api/files/{name}", get(get_file))
@@ -398,8 +514,14 @@ pub fn app(opts: &Options) -> Result<Router, Box<dyn std::error::Error>> {
         .route(
             "/",
             get(|| async { "limiter example: see /monitoring/dashboard\n" }),
-        )
-        .layer(layer);
+        );
+    if opts.chaos {
+        // Outside /api: no client rule limits it, only its ops' own limits.
+        api = api
+            .route("/chaos", get(get_chaos))
+            .route("/chaos/{key}", get(get_chaos_keyed));
+    }
+    let api = api.layer(layer);
     let monitoring = Monitoring::new()
         .admin_token(opts.admin_token.clone())
         .router()?;

@@ -14,8 +14,15 @@
 //! at `level = Ultra` (coalesced, cached) and a `#[background_task]`
 //! cleanup job. `LimiterLayer` rules limit clients by class.
 //!
+//! With `--chaos` (or `LIMITER_EXAMPLE_CHAOS=1`) it also serves `GET /chaos`
+//! and `GET /chaos/{key}`, whose handlers panic, hang past their timeout or
+//! fail at random (see `app.rs`); `cargo run --example load -- --routes
+//! chaos --disconnect 0.1` drives them, and `tests/soak.rs` checks that no
+//! permit, queue place or memory is lost.
+//!
 //! Flags and environment: `--addr 127.0.0.1:3000` (or
-//! `LIMITER_EXAMPLE_ADDR`), `LIMITER_ADMIN_TOKEN`, `LIMITER_INTERNAL_SECRET`,
+//! `LIMITER_EXAMPLE_ADDR`), `--chaos` (or `LIMITER_EXAMPLE_CHAOS=1`),
+//! `LIMITER_ADMIN_TOKEN`, `LIMITER_INTERNAL_SECRET`,
 //! `LIMITER_TRUSTED_PROXIES` (comma-separated), plus every `LIMITS_*` /
 //! `LIMITER_OP_*` variable of the README.
 
@@ -29,8 +36,18 @@ fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
 
-fn addr() -> Result<SocketAddr, String> {
+/// Command line and environment: the address and whether chaos is on.
+fn args() -> Result<(SocketAddr, bool), String> {
     let mut addr = env_or("LIMITER_EXAMPLE_ADDR", "127.0.0.1:3000");
+    let mut chaos = match std::env::var("LIMITER_EXAMPLE_CHAOS").as_deref() {
+        Err(_) | Ok("" | "0" | "false") => false,
+        Ok("1" | "true") => true,
+        Ok(other) => {
+            return Err(format!(
+                "LIMITER_EXAMPLE_CHAOS: `{other}` is not 1, true, 0 or false"
+            ))
+        }
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         match flag.as_str() {
@@ -39,20 +56,27 @@ fn addr() -> Result<SocketAddr, String> {
                     .next()
                     .ok_or("--addr needs a value, e.g. 127.0.0.1:3000")?
             }
+            "--chaos" => chaos = true,
             "--help" | "-h" => {
-                println!("usage: server [--addr HOST:PORT]");
+                println!("usage: server [--addr HOST:PORT] [--chaos]");
                 std::process::exit(0);
             }
-            other => return Err(format!("unknown flag {other}; expected --addr HOST:PORT")),
+            other => {
+                return Err(format!(
+                    "unknown flag {other}; expected --addr HOST:PORT or --chaos"
+                ))
+            }
         }
     }
-    addr.parse()
-        .map_err(|_| format!("--addr / LIMITER_EXAMPLE_ADDR: `{addr}` is not HOST:PORT"))
+    let addr = addr
+        .parse()
+        .map_err(|_| format!("--addr / LIMITER_EXAMPLE_ADDR: `{addr}` is not HOST:PORT"))?;
+    Ok((addr, chaos))
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let addr = match addr() {
+    let (addr, chaos) = match args() {
         Ok(a) => a,
         Err(e) => {
             eprintln!("server: {e}");
@@ -73,8 +97,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .collect()
             })
             .unwrap_or_default(),
+        chaos,
         ..app::Options::default()
     };
+    if chaos {
+        app::quiet_chaos_panics();
+    }
     let router = app::app(&opts)?;
     app::schedule_cleanup(Duration::from_secs(3));
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -86,6 +114,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("metrics:     http://{local}/metrics");
     println!("try:         curl -i http://{local}/api/users/7");
+    if chaos {
+        println!(
+            "chaos:       http://{local}/chaos and /chaos/{{key}} panic, hang and fail at random"
+        );
+    }
     println!(
         "load it:     cargo run --release --example load -- --url http://{local} --duration 20s"
     );
