@@ -56,20 +56,57 @@ pub fn parse_duration(text: &str) -> Result<Duration, SpecError> {
     if number.is_empty() {
         return Err(SpecError::BadNumber(text.to_owned()));
     }
-    let value: f64 = number
-        .parse()
+    // Checks the syntax (digits and at most one `.`); the value is read
+    // exactly from the digits below.
+    number
+        .parse::<f64>()
         .map_err(|_| SpecError::BadNumber(number.to_owned()))?;
-    let nanos_per_unit: f64 = match unit {
+    let nanos_per_unit: u64 = match unit {
         "" => return Err(SpecError::MissingUnit(number.to_owned())),
-        "us" | "µs" => 1e3,
-        "ms" => 1e6,
-        "s" | "sec" | "secs" => 1e9,
-        "m" | "min" | "mins" => 60e9,
-        "h" | "hr" | "hour" | "hours" => 3600e9,
-        "d" | "day" | "days" => 86_400e9,
+        "us" | "µs" => 1_000,
+        "ms" => 1_000_000,
+        "s" | "sec" | "secs" => 1_000_000_000,
+        "m" | "min" | "mins" => 60_000_000_000,
+        "h" | "hr" | "hour" | "hours" => 3_600_000_000_000,
+        "d" | "day" | "days" => 86_400_000_000_000,
         other => return Err(SpecError::UnknownUnit(other.to_owned())),
     };
-    duration_from_nanos_f64(value * nanos_per_unit)
+    exact_duration(number, nanos_per_unit)
+}
+
+/// `number` (digits with at most one `.`) times `nanos_per_unit`, rounded
+/// to the nanosecond, computed on integers: through `f64` a long duration
+/// would be off by some nanoseconds, and [`DisplayDuration`] would not read
+/// back as the same value. Below 1 ns is [`SpecError::Zero`].
+fn exact_duration(number: &str, nanos_per_unit: u64) -> Result<Duration, SpecError> {
+    let per_unit = u128::from(nanos_per_unit);
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    let mut units: u128 = 0;
+    for digit in whole.bytes() {
+        units = units * 10 + u128::from(digit - b'0');
+        if units > u128::from(u64::MAX) {
+            return Err(SpecError::TooLarge);
+        }
+    }
+    let mut nanos = units * per_unit;
+    // Digits past the 20th move the value by less than 1e-6 ns.
+    let fraction = &fraction[..fraction.len().min(20)];
+    let mut scaled: u128 = 0;
+    for digit in fraction.bytes() {
+        scaled = scaled * 10 + u128::from(digit - b'0');
+    }
+    let scaled = scaled * per_unit;
+    let denominator = 10u128.pow(fraction.len() as u32);
+    nanos += scaled / denominator;
+    if nanos == 0 {
+        return Err(SpecError::Zero);
+    }
+    if 2 * (scaled % denominator) >= denominator {
+        nanos += 1;
+    }
+    u64::try_from(nanos)
+        .map(Duration::from_nanos)
+        .map_err(|_| SpecError::TooLarge)
 }
 
 /// Parses a number of seconds, as used by the seeds' `*_SECONDS` variables
@@ -82,6 +119,10 @@ pub fn parse_seconds(text: &str) -> Result<Duration, SpecError> {
     let value: f64 = text
         .parse()
         .map_err(|_| SpecError::BadNumber(text.to_owned()))?;
+    if text.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        // A plain decimal reads as `parse_duration` reads it with `s`.
+        return exact_duration(text, 1_000_000_000);
+    }
     duration_from_nanos_f64(value * 1e9)
 }
 
@@ -190,7 +231,13 @@ impl fmt::Display for DisplayDuration {
                 return write!(f, "{}{}", nanos / size, unit);
             }
         }
-        write!(f, "{}ms", self.0.as_secs_f64() * 1e3)
+        // Not a whole number of microseconds: exact decimal milliseconds.
+        let (ms, rest) = (nanos / 1_000_000, nanos % 1_000_000);
+        if rest == 0 {
+            return write!(f, "{ms}ms");
+        }
+        let decimals = format!("{rest:06}");
+        write!(f, "{ms}.{}ms", decimals.trim_end_matches('0'))
     }
 }
 
@@ -257,6 +304,45 @@ mod tests {
             parse_duration("1.2.3s"),
             Err(SpecError::BadNumber(_))
         ));
+    }
+
+    /// Found by `fuzz/run.sh` (target `duration_rate`): through `f64`,
+    /// `"2322222215.1s"` read as 2322222215.099999744 s, displayed as
+    /// `2322222215100ms`, which read back 512 ns longer.
+    #[test]
+    fn long_durations_are_exact_and_display_reads_back() {
+        let d = parse_duration("2322222215.1s").unwrap();
+        assert_eq!(d, Duration::new(2_322_222_215, 100_000_000));
+        assert_eq!(DisplayDuration(d).to_string(), "2322222215100ms");
+        let r = parse_rate("1/2322222215.1s").unwrap();
+        assert_eq!(parse_rate(&r.to_string()), Ok(r));
+        let odd = Duration::from_nanos(659_637_449_722_841_443);
+        let shown = DisplayDuration(odd).to_string();
+        assert_eq!(shown, "659637449722.841443ms");
+        assert_eq!(parse_duration(&shown), Ok(odd));
+        assert_eq!(
+            DisplayDuration(Duration::from_nanos(1)).to_string(),
+            "0.000001ms"
+        );
+        assert_eq!(parse_duration("0.000001ms"), Ok(Duration::from_nanos(1)));
+        // Halves round up; below 1 ns is zero; past u64 nanoseconds is too large.
+        assert_eq!(parse_duration("1.5ns").ok(), None);
+        assert_eq!(parse_duration("0.0015us"), Ok(Duration::from_nanos(2)));
+        assert_eq!(parse_duration("0.0009us"), Err(SpecError::Zero));
+        assert_eq!(
+            parse_duration("18446744073.709551615s"),
+            Ok(Duration::from_nanos(u64::MAX))
+        );
+        assert_eq!(
+            parse_duration("18446744073.7095516155s"),
+            Err(SpecError::TooLarge)
+        );
+        assert_eq!(
+            parse_duration("99999999999999999999999d"),
+            Err(SpecError::TooLarge)
+        );
+        assert_eq!(parse_seconds("2322222215.1"), Ok(d));
+        assert_eq!(parse_seconds("1e3"), Ok(Duration::from_secs(1000)));
     }
 
     #[test]

@@ -109,6 +109,7 @@ pub fn settings_from_toml(
             _ => reader.section(
                 &mut settings,
                 key,
+                key,
                 value,
                 &["enabled", "profile", "profiles", "redis"],
             )?,
@@ -156,7 +157,7 @@ pub fn settings_from_toml(
                     cfg.scale_limits(factor);
                 }
             }
-            _ => reader.section(&mut top, &path, value, &["enabled", "scale"])?,
+            _ => reader.section(&mut top, &path, key, value, &["enabled", "scale"])?,
         }
     }
     settings.overlay(&top);
@@ -196,16 +197,17 @@ impl Reader<'_> {
             .ok_or_else(|| self.bad(key, value, "expected a table"))
     }
 
-    /// `defaults`, `ops` or `routes` at `path` (whose last segment is the
-    /// section name), merged into `settings`.
+    /// The section `name` (`defaults`, `ops` or `routes`) at `path`, merged
+    /// into `settings`. The name is the key as written, not the end of the
+    /// path: a quoted key such as `"x.ops"` is no `ops` section.
     fn section(
         &self,
         settings: &mut Settings,
         path: &str,
+        name: &str,
         value: &Value,
         others: &[&str],
     ) -> Result<(), ConfigError> {
-        let name = path.rsplit('.').next().unwrap_or(path);
         match name {
             "defaults" => self.op(&mut settings.defaults, path, self.table(path, value)?),
             "ops" | "routes" => {
@@ -444,6 +446,21 @@ enabled = false
             } else {
                 assert_eq!(err, expected);
             }
+        }
+    }
+
+    /// Found by `fuzz/run.sh` (target `config_toml`): a quoted key whose
+    /// text ends in `.ops`, `.routes` or `.defaults` was read as that
+    /// section (the name was taken from the end of the dotted path).
+    #[test]
+    fn quoted_keys_that_look_like_paths_are_unknown() {
+        for (text, profile) in [
+            ("[\".routes\"]", None),
+            ("[\"x.ops\".db]\ntimeout = \"1s\"", None),
+            ("[profiles.p.\"x.defaults\"]\ntimeout = \"1s\"", Some("p")),
+        ] {
+            let err = settings_from_toml(text, "limiter.toml", profile).unwrap_err();
+            assert!(err.to_string().contains("unknown key"), "{text}: {err}");
         }
     }
 
