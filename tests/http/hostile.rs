@@ -293,16 +293,9 @@ async fn key_flood(in_process: u32) {
     );
 }
 
-/// The default run: 200 000 keys (about 5 CPU-seconds in debug).
+/// One million distinct clients: about 17 s in debug on two idle cores
+/// (~60 000 requests/s through the router and layer in process).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn key_flood_of_200k_clients_keeps_key_tables_capped_and_memory_bounded() {
-    key_flood(200_000).await;
-}
-
-/// One million keys: about 25 CPU-seconds in debug (~35 000 requests/s
-/// on two cores), too slow for the default run.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "1M requests take ~30 s in debug; run with --ignored (or --release)"]
 async fn key_flood_of_1m_clients_keeps_key_tables_capped_and_memory_bounded() {
     key_flood(1_000_000).await;
 }

@@ -313,6 +313,11 @@ async fn shutdown_accounts_for_every_task_while_spawns_race_it() {
         }
     }
     assert_eq!(cancelled_at_shutdown, report.cancelled);
+    eprintln!(
+        "shutdown: {} tasks spawned, {outstanding} outstanding at the start, {report:?}, {} spawns refused after",
+        handles.len(),
+        refused.load(Ordering::SeqCst)
+    );
     assert_eq!(
         alive.load(Ordering::SeqCst),
         0,
