@@ -17,7 +17,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Debug;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -25,6 +25,10 @@ use serde::Serialize;
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
+
+mod admission;
+
+use admission::Admission;
 
 use crate::config::{Backoff, RetryPolicy};
 use crate::error::{LimitError, QueueScope, Quota};
@@ -177,9 +181,9 @@ struct Inner {
     groups: Mutex<HashMap<Arc<str>, Arc<Group>>>,
     default_max_concurrent: u32,
     default_queue: u32,
-    active: AtomicUsize,
+    /// Outstanding tasks, and whether shutdown began.
+    admission: Admission,
     idle: Notify,
-    shutting_down: AtomicBool,
     spawned: AtomicU64,
     rejected: AtomicU64,
 }
@@ -250,9 +254,8 @@ impl TaskManager {
                 groups: Mutex::new(HashMap::new()),
                 default_max_concurrent: max_concurrent.max(1),
                 default_queue: queue,
-                active: AtomicUsize::new(0),
+                admission: Admission::new(),
                 idle: Notify::new(),
-                shutting_down: AtomicBool::new(false),
                 spawned: AtomicU64::new(0),
                 rejected: AtomicU64::new(0),
             }),
@@ -499,14 +502,13 @@ impl TaskManager {
 
     /// Pending and running tasks.
     pub fn outstanding(&self) -> usize {
-        self.inner.active.load(Ordering::Acquire)
+        self.inner.admission.outstanding()
     }
 
     /// Stops taking new tasks, waits up to `grace` for outstanding ones, then
     /// cancels the rest. Every task ends recorded: none is lost silently.
     pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
-        self.inner.shutting_down.store(true, Ordering::Release);
-        let at_start = self.outstanding();
+        let at_start = self.inner.admission.close();
         let deadline = Instant::now() + grace;
         loop {
             let notified = self.inner.idle.notified();
@@ -566,20 +568,14 @@ impl TaskManager {
 }
 
 impl Inner {
-    /// Counts a new task as outstanding unless shutdown began. Counting
-    /// first and checking second means `shutdown` either sees the task or
-    /// the task sees the shutdown: none slips in after the drain.
+    /// Counts a new task as outstanding unless shutdown began: the task is
+    /// either refused or counted by the shutdown (see [`admission`]).
     fn enter(&self) -> bool {
-        self.active.fetch_add(1, Ordering::AcqRel);
-        if self.shutting_down.load(Ordering::Acquire) {
-            self.leave();
-            return false;
-        }
-        true
+        self.admission.enter()
     }
 
     fn leave(&self) {
-        if self.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if self.admission.leave() {
             self.idle.notify_waiters();
         }
     }
