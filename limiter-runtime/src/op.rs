@@ -346,20 +346,22 @@ impl OpCore {
         key: Option<u64>,
         now: u64,
     ) -> Result<TicketGuard<'_>, LimitError> {
-        let ticket = match self.breaker.admit(now) {
-            Ok(t) => TicketGuard {
-                core: self,
-                ticket: t,
-            },
-            Err(retry_after) => {
-                return Err(self.reject(LimitError::CircuitOpen {
-                    op: self.name.clone(),
-                    retry_after,
-                }))
-            }
-        };
+        let ticket = self.admit_breaker(now)?;
         self.check_local_rates(policy, key, now)?;
         Ok(ticket)
+    }
+
+    /// The in-process breaker's ticket, or the call refused as
+    /// `CircuitOpen`.
+    #[inline]
+    fn admit_breaker(&self, now: u64) -> Result<TicketGuard<'_>, LimitError> {
+        match self.breaker.admit(now) {
+            Ok(ticket) => Ok(TicketGuard { core: self, ticket }),
+            Err(retry_after) => Err(self.reject(LimitError::CircuitOpen {
+                op: self.name.clone(),
+                retry_after,
+            })),
+        }
     }
 
     /// The in-process rate limits, op-wide then per key.
@@ -434,18 +436,7 @@ impl OpCore {
                     Err(e) => return Err(self.reject(e)),
                 }
             }
-            None => match self.breaker.admit(now) {
-                Ok(t) => TicketGuard {
-                    core: self,
-                    ticket: t,
-                },
-                Err(retry_after) => {
-                    return Err(self.reject(LimitError::CircuitOpen {
-                        op: self.name.clone(),
-                        retry_after,
-                    }))
-                }
-            },
+            None => self.admit_breaker(now)?,
         };
         let remote = {
             let policy = self.policy.load();
