@@ -59,6 +59,11 @@ impl Admission {
         self.word.fetch_or(CLOSED, Ordering::AcqRel) & !CLOSED
     }
 
+    /// Whether shutdown began.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.word.load(Ordering::Acquire) & CLOSED != 0
+    }
+
     /// Tasks outstanding.
     pub(crate) fn outstanding(&self) -> usize {
         self.word.load(Ordering::Acquire) & !CLOSED
@@ -77,6 +82,7 @@ mod tests {
         assert!(!a.leave());
         assert_eq!(a.close(), 1);
         assert!(!a.enter(), "closed");
+        assert!(a.is_closed());
         assert_eq!(a.outstanding(), 1);
         assert!(a.leave(), "the last one");
         assert_eq!(a.outstanding(), 0);

@@ -18,7 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt::Debug;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -32,6 +32,7 @@ use admission::Admission;
 
 use crate::config::{Backoff, RetryPolicy};
 use crate::error::{LimitError, QueueScope, Quota};
+use crate::sync::{Mutex, MutexGuard};
 
 /// Lifecycle of a background task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -312,12 +313,13 @@ impl TaskManager {
         F: Future<Output = R> + Send + 'static,
         R: TaskOutput,
     {
-        if !self.inner.enter() {
+        let closed = || LimitError::Overloaded {
+            op: spec.name.clone(),
+            retry_after: Duration::from_secs(1),
+        };
+        if self.inner.admission.is_closed() {
             self.inner.rejected.fetch_add(1, Ordering::Relaxed);
-            return Err(LimitError::Overloaded {
-                op: spec.name.clone(),
-                retry_after: Duration::from_secs(1),
-            });
+            return Err(closed());
         }
         let group = self.group(&spec);
         let permit = match Arc::clone(&group.slots).try_acquire_owned() {
@@ -325,7 +327,6 @@ impl TaskManager {
             Err(_) => {
                 if group.queued.fetch_add(1, Ordering::AcqRel) >= group.queue {
                     group.queued.fetch_sub(1, Ordering::AcqRel);
-                    self.inner.leave();
                     self.inner.rejected.fetch_add(1, Ordering::Relaxed);
                     return Err(LimitError::QueueFull {
                         op: spec.name.clone(),
@@ -337,7 +338,14 @@ impl TaskManager {
                 None
             }
         };
-        let (id, state) = self.register(spec.name.clone(), None);
+        let Some((id, state)) = self.register(spec.name.clone(), None) else {
+            // Shutdown began meanwhile: give the group place back.
+            if permit.is_none() {
+                group.queued.fetch_sub(1, Ordering::AcqRel);
+            }
+            self.inner.rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(closed());
+        };
         let inner = Arc::clone(&self.inner);
         let mut guard = FinishGuard {
             inner: Arc::clone(&inner),
@@ -415,10 +423,7 @@ impl TaskManager {
         F: Future<Output = R> + Send + 'static,
         R: TaskOutput,
     {
-        if !self.inner.enter() {
-            return None;
-        }
-        let (id, _) = self.register(name.clone(), Some(name));
+        let (id, _) = self.register(name.clone(), Some(name))?;
         let inner = Arc::clone(&self.inner);
         let guard = FinishGuard {
             inner: Arc::clone(&inner),
@@ -437,11 +442,23 @@ impl TaskManager {
         Some(id)
     }
 
-    fn register(&self, name: Arc<str>, op: Option<Arc<str>>) -> (u64, watch::Receiver<TaskState>) {
+    /// Counts a new task as outstanding and records it, in one step under
+    /// the records lock, unless shutdown began (`None`). Shutdown cancels
+    /// what it finds under that lock after closing admission, so a task is
+    /// either refused or found there: none is counted but missed.
+    fn register(
+        &self,
+        name: Arc<str>,
+        op: Option<Arc<str>>,
+    ) -> Option<(u64, watch::Receiver<TaskState>)> {
+        let mut records = self.inner.lock();
+        if !self.inner.enter() {
+            return None;
+        }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (state_tx, state_rx) = watch::channel(TaskState::Pending);
         self.inner.spawned.fetch_add(1, Ordering::Relaxed);
-        self.inner.lock().by_id.insert(
+        records.by_id.insert(
             id,
             Record {
                 info: TaskInfo {
@@ -462,7 +479,7 @@ impl TaskManager {
                 state_tx,
             },
         );
-        (id, state_rx)
+        Some((id, state_rx))
     }
 
     fn launch(&self, id: u64, task: impl Future<Output = ()> + Send + 'static) {
@@ -522,28 +539,33 @@ impl TaskManager {
                 break;
             }
         }
-        let mut cancelled = 0;
-        {
-            let mut records = self.inner.lock();
-            for r in records.by_id.values_mut() {
-                if !r.info.state.is_terminal() {
-                    cancelled += 1;
-                    r.cancel_requested = true;
-                    r.set_state(
-                        TaskState::Cancelled,
-                        Some(format!("cancelled at shutdown after {grace:?} grace")),
-                    );
-                    if let Some(a) = &r.abort {
-                        a.abort();
-                    }
-                }
-            }
-        }
+        let cancelled = self.cancel_outstanding(grace);
         tracing::warn!(cancelled, "background tasks cancelled at shutdown");
         ShutdownReport {
             drained: at_start.saturating_sub(cancelled),
             cancelled,
         }
+    }
+
+    /// Shutdown's last step, after admission closed: cancels every task
+    /// still outstanding and records why. Returns how many.
+    fn cancel_outstanding(&self, grace: Duration) -> usize {
+        let mut cancelled = 0;
+        let mut records = self.inner.lock();
+        for r in records.by_id.values_mut() {
+            if !r.info.state.is_terminal() {
+                cancelled += 1;
+                r.cancel_requested = true;
+                r.set_state(
+                    TaskState::Cancelled,
+                    Some(format!("cancelled at shutdown after {grace:?} grace")),
+                );
+                if let Some(a) = &r.abort {
+                    a.abort();
+                }
+            }
+        }
+        cancelled
     }
 
     /// Counts and the most recent tasks.
@@ -722,5 +744,40 @@ impl TaskHandle {
             attempts: 0,
             error: Some("record evicted by retention".into()),
         })
+    }
+}
+
+/// Model checks (`RUSTFLAGS="--cfg loom" cargo test --release -p
+/// limiter-runtime loom`): the records lock with the admission word.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::thread;
+
+    /// A task registered while shutdown closes admission and sweeps: it is
+    /// refused, or the sweep finds and cancels it. (Counting it before
+    /// taking the records lock let it slip between the close and the
+    /// sweep, and run on after shutdown.)
+    #[test]
+    fn loom_background_register_racing_shutdown_sweep() {
+        loom::model(|| {
+            let tasks = TaskManager::new();
+            let spawner = {
+                let tasks = tasks.clone();
+                thread::spawn(move || tasks.register("t".into(), None).map(|(id, _)| id))
+            };
+            let at_close = tasks.inner.admission.close();
+            let cancelled = tasks.cancel_outstanding(Duration::ZERO);
+            let id = spawner.join().unwrap();
+            assert_eq!(
+                cancelled,
+                usize::from(id.is_some()),
+                "a task escaped shutdown"
+            );
+            assert_eq!(at_close, cancelled);
+            if let Some(id) = id {
+                assert_eq!(tasks.get(id).unwrap().state, TaskState::Cancelled);
+            }
+        });
     }
 }
