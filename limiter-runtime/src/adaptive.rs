@@ -20,47 +20,80 @@ use crate::config::AdaptivePolicy;
 
 const DECREASE: f64 = 0.9;
 
-/// The current limit, as a float so that additive steps accumulate.
+/// The current limit, as a float so that additive steps accumulate, with
+/// the policy it moves under.
 #[derive(Debug)]
 pub(crate) struct Aimd {
-    limit: Mutex<f64>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    limit: f64,
+    /// The policy in force and `max_concurrent`, set by [`Aimd::reset`]:
+    /// `None` when the op is not adaptive, so that a call admitted under an
+    /// older adaptive policy changes nothing.
+    policy: Option<(AdaptivePolicy, u32)>,
 }
 
 impl Aimd {
-    pub(crate) fn new(start: u32) -> Self {
+    pub(crate) fn new(start: u32, policy: Option<AdaptivePolicy>) -> Self {
         Self {
-            limit: Mutex::new(f64::from(start)),
+            state: Mutex::new(State {
+                limit: f64::from(start),
+                policy: policy.map(|p| (p, start)),
+            }),
         }
     }
 
-    /// Starts again from `start` (after a reconfiguration).
-    pub(crate) fn reset(&self, start: u32) {
-        *self.limit.lock().unwrap_or_else(|e| e.into_inner()) = f64::from(start);
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts again from `start` under `policy` (after a reconfiguration),
+    /// running `apply` (which puts the new limits in force) under the same
+    /// lock, so that no [`observe`](Self::observe) falls between the two.
+    pub(crate) fn reset(&self, start: u32, policy: Option<AdaptivePolicy>, apply: impl FnOnce()) {
+        let mut st = self.lock();
+        apply();
+        st.limit = f64::from(start);
+        st.policy = policy.map(|p| (p, start));
     }
 
     /// The limit in force.
     pub(crate) fn current(&self) -> u32 {
-        self.limit.lock().unwrap_or_else(|e| e.into_inner()).floor() as u32
+        self.lock().limit.floor() as u32
     }
 
-    /// Feeds one call's outcome; returns the new whole limit when it changed.
+    /// Feeds one call's outcome under the policy in force (nothing when the
+    /// op is no longer adaptive). When the whole limit changes, `apply` is
+    /// called with it while the lock is held, so that a reconfiguration
+    /// cannot come between the new limit and its enforcement. Returns the
+    /// new limit when it changed.
     pub(crate) fn observe(
         &self,
-        policy: &AdaptivePolicy,
-        max: u32,
         failed: bool,
         latency: Duration,
+        apply: impl FnOnce(u32),
     ) -> Option<u32> {
-        let mut limit = self.limit.lock().unwrap_or_else(|e| e.into_inner());
-        let before = limit.floor() as u32;
-        let (min, max) = (f64::from(policy.min), f64::from(max.max(policy.min)));
-        *limit = if failed || latency > policy.target {
-            (*limit * DECREASE).max(min)
-        } else {
-            (*limit + 1.0 / limit.max(1.0)).min(max)
+        let mut st = self.lock();
+        let Some((policy, max)) = &st.policy else {
+            return None;
         };
-        let after = limit.floor() as u32;
-        (after != before).then_some(after)
+        let (min, max) = (f64::from(policy.min), f64::from((*max).max(policy.min)));
+        let worse = failed || latency > policy.target;
+        let before = st.limit.floor() as u32;
+        st.limit = if worse {
+            (st.limit * DECREASE).max(min)
+        } else {
+            (st.limit + 1.0 / st.limit.max(1.0)).min(max)
+        };
+        let after = st.limit.floor() as u32;
+        if after == before {
+            return None;
+        }
+        apply(after);
+        Some(after)
     }
 }
 
@@ -77,26 +110,33 @@ mod tests {
 
     #[test]
     fn decreases_multiplicatively_and_grows_additively() {
-        let a = Aimd::new(20);
-        let p = policy();
-        assert_eq!(
-            a.observe(&p, 20, false, Duration::from_millis(500)),
-            Some(18)
-        );
-        assert_eq!(a.observe(&p, 20, true, Duration::from_millis(1)), Some(16));
+        let a = Aimd::new(20, Some(policy()));
+        let obs = |failed, ms| a.observe(failed, Duration::from_millis(ms), |_| {});
+        assert_eq!(obs(false, 500), Some(18));
+        assert_eq!(obs(true, 1), Some(16));
         for _ in 0..30 {
-            a.observe(&p, 20, true, Duration::ZERO);
+            obs(true, 0);
         }
         assert_eq!(a.current(), 2, "never below the minimum");
         // About +1 per round of `limit` good calls: 2 → 2.5 → 2.9 → 3.24.
         for _ in 0..2 {
-            a.observe(&p, 20, false, Duration::from_millis(10));
+            obs(false, 10);
         }
         assert_eq!(a.current(), 2);
-        assert_eq!(a.observe(&p, 20, false, Duration::from_millis(10)), Some(3));
+        assert_eq!(obs(false, 10), Some(3));
         for _ in 0..1000 {
-            a.observe(&p, 20, false, Duration::from_millis(10));
+            obs(false, 10);
         }
         assert_eq!(a.current(), 20, "never above max_concurrent");
+    }
+
+    #[test]
+    fn observe_does_nothing_once_not_adaptive() {
+        let a = Aimd::new(20, Some(policy()));
+        a.reset(50, None, || {});
+        let mut applied = None;
+        assert_eq!(a.observe(true, Duration::ZERO, |l| applied = Some(l)), None);
+        assert_eq!(applied, None);
+        assert_eq!(a.current(), 50);
     }
 }

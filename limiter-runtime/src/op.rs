@@ -93,7 +93,7 @@ impl OpCore {
             policy: ArcSwap::from_pointee(policy),
             metrics: Arc::new(OpMetrics::default()),
             flights: crate::coalesce::Flights::default(),
-            adaptive: crate::adaptive::Aimd::new(cfg.max_concurrent),
+            adaptive: crate::adaptive::Aimd::new(cfg.max_concurrent, cfg.adaptive.clone()),
             retries_ignored_warned: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -135,8 +135,12 @@ impl OpCore {
         }
         let now = self.clock.now_ns();
         self.breaker.set_policy(cfg.breaker.clone(), now);
-        self.bulkhead.set_limits(Limits::of(&cfg));
-        self.adaptive.reset(cfg.max_concurrent);
+        // Under the adaptive limit's lock, so that no late adaptive step
+        // overwrites the new bound (see `observe_adaptive`).
+        self.adaptive
+            .reset(cfg.max_concurrent, cfg.adaptive.clone(), || {
+                self.bulkhead.set_limits(Limits::of(&cfg));
+            });
         self.bulkhead.keys.set_cap(cfg.max_keys);
         self.cache.set_cap(cfg.max_keys);
         let old = self.policy.load_full();
@@ -201,24 +205,24 @@ impl OpCore {
         self.metrics.finish(outcome, elapsed);
     }
 
-    /// Feeds an outcome to the adaptive concurrency limit.
+    /// Feeds an outcome to the adaptive concurrency limit, under the
+    /// adaptive policy in force now (nothing if the op is no longer
+    /// adaptive). A new limit reaches the bulkhead under the adaptive
+    /// limit's lock (lock order: adaptive, then bulkhead), so that a
+    /// reconfiguration cannot slip in between.
     fn observe_adaptive(&self, outcome: CallOutcome, elapsed_ns: u64) {
-        let policy = self.policy.load();
-        let Some(adaptive) = &policy.cfg.adaptive else {
-            return;
-        };
-        let max = policy.cfg.max_concurrent;
         let elapsed = Duration::from_nanos(elapsed_ns);
         if let Some(limit) = self
             .adaptive
-            .observe(adaptive, max, outcome.is_failure(), elapsed)
+            .observe(outcome.is_failure(), elapsed, |limit| {
+                self.bulkhead.set_max(limit);
+            })
         {
             tracing::debug!(
                 op = &*self.name,
                 limit,
                 "adaptive concurrency limit changed"
             );
-            self.bulkhead.set_max(limit);
         }
     }
 
@@ -1300,5 +1304,73 @@ impl Op {
                 .as_ref()
                 .map(|_| core.adaptive.current()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Registry;
+
+    fn adaptive(max: u32) -> OpConfig {
+        OpConfig {
+            max_concurrent: Some(max),
+            adaptive: Some(true),
+            adaptive_min: Some(2),
+            ..OpConfig::default()
+        }
+    }
+
+    fn bound(op: &Op) -> u32 {
+        op.core.bulkhead.snapshot().max_concurrent
+    }
+
+    /// An adaptive step computed before a reconfiguration must not reach
+    /// the bulkhead after it: the new bound and the adaptive limit agree.
+    #[test]
+    fn a_late_adaptive_step_cannot_undo_a_reconfiguration() {
+        let reg = Registry::new();
+        reg.configure("a", adaptive(12)).unwrap();
+        let op = reg.op("a");
+        let core = &*op.core;
+        std::thread::scope(|s| {
+            let mut reconfigure = None;
+            let step = core.adaptive.observe(true, Duration::ZERO, |limit| {
+                // The step is computed; a reconfiguration starts before it
+                // is applied. It cannot finish until the step is applied.
+                reconfigure = Some(s.spawn(|| reg.configure("a", adaptive(100)).unwrap()));
+                core.bulkhead.set_max(limit);
+            });
+            assert_eq!(step, Some(10));
+            reconfigure.unwrap().join().unwrap();
+        });
+        assert_eq!(bound(&op), 100, "the reconfiguration's bound is enforced");
+        assert_eq!(op.snapshot().adaptive_limit, Some(100));
+        // And the adaptive limit still moves the bulkhead.
+        core.observe_adaptive(CallOutcome::Failure, 0);
+        assert_eq!((bound(&op), core.adaptive.current()), (90, 90));
+    }
+
+    /// A call admitted while the op was adaptive, ending after adaptive was
+    /// switched off, must leave the configured bound alone: its step used
+    /// to run under the adaptive policy it had read before the change
+    /// (and set the bound to 45).
+    #[test]
+    fn an_adaptive_step_after_adaptive_is_off_changes_nothing() {
+        let reg = Registry::new();
+        reg.configure("a", adaptive(50)).unwrap();
+        let op = reg.op("a");
+        let terms = op.core.policy.load().terms;
+        assert!(terms.adaptive, "admitted under the adaptive policy");
+        reg.configure(
+            "a",
+            OpConfig {
+                max_concurrent: Some(50),
+                ..OpConfig::default()
+            },
+        )
+        .unwrap();
+        op.core.observe_adaptive(CallOutcome::Failure, 0);
+        assert_eq!(bound(&op), 50);
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use once_cell::sync::Lazy;
@@ -24,6 +24,12 @@ pub(crate) struct Shared {
     pub(crate) hasher: KeyHasher,
     pub(crate) enabled: AtomicBool,
     defaults: RwLock<OpConfig>,
+    /// Held through every change of configuration, from reading the layers
+    /// and defaults to installing the result, and through the creation of
+    /// an op (which reads the defaults), so that changes never interleave.
+    /// Taken before the op map's lock and any op's locks; never held across
+    /// an `.await`.
+    reconfig: Mutex<()>,
     /// Where ops with `backend = redis` keep their rate state.
     #[cfg(feature = "redis")]
     pub(crate) redis: arc_swap::ArcSwapOption<crate::redis::RedisBackend>,
@@ -94,6 +100,7 @@ impl Registry {
                 hasher: KeyHasher::default(),
                 enabled: AtomicBool::new(true),
                 defaults: RwLock::new(OpConfig::default()),
+                reconfig: Mutex::new(()),
                 #[cfg(feature = "redis")]
                 redis: arc_swap::ArcSwapOption::empty(),
             }),
@@ -107,6 +114,20 @@ impl Registry {
         if let Some(op) = self.ops.read().unwrap_or_else(|e| e.into_inner()).get(name) {
             return op.clone();
         }
+        let _reconfig = self.reconfig();
+        self.op_locked(name)
+    }
+
+    /// Serializes changes of configuration (see `Shared::reconfig`).
+    fn reconfig(&self) -> MutexGuard<'_, ()> {
+        self.shared
+            .reconfig
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// [`op`](Self::op), with the reconfiguration lock held.
+    fn op_locked(&self, name: &str) -> Op {
         let mut ops = self.ops.write().unwrap_or_else(|e| e.into_inner());
         if let Some(op) = ops.get(name) {
             return op.clone();
@@ -135,7 +156,29 @@ impl Registry {
     /// Sets the declared layer of `name` (what the code says about it: the
     /// attribute's arguments). Validated against the other layers.
     pub fn declare(&self, name: &str, declared: OpConfig) -> Result<Op, ConfigError> {
-        let op = self.op(name);
+        let _reconfig = self.reconfig();
+        self.declare_locked(name, declared)
+    }
+
+    /// Declares `name` unless its declared layer is already set, as one
+    /// step: of two call sites declaring one op, the first one's layer is
+    /// kept. Returns the op and whether this call declared it.
+    pub(crate) fn declare_first(
+        &self,
+        name: &str,
+        declared: OpConfig,
+    ) -> (Op, Result<bool, ConfigError>) {
+        let _reconfig = self.reconfig();
+        let op = self.op_locked(name);
+        if op.core.is_declared() {
+            return (op, Ok(false));
+        }
+        let declared = self.declare_locked(name, declared).map(|_| true);
+        (op, declared)
+    }
+
+    fn declare_locked(&self, name: &str, declared: OpConfig) -> Result<Op, ConfigError> {
+        let op = self.op_locked(name);
         let cfg = op
             .core
             .resolve_with(&self.defaults(), Some(&declared), None)?;
@@ -147,7 +190,8 @@ impl Registry {
     /// previous override. Validated first: on error nothing changes. Live
     /// state (breaker state, in-flight calls, waiters) carries over.
     pub fn configure(&self, name: &str, overrides: OpConfig) -> Result<(), ConfigError> {
-        let op = self.op(name);
+        let _reconfig = self.reconfig();
+        let op = self.op_locked(name);
         let cfg = op
             .core
             .resolve_with(&self.defaults(), None, Some(&overrides))?;
@@ -159,6 +203,7 @@ impl Registry {
     /// existing op first: on error nothing changes.
     pub fn set_defaults(&self, defaults: OpConfig) -> Result<(), ConfigError> {
         OpConfig::resolve("<defaults>", &[&defaults])?;
+        let _reconfig = self.reconfig();
         let ops = self.ops();
         let resolved = ops
             .iter()
@@ -182,6 +227,7 @@ impl Registry {
         // Checked before anything changes; installed after the ops.
         #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
         let redis = self.redis_from(&settings.redis)?;
+        let _reconfig = self.reconfig();
         let mut defaults = self.defaults();
         defaults.overlay(&settings.defaults);
         OpConfig::resolve("<defaults>", &[&defaults])?;
@@ -196,7 +242,7 @@ impl Registry {
         }
         for (name, overrides) in &settings.ops {
             if !plan.iter().any(|(op, _, _)| op.name() == name) {
-                let op = self.op(name);
+                let op = self.op_locked(name);
                 let cfg = op.core.resolve_with(&defaults, None, Some(overrides))?;
                 plan.push((op, Some(overrides.clone()), cfg));
             }
@@ -400,10 +446,13 @@ impl Registry {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return false;
         };
-        if !self.monitor.claim_sampler() {
+        let Some(claim) = self.monitor.claim_sampler() else {
             return true;
-        }
+        };
         handle.spawn(async move {
+            // Dropped with the task, even unpolled: frees the flag when
+            // this runtime shuts down.
+            let _claim = claim;
             loop {
                 tokio::time::sleep(self.monitor.sample_interval()).await;
                 self.refresh_monitor();
@@ -477,5 +526,96 @@ mod tests {
             })
             .is_err());
         assert_eq!(a.config().max_concurrent, 9);
+    }
+
+    /// Runs `a` and `b` at once on two threads, released together.
+    fn race<A, B>(a: A, b: B)
+    where
+        A: FnOnce() + Send,
+        B: FnOnce() + Send,
+    {
+        let start = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                start.wait();
+                a();
+            });
+            start.wait();
+            b();
+        });
+    }
+
+    /// A declaration racing an env `apply` keeps both layers in force.
+    #[test]
+    fn declare_racing_apply_keeps_both_layers() {
+        for _ in 0..200 {
+            let reg = Registry::new();
+            let mut settings = Settings::default();
+            settings.ops.insert(
+                "db".into(),
+                OpConfig {
+                    max_concurrent: Some(7),
+                    ..Default::default()
+                },
+            );
+            let declared = OpConfig {
+                timeout: Some(Duration::from_secs(2)),
+                ..Default::default()
+            };
+            race(
+                || drop(reg.declare("db", declared).unwrap()),
+                || reg.apply(&settings).unwrap(),
+            );
+            let cfg = reg.op("db").config();
+            assert_eq!(
+                (cfg.timeout, cfg.max_concurrent),
+                (Some(Duration::from_secs(2)), 7)
+            );
+        }
+    }
+
+    /// Two installs never mix: the policy and the bulkhead come from the
+    /// same configuration.
+    #[test]
+    fn concurrent_configures_do_not_interleave() {
+        let cfg = |max, secs| OpConfig {
+            max_concurrent: Some(max),
+            timeout: Some(Duration::from_secs(secs)),
+            ..Default::default()
+        };
+        for _ in 0..200 {
+            let reg = Registry::new();
+            race(
+                || reg.configure("db", cfg(5, 1)).unwrap(),
+                || reg.configure("db", cfg(9, 2)).unwrap(),
+            );
+            let op = reg.op("db");
+            let (policy, bulkhead) = (op.config(), op.snapshot().bulkhead);
+            let expected = if policy.max_concurrent == 5 { 1 } else { 2 };
+            assert_eq!(policy.timeout, Some(Duration::from_secs(expected)));
+            assert_eq!(bulkhead.max_concurrent, policy.max_concurrent);
+        }
+    }
+
+    /// Of two call sites first used at once, exactly one declares the op,
+    /// and its limits are the ones kept.
+    #[test]
+    fn first_declaration_wins_atomically() {
+        let cfg = |max| OpConfig {
+            max_concurrent: Some(max),
+            ..Default::default()
+        };
+        for _ in 0..200 {
+            let reg = Registry::new();
+            let (a, b) = (Mutex::new(None), Mutex::new(None));
+            race(
+                || *a.lock().unwrap() = Some(reg.declare_first("db", cfg(3)).1.unwrap()),
+                || *b.lock().unwrap() = Some(reg.declare_first("db", cfg(4)).1.unwrap()),
+            );
+            let (a, b) = (a.into_inner().unwrap(), b.into_inner().unwrap());
+            assert!(a.unwrap() ^ b.unwrap(), "exactly one declares");
+            let winner = if a == Some(true) { 3 } else { 4 };
+            assert_eq!(reg.op("db").config().max_concurrent, winner);
+        }
     }
 }

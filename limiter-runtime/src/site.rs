@@ -31,17 +31,18 @@ impl OpSite {
     /// the op runs with the override and defaults alone.
     pub fn get(&self, name: &str, declared: impl FnOnce() -> OpConfig) -> &Op {
         self.op.get_or_init(|| {
-            let existing = registry().op(name);
-            if existing.core.is_declared() {
-                // Another function declared this op first: keep its limits.
-                tracing::warn!(op = name, "two functions declare the same op; the first one's limits are kept");
-                return existing;
-            }
-            match registry().declare(name, declared()) {
-                Ok(op) => op,
-                Err(e) => {
+            // Checked and declared as one step, so that of two functions
+            // first used at once, one declares and the other keeps its limits.
+            match registry().declare_first(name, declared()) {
+                (op, Ok(true)) => op,
+                (op, Ok(false)) => {
+                    // Another function declared this op first: keep its limits.
+                    tracing::warn!(op = name, "two functions declare the same op; the first one's limits are kept");
+                    op
+                }
+                (op, Err(e)) => {
                     tracing::error!(op = name, error = %e, "the attribute's limits clash with run-time configuration; using the run-time configuration");
-                    existing
+                    op
                 }
             }
         })

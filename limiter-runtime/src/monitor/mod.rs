@@ -520,14 +520,27 @@ impl Monitor {
         st.recommendations = advice;
     }
 
-    /// Whether the sampler task runs; sets it as running.
-    pub(crate) fn claim_sampler(&self) -> bool {
-        !self.sampler.swap(true, Ordering::AcqRel)
+    /// Marks the sampler task as running, unless it already runs. The
+    /// claim, moved into the task, marks it as stopped when dropped (the
+    /// task ends, panics, or is dropped with its runtime), so that a later
+    /// [`Registry::start_monitor`](crate::Registry::start_monitor) starts
+    /// another one.
+    pub(crate) fn claim_sampler(&self) -> Option<SamplerClaim<'_>> {
+        (!self.sampler.swap(true, Ordering::AcqRel)).then_some(SamplerClaim(&self.sampler))
     }
 
     /// The sampling interval.
     pub(crate) fn sample_interval(&self) -> Duration {
         self.state().config.sample_interval
+    }
+}
+
+/// The sampler task's claim on its flag; clears it when dropped.
+pub(crate) struct SamplerClaim<'a>(&'a AtomicBool);
+
+impl Drop for SamplerClaim<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 
@@ -695,5 +708,33 @@ mod tests {
             .find(|a| a.kind == AlertKind::SlowPolls)
             .expect("slow polls alert");
         assert_eq!(slow.level, AlertLevel::Error, "12 slow polls >= 10");
+    }
+
+    /// The sampler task dies with its runtime; its flag must go with it, or
+    /// no later `start_monitor` ever samples again.
+    #[test]
+    fn sampler_restarts_after_its_runtime_is_dropped() {
+        let reg: &'static Registry = Box::leak(Box::new(Registry::new()));
+        let paused = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap()
+        };
+        let last_sample = || reg.monitor().state().last_sample_ms;
+        let first = paused();
+        first.block_on(async { assert!(reg.start_monitor()) });
+        drop(first);
+        assert_eq!(last_sample(), 0, "nothing sampled yet");
+        let second = paused();
+        second.block_on(async {
+            assert!(reg.start_monitor());
+            tokio::time::sleep(reg.monitor().sample_interval() + Duration::from_millis(1)).await;
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+        });
+        assert_ne!(last_sample(), 0, "the new runtime's sampler sampled");
     }
 }
