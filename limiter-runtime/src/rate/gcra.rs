@@ -41,9 +41,10 @@ pub(crate) struct GcraCell {
 }
 
 impl GcraCell {
-    /// Takes one token at `now`, or returns the nanoseconds until one is free.
+    /// Takes one token at `now`: the arrival time it installed, for
+    /// [`refund`](Self::refund), or the nanoseconds until one is free.
     #[inline]
-    pub(crate) fn try_acquire(&self, p: &GcraParams, now: u64) -> Result<(), u64> {
+    pub(crate) fn try_acquire(&self, p: &GcraParams, now: u64) -> Result<u64, u64> {
         let mut tat = self.tat.load(Ordering::Relaxed);
         loop {
             let next = tat.max(now).saturating_add(p.interval_ns);
@@ -55,7 +56,7 @@ impl GcraCell {
                 .tat
                 .compare_exchange_weak(tat, next, Ordering::AcqRel, Ordering::Relaxed)
             {
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(next),
                 Err(seen) => tat = seen,
             }
         }
@@ -67,14 +68,37 @@ impl GcraCell {
         (tat.max(now).saturating_add(p.interval_ns) - now).saturating_sub(p.horizon_ns)
     }
 
-    /// Gives back a token taken by [`try_acquire`](Self::try_acquire) when a
-    /// later window refused the call.
-    pub(crate) fn refund(&self, p: &GcraParams) {
-        let _ = self
-            .tat
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |tat| {
-                Some(tat.saturating_sub(p.interval_ns))
-            });
+    /// Gives back the token whose take installed arrival time `installed`
+    /// (the `Ok` of [`try_acquire`](Self::try_acquire)), when a later window
+    /// refused the call: `tat` goes from `installed` back to `installed - T`,
+    /// only if it still is `installed`; otherwise the refund is skipped,
+    /// which only under-admits.
+    ///
+    /// Subtracting `T` from whatever `tat` holds could over-admit: a caller
+    /// stalled for an interval or more between its take and its refund would
+    /// take back a token that a later take at a later `now` (which restarted
+    /// from `max(tat, now)`) installed, not its own.
+    ///
+    /// Why the conditional refund never over-admits. A take that saw `seen`
+    /// installs `max(seen, now) + T >= seen + T`, and a refund lowers `tat`
+    /// from its take's `installed` to `installed - T = max(seen, now) >= seen`.
+    /// Hence `tat` never falls below the `installed` of a take not yet
+    /// refunded: the first refund to do so would come from a later take
+    /// (which saw at least that value, so lowers `tat` to no less) or from an
+    /// earlier one still outstanding (whose `installed` is below every later
+    /// take's, so `tat` could not equal it). So a refund that finds its
+    /// `installed` finds every later take already refunded (refunds succeed
+    /// in LIFO order), and leaves `tat = max(seen, now) >= seen`: no lower
+    /// than had the take never happened. Admission is monotone in `tat`, so
+    /// the calls admitted and not refunded are ones a sequential GCRA would
+    /// admit.
+    pub(crate) fn refund(&self, p: &GcraParams, installed: u64) {
+        let _ = self.tat.compare_exchange(
+            installed,
+            installed.saturating_sub(p.interval_ns),
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
     }
 
     /// Whether the bucket is full again (the state carries no information).
@@ -105,13 +129,52 @@ mod tests {
         }
         let wait = cell.try_acquire(&p, t0).unwrap_err();
         assert_eq!(wait, 100_000_000);
-        assert!(cell.try_acquire(&p, t0 + wait).is_ok());
+        let installed = cell.try_acquire(&p, t0 + wait).unwrap();
         assert!(cell.try_acquire(&p, t0 + wait).is_err());
-        cell.refund(&p);
+        cell.refund(&p, installed);
         assert!(cell.try_acquire(&p, t0 + wait).is_ok());
         assert!(!cell.is_idle(t0 + wait));
         assert!(cell.is_idle(t0 + 10_000_000_000));
         assert_eq!(cell.available(&p, t0 + 10_000_000_000), 5);
+    }
+
+    /// Review finding: A takes at `t0` and stalls for ten intervals; B takes
+    /// at `t0 + 10·T` (restarting from `now`); a later window refuses A,
+    /// which refunds. Subtracting `T` from whatever `tat` held gave B's token
+    /// back, and a burst of one admitted two calls at `t0 + 10·T`.
+    #[test]
+    fn refund_after_a_stall_does_not_give_back_a_later_token() {
+        let rate = Rate::new(10, Duration::from_secs(1)).unwrap();
+        let p = GcraParams::new(&rate, 1);
+        let cell = GcraCell::default();
+        let t0 = 1_000_000_000;
+        let a = cell.try_acquire(&p, t0).unwrap();
+        assert_eq!(a, t0 + p.interval_ns);
+        let t1 = t0 + 10 * p.interval_ns;
+        assert!(cell.try_acquire(&p, t1).is_ok()); // B
+        cell.refund(&p, a);
+        assert!(
+            cell.try_acquire(&p, t1).is_err(),
+            "a burst of one admitted two"
+        );
+        assert_eq!(cell.available(&p, t1), 0);
+    }
+
+    /// Refunds that find their take still the last one succeed, in LIFO
+    /// order; one that does not is skipped (it only under-admits).
+    #[test]
+    fn refunds_undo_exactly_their_own_take() {
+        let rate = Rate::new(10, Duration::from_secs(1)).unwrap();
+        let p = GcraParams::new(&rate, 3);
+        let cell = GcraCell::default();
+        let t0 = 1_000_000_000;
+        let a = cell.try_acquire(&p, t0).unwrap();
+        let b = cell.try_acquire(&p, t0).unwrap();
+        cell.refund(&p, a); // B took since: skipped
+        assert_eq!(cell.available(&p, t0), 1);
+        cell.refund(&p, b);
+        cell.refund(&p, a);
+        assert_eq!(cell.available(&p, t0), 3);
     }
 }
 
@@ -162,10 +225,10 @@ mod loom_tests {
             let p = params(1);
             let cell = Arc::new(GcraCell::default());
             let now = 1_000_000_000;
-            cell.try_acquire(&p, now).unwrap();
+            let installed = cell.try_acquire(&p, now).unwrap();
             let refunder = {
                 let cell = Arc::clone(&cell);
-                thread::spawn(move || cell.refund(&p))
+                thread::spawn(move || cell.refund(&p, installed))
             };
             let taker = {
                 let cell = Arc::clone(&cell);
@@ -176,6 +239,35 @@ mod loom_tests {
             // One token in all: the first caller's, refunded; the taker got
             // it (bucket empty now) or came first (bucket full again).
             assert_eq!(cell.available(&p, now), u64::from(!took));
+        });
+    }
+
+    /// A refund from a caller stalled ten intervals racing a caller that
+    /// takes twice after the stall: a bucket of one admits exactly one call
+    /// then, never two (the refund must not return the newer token).
+    #[test]
+    fn loom_gcra_stale_refund_never_over_admits() {
+        loom::model(|| {
+            let p = params(1);
+            let cell = Arc::new(GcraCell::default());
+            let t0 = 1_000_000_000;
+            let t1 = t0 + 10 * p.interval_ns;
+            let stale = cell.try_acquire(&p, t0).unwrap();
+            let refunder = {
+                let cell = Arc::clone(&cell);
+                thread::spawn(move || cell.refund(&p, stale))
+            };
+            let taker = {
+                let cell = Arc::clone(&cell);
+                thread::spawn(move || {
+                    u64::from(cell.try_acquire(&p, t1).is_ok())
+                        + u64::from(cell.try_acquire(&p, t1).is_ok())
+                })
+            };
+            refunder.join().unwrap();
+            let mut admitted = taker.join().unwrap();
+            admitted += u64::from(cell.try_acquire(&p, t1).is_ok());
+            assert_eq!(admitted, 1);
         });
     }
 }

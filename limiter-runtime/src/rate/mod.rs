@@ -22,7 +22,9 @@ enum Cell {
 }
 
 impl Cell {
-    fn try_acquire(&self, now: u64) -> Result<(), u64> {
+    /// Takes one call at `now`: what was taken (for [`Cell::refund`]), or
+    /// the nanoseconds until a call would be admitted.
+    fn try_acquire(&self, now: u64) -> Result<u64, u64> {
         match self {
             Cell::Gcra(p, c) => c.try_acquire(p, now),
             Cell::Fixed(p, c) => c.try_acquire(p, now),
@@ -39,11 +41,13 @@ impl Cell {
         }
     }
 
-    fn refund(&self, now: u64) {
+    /// Gives back the take `taken` (an `Ok` of [`Cell::try_acquire`]) if
+    /// the window still holds it; skipped otherwise (never over-admits).
+    fn refund(&self, taken: u64) {
         match self {
-            Cell::Gcra(p, c) => c.refund(p),
-            Cell::Fixed(p, c) => c.refund(p, now),
-            Cell::Sliding(p, c) => c.refund(p, now),
+            Cell::Gcra(p, c) => c.refund(p, taken),
+            Cell::Fixed(_, c) => c.refund(taken),
+            Cell::Sliding(_, c) => c.refund(taken),
         }
     }
 
@@ -117,25 +121,36 @@ impl RateState {
 
     /// Admits one call at `now` in every window, or returns how long until
     /// every window would admit it and which window refused. A window that
-    /// admitted before a later one refused gets its token back.
+    /// admitted before a later one refused gets its token back: exactly the
+    /// one it handed out, if it still holds it (see [`Cell::refund`]).
     pub(crate) fn try_acquire(&self, now: u64) -> Result<(), Refusal> {
-        for (i, cell) in self.cells.iter().enumerate() {
-            if let Err(wait) = cell.try_acquire(now) {
-                for earlier in &self.cells[..i] {
-                    earlier.refund(now);
-                }
+        Self::acquire_from(&self.cells, 0, now).map_err(|(wait, window)| Refusal {
+            wait: Duration::from_nanos(wait),
+            window,
+        })
+    }
+
+    /// Takes a call from `cells` (indices from `first`) in order; on a
+    /// refusal gives back what the earlier ones took, unwinding. Recursion
+    /// keeps each take on the stack: no allocation, nothing more on the
+    /// admitting path than the calls themselves.
+    fn acquire_from(cells: &[Cell], first: usize, now: u64) -> Result<(), (u64, usize)> {
+        let Some((cell, rest)) = cells.split_first() else {
+            return Ok(());
+        };
+        match cell.try_acquire(now) {
+            Ok(taken) => Self::acquire_from(rest, first + 1, now).inspect_err(|_| {
+                cell.refund(taken);
+            }),
+            Err(wait) => {
                 // The later windows must admit it too: wait for the slowest.
-                let wait = self.cells[i + 1..]
+                let wait = rest
                     .iter()
                     .map(|c| c.time_to_admit(now))
                     .fold(wait, u64::max);
-                return Err(Refusal {
-                    wait: Duration::from_nanos(wait),
-                    window: i,
-                });
+                Err((wait, first))
             }
         }
-        Ok(())
     }
 
     /// Calls that would be admitted now (the tightest window).
@@ -262,5 +277,29 @@ mod tests {
         // The per-second window got its token back: both would admit at once
         // were the minute window not full.
         assert_eq!(s.cells[0].available(2_000_000_000), 2);
+    }
+
+    /// Review finding, "10/s, 100/min": caller A reads 0.999 s and takes
+    /// from the 10/s window; caller B reads 1.0 s and is admitted, rolling
+    /// that window to second 1; the minute window refuses A, which gives its
+    /// token back. It must not come off second 1's count.
+    #[test]
+    fn refund_after_another_caller_rolled_the_window() {
+        for algorithm in [Algorithm::FixedWindow, Algorithm::SlidingWindow] {
+            let s = RateState::new(&spec("10/s, 100/min", None, algorithm));
+            let sec = 1_000_000_000;
+            let a = s.cells[0].try_acquire(sec - sec / 1000).unwrap();
+            assert!(s.try_acquire(sec).is_ok()); // B
+            s.cells[0].refund(a); // the minute window refused A
+            let mut admitted = 1; // B
+            for i in 0..20 {
+                admitted += u32::from(s.try_acquire(sec + i * sec / 20).is_ok());
+            }
+            if matches!(algorithm, Algorithm::SlidingWindow) {
+                // The sliding counter still weighs all of second 1 at 2.0 s.
+                admitted += u32::from(s.try_acquire(2 * sec).is_ok());
+            }
+            assert_eq!(admitted, 10, "{algorithm:?}: 10/s admitted more");
+        }
     }
 }

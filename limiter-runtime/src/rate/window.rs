@@ -1,7 +1,8 @@
 //! Window counters: fixed window and sliding-window counter.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+
+use crate::sync::{AtomicU64, Ordering};
 
 /// Parameters of one counting window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +36,10 @@ fn ahead(stored: u64, window: u64) -> u64 {
 }
 
 impl FixedCell {
-    pub(crate) fn try_acquire(&self, p: &WindowParams, now: u64) -> Result<(), u64> {
+    /// Takes one call at `now`: the number (modulo 2^32) of the window it
+    /// was counted in, for [`refund`](Self::refund), or the nanoseconds until
+    /// one would be admitted.
+    pub(crate) fn try_acquire(&self, p: &WindowParams, now: u64) -> Result<u64, u64> {
         // Window numbers are stored modulo 2^32.
         let window = (now / p.period_ns) & MASK;
         let mut cur = self.packed.load(Ordering::Relaxed);
@@ -59,7 +63,7 @@ impl FixedCell {
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(w),
                 Err(seen) => cur = seen,
             }
         }
@@ -82,13 +86,23 @@ impl FixedCell {
         }
     }
 
-    pub(crate) fn refund(&self, p: &WindowParams, now: u64) {
-        let window = (now / p.period_ns) & MASK;
+    /// Gives back the call [`try_acquire`](Self::try_acquire) counted in
+    /// window `taken` (its `Ok`), when a later window refused it.
+    ///
+    /// Only while the cell still counts window `taken`: that count holds the
+    /// take (counts grow by takes and shrink only by refunds of their own
+    /// takes). Once another caller has rolled the cell to a newer window the
+    /// take is no longer counted anywhere and the refund is skipped:
+    /// decrementing the newer window would let it admit one call more than
+    /// its limit (a refund skipped only under-admits). Window numbers are
+    /// kept modulo 2^32, so this assumes the caller does not stall 2^32
+    /// periods between the take and the refund, as `ahead` already does.
+    pub(crate) fn refund(&self, taken: u64) {
         let _ = self
             .packed
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |cur| {
                 let (w, count) = (cur >> 32, cur & MASK);
-                ((w == window || ahead(w, window) > 0) && count > 0).then(|| pack(w, count - 1))
+                (w == taken && count > 0).then(|| pack(w, count - 1))
             });
     }
 
@@ -155,7 +169,10 @@ impl Sliding {
 }
 
 impl SlidingCell {
-    pub(crate) fn try_acquire(&self, p: &WindowParams, now: u64) -> Result<(), u64> {
+    /// Takes one call at `now`: the number of the window it was counted in,
+    /// for [`refund`](Self::refund), or the nanoseconds until one would be
+    /// admitted.
+    pub(crate) fn try_acquire(&self, p: &WindowParams, now: u64) -> Result<u64, u64> {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let now = s.advance(p, now);
         let period = u128::from(p.period_ns);
@@ -163,7 +180,7 @@ impl SlidingCell {
         let needed = s.weighted_previous(p, now) + u128::from(s.current + 1) * period;
         if needed <= u128::from(p.limit) * period {
             s.current += 1;
-            return Ok(());
+            return Ok(s.window);
         }
         Err(Self::wait(&s, p, now))
     }
@@ -203,10 +220,21 @@ impl SlidingCell {
         u64::try_from(wait.max(1)).unwrap_or(u64::MAX)
     }
 
-    pub(crate) fn refund(&self, p: &WindowParams, now: u64) {
+    /// Gives back the call [`try_acquire`](Self::try_acquire) counted in
+    /// window `taken` (its `Ok`), when a later window refused it.
+    ///
+    /// The take is in `current` while the cell is still in window `taken`,
+    /// in `previous` once it has rolled one window on (that count is window
+    /// `taken`'s), and weighs nothing after that: the refund undoes it where
+    /// it is and never touches a count it is not in (the newer window's, which
+    /// would then admit one call more than its limit).
+    pub(crate) fn refund(&self, taken: u64) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.advance(p, now);
-        s.current = s.current.saturating_sub(1);
+        if s.window == taken {
+            s.current = s.current.saturating_sub(1);
+        } else if s.window == taken.wrapping_add(1) {
+            s.previous = s.previous.saturating_sub(1);
+        }
     }
 
     pub(crate) fn is_idle(&self, p: &WindowParams, now: u64) -> bool {
@@ -239,12 +267,14 @@ mod tests {
             period_ns: SEC,
         };
         let c = FixedCell::default();
+        let mut taken = 0;
         for _ in 0..3 {
-            c.try_acquire(&p, SEC + 10).unwrap();
+            taken = c.try_acquire(&p, SEC + 10).unwrap();
         }
+        assert_eq!(taken, 1);
         assert_eq!(c.try_acquire(&p, SEC + 10), Err(SEC - 10));
         assert_eq!(c.available(&p, SEC + 10), 0);
-        c.refund(&p, SEC + 10);
+        c.refund(taken);
         c.try_acquire(&p, SEC + 20).unwrap();
         assert!(c.try_acquire(&p, 2 * SEC - 1).is_err());
         c.try_acquire(&p, 2 * SEC).unwrap();
@@ -274,6 +304,81 @@ mod tests {
             s += u32::from(sliding.try_acquire(&p, 2 * SEC + 1).is_ok());
         }
         assert_eq!((f, s), (10, 10));
+    }
+
+    /// Review finding: A reads 0.999 s and takes in window 0; B reads 1.0 s
+    /// and rolls the cell to window 1; a later window refuses A, which
+    /// refunds. The refund must not come off window 1's count, which would
+    /// then admit 11 calls.
+    #[test]
+    fn fixed_refund_after_another_caller_rolled_the_window() {
+        let p = WindowParams {
+            limit: 10,
+            period_ns: SEC,
+        };
+        let c = FixedCell::default();
+        let a = c.try_acquire(&p, SEC - SEC / 1000).unwrap();
+        assert_eq!(a, 0);
+        assert_eq!(c.try_acquire(&p, SEC), Ok(1)); // B
+        c.refund(a);
+        let mut admitted = 1; // B
+        for i in 0..20 {
+            admitted += u32::from(c.try_acquire(&p, SEC + i * SEC / 20).is_ok());
+        }
+        assert_eq!(admitted, 10, "window 1 admitted past its limit");
+        // A refund in the window it was taken in still gives the call back.
+        let taken = c.try_acquire(&p, 2 * SEC).unwrap();
+        assert_eq!(c.available(&p, 2 * SEC), 9);
+        c.refund(taken);
+        assert_eq!(c.available(&p, 2 * SEC), 10);
+    }
+
+    /// The same race on the sliding counter: A's stale refund used to come
+    /// off the newer window's `current`, leaving A's take in `previous`, so
+    /// window 2 began with one call of room too many. The take is window 1's
+    /// `previous` now and comes off that.
+    #[test]
+    fn sliding_refund_after_another_caller_rolled_the_window() {
+        let p = WindowParams {
+            limit: 10,
+            period_ns: SEC,
+        };
+        let c = SlidingCell::default();
+        let a = c.try_acquire(&p, SEC - SEC / 1000).unwrap();
+        assert_eq!(a, 0);
+        assert_eq!(c.try_acquire(&p, SEC), Ok(1)); // B
+        c.refund(a);
+        let mut admitted = 1; // B
+        for _ in 0..20 {
+            admitted += u32::from(c.try_acquire(&p, SEC).is_ok());
+        }
+        // [1 s, 2 s] holds all of window 1 by the counter's own estimate.
+        for _ in 0..20 {
+            admitted += u32::from(c.try_acquire(&p, 2 * SEC).is_ok());
+        }
+        assert_eq!(admitted, 10, "admitted past the limit in one period");
+        let s = *c.state.lock().unwrap();
+        assert_eq!((s.window, s.previous, s.current), (2, 10, 0));
+    }
+
+    /// A sliding refund undoes its take wherever it is: in `current`, in
+    /// `previous` one window on, and nowhere (it weighs nothing) after that.
+    #[test]
+    fn sliding_refund_only_touches_its_own_window() {
+        let p = WindowParams {
+            limit: 10,
+            period_ns: SEC,
+        };
+        let c = SlidingCell::default();
+        let a = c.try_acquire(&p, SEC).unwrap();
+        c.try_acquire(&p, SEC).unwrap();
+        c.refund(a);
+        assert_eq!(c.available(&p, SEC), 9);
+        let b = c.try_acquire(&p, SEC).unwrap();
+        c.try_acquire(&p, 3 * SEC).unwrap(); // two windows on: previous = 0
+        c.refund(b);
+        let s = *c.state.lock().unwrap();
+        assert_eq!((s.window, s.previous, s.current), (3, 0, 1));
     }
 
     /// The window number wraps at 2^32; the wait must stay within a period.
@@ -309,5 +414,47 @@ mod tests {
         }
         assert!(c.try_acquire(&p, t).is_err());
         assert!(c.is_idle(&p, 10 * SEC));
+    }
+}
+
+/// Model checks (`RUSTFLAGS="--cfg loom" cargo test --release -p
+/// limiter-runtime loom`).
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::thread;
+    use std::sync::Arc;
+
+    const SEC: u64 = 1_000_000_000;
+
+    /// A refund of a take in window 0 racing a caller that rolls the cell to
+    /// window 1 and takes twice: whichever comes first, window 1 admits
+    /// exactly its limit (one), never two.
+    #[test]
+    fn loom_fixed_refund_after_roll_never_over_admits() {
+        loom::model(|| {
+            let p = WindowParams {
+                limit: 1,
+                period_ns: SEC,
+            };
+            let cell = Arc::new(FixedCell::default());
+            let stale = cell.try_acquire(&p, SEC - 1).unwrap();
+            let refunder = {
+                let cell = Arc::clone(&cell);
+                thread::spawn(move || cell.refund(stale))
+            };
+            let roller = {
+                let cell = Arc::clone(&cell);
+                thread::spawn(move || {
+                    u64::from(cell.try_acquire(&p, SEC).is_ok())
+                        + u64::from(cell.try_acquire(&p, SEC).is_ok())
+                })
+            };
+            refunder.join().unwrap();
+            let mut admitted = roller.join().unwrap();
+            admitted += u64::from(cell.try_acquire(&p, SEC + 1).is_ok());
+            assert_eq!(admitted, 1);
+            assert_eq!(cell.available(&p, SEC + 1), 0);
+        });
     }
 }
