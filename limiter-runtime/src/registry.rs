@@ -393,6 +393,8 @@ impl Registry {
     /// What every op and limiter-layer rule holds for the client key `key`
     /// (a string key; if it reads as an integer, the integer key too).
     pub fn key_limits(&self, key: &str) -> Vec<KeyLimitView> {
+        #[cfg(feature = "axum")]
+        let key = &*crate::http::normalize_id(key);
         let mut out = Vec::new();
         let int: Option<u64> = key.parse().ok();
         for op in self.ops() {
@@ -418,6 +420,8 @@ impl Registry {
     /// Forgets the client key `key` in every op and limiter-layer rule (see
     /// [`Op::reset_key`]); returns in how many it was tracked.
     pub fn reset_key_everywhere(&self, key: &str) -> usize {
+        #[cfg(feature = "axum")]
+        let key = &*crate::http::normalize_id(key);
         let int: Option<u64> = key.parse().ok();
         let mut n = 0;
         for op in self.ops() {

@@ -627,6 +627,29 @@ async fn long_credentials_give_short_stable_client_ids() {
     // A URI holds at most 64 KB: reset the whole 60 KB key in process.
     assert_eq!(reg.reset_key_everywhere(&format!("key:{key}")), 1);
     assert_eq!(api(key.clone()).await, 200, "a fresh budget");
+
+    // An op keyed by the client id is found and reset by the raw form too.
+    reg.configure(
+        "per-client-op",
+        OpConfig::default().with_rate_per_key("1/min").unwrap(),
+    )
+    .unwrap();
+    let op = reg.op("per-client-op");
+    op.check_key(&a).unwrap();
+    assert!(op.check_key(&a).is_err(), "one a minute");
+    let views = reg.key_limits(&format!("key:{key}"));
+    assert!(
+        views
+            .iter()
+            .any(|v| v.source == "op per-client-op" && v.available == Some(0)),
+        "{views:?}"
+    );
+    assert_eq!(
+        reg.reset_key_everywhere(&format!("key:{key}")),
+        2,
+        "rule and op"
+    );
+    op.check_key(&a).unwrap();
 }
 
 #[tokio::test]

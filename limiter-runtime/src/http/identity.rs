@@ -5,16 +5,14 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::hash::Hasher;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::OnceLock;
 
 use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderMap, HeaderName, Request};
 use ipnet::IpNet;
 use serde::Serialize;
 use subtle::ConstantTimeEq;
-
-use crate::keys::KeyHasher;
 
 /// The kind of caller a rule applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -138,18 +136,35 @@ impl Default for IdentityConfig {
 pub(crate) const MAX_CREDENTIAL_ID: usize = 128;
 
 /// The client id of a credential of `kind` (`key`, `bearer`): the value
-/// itself, or, beyond [`MAX_CREDENTIAL_ID`] bytes, `#` and a 64-bit
-/// fingerprint (SipHash with a per-process random seed, so a client cannot
-/// aim at another's fingerprint). Client ids end up in request extensions,
-/// handlers' own keys and labels: a 60 KB header must not become a 60 KB id.
+/// itself, or `#` and a 64-bit fingerprint when the value is longer than
+/// [`MAX_CREDENTIAL_ID`] bytes or itself starts with `#` (so a client cannot
+/// send a raw value that reads as another client's fingerprint). Client ids
+/// end up in request extensions, handlers' own keys and labels: a 60 KB
+/// header must not become a 60 KB id.
+///
+/// The fingerprint is SipHash with fixed keys (`DefaultHasher::new`), the
+/// same in every instance and across restarts of one build, so a limit
+/// kept in Redis under the client id is shared by the fleet for long
+/// credentials too. Aiming at another client's fingerprint means finding a
+/// 64-bit preimage without knowing its credential.
 fn credential_id(kind: &str, value: &str) -> String {
-    static FINGERPRINT: OnceLock<KeyHasher> = OnceLock::new();
-    if value.len() <= MAX_CREDENTIAL_ID {
+    if value.len() <= MAX_CREDENTIAL_ID && !value.starts_with('#') {
         format!("{kind}:{value}")
     } else {
-        let hash = FINGERPRINT.get_or_init(KeyHasher::default).hash(&value);
-        format!("{kind}:#{hash:016x}")
+        let mut h = std::hash::DefaultHasher::new();
+        h.write(value.as_bytes());
+        format!("{kind}:#{:016x}", h.finish())
     }
+}
+
+/// Whether `value` has the shape of a fingerprint: `#` and 16 lowercase
+/// hex digits.
+fn is_fingerprint(value: &str) -> bool {
+    value.len() == 17
+        && value.starts_with('#')
+        && value[1..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The client id a key given to the monitoring API stands for: a raw long
@@ -157,7 +172,10 @@ fn credential_id(kind: &str, value: &str) -> String {
 /// gives its sender; anything else is itself.
 pub(crate) fn normalize_id(key: &str) -> Cow<'_, str> {
     match key.split_once(':') {
-        Some((kind @ ("key" | "bearer"), value)) if value.len() > MAX_CREDENTIAL_ID => {
+        Some((kind @ ("key" | "bearer"), value))
+            if value.len() > MAX_CREDENTIAL_ID
+                || (value.starts_with('#') && !is_fingerprint(value)) =>
+        {
             Cow::Owned(credential_id(kind, value))
         }
         _ => Cow::Borrowed(key),
@@ -514,6 +532,24 @@ mod tests {
         assert_eq!(normalize_id(&format!("bearer:{long}")), b.id);
         assert_eq!(normalize_id(&a.id), a.id);
         assert_eq!(normalize_id("ip:198.51.100.7"), "ip:198.51.100.7");
+        // Every instance derives the same fingerprint (fixed-key SipHash):
+        // a limit kept in Redis under the id is shared by the fleet.
+        let mut h = std::hash::DefaultHasher::new();
+        h.write(long.as_bytes());
+        assert_eq!(a.id, format!("key:#{:016x}", h.finish()));
+        // A raw value cannot pose as a fingerprint: one starting with `#`
+        // is fingerprinted too, and found by its raw form.
+        let posing = &a.id["key:".len()..];
+        let p = identify(&[("x-api-key", posing.as_bytes())]);
+        assert!(p.id.starts_with("key:#") && p.id != a.id, "{}", p.id);
+        assert_eq!(
+            normalize_id(&format!("key:{posing}x")),
+            identify(&[("x-api-key", format!("{posing}x").as_bytes())]).id
+        );
+        assert_eq!(
+            normalize_id("key:#short"),
+            identify(&[("x-api-key", b"#short")]).id
+        );
         // Non-UTF-8 credentials are skipped, down to the (absent) peer.
         let c = identify(&[
             ("x-api-key", b"\xff\xfe"),
