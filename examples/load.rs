@@ -1329,7 +1329,7 @@ fn report(
         }
     }
 
-    if count(Outcome::Error) == requests - count(Outcome::Gone) {
+    if requests > count(Outcome::Gone) && count(Outcome::Error) == requests - count(Outcome::Gone) {
         println!();
         println!(
             "No request got a response from {}: is the server running? \

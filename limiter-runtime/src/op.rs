@@ -1338,7 +1338,17 @@ mod tests {
             let step = core.adaptive.observe(true, Duration::ZERO, |limit| {
                 // The step is computed; a reconfiguration starts before it
                 // is applied. It cannot finish until the step is applied.
-                reconfigure = Some(s.spawn(|| reg.configure("a", adaptive(100)).unwrap()));
+                let r = s.spawn(|| reg.configure("a", adaptive(100)).unwrap());
+                // Give it every chance to finish first: if it could (the
+                // install not waiting for the step), the step would then
+                // undo it and the bound below would be 10.
+                for _ in 0..200 {
+                    if r.is_finished() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                reconfigure = Some(r);
                 core.bulkhead.set_max(limit);
             });
             assert_eq!(step, Some(10));
@@ -1352,9 +1362,10 @@ mod tests {
     }
 
     /// A call admitted while the op was adaptive, ending after adaptive was
-    /// switched off, must leave the configured bound alone: its step used
-    /// to run under the adaptive policy it had read before the change
-    /// (and set the bound to 45).
+    /// switched off, leaves the configured bound alone. (The interleaving
+    /// where the step had read the adaptive policy before the change is
+    /// pinned by `adaptive::tests::observe_does_nothing_once_not_adaptive`:
+    /// the step now reads the policy installed with the AIMD state.)
     #[test]
     fn an_adaptive_step_after_adaptive_is_off_changes_nothing() {
         let reg = Registry::new();

@@ -1,8 +1,9 @@
 //! The synchronisation primitives of the runtime's lock-free structures:
 //! std's, or loom's models when the crate is built with `--cfg loom`.
 //!
-//! The GCRA cell, the bulkhead's gate and hand-over mutex, the breaker and
-//! the key table take their atomics and mutexes from here, so the loom
+//! The GCRA and fixed-window cells, the bulkhead's gate and hand-over
+//! mutex, the breaker, the key table and the background tasks' admission
+//! word and records take their atomics and mutexes from here, so the loom
 //! tests (`RUSTFLAGS="--cfg loom" cargo test --release -p limiter-runtime
 //! loom`) explore every interleaving of their operations. `Arc` stays std's
 //! everywhere: the key table hands its `Arc`s to the rest of the runtime,
