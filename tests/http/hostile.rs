@@ -114,12 +114,12 @@ const MB: u64 = 1024 * 1024;
 /// Allowed RSS growth over the whole flood: the two capped tables
 /// (2 × 10 000 × 256 B ≈ 5 MB) plus 16 MB of allocator slack, worker
 /// arenas and the other tests of this binary running at the same time.
-/// Tables keeping every key would take 2 × 121 B per key: 48 MB for 200 000
-/// keys, 242 MB for 1 000 000.
+/// Tables keeping every key would take 2 × 121 B per key: 242 MB for the
+/// 1 000 000 keys of the flood.
 const RSS_BOUND: u64 = 2 * CAP as u64 * BYTES_PER_KEY + 16 * MB;
 /// Allowed RSS growth once both tables are full (after [`WARM`] keys): the
 /// tables no longer grow, so only noise. Keeping every key would add
-/// 2 × 121 B × 180 000 ≈ 41 MB over the rest of a 200 000-key flood.
+/// 2 × 121 B × 980 000 ≈ 237 MB over the rest of the flood.
 const STEADY_BOUND: u64 = 12 * MB;
 
 /// The flood's client `i`: an API key for even `i`, a forwarded address
