@@ -4,44 +4,9 @@
 
 #![forbid(unsafe_code)]
 
-/// Every per-op field name, as `limiter-runtime/src/config/fields.rs`
-/// lists them (`LIMITER_OP_<NAME>_<FIELD>`, `[ops.<name>]` keys).
-pub const FIELDS: &[&str] = &[
-    "kind",
-    "enabled",
-    "timeout",
-    "rate",
-    "rate_per_key",
-    "burst",
-    "algorithm",
-    "backend",
-    "degradation",
-    "max_concurrent",
-    "max_concurrent_per_key",
-    "queue",
-    "queue_per_key",
-    "queue_timeout",
-    "overload",
-    "retry_after",
-    "retries",
-    "backoff",
-    "backoff_base",
-    "backoff_max",
-    "breaker",
-    "breaker_failure_rate",
-    "breaker_min_calls",
-    "breaker_window",
-    "breaker_slow_call",
-    "breaker_recovery",
-    "breaker_half_open_calls",
-    "breaker_success_threshold",
-    "breaker_consecutive_failures",
-    "slow_poll",
-    "max_keys",
-    "adaptive",
-    "adaptive_min",
-    "adaptive_target",
-];
+/// Every per-op field name (`LIMITER_OP_<NAME>_<FIELD>`, `[ops.<name>]`
+/// keys), as the runtime lists them.
+pub use limiter_runtime::config::OP_FIELDS as FIELDS;
 
 /// What kind of text a field takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -647,15 +647,41 @@ mod loom_tests {
         Arc::new(Bulkhead::new("loom".into(), limits, 16))
     }
 
+    /// Takes the bulkhead's one free place.
+    fn occupy(b: &Arc<Bulkhead>) -> BulkPermit<Arc<Bulkhead>> {
+        Bulkhead::try_acquire(Arc::clone(b), None, 0)
+            .ok()
+            .expect("room")
+    }
+
+    /// Queues a caller behind the running one, as `acquire` would.
+    fn queue_one(b: &Bulkhead) -> WaitGuard<'_> {
+        let Ok(Entry::Wait {
+            key,
+            seq,
+            priority,
+            rx,
+            ..
+        }) = b.enter(None, 0, 0)
+        else {
+            panic!("full: waits");
+        };
+        WaitGuard {
+            bulkhead: b,
+            key,
+            seq,
+            priority,
+            rx: Some(rx),
+        }
+    }
+
     /// A running call ends while another arrives: the newcomer runs at once
     /// or is handed the place while it waits.
     #[test]
     fn loom_bulkhead_release_racing_arrival_loses_no_wakeup() {
         loom::model(|| {
             let b = bulkhead(1, u32::MAX);
-            let running = Bulkhead::try_acquire(Arc::clone(&b), None, 0)
-                .ok()
-                .expect("room");
+            let running = occupy(&b);
             let ender = thread::spawn(move || drop(running));
             let entry = b.enter(None, 0, 0).expect("queue has room");
             ender.join().unwrap();
@@ -679,9 +705,7 @@ mod loom_tests {
     fn loom_bulkhead_two_arrivals_one_place() {
         loom::model(|| {
             let b = bulkhead(1, u32::MAX);
-            let running = Bulkhead::try_acquire(Arc::clone(&b), None, 0)
-                .ok()
-                .expect("room");
+            let running = occupy(&b);
             let ender = thread::spawn(move || drop(running));
             let arrivals: Vec<_> = (0..2)
                 .map(|_| {
@@ -753,27 +777,10 @@ mod loom_tests {
     fn loom_bulkhead_cancelled_waiter_returns_the_place() {
         loom::model(|| {
             let b = bulkhead(1, u32::MAX);
-            let running = Bulkhead::try_acquire(Arc::clone(&b), None, 0)
-                .ok()
-                .expect("room");
-            let Ok(Entry::Wait {
-                key,
-                seq,
-                priority,
-                rx,
-                ..
-            }) = b.enter(None, 0, 0)
-            else {
-                panic!("full: waits");
-            };
+            let running = occupy(&b);
+            let waiter = queue_one(&b);
             let ender = thread::spawn(move || drop(running));
-            drop(WaitGuard {
-                bulkhead: &b,
-                key,
-                seq,
-                priority,
-                rx: Some(rx),
-            });
+            drop(waiter);
             ender.join().unwrap();
             assert_eq!(b.counts(), (0, 0, 0), "place or queue place leaked");
             assert!(Bulkhead::try_acquire(Arc::clone(&b), None, 0).is_ok());
@@ -786,27 +793,10 @@ mod loom_tests {
     fn loom_bulkhead_timeout_racing_grant() {
         loom::model(|| {
             let b = bulkhead(1, u32::MAX);
-            let running = Bulkhead::try_acquire(Arc::clone(&b), None, 0)
-                .ok()
-                .expect("room");
-            let Ok(Entry::Wait {
-                key,
-                seq,
-                priority,
-                rx,
-                ..
-            }) = b.enter(None, 0, 0)
-            else {
-                panic!("full: waits");
-            };
+            let running = occupy(&b);
+            let mut guard = queue_one(&b);
+            let key = guard.key.clone();
             let ender = thread::spawn(move || drop(running));
-            let mut guard = WaitGuard {
-                bulkhead: &b,
-                key: key.clone(),
-                seq,
-                priority,
-                rx: Some(rx),
-            };
             let outcome = guard.time_out();
             drop(guard);
             ender.join().unwrap();

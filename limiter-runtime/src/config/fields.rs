@@ -8,8 +8,9 @@ use super::types::{Algorithm, Backend, Backoff, Degradation, OpConfig, OpKind, O
 pub(crate) use crate::spec::closest;
 use crate::spec::{parse_duration, parse_rates};
 
-/// Every field name, in snake case.
-pub(crate) const FIELDS: &[&str] = &[
+/// Every per-op field settable by name, in snake case: the `<FIELD>` of
+/// `LIMITER_OP_<NAME>_<FIELD>` (upper case) and the keys of `[ops.<name>]`.
+pub const FIELDS: &[&str] = &[
     "kind",
     "enabled",
     "timeout",

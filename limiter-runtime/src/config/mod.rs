@@ -14,6 +14,7 @@ mod types;
 use std::collections::BTreeMap;
 
 pub use env::{load_env, settings_from_env, settings_from_vars};
+pub use fields::FIELDS as OP_FIELDS;
 pub use file::{load_file, settings_from_file, settings_from_toml};
 pub(crate) use resolve::ser_duration;
 pub use resolve::{AdaptivePolicy, BreakerPolicy, RateSpec, ResolvedConfig, RetryPolicy};
