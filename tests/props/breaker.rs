@@ -498,11 +498,7 @@ pub fn run_case(s: &Settings, groups: &[Group]) -> Vec<String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: cases(512),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(props_config())]
 
     /// Every observed state change is a legal, counted transition and the
     /// state is the documented machine's; calls are refused exactly while

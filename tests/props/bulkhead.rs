@@ -469,11 +469,7 @@ fn check_outcomes(w: &mut World, arrivals: &[Arrival], seen: &[(Seen, Duration)]
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: cases(512),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(props_config())]
 
     /// Running calls never exceed the op-wide and per-key bounds, queues
     /// never exceed theirs, no waiter is left waiting beside a free place,

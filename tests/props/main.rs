@@ -49,13 +49,19 @@ pub fn quiet_injected_panics() {
     });
 }
 
-/// Cases per property: `default`, or `PROPTEST_CASES` when set (for
-/// longer runs by hand).
-pub fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
+/// The configuration of every property: 512 cases, or `PROPTEST_CASES`
+/// when set (for longer runs by hand); no failure files (a failing case is
+/// printed, and kept as a regression test in `regressions.rs`).
+pub fn props_config() -> proptest::test_runner::Config {
+    let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+        .unwrap_or(512);
+    proptest::test_runner::Config {
+        cases,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    }
 }
 
 pub fn ms(n: u64) -> Duration {

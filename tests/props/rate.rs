@@ -266,11 +266,7 @@ pub fn check_bounds(c: &RateCase, run: &Run) -> Vec<String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: cases(512),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(props_config())]
 
     /// Over any span every window admits no more than its algorithm
     /// promises, and a refused call that waits exactly its `retry_after`
