@@ -328,6 +328,25 @@ impl OpCore {
         };
         let ticket = TicketGuard { core: self, ticket };
         let terms = self.policy.load().terms;
+        self.wait_place(ticket, terms, bulkhead, key, priority, now)
+            .await
+    }
+
+    /// The last step of a call admitted by the breaker and rate limits:
+    /// waits for a bulkhead place (the ticket goes back if it is refused or
+    /// the wait is dropped).
+    async fn wait_place<B>(
+        &self,
+        ticket: TicketGuard<'_>,
+        terms: Terms,
+        bulkhead: B,
+        key: Option<u64>,
+        priority: i64,
+        now: u64,
+    ) -> Result<Admitted<B>, LimitError>
+    where
+        B: std::ops::Deref<Target = Bulkhead>,
+    {
         match Bulkhead::acquire(bulkhead, key, priority, now).await {
             Ok(bulk) => {
                 self.metrics.entered(true);
@@ -456,17 +475,8 @@ impl OpCore {
         if let Err(e) = self.check_shared(&remote, key, shared_key, now).await {
             return Err(self.reject(e));
         }
-        let bulk = match Bulkhead::acquire(bulkhead, key, priority, now).await {
-            Ok(b) => b,
-            Err(e) => return Err(self.reject(e)),
-        };
-        self.metrics.entered(true);
-        Ok(Admitted {
-            ticket: ticket.disarm(),
-            bulk: Some(bulk),
-            terms,
-            start: self.clock.now_ns(),
-        })
+        self.wait_place(ticket, terms, bulkhead, key, priority, now)
+            .await
     }
 }
 
