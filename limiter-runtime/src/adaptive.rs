@@ -16,7 +16,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::config::AdaptivePolicy;
+use crate::settings::AdaptivePolicy;
 
 const DECREASE: f64 = 0.9;
 

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::config::BreakerPolicy;
+use crate::settings::BreakerPolicy;
 use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
 
 /// State of a circuit breaker.

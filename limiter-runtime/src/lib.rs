@@ -40,10 +40,22 @@ mod background;
 mod breaker;
 mod bulkhead;
 mod cache;
-mod call;
+pub mod call;
 mod clock;
 mod coalesce;
-pub mod config;
+mod load;
+mod settings;
+
+/// Configuration: the [`OpConfig`] layer model, its resolution and checks,
+/// and loading from the environment ([`load_env`](config::load_env)) and
+/// from a TOML file ([`load_file`](config::load_file)).
+///
+/// Invalid values are errors naming the variable or key and the value —
+/// never a panic, never a silent default.
+pub mod config {
+    pub use crate::load::{load_env, load_file};
+    pub use crate::settings::*;
+}
 mod error;
 #[cfg(feature = "axum")]
 pub mod http;
@@ -59,6 +71,7 @@ mod registry;
 mod retry;
 mod site;
 mod sync;
+mod timeout;
 
 /// Durations, rates and named choices (re-exported from `limiter-spec`).
 pub use limiter_spec as spec;
@@ -69,7 +82,7 @@ pub use background::{
 };
 pub use breaker::{BreakerSnapshot, BreakerState};
 pub use bulkhead::BulkheadSnapshot;
-pub use call::{strategy, Call};
+pub use call::{strategy, Call, CallFuture};
 pub use config::{
     Algorithm, Backend, Backoff, BreakerConfig, Degradation, OpConfig, OpKind, OverloadPolicy,
     ResolvedConfig, RetryConfig, Settings, TimeoutStrategy,

@@ -5,12 +5,14 @@
 //! Blocking work cannot be aborted once it runs. When its caller gives up (a
 //! timeout, or the caller dropped the future), the work is *abandoned*: it is
 //! counted in the op's `orphans` and `orphans_running` metrics until it ends,
-//! and its result is dropped.
+//! and its result is dropped. Whatever its caller hands to its [`Handoff`]
+//! (the call's bulkhead place) is kept until then, so the bound on an op's
+//! running calls counts the real work, not the callers still waiting.
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use once_cell::sync::OnceCell;
 use tokio::sync::{oneshot, Semaphore};
@@ -54,11 +56,13 @@ impl Offload {
     }
 
     /// Runs `f` on the pool for its kind and waits for it. Dropping the
-    /// returned future while `f` runs abandons `f` (see the module docs).
+    /// returned future while `f` runs abandons `f` (see the module docs);
+    /// what was given to `handoff` is dropped when `f` has ended.
     pub(crate) async fn run<T, F>(
         self: Arc<Self>,
         cpu: bool,
         metrics: Arc<OpMetrics>,
+        handoff: Arc<Handoff>,
         f: F,
     ) -> Offloaded<T>
     where
@@ -72,16 +76,20 @@ impl Offload {
             .expect("offload semaphores are never closed");
         let status = Arc::new(AtomicU8::new(RUNNING));
         let (tx, rx) = oneshot::channel();
+        handoff.start();
         let job = {
             let ended = JobEnd {
                 status: Arc::clone(&status),
                 metrics: Arc::clone(&metrics),
+                handoff,
             };
             move || {
                 let out = catch_unwind(AssertUnwindSafe(f));
                 drop(permit);
-                drop(ended);
+                // An abandoned result is dropped here, before what was
+                // handed over (the place) goes back.
                 let _ = tx.send(out);
+                drop(ended);
             }
         };
         let mut guard = AbandonGuard {
@@ -110,16 +118,67 @@ impl Offload {
     }
 }
 
+/// What a caller that stops waiting for offloaded work leaves with it, to
+/// be dropped when the work has ended (see [`Handoff::keep`]).
+#[derive(Default)]
+pub(crate) struct Handoff(Mutex<HandoffState>);
+
+#[derive(Default)]
+struct HandoffState {
+    /// The job was given to its pool.
+    started: bool,
+    /// The job has ended (or its pool dropped it).
+    ended: bool,
+    kept: Option<Box<dyn Any + Send>>,
+}
+
+impl Handoff {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HandoffState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps `value` until the work ends, when it is running; gives it
+    /// back when the work never started or has already ended (the caller
+    /// then drops it itself).
+    pub(crate) fn keep<V: Send + 'static>(&self, value: V) -> Option<V> {
+        let mut st = self.lock();
+        if st.started && !st.ended {
+            st.kept = Some(Box::new(value));
+            None
+        } else {
+            Some(value)
+        }
+    }
+
+    /// The job is given to its pool: from now on what is handed over waits
+    /// for its end.
+    fn start(&self) {
+        self.lock().started = true;
+    }
+
+    /// The work has ended: what was kept is dropped (outside the lock).
+    fn end(&self) {
+        let kept = {
+            let mut st = self.lock();
+            st.ended = true;
+            st.kept.take()
+        };
+        drop(kept);
+    }
+}
+
 /// Marks the work ended when the job finishes, or when its pool drops it
 /// without running it (runtime teardown), so an orphan is never counted as
-/// running forever.
+/// running forever and what it was handed is given back.
 struct JobEnd {
     status: Arc<AtomicU8>,
     metrics: Arc<OpMetrics>,
+    handoff: Arc<Handoff>,
 }
 
 impl Drop for JobEnd {
     fn drop(&mut self) {
+        self.handoff.end();
         if self
             .status
             .compare_exchange(RUNNING, DONE, Ordering::AcqRel, Ordering::Acquire)

@@ -12,13 +12,12 @@ use crate::breaker::{Breaker, BreakerSnapshot, Ticket};
 use crate::bulkhead::{BulkPermit, Bulkhead, BulkheadSnapshot, Limits};
 use crate::cache::ValueCache;
 use crate::clock::{duration_ns, Clock};
-use crate::config::{OpConfig, ResolvedConfig};
 use crate::error::{ConfigError, LimitError};
 use crate::keys::LimitKey;
 use crate::metrics::{CallOutcome, CountersSnapshot, LatencySnapshot, OpMetrics};
 use crate::rate::{KeyedOutcome, KeyedRate, RateSnapshot, RateState};
 use crate::registry::Shared;
-use crate::Call;
+use crate::settings::{OpConfig, ResolvedConfig};
 
 /// The limiters in force, swapped as a whole when the configuration changes.
 pub(crate) struct Policy {
@@ -270,7 +269,7 @@ impl OpCore {
             });
         }
         #[cfg(feature = "redis")]
-        if policy.cfg.backend == crate::config::Backend::Redis {
+        if policy.cfg.backend == crate::settings::Backend::Redis {
             return Entered::Later(Later {
                 bulkhead,
                 ticket: None,
@@ -490,9 +489,9 @@ type SharedJob = std::pin::Pin<
 /// round trip (the policy guard is not).
 #[cfg(feature = "redis")]
 struct Remote {
-    rate: Option<crate::config::RateSpec>,
-    rate_per_key: Option<crate::config::RateSpec>,
-    degradation: crate::config::Degradation,
+    rate: Option<crate::settings::RateSpec>,
+    rate_per_key: Option<crate::settings::RateSpec>,
+    degradation: crate::settings::Degradation,
     retry_after: Duration,
     local: Option<Arc<RateState>>,
     local_keyed: Option<Arc<KeyedRate>>,
@@ -513,7 +512,7 @@ impl OpCore {
     #[cfg(feature = "redis")]
     pub(crate) fn shared_key_name(&self, key: &dyn LimitKey) -> Option<u64> {
         let p = self.policy.load();
-        if p.cfg.backend != crate::config::Backend::Redis || p.cfg.rate_per_key.is_none() {
+        if p.cfg.backend != crate::settings::Backend::Redis || p.cfg.rate_per_key.is_none() {
             return None;
         }
         self.shared.redis.load().as_ref().map(|b| b.key_name(key))
@@ -533,12 +532,12 @@ impl OpCore {
     /// breaker, `fail_open` lets the call through, `fail_closed` refuses it.
     async fn shared_breaker_admit(
         &self,
-        breaker: &crate::config::BreakerPolicy,
-        degradation: crate::config::Degradation,
+        breaker: &crate::settings::BreakerPolicy,
+        degradation: crate::settings::Degradation,
         retry_after: Duration,
         now: u64,
     ) -> Result<Ticket, LimitError> {
-        use crate::config::Degradation;
+        use crate::settings::Degradation;
         let failure = match self.shared.redis.load_full() {
             None => "no redis is set (Registry::set_redis)".to_owned(),
             Some(backend) => match backend.breaker_admit(&self.name, breaker).await {
@@ -574,7 +573,7 @@ impl OpCore {
     /// Forces open (or resets) the op's breaker in Redis, when it keeps it
     /// there; done in the background, like outcomes.
     pub(crate) fn set_shared_breaker(&self, open: bool) {
-        if self.policy.load().cfg.backend != crate::config::Backend::Redis {
+        if self.policy.load().cfg.backend != crate::settings::Backend::Redis {
             return;
         }
         self.on_shared_breaker(
@@ -622,7 +621,7 @@ impl OpCore {
         job: impl FnOnce(
                 Arc<crate::redis::RedisBackend>,
                 Arc<str>,
-                crate::config::BreakerPolicy,
+                crate::settings::BreakerPolicy,
             ) -> SharedJob
             + Send
             + 'static,
@@ -673,14 +672,14 @@ impl OpCore {
     /// answer (or none is set, or the key has no name there).
     async fn check_shared_rate(
         &self,
-        spec: &crate::config::RateSpec,
+        spec: &crate::settings::RateSpec,
         shared_key: Option<u64>,
         per_key: bool,
         r: &Remote,
         local: Option<impl FnOnce() -> Result<(), crate::rate::Refusal>>,
     ) -> Result<(), LimitError> {
-        use crate::config::Degradation;
         use crate::redis::Check;
+        use crate::settings::Degradation;
         let backend = self.shared.redis.load_full();
         let failure = match (&backend, per_key, shared_key) {
             (None, _, _) => "no redis is set (Registry::set_redis)".to_owned(),
@@ -779,7 +778,7 @@ impl Drop for TicketGuard<'_> {
 pub(crate) struct Terms {
     /// Nanoseconds; `u64::MAX` for none. Plain integers keep this small
     /// and cheap to copy through admission.
-    timeout_ns: u64,
+    pub(crate) timeout_ns: u64,
     pub(crate) slow_poll_ns: u64,
     /// Nanoseconds; `u64::MAX` for none.
     slow_call_ns: u64,
@@ -836,15 +835,15 @@ pub(crate) struct Admitted<B: std::ops::Deref<Target = Bulkhead>> {
     pub(crate) start: u64,
 }
 
-/// An admitted call in progress, borrowed from its [`Op`]. Ends as
-/// cancelled (or panicked, while unwinding) unless finished explicitly.
+/// An admitted call in progress, borrowed from its [`Op`]. Its owner
+/// (the call's future) ends it exactly once, after dropping the body or
+/// handing the place over to whatever goes on running it.
 pub(crate) struct Admission<'a> {
-    pub(crate) core: &'a OpCore,
+    core: &'a OpCore,
     ticket: Ticket,
     bulk: Option<BulkPermit<&'a Bulkhead>>,
     pub(crate) terms: Terms,
     pub(crate) start: u64,
-    done: bool,
 }
 
 impl<'a> Admission<'a> {
@@ -855,52 +854,39 @@ impl<'a> Admission<'a> {
             bulk: a.bulk,
             terms: a.terms,
             start: a.start,
-            done: false,
         }
     }
 
-    /// Records the outcome of a call that ended at `end`.
-    pub(crate) fn finish(mut self, outcome: CallOutcome, end: u64) {
-        self.done = true;
+    /// Records the outcome of a call that ended at `end` and releases its
+    /// place.
+    #[inline]
+    pub(crate) fn finish(self, outcome: CallOutcome, end: u64) {
         self.core
             .complete(self.ticket, &self.terms, self.start, end, outcome);
+        drop(self.bulk);
     }
 
-    /// Records the outcome of a call that ends now.
-    pub(crate) fn finish_now(self, outcome: CallOutcome) {
+    /// Records `outcome` now and hands the place over, still held, to
+    /// whoever decides when the body is gone.
+    pub(crate) fn end_detached(self, outcome: CallOutcome) -> Place {
         let end = self.core.clock.now_ns();
-        self.finish(outcome, end);
-    }
-
-    /// Records a timeout now and hands the bulkhead place over to whoever
-    /// goes on running the call.
-    pub(crate) fn detach(mut self) -> Option<BulkPermit<Arc<Bulkhead>>> {
-        self.done = true;
-        let end = self.core.clock.now_ns();
-        self.core.complete(
-            self.ticket,
-            &self.terms,
-            self.start,
-            end,
-            CallOutcome::Timeout,
-        );
+        self.core
+            .complete(self.ticket, &self.terms, self.start, end, outcome);
         let owner = Arc::clone(&self.core.bulkhead);
-        self.bulk.take().map(|b| b.into_owned(owner))
+        Place(self.bulk.map(|b| b.into_owned(owner)))
     }
 }
 
-impl Drop for Admission<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            let outcome = if std::thread::panicking() {
-                CallOutcome::Panic
-            } else {
-                CallOutcome::Cancelled
-            };
-            let end = self.core.clock.now_ns();
-            self.core
-                .complete(self.ticket, &self.terms, self.start, end, outcome);
-        }
+/// A bulkhead place held by a call that has ended for its caller (timed
+/// out, or dropped) while its body may still be alive: released when
+/// dropped, which the call does only once the body is gone.
+pub struct Place(Option<BulkPermit<Arc<Bulkhead>>>);
+
+impl std::fmt::Debug for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Place")
+            .field("held", &self.0.is_some())
+            .finish()
     }
 }
 
@@ -1028,27 +1014,6 @@ impl Op {
         &self.core.name
     }
 
-    /// Starts building a call: key, priority, timeout strategy.
-    pub fn call(&self) -> Call<'_> {
-        Call::new(self)
-    }
-
-    /// Runs `f` under every limit of this op, cancelling it on timeout.
-    /// Shorthand for `self.call().key_opt(key).run(f)`; see [`Call::run`].
-    /// The key is hashed at once: the returned future does not borrow it.
-    pub fn run<'a, T, E, F, Fut>(
-        &'a self,
-        key: Option<&dyn LimitKey>,
-        f: F,
-    ) -> impl std::future::Future<Output = Result<T, E>> + use<'a, T, E, F, Fut>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, E>>,
-        E: From<LimitError>,
-    {
-        self.call().key_opt(key).run(f)
-    }
-
     /// Runs the call `f` (typically a limited call of this op) at most once
     /// at a time per key: callers that arrive while an identical call runs
     /// share its value instead of running their own; with `ttl`, a value is
@@ -1137,15 +1102,6 @@ impl Op {
                 }
             }
         }
-    }
-
-    /// Waits for a place under every limit of this op and returns it as a
-    /// guard (breaker → rate → bulkhead; no timeout is applied).
-    pub fn acquire<'a>(
-        &'a self,
-        key: Option<&dyn LimitKey>,
-    ) -> impl std::future::Future<Output = Result<Permit, LimitError>> + use<'a> {
-        self.call().key_opt(key).acquire()
     }
 
     /// The configuration in force.

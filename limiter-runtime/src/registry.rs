@@ -9,13 +9,13 @@ use once_cell::sync::Lazy;
 use serde::Serialize;
 
 use crate::background::{BackgroundSnapshot, ShutdownReport, TaskManager};
-use crate::config::resolve::cpu_count;
-use crate::config::{OpConfig, Settings};
 use crate::error::ConfigError;
 use crate::keys::KeyHasher;
 use crate::monitor::{KeyLimitView, Monitor, Summary, TaskTotals};
 use crate::offload::Offload;
 use crate::op::{Op, OpCore, OpSnapshot};
+use crate::settings::resolve::cpu_count;
+use crate::settings::{OpConfig, Settings};
 
 /// What every operation of a registry shares.
 pub(crate) struct Shared {
@@ -330,7 +330,7 @@ impl Registry {
     #[cfg(feature = "redis")]
     fn redis_from(
         &self,
-        r: &crate::config::RedisSettings,
+        r: &crate::settings::RedisSettings,
     ) -> Result<Option<crate::redis::RedisBackend>, ConfigError> {
         let Some(url) = &r.url else {
             return Ok(None);
@@ -347,7 +347,7 @@ impl Registry {
 
     /// Without the `redis` feature a Redis URL is an error, not ignored.
     #[cfg(not(feature = "redis"))]
-    fn redis_from(&self, r: &crate::config::RedisSettings) -> Result<Option<()>, ConfigError> {
+    fn redis_from(&self, r: &crate::settings::RedisSettings) -> Result<Option<()>, ConfigError> {
         match &r.url {
             None => Ok(None),
             Some(url) => Err(ConfigError::Invalid {

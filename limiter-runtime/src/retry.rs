@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use crate::config::{Backoff, RetryPolicy};
 use crate::error::LimitError;
+use crate::settings::{Backoff, RetryPolicy};
 
 /// The delay before retry number `attempt + 1` (`attempt` counts from 0).
 ///

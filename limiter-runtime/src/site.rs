@@ -2,9 +2,9 @@
 
 use once_cell::sync::OnceCell;
 
-use crate::config::OpConfig;
 use crate::op::Op;
 use crate::registry::registry;
+use crate::settings::OpConfig;
 
 /// One annotated function's handle on its op in the global registry: looked
 /// up, and its declared layer (the attribute's arguments) installed, on

@@ -7,6 +7,7 @@ mod breaker;
 mod bulkhead;
 mod coalesce;
 mod config;
+mod drop_order;
 mod keys;
 mod metrics;
 mod rate;

@@ -30,8 +30,8 @@ mod admission;
 
 use admission::Admission;
 
-use crate::config::{Backoff, RetryPolicy};
 use crate::error::{LimitError, QueueScope, Quota};
+use crate::settings::{Backoff, RetryPolicy};
 use crate::sync::{Mutex, MutexGuard};
 
 /// Lifecycle of a background task.

@@ -29,9 +29,9 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::config::{OverloadPolicy, ResolvedConfig};
 use crate::error::{LimitError, QueueScope, Quota};
 use crate::keys::{KeyState, KeyTable};
+use crate::settings::{OverloadPolicy, ResolvedConfig};
 use crate::sync::{Mutex, MutexGuard};
 use gate::Gate;
 

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use axum::http::Method;
 
-use crate::config::{Algorithm, RateSpec};
 use crate::error::ConfigError;
 use crate::monitor::RuleStats;
 use crate::rate::KeyedRate;
+use crate::settings::{Algorithm, RateSpec};
 use crate::spec::{parse_rate, Rate};
 
 use super::identity::ClientClass;

@@ -1,9 +1,8 @@
-//! Per-operation counters, latency histogram and slow-poll detection.
+//! Per-operation counters, latency histogram and slow-poll counts.
 
 mod histogram;
 mod per_thread;
 pub(crate) mod prometheus;
-pub(crate) mod slow_poll;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -178,11 +177,27 @@ impl OpMetrics {
         l.value.latency.record(&l, latency_ns);
     }
 
-    /// Keeps the longest poll seen.
+    /// Keeps the longest poll seen; a poll longer than `threshold_ns`
+    /// blocked the executor thread that long, and is counted and reported
+    /// as slow.
     #[inline]
-    pub(crate) fn poll_took(&self, ns: u64) {
+    pub(crate) fn poll_took(&self, ns: u64, threshold_ns: u64, op: &str) {
         let l = self.local.local();
         l.max(&l.value.max_poll_ns, ns);
+        if ns > threshold_ns {
+            self.slow_poll(ns, op);
+        }
+    }
+
+    /// Counts and reports a poll that blocked the executor thread.
+    #[cold]
+    fn slow_poll(&self, ns: u64, op: &str) {
+        Self::inc(&self.counters.slow_polls);
+        tracing::warn!(
+            op,
+            poll_ms = ns as f64 / 1e6,
+            "slow poll: the executor thread was blocked inside this operation"
+        );
     }
 
     /// Every counter now.

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::config::ser_duration;
 use crate::error::ConfigError;
+use crate::settings::ser_duration;
 
 /// Alert thresholds. The defaults are the seeds': response time 1 s / 5 s /
 /// 10 s, error rate 5 % / 10 % / 20 %, slow polls 3 / 10.

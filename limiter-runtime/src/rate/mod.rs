@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::config::{Algorithm, RateSpec};
 use crate::error::Quota;
 use crate::keys::{KeyState, KeyTable};
+use crate::settings::{Algorithm, RateSpec};
 use gcra::{GcraCell, GcraParams};
 use window::{FixedCell, SlidingCell, WindowParams};
 

@@ -24,9 +24,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Serialize;
 use tokio::sync::OnceCell;
 
-use crate::config::{Algorithm, BreakerPolicy, RateSpec};
 use crate::error::ConfigError;
 use crate::keys::LimitKey;
+use crate::settings::{Algorithm, BreakerPolicy, RateSpec};
 pub use crate::spec::Degradation;
 
 use health::Health;

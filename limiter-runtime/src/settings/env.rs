@@ -54,17 +54,6 @@ const KNOWN: &[&str] = &[
 
 const OP_PREFIX: &str = "LIMITER_OP_";
 
-/// Reads the process environment (and the file `LIMITER_CONFIG` names, if
-/// set) and applies it to the global registry.
-pub fn load_env() -> Result<(), ConfigError> {
-    let mut settings = match std::env::var("LIMITER_CONFIG") {
-        Ok(path) => super::file::settings_from_file(&path, None)?,
-        Err(_) => Settings::default(),
-    };
-    settings.overlay(&settings_from_env()?);
-    crate::registry().apply(&settings)
-}
-
 /// Reads the settings in the process environment.
 pub fn settings_from_env() -> Result<Settings, ConfigError> {
     settings_from_vars(

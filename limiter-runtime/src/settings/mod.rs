@@ -1,6 +1,6 @@
 //! Configuration: the [`OpConfig`] layer model, its resolution and checks,
-//! and loading from the environment ([`load_env`]) and from a TOML file
-//! ([`load_file`]).
+//! and reading [`Settings`] from the environment and from a TOML file.
+//! (Applying them to the global registry is `load.rs`'s job.)
 //!
 //! Invalid values are errors naming the variable or key and the value —
 //! never a panic, never a silent default.
@@ -13,9 +13,9 @@ mod types;
 
 use std::collections::BTreeMap;
 
-pub use env::{load_env, settings_from_env, settings_from_vars};
+pub use env::{settings_from_env, settings_from_vars};
 pub use fields::FIELDS as OP_FIELDS;
-pub use file::{load_file, settings_from_file, settings_from_toml};
+pub use file::{settings_from_file, settings_from_toml};
 pub(crate) use resolve::ser_duration;
 pub use resolve::{AdaptivePolicy, BreakerPolicy, RateSpec, ResolvedConfig, RetryPolicy};
 pub use types::{

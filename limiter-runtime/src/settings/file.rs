@@ -47,14 +47,6 @@ use super::types::OpConfig;
 use super::Settings;
 use crate::error::ConfigError;
 
-/// Reads `path` and applies it to the global registry, with the profile
-/// named by `LIMITER_PROFILE` or else by the file's `profile` key.
-pub fn load_file(path: impl AsRef<std::path::Path>) -> Result<(), ConfigError> {
-    let profile = std::env::var("LIMITER_PROFILE").ok();
-    let settings = settings_from_file(path, profile.as_deref())?;
-    crate::registry().apply(&settings)
-}
-
 /// Reads the settings of `path` with `profile` (or the file's own
 /// `profile` key when `None`).
 pub fn settings_from_file(

@@ -197,8 +197,11 @@ mod tests {
         }
         assert_eq!(cfg.breaker.consecutive_failures, Some(3));
         assert_eq!(cfg.max_keys, Some(10));
-        assert_eq!(cfg.backend, Some(crate::config::Backend::Redis));
-        assert_eq!(cfg.degradation, Some(crate::config::Degradation::FailOpen));
+        assert_eq!(cfg.backend, Some(crate::settings::Backend::Redis));
+        assert_eq!(
+            cfg.degradation,
+            Some(crate::settings::Degradation::FailOpen)
+        );
         assert!(set_field(&mut cfg, "backend", "memcached")
             .unwrap_err()
             .contains("expected one of: local, redis"));

@@ -1,0 +1,320 @@
+//! [`CallFuture`]: one limited call as one hand-written future.
+//!
+//! It owns everything the call needs across polls: the admission (the
+//! breaker's ticket and the bulkhead place), the pinned body with its
+//! deadline timer, the retry state and the timeout strategy. Nothing is
+//! moved between nested state machines after the first poll, and the fast
+//! path (admitted at once, body ready at once) allocates nothing.
+//!
+//! Drop order is part of the contract: the body's future is dropped before
+//! its place is released, on every path: success, error, timeout under each
+//! strategy, panic, and the caller dropping the call. Blocking work that
+//! cannot be dropped keeps the place until it really ends. So at most
+//! `max_concurrent` bodies of an op, their destructors included, are ever
+//! alive. (The shape is tower's `limit::concurrency::ResponseFuture`, whose
+//! permit lives in the future and goes with its `Drop`.)
+
+use std::future::Future;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+
+use crate::bulkhead::Bulkhead;
+use crate::error::LimitError;
+use crate::metrics::{CallOutcome, OpMetrics};
+use crate::op::{Admission, Admitted, Entered, Op};
+use crate::retry::{backoff_delay, delay_after_limit};
+use crate::timeout::{Polled, Timed};
+
+use super::attempts::Attempts;
+use super::on_timeout::Strategy;
+
+/// An admission that had to wait (a queue place, a Redis round trip).
+type Waiting<'a> =
+    Pin<Box<dyn Future<Output = Result<Admitted<&'a Bulkhead>, LimitError>> + Send + 'a>>;
+
+pin_project! {
+    #[project = StageProj]
+    enum Stage<'a, B> {
+        /// Admission is next.
+        Start,
+        /// Admission is waiting.
+        Admitting { wait: Waiting<'a> },
+        /// The body runs under its deadline.
+        Running { #[pin] timed: Timed<B> },
+        /// Waiting out the backoff before the next attempt.
+        Backoff { #[pin] sleep: Sleep },
+        /// The call has answered.
+        Done,
+    }
+}
+
+pin_project! {
+    /// The future of one limited call of an [`Op`]: returned by
+    /// [`Op::run`], the [`Call`](super::Call) builder's `run*` methods and
+    /// the attributes' expansion.
+    ///
+    /// Breaker → rate → bulkhead (queue) → timeout → body → record
+    /// (latency, outcome, slow polls) → breaker outcome, and again after a
+    /// backoff when retries are configured. Dropping it cancels the call:
+    /// the body is dropped, then its place is released.
+    #[must_use = "a call does nothing unless awaited"]
+    pub struct CallFuture<'a, M: Attempts, S> {
+        // Field order is drop order: the body (in `stage`) goes before the
+        // place (in `admission`).
+        #[pin]
+        stage: Stage<'a, M::Body>,
+        admission: Option<Admission<'a>>,
+        attempts: M,
+        strategy: S,
+        op: &'a Op,
+        key: Option<u64>,
+        shared_key: Option<u64>,
+        priority: i64,
+        attempt: u32,
+    }
+
+    impl<'a, M: Attempts, S> PinnedDrop for CallFuture<'a, M, S> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            let Some(admission) = this.admission.take() else {
+                return;
+            };
+            let outcome = if std::thread::panicking() {
+                CallOutcome::Panic
+            } else {
+                CallOutcome::Cancelled
+            };
+            let place = admission.end_detached(outcome);
+            abandon::<M>(this.stage, place);
+        }
+    }
+}
+
+impl<M: Attempts, S> std::fmt::Debug for CallFuture<'_, M, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallFuture")
+            .field("op", &self.op.name())
+            .field("attempt", &self.attempt)
+            .field("running", &self.admission.is_some())
+            .finish()
+    }
+}
+
+/// Drops an abandoned body, then its place, unless the body keeps the
+/// place until it really ends (blocking work).
+fn abandon<M: Attempts>(mut stage: Pin<&mut Stage<'_, M::Body>>, place: super::Place) {
+    let place = match stage.as_mut().project() {
+        StageProj::Running { timed } => M::keep(timed.body(), place),
+        _ => Some(place),
+    };
+    stage.set(Stage::Done);
+    drop(place);
+}
+
+impl<'a, M: Attempts, S> CallFuture<'a, M, S> {
+    pub(crate) fn new(
+        op: &'a Op,
+        key: Option<u64>,
+        shared_key: Option<u64>,
+        priority: i64,
+        attempts: M,
+        strategy: S,
+    ) -> Self {
+        Self {
+            stage: Stage::Start,
+            admission: None,
+            attempts,
+            strategy,
+            op,
+            key,
+            shared_key,
+            priority,
+            attempt: 0,
+        }
+    }
+}
+
+/// What to do after an attempt that did not succeed.
+enum Next<T> {
+    Answer(T),
+    Retry(std::time::Duration),
+}
+
+impl<'a, M, S, T, E> Future for CallFuture<'a, M, S>
+where
+    M: Attempts,
+    M::Body: Future<Output = Result<T, E>>,
+    S: Strategy<M::Body>,
+    E: From<LimitError>,
+{
+    type Output = Result<T, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T, E>> {
+        let mut this = self.project();
+        let op = *this.op;
+        let core = &*op.core;
+        loop {
+            let ended = match this.stage.as_mut().project() {
+                StageProj::Start => match core.enter(&*core.bulkhead, *this.key) {
+                    Entered::Admitted(a) => {
+                        start_body(this.stage.as_mut(), this.admission, this.attempts, a, op);
+                        continue;
+                    }
+                    Entered::Refused(e) => Err(e),
+                    Entered::Later(later) => {
+                        let wait =
+                            core.admit_later(later, *this.key, *this.shared_key, *this.priority);
+                        this.stage.set(Stage::Admitting {
+                            wait: Box::pin(wait),
+                        });
+                        continue;
+                    }
+                },
+                StageProj::Admitting { wait } => match std::task::ready!(wait.as_mut().poll(cx)) {
+                    Ok(a) => {
+                        start_body(this.stage.as_mut(), this.admission, this.attempts, a, op);
+                        continue;
+                    }
+                    Err(e) => Err(e),
+                },
+                StageProj::Running { timed } => {
+                    let admission = this.admission.as_ref().expect("a running call is admitted");
+                    let (start, terms) = (admission.start, admission.terms);
+                    // A panicking body ends its call as panicked: the body is
+                    // dropped, then its place released, then the panic goes on.
+                    let polled = match catch_unwind(AssertUnwindSafe(|| {
+                        timed.poll_timed(cx, &core.clock, start, terms.timeout_ns, |ns| {
+                            core.metrics.poll_took(ns, terms.slow_poll_ns, &core.name)
+                        })
+                    })) {
+                        Ok(polled) => polled,
+                        Err(panic) => {
+                            let admission = this.admission.take().expect("admitted");
+                            let place = admission.end_detached(CallOutcome::Panic);
+                            // A body that panicked has ended (offloaded work
+                            // too: its panic was resumed here).
+                            this.stage.set(Stage::Done);
+                            drop(place);
+                            resume_unwind(panic)
+                        }
+                    };
+                    match polled {
+                        Polled::Pending => return Poll::Pending,
+                        Polled::Done(out, end) => {
+                            this.stage.set(Stage::Done);
+                            let outcome = if out.is_ok() {
+                                CallOutcome::Success
+                            } else {
+                                CallOutcome::Failure
+                            };
+                            let admission = this.admission.take().expect("admitted");
+                            admission.finish(outcome, end);
+                            this.strategy.succeeded(op, *this.key, &out);
+                            Ok(out)
+                        }
+                        Polled::TimedOut => {
+                            let admission = this.admission.take().expect("admitted");
+                            let place = admission.end_detached(CallOutcome::Timeout);
+                            let mut stage = this.stage.as_mut();
+                            let StageProj::Running { timed } = stage.as_mut().project() else {
+                                unreachable!("the timed-out body is running")
+                            };
+                            let (answer, place) =
+                                this.strategy.timed_out(op, timed.body(), place, *this.key);
+                            match place {
+                                Some(place) => abandon::<M>(stage, place),
+                                None => stage.set(Stage::Done),
+                            }
+                            answer
+                        }
+                    }
+                }
+                StageProj::Backoff { sleep } => {
+                    std::task::ready!(sleep.poll(cx));
+                    *this.attempt += 1;
+                    this.stage.set(Stage::Start);
+                    continue;
+                }
+                StageProj::Done => panic!("`CallFuture` polled after it answered"),
+            };
+            match next_step::<M, T, E>(op, *this.attempt, ended) {
+                Next::Answer(out) => {
+                    this.stage.set(Stage::Done);
+                    return Poll::Ready(out);
+                }
+                Next::Retry(delay) => {
+                    OpMetrics::inc(&core.metrics.counters.retries);
+                    tracing::debug!(
+                        op = op.name(),
+                        attempt = *this.attempt + 1,
+                        ?delay,
+                        "retrying"
+                    );
+                    this.stage.set(Stage::Backoff {
+                        sleep: tokio::time::sleep(delay),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The admitted call's body starts.
+#[inline]
+fn start_body<'a, M: Attempts>(
+    mut stage: Pin<&mut Stage<'a, M::Body>>,
+    slot: &mut Option<Admission<'a>>,
+    attempts: &mut M,
+    admitted: Admitted<&'a Bulkhead>,
+    op: &'a Op,
+) {
+    let admission = Admission::new(&op.core, admitted);
+    if M::ONCE && admission.terms.retries {
+        op.core.warn_once_retries_ignored();
+    }
+    match attempts.next() {
+        Some(body) => {
+            *slot = Some(admission);
+            stage.set(Stage::Running {
+                timed: Timed::new(body),
+            });
+        }
+        // A one-shot body runs once: there is no second attempt to start.
+        None => unreachable!("a one-shot call is never retried"),
+    }
+}
+
+/// The answer to an attempt that ended with `ended` (a limit's refusal or
+/// the body's output), or the backoff before retrying it.
+fn next_step<M: Attempts, T, E: From<LimitError>>(
+    op: &Op,
+    attempt: u32,
+    ended: Result<Result<T, E>, LimitError>,
+) -> Next<Result<T, E>> {
+    if matches!(ended, Ok(Ok(_))) || M::ONCE {
+        return Next::Answer(flatten(ended));
+    }
+    let retry = op.core.policy.load().cfg.retry.clone();
+    let Some(policy) = retry.filter(|p| attempt < p.retries) else {
+        return Next::Answer(flatten(ended));
+    };
+    let delay = match &ended {
+        Ok(_) => Some(backoff_delay(&policy, attempt)),
+        Err(e) => delay_after_limit(&policy, attempt, e),
+    };
+    match delay {
+        Some(d) => Next::Retry(d),
+        None => Next::Answer(flatten(ended)),
+    }
+}
+
+fn flatten<T, E: From<LimitError>>(r: Result<Result<T, E>, LimitError>) -> Result<T, E> {
+    match r {
+        Ok(inner) => inner,
+        Err(e) => Err(E::from(e)),
+    }
+}

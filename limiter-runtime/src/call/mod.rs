@@ -1,0 +1,424 @@
+//! Making a limited call: the [`Call`] builder, the timeout strategies and
+//! the attempt/retry loop they share.
+//!
+//! One call goes: breaker → rate → bulkhead (queue) → timeout → body →
+//! record (latency, outcome, slow polls) → breaker outcome, and again after
+//! a backoff when retries are configured. Places are released on every
+//! path: success, error, timeout, panic, and the caller dropping the future.
+
+mod attempts;
+mod future;
+mod on_timeout;
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use crate::error::LimitError;
+use crate::keys::LimitKey;
+use crate::metrics::OpMetrics;
+use crate::offload::Handoff;
+pub use crate::op::Place;
+use crate::op::{Op, Permit};
+pub use crate::timeout::strategy;
+
+pub use attempts::{
+    Attempts, Blocking, BlockingBody, BlockingOnce, Detachable, Detached, Jobs, Offloaded, Once,
+    Repeat,
+};
+pub use future::CallFuture;
+pub use on_timeout::Strategy;
+
+use crate::timeout::strategy::{Background, CacheFallback, Cancel};
+
+/// A call being set up on an [`Op`]: key, priority and timeout strategy.
+///
+/// The strategy is part of the type because it changes what the call's
+/// future must be: to go on in the background it must be `Send + 'static`,
+/// to be answered from the cache its value must be `Clone`. The compiler
+/// checks those where the call is made.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), limiter_runtime::LimitError> {
+/// use limiter_runtime::{LimitError, OpConfig, Registry};
+/// let reg = Registry::new();
+/// reg.configure("report", OpConfig {
+///     timeout: Some(std::time::Duration::from_secs(1)),
+///     ..OpConfig::default()
+/// }).unwrap();
+/// let tenant = "acme";
+/// let n = reg
+///     .op("report")
+///     .call()
+///     .key(&tenant)
+///     .priority(5)
+///     .background()
+///     .run(|| async { Ok::<u32, LimitError>(3) })
+///     .await?;
+/// assert_eq!(n, 3);
+/// # Ok(()) }
+/// ```
+#[must_use = "a call does nothing until `run`, `run_blocking` or `acquire`"]
+pub struct Call<'a, S = Cancel> {
+    op: &'a Op,
+    /// The key's hash: taken at once, so the call's future holds no
+    /// reference to the key.
+    key: Option<u64>,
+    /// The key's name in Redis, for ops keeping per-key rates there.
+    shared_key: Option<u64>,
+    priority: i64,
+    strategy: PhantomData<S>,
+}
+
+impl<'a> Call<'a, Cancel> {
+    pub(crate) fn new(op: &'a Op) -> Self {
+        Self {
+            op,
+            key: None,
+            shared_key: None,
+            priority: 0,
+            strategy: PhantomData,
+        }
+    }
+}
+
+impl<'a, S> Call<'a, S> {
+    fn with<S2>(self) -> Call<'a, S2> {
+        Call {
+            op: self.op,
+            key: self.key,
+            shared_key: self.shared_key,
+            priority: self.priority,
+            strategy: PhantomData,
+        }
+    }
+
+    /// Applies per-key limits to `key` (any `Hash` value: user id, tenant…).
+    pub fn key<K: LimitKey + ?Sized>(mut self, key: &K) -> Self {
+        self.key = Some(self.op.core.shared.hasher.hash(&KeyRef(key)));
+        self.shared_key = self.op.core.shared_key_name(&KeyRef(key));
+        self
+    }
+
+    /// Applies per-key limits to `key` when it is `Some`.
+    pub fn key_opt(mut self, key: Option<&dyn LimitKey>) -> Self {
+        self.key = key.map(|k| self.op.core.shared.hasher.hash(k));
+        self.shared_key = key.and_then(|k| self.op.core.shared_key_name(k));
+        self
+    }
+
+    /// Orders this call among waiters: higher goes first (default 0).
+    pub fn priority(mut self, priority: i64) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// On timeout, keep running as a tracked background task.
+    pub fn background(self) -> Call<'a, Background> {
+        self.with()
+    }
+
+    /// On timeout, answer with the last good value for the same key.
+    pub fn cache_fallback(self) -> Call<'a, CacheFallback> {
+        self.with()
+    }
+
+    /// On timeout, cancel (the default).
+    pub fn cancel_on_timeout(self) -> Call<'a, Cancel> {
+        self.with()
+    }
+
+    /// Waits for a place under every limit and returns it as a guard.
+    pub async fn acquire(self) -> Result<Permit, LimitError> {
+        let core = &self.op.core;
+        let admitted = core
+            .admit(
+                Arc::clone(&core.bulkhead),
+                self.key,
+                self.shared_key,
+                self.priority,
+            )
+            .await?;
+        Ok(Permit::new(Arc::clone(core), admitted))
+    }
+
+    /// The future of this call running the bodies `attempts` makes.
+    fn future<M: Attempts, S2>(self, attempts: M, strategy: S2) -> CallFuture<'a, M, S2> {
+        CallFuture::new(
+            self.op,
+            self.key,
+            self.shared_key,
+            self.priority,
+            attempts,
+            strategy,
+        )
+    }
+
+    /// Where this op's blocking work runs.
+    fn offloader(&self) -> Offloader {
+        let core = &self.op.core;
+        Offloader {
+            offload: Arc::clone(&core.shared.offload),
+            metrics: Arc::clone(&core.metrics),
+            cpu: core
+                .policy
+                .load()
+                .cfg
+                .kind
+                .is_some_and(|k| k.is_cpu_bound()),
+        }
+    }
+
+    /// Bodies running `f` on the offload pool of the op's kind, one per
+    /// attempt.
+    fn blocking<F>(&self, f: F) -> Blocking<F> {
+        Offloaded(Jobs {
+            f: Arc::new(f),
+            offloader: self.offloader(),
+        })
+    }
+
+    /// One body running `f` on the offload pool of the op's kind.
+    fn blocking_once<T, E, F>(&self, f: F) -> BlockingOnce<T, E>
+    where
+        F: FnOnce() -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        Offloaded(Once(Some(self.offloader().start(f))))
+    }
+}
+
+/// The offload pool of one op.
+pub(crate) struct Offloader {
+    offload: Arc<crate::offload::Offload>,
+    metrics: Arc<OpMetrics>,
+    cpu: bool,
+}
+
+impl Offloader {
+    /// A body running `f` on the pool; a panic in `f` is resumed in the
+    /// caller.
+    pub(crate) fn start<T, E, F>(&self, f: F) -> BlockingBody<T, E>
+    where
+        F: FnOnce() -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let handoff = Arc::new(Handoff::default());
+        let run = Arc::clone(&self.offload).run(
+            self.cpu,
+            Arc::clone(&self.metrics),
+            Arc::clone(&handoff),
+            f,
+        );
+        BlockingBody {
+            fut: Box::pin(async move {
+                match run.await {
+                    Ok(out) => out,
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }),
+            handoff,
+        }
+    }
+}
+
+/// Lets an unsized key (`str`, `[u8]`) be hashed through `&dyn LimitKey`.
+struct KeyRef<'k, K: ?Sized>(&'k K);
+
+impl<K: LimitKey + ?Sized> LimitKey for KeyRef<'_, K> {
+    fn hash_key(&self, state: &mut dyn std::hash::Hasher) {
+        self.0.hash_key(state);
+    }
+}
+
+impl<'a> Call<'a, Cancel> {
+    /// Runs `f` under every limit of the op; on timeout the future is dropped
+    /// and the call fails with `Timeout`. `f` is called again for each retry.
+    ///
+    /// The body's `Err` counts as a failure for the breaker and is retried
+    /// when retries are on; limit errors are converted with `E::from`.
+    pub fn run<T, E, F, Fut>(self, f: F) -> CallFuture<'a, Repeat<F>, Cancel>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: From<LimitError>,
+    {
+        self.future(Repeat(f), Cancel)
+    }
+
+    /// Runs the blocking `f` on the op kind's offload pool (the CPU pool for
+    /// `cpu_intensive` and `memory`, tokio's blocking pool otherwise). On
+    /// timeout the call fails with `Timeout` at the deadline; `f` cannot be
+    /// aborted and goes on as an orphan (counted in the op's metrics),
+    /// keeping its bulkhead place until it ends.
+    pub fn run_blocking<T, E, F>(self, f: F) -> CallFuture<'a, Blocking<F>, Cancel>
+    where
+        F: Fn() -> Result<T, E> + Send + Sync + 'static,
+        T: Send + 'static,
+        E: From<LimitError> + Send + 'static,
+    {
+        let attempts = self.blocking(f);
+        self.future(attempts, Cancel)
+    }
+
+    /// Runs the future `fut` once under every limit of the op (no retry:
+    /// a future cannot be made again); on timeout it is dropped.
+    pub fn run_once<T, E, Fut>(self, fut: Fut) -> CallFuture<'a, Once<Fut>, Cancel>
+    where
+        Fut: Future<Output = Result<T, E>>,
+        E: From<LimitError>,
+    {
+        self.future(Once(Some(fut)), Cancel)
+    }
+
+    /// Runs the blocking `f` once on the op kind's offload pool (no retry);
+    /// on timeout it goes on as a counted orphan, keeping its place.
+    pub fn run_blocking_once<T, E, F>(self, f: F) -> CallFuture<'a, BlockingOnce<T, E>, Cancel>
+    where
+        F: FnOnce() -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<LimitError> + Send + 'static,
+    {
+        let attempts = self.blocking_once(f);
+        self.future(attempts, Cancel)
+    }
+}
+
+impl<'a> Call<'a, Background> {
+    /// Like [`Call::run`], but on timeout the future goes on as a tracked
+    /// background task (holding its bulkhead place until it ends) and the
+    /// call fails with `MovedToBackground { task_id }`.
+    pub fn run<T, E, F, Fut>(self, f: F) -> CallFuture<'a, Detached<Repeat<F>>, Background>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: From<LimitError> + Debug + Send + 'static,
+    {
+        self.future(Detached(Repeat(f)), Background)
+    }
+
+    /// Like [`Call::run_blocking`], but on timeout the work is tracked as a
+    /// background task instead of being abandoned.
+    pub fn run_blocking<T, E, F>(self, f: F) -> CallFuture<'a, Detached<Blocking<F>>, Background>
+    where
+        F: Fn() -> Result<T, E> + Send + Sync + 'static,
+        T: Send + 'static,
+        E: From<LimitError> + Debug + Send + 'static,
+    {
+        let attempts = self.blocking(f);
+        self.future(Detached(attempts), Background)
+    }
+
+    /// Like [`Call::run_once`], but on timeout the future goes on as a
+    /// tracked background task.
+    pub fn run_once<T, E, Fut>(self, fut: Fut) -> CallFuture<'a, Detached<Once<Fut>>, Background>
+    where
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: From<LimitError> + Debug + Send + 'static,
+    {
+        self.future(Detached(Once(Some(fut))), Background)
+    }
+
+    /// Like [`Call::run_blocking_once`], but on timeout the work is tracked
+    /// as a background task.
+    pub fn run_blocking_once<T, E, F>(
+        self,
+        f: F,
+    ) -> CallFuture<'a, Detached<BlockingOnce<T, E>>, Background>
+    where
+        F: FnOnce() -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<LimitError> + Debug + Send + 'static,
+    {
+        let attempts = self.blocking_once(f);
+        self.future(Detached(attempts), Background)
+    }
+}
+
+impl<'a> Call<'a, CacheFallback> {
+    /// Like [`Call::run`], but each success is remembered per key, and on
+    /// timeout the last good value for the same key is returned (if there
+    /// is none, the call fails with `Timeout`).
+    pub fn run<T, E, F, Fut>(self, f: F) -> CallFuture<'a, Repeat<F>, CacheFallback>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        T: Clone + Send + Sync + 'static,
+        E: From<LimitError>,
+    {
+        self.future(Repeat(f), CacheFallback)
+    }
+
+    /// Like [`Call::run_blocking`], with the cache fallback on timeout.
+    pub fn run_blocking<T, E, F>(self, f: F) -> CallFuture<'a, Blocking<F>, CacheFallback>
+    where
+        F: Fn() -> Result<T, E> + Send + Sync + 'static,
+        T: Clone + Send + Sync + 'static,
+        E: From<LimitError> + Send + 'static,
+    {
+        let attempts = self.blocking(f);
+        self.future(attempts, CacheFallback)
+    }
+
+    /// Like [`Call::run_once`], with the cache fallback on timeout.
+    pub fn run_once<T, E, Fut>(self, fut: Fut) -> CallFuture<'a, Once<Fut>, CacheFallback>
+    where
+        Fut: Future<Output = Result<T, E>>,
+        T: Clone + Send + Sync + 'static,
+        E: From<LimitError>,
+    {
+        self.future(Once(Some(fut)), CacheFallback)
+    }
+
+    /// Like [`Call::run_blocking_once`], with the cache fallback on timeout.
+    pub fn run_blocking_once<T, E, F>(
+        self,
+        f: F,
+    ) -> CallFuture<'a, BlockingOnce<T, E>, CacheFallback>
+    where
+        F: FnOnce() -> Result<T, E> + Send + 'static,
+        T: Clone + Send + Sync + 'static,
+        E: From<LimitError> + Send + 'static,
+    {
+        let attempts = self.blocking_once(f);
+        self.future(attempts, CacheFallback)
+    }
+}
+
+impl Op {
+    /// Starts building a call: key, priority, timeout strategy.
+    pub fn call(&self) -> Call<'_> {
+        Call::new(self)
+    }
+
+    /// Runs `f` under every limit of this op, cancelling it on timeout.
+    /// Shorthand for `self.call().key_opt(key).run(f)`; see [`Call::run`].
+    /// The key is hashed at once: the returned future does not borrow it.
+    pub fn run<'a, T, E, F, Fut>(
+        &'a self,
+        key: Option<&dyn LimitKey>,
+        f: F,
+    ) -> CallFuture<'a, Repeat<F>, Cancel>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: From<LimitError>,
+    {
+        self.call().key_opt(key).run(f)
+    }
+
+    /// Waits for a place under every limit of this op and returns it as a
+    /// guard (breaker → rate → bulkhead; no timeout is applied).
+    pub fn acquire<'a>(
+        &'a self,
+        key: Option<&dyn LimitKey>,
+    ) -> impl Future<Output = Result<Permit, LimitError>> + use<'a> {
+        self.call().key_opt(key).acquire()
+    }
+}

@@ -1,0 +1,153 @@
+//! What each timeout [`strategy`](crate::strategy) does with a call of an
+//! op: answer `Timeout`, answer from the fallback cache, or move the body
+//! to a background task that keeps its place.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use crate::error::LimitError;
+use crate::metrics::OpMetrics;
+use crate::op::Op;
+use crate::timeout::strategy::{Background, CacheFallback, Cancel};
+
+use super::attempts::Detachable;
+use super::Place;
+
+/// What a call does with a body that ran out of time. Implemented by the
+/// markers of [`strategy`](crate::strategy); sealed.
+pub trait Strategy<B: Future>: sealed::Sealed {
+    /// A body ended with `out` (before retries are considered).
+    fn succeeded(&mut self, op: &Op, key: Option<u64>, out: &B::Output) {
+        let _ = (op, key, out);
+    }
+
+    /// The timeout of `body`, which holds `place`, passed. Returns the
+    /// caller's answer and the place when it is to be released once the
+    /// body is dropped (`None`: the body went on elsewhere and took it).
+    fn timed_out(
+        &mut self,
+        op: &Op,
+        body: Pin<&mut B>,
+        place: Place,
+        key: Option<u64>,
+    ) -> (Result<B::Output, LimitError>, Option<Place>);
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::Cancel {}
+    impl Sealed for super::Background {}
+    impl Sealed for super::CacheFallback {}
+}
+
+/// The `Timeout` error of `op`.
+fn timed_out(op: &Op) -> LimitError {
+    tracing::debug!(op = op.name(), "call timed out");
+    LimitError::Timeout {
+        op: op.core.name.clone(),
+    }
+}
+
+impl<B: Future> Strategy<B> for Cancel {
+    fn timed_out(
+        &mut self,
+        op: &Op,
+        _: Pin<&mut B>,
+        place: Place,
+        _: Option<u64>,
+    ) -> (Result<B::Output, LimitError>, Option<Place>) {
+        (Err(timed_out(op)), Some(place))
+    }
+}
+
+impl<B, T, E> Strategy<B> for CacheFallback
+where
+    B: Future<Output = Result<T, E>>,
+    T: Clone + Send + Sync + 'static,
+{
+    fn succeeded(&mut self, op: &Op, key: Option<u64>, out: &Result<T, E>) {
+        if let Ok(value) = out {
+            op.core.cache.store(key, value.clone());
+        }
+    }
+
+    fn timed_out(
+        &mut self,
+        op: &Op,
+        _: Pin<&mut B>,
+        place: Place,
+        key: Option<u64>,
+    ) -> (Result<Result<T, E>, LimitError>, Option<Place>) {
+        let answer = match op.core.cache.get::<T>(key, None) {
+            Some(value) => {
+                OpMetrics::inc(&op.core.metrics.counters.cache_fallbacks);
+                tracing::debug!(
+                    op = op.name(),
+                    "timed out; answered from the fallback cache"
+                );
+                Ok(Ok(value))
+            }
+            None => Err(timed_out(op)),
+        };
+        (answer, Some(place))
+    }
+}
+
+impl<F, T, E> Strategy<Detachable<F>> for Background
+where
+    F: Future<Output = Result<T, E>> + Send + 'static,
+    T: Send + 'static,
+    E: Debug + Send + 'static,
+{
+    fn timed_out(
+        &mut self,
+        op: &Op,
+        body: Pin<&mut Detachable<F>>,
+        place: Place,
+        _: Option<u64>,
+    ) -> (Result<Result<T, E>, LimitError>, Option<Place>) {
+        let Some(inner) = body.get_mut().0.take() else {
+            return (Err(timed_out(op)), Some(place));
+        };
+        let core = &op.core;
+        let held = Held {
+            body: Some(inner),
+            place: Some(place),
+        };
+        let Some(task_id) = core.shared.tasks.adopt(core.name.clone(), held) else {
+            // Shutting down: nothing may start in the background any more
+            // (the refused task was dropped, body before place).
+            return (Err(timed_out(op)), None);
+        };
+        OpMetrics::inc(&core.metrics.counters.moved_to_background);
+        tracing::info!(op = op.name(), task_id, "timed out; moved to background");
+        let moved = LimitError::MovedToBackground {
+            op: core.name.clone(),
+            task_id,
+        };
+        (Err(moved), None)
+    }
+}
+
+/// A body moved to the background with its place: the place is released
+/// once the body has ended and been dropped, or when the task is dropped
+/// (fields drop in order: body, then place).
+struct Held<F> {
+    body: Option<Pin<Box<F>>>,
+    place: Option<Place>,
+}
+
+impl<F: Future> Future for Held<F> {
+    type Output = F::Output;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let Some(body) = self.body.as_mut() else {
+            return Poll::Pending; // polled after its end: never again ready
+        };
+        let out = std::task::ready!(body.as_mut().poll(cx));
+        self.body = None;
+        self.place = None;
+        Poll::Ready(out)
+    }
+}

@@ -1,0 +1,187 @@
+//! The timeout of one call and the timing of its polls.
+//!
+//! [`Timed`] polls a body under an optional deadline. Each poll is timed: a
+//! single poll longer than a threshold means the executor thread was
+//! blocked that long (a *slow poll*). The same poll timing
+//! ([`time_poll`]) serves limited calls and HTTP routes.
+//!
+//! Poll times come from a [`Clock`]. Under a paused tokio clock, whose time
+//! does not pass while code runs, they are taken from `std::time::Instant`
+//! instead, so slow polls are still seen in paused-time tests.
+//!
+//! The deadline's timer is made only when the body first returns
+//! `Pending`: a body that is ready at once never touches tokio's timer
+//! wheel, and the timer lives inside the call's future (no allocation).
+//!
+//! What a call does when its deadline passes is its [`strategy`]: the
+//! marker types live here; what each does with the op (cache, background
+//! tasks) is the call's business.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+
+use crate::clock::{duration_ns, Clock};
+
+/// Marker types naming what a call does when its timeout passes.
+pub mod strategy {
+    /// Drop the future and return `Timeout` (the default). Blocking work,
+    /// which cannot be dropped, goes on as an orphan holding its place.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct Cancel;
+    /// Keep the future running as a tracked background task, holding its
+    /// place, and return `MovedToBackground { task_id }`.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct Background;
+    /// Drop the future (as [`Cancel`]) and return the last good value for
+    /// the same key, else `Timeout`.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct CacheFallback;
+}
+
+/// How one poll of a timed body went.
+pub(crate) enum Polled<T> {
+    /// The body is done, at this reading of the clock.
+    Done(T, u64),
+    /// The body is not done and its deadline has not passed.
+    Pending,
+    /// The deadline passed first.
+    TimedOut,
+}
+
+/// One poll of `fut`, timed: the poll's output, the clock's reading after
+/// it, and how long it took. `poll_start` is a reading taken just before
+/// (the caller often has one already, so this reads the clock once).
+#[inline]
+pub(crate) fn time_poll<F: Future>(
+    fut: Pin<&mut F>,
+    cx: &mut Context<'_>,
+    clock: &Clock,
+    poll_start: u64,
+) -> (Poll<F::Output>, u64, u64) {
+    let real = clock.follows_tokio().then(std::time::Instant::now);
+    let out = fut.poll(cx);
+    let end = clock.now_ns();
+    let took = match real {
+        Some(real) => duration_ns(real.elapsed()),
+        None => end.saturating_sub(poll_start),
+    };
+    (out, end, took)
+}
+
+pin_project! {
+    /// A body polled under an optional deadline.
+    pub(crate) struct Timed<F> {
+        #[pin]
+        body: F,
+        #[pin]
+        sleep: Option<Sleep>,
+        polled: bool,
+    }
+}
+
+impl<F: Future> Timed<F> {
+    /// `body`, not yet polled.
+    pub(crate) fn new(body: F) -> Self {
+        Self {
+            body,
+            sleep: None,
+            polled: false,
+        }
+    }
+
+    /// The body, pinned where it is.
+    pub(crate) fn body(self: Pin<&mut Self>) -> Pin<&mut F> {
+        self.project().body
+    }
+
+    /// Polls the body once, timed. The call started at `start` (a reading
+    /// of `clock`, which is also the first poll's start); `timeout_ns` is
+    /// its budget (`u64::MAX`: none). `took` is called with the length of
+    /// the poll.
+    #[inline]
+    pub(crate) fn poll_timed(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        clock: &Clock,
+        start: u64,
+        timeout_ns: u64,
+        took: impl FnOnce(u64),
+    ) -> Polled<F::Output> {
+        let mut this = self.project();
+        let poll_start = if *this.polled {
+            clock.now_ns()
+        } else {
+            *this.polled = true;
+            start
+        };
+        let (out, end, ns) = time_poll(this.body, cx, clock, poll_start);
+        took(ns);
+        if let Poll::Ready(v) = out {
+            return Polled::Done(v, end);
+        }
+        if timeout_ns == u64::MAX {
+            return Polled::Pending;
+        }
+        if this.sleep.is_none() {
+            let deadline = clock.instant_at(start.saturating_add(timeout_ns));
+            this.sleep.set(Some(tokio::time::sleep_until(deadline)));
+        }
+        match this.sleep.as_pin_mut().map(|s| s.poll(cx)) {
+            Some(Poll::Ready(())) => Polled::TimedOut,
+            _ => Polled::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn times_out_at_the_deadline_and_counts_slow_polls() {
+        let clock = Clock::new();
+        let start = clock.now_ns();
+        let mut timed = std::pin::pin!(Timed::new(async {
+            std::thread::sleep(Duration::from_millis(3));
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }));
+        let mut slow = Vec::new();
+        let out = std::future::poll_fn(|cx| {
+            match timed
+                .as_mut()
+                .poll_timed(cx, &clock, start, 1_000_000_000, |ns| slow.push(ns))
+            {
+                Polled::Pending => Poll::Pending,
+                Polled::TimedOut => Poll::Ready(None),
+                Polled::Done((), end) => Poll::Ready(Some(end)),
+            }
+        })
+        .await;
+        assert_eq!(out, None, "timed out");
+        assert_eq!(clock.now_ns() - start, 1_000_000_000);
+        assert!(slow[0] >= 3_000_000, "the blocking first poll: {slow:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_ready_at_once_arms_no_timer() {
+        let clock = Clock::new();
+        let start = clock.now_ns();
+        let mut timed = std::pin::pin!(Timed::new(async { 7 }));
+        let waker = futures_noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        match timed.as_mut().poll_timed(&mut cx, &clock, start, 5, |_| {}) {
+            Polled::Done(7, _) => {}
+            _ => panic!("ready at once"),
+        }
+        assert!(timed.project().sleep.is_none());
+    }
+
+    fn futures_noop_waker() -> std::task::Waker {
+        std::task::Waker::noop().clone()
+    }
+}

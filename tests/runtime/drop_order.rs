@@ -1,0 +1,215 @@
+//! The bound on an op's running calls counts bodies, destructors included:
+//! a place goes back only once its body is gone, under every timeout
+//! strategy, and blocking work abandoned at its timeout keeps its place
+//! until it really ends. Real time on a multi-thread runtime: the races
+//! these tests look for only happen there.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use limiter::{LimitError, Op, OpConfig, OpKind, RetryConfig};
+
+use super::{ms, op_with};
+
+/// Bodies of one op alive now, and the most ever alive at once.
+#[derive(Default)]
+struct Census {
+    alive: AtomicUsize,
+    most: AtomicUsize,
+}
+
+/// One live body: counted from its start until its destructor has ended.
+struct Body {
+    census: Arc<Census>,
+    drop_takes: Duration,
+}
+
+impl Body {
+    fn new(census: &Arc<Census>, drop_takes: Duration) -> Self {
+        let now = census.alive.fetch_add(1, Ordering::SeqCst) + 1;
+        census.most.fetch_max(now, Ordering::SeqCst);
+        Self {
+            census: Arc::clone(census),
+            drop_takes,
+        }
+    }
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        // A destructor that takes time, as one returning a pooled
+        // connection can.
+        std::thread::sleep(self.drop_takes);
+        self.census.alive.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+const N: u32 = 7;
+const CALLS: usize = 1_000;
+
+fn bounded(timeout: Duration) -> OpConfig {
+    OpConfig {
+        max_concurrent: Some(N),
+        queue: Some(CALLS as u32),
+        queue_timeout: Some(Duration::from_secs(120)),
+        timeout: Some(timeout),
+        retry: RetryConfig {
+            retries: Some(0),
+            ..RetryConfig::default()
+        },
+        ..OpConfig::default()
+    }
+}
+
+/// A body that lives 0–9 ms (so about half run past the 5 ms timeout)
+/// and whose destructor takes 50 ms.
+async fn body(census: Arc<Census>, i: usize) -> Result<u32, LimitError> {
+    let _body = Body::new(&census, ms(50));
+    tokio::time::sleep(ms((i % 10) as u64)).await;
+    Ok(1)
+}
+
+/// Waits (real time) until `done` holds, failing after 60 s.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < Duration::from_secs(60), "never: {what}");
+        tokio::time::sleep(ms(5)).await;
+    }
+}
+
+/// Runs `CALLS` calls of one strategy at once and returns how many were
+/// answered with an error, once every body is gone.
+async fn flood(op: Op, census: Arc<Census>, strategy: &'static str) -> usize {
+    let calls: Vec<_> = (0..CALLS)
+        .map(|i| {
+            let (op, census) = (op.clone(), Arc::clone(&census));
+            tokio::spawn(async move {
+                let c = op.call();
+                let out = match strategy {
+                    "cancel" => c.run_once(body(census, i)).await,
+                    "cache_fallback" => c.cache_fallback().run_once(body(census, i)).await,
+                    _ => c.background().run_once(body(census, i)).await,
+                };
+                out.is_err()
+            })
+        })
+        .collect();
+    let mut cut = 0;
+    for c in calls {
+        cut += usize::from(c.await.expect("no call panics"));
+    }
+    until("every body gone", || {
+        census.alive.load(Ordering::SeqCst) == 0 && op.load() == (0, 0, 0)
+    })
+    .await;
+    cut
+}
+
+#[test]
+fn never_more_bodies_alive_than_places_under_any_strategy() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(32)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let strategies = ["cancel", "cache_fallback", "background"];
+        let runs: Vec<_> = strategies
+            .iter()
+            .map(|&s| {
+                let (reg, op) = op_with(s, bounded(ms(5)));
+                let census = Arc::new(Census::default());
+                let run = tokio::spawn(flood(op.clone(), Arc::clone(&census), s));
+                (s, reg, op, census, run)
+            })
+            .collect();
+        for (s, _reg, op, census, run) in runs {
+            let cut = run.await.unwrap();
+            let most = census.most.load(Ordering::SeqCst);
+            let c = op.snapshot().counters;
+            println!(
+                "{s}: most bodies alive {most} (max_concurrent {N}), {cut} of {CALLS} cut by the timeout, {} timeouts",
+                c.timeouts
+            );
+            assert!(c.timeouts > 0, "{s}: some calls time out");
+            assert!(
+                most <= N as usize,
+                "{s}: {most} bodies alive at once under max_concurrent = {N}"
+            );
+        }
+    });
+}
+
+#[test]
+fn blocking_bodies_cut_by_their_timeout_never_overlap() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let cfg = OpConfig {
+            kind: Some(OpKind::FileIo),
+            max_concurrent: Some(1),
+            ..bounded(ms(10))
+        };
+        let (_reg, op) = op_with("blocking", cfg);
+        let census = Arc::new(Census::default());
+        let calls: Vec<_> = (0..20)
+            .map(|_| {
+                let (op, census) = (op.clone(), Arc::clone(&census));
+                tokio::spawn(async move {
+                    op.call()
+                        .run_blocking_once(move || {
+                            let _body = Body::new(&census, Duration::ZERO);
+                            std::thread::sleep(ms(30));
+                            Ok::<_, LimitError>(())
+                        })
+                        .await
+                })
+            })
+            .collect();
+        let mut timeouts = 0;
+        for c in calls {
+            let out = c.await.unwrap();
+            timeouts += usize::from(matches!(out, Err(LimitError::Timeout { .. })));
+        }
+        assert_eq!(timeouts, 20, "every call is cut at 10 ms");
+        until("every orphan ended", || {
+            op.snapshot().counters.orphans_running == 0 && op.load() == (0, 0, 0)
+        })
+        .await;
+        let most = census.most.load(Ordering::SeqCst);
+        assert_eq!(
+            most, 1,
+            "{most} blocking bodies ran at once under max_concurrent = 1"
+        );
+        assert_eq!(op.snapshot().counters.orphans, 20);
+    });
+}
+
+/// A caller that goes away while its blocking work runs leaves the place
+/// with the work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_blocking_call_keeps_its_place_until_the_work_ends() {
+    let cfg = OpConfig {
+        kind: Some(OpKind::FileIo),
+        max_concurrent: Some(1),
+        ..bounded(Duration::from_secs(60))
+    };
+    let (_reg, op) = op_with("dropped", cfg);
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let wait = std::sync::Mutex::new(wait);
+    let call = op.call().run_blocking_once(move || {
+        let _ = wait.lock().unwrap().recv();
+        Ok::<_, LimitError>(())
+    });
+    let cut = tokio::time::timeout(ms(20), call).await;
+    assert!(cut.is_err(), "the caller gave up");
+    assert_eq!(op.load(), (1, 0, 0), "the work still holds its place");
+    assert_eq!(op.snapshot().counters.cancelled, 1);
+    go.send(()).unwrap();
+    until("the orphan ended", || op.load() == (0, 0, 0)).await;
+}
