@@ -41,6 +41,7 @@ mod breaker;
 mod bulkhead;
 mod cache;
 pub mod call;
+mod client_id;
 mod clock;
 mod coalesce;
 mod load;
@@ -57,6 +58,7 @@ pub mod config {
     pub use crate::settings::*;
 }
 mod error;
+mod export;
 #[cfg(feature = "axum")]
 pub mod http;
 mod keys;
@@ -69,6 +71,7 @@ mod rate;
 pub mod redis;
 mod registry;
 mod retry;
+mod shared;
 mod site;
 mod sync;
 mod timeout;

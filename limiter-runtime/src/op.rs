@@ -16,8 +16,8 @@ use crate::error::{ConfigError, LimitError};
 use crate::keys::LimitKey;
 use crate::metrics::{CallOutcome, CountersSnapshot, LatencySnapshot, OpMetrics};
 use crate::rate::{KeyedOutcome, KeyedRate, RateSnapshot, RateState};
-use crate::registry::Shared;
 use crate::settings::{OpConfig, ResolvedConfig};
+use crate::shared::Shared;
 
 /// The limiters in force, swapped as a whole when the configuration changes.
 pub(crate) struct Policy {

@@ -16,24 +16,7 @@ use crate::offload::Offload;
 use crate::op::{Op, OpCore, OpSnapshot};
 use crate::settings::resolve::cpu_count;
 use crate::settings::{OpConfig, Settings};
-
-/// What every operation of a registry shares.
-pub(crate) struct Shared {
-    pub(crate) tasks: TaskManager,
-    pub(crate) offload: Arc<Offload>,
-    pub(crate) hasher: KeyHasher,
-    pub(crate) enabled: AtomicBool,
-    defaults: RwLock<OpConfig>,
-    /// Held through every change of configuration, from reading the layers
-    /// and defaults to installing the result, and through the creation of
-    /// an op (which reads the defaults), so that changes never interleave.
-    /// Taken before the op map's lock and any op's locks; never held across
-    /// an `.await`.
-    reconfig: Mutex<()>,
-    /// Where ops with `backend = redis` keep their rate state.
-    #[cfg(feature = "redis")]
-    pub(crate) redis: arc_swap::ArcSwapOption<crate::redis::RedisBackend>,
-}
+use crate::shared::Shared;
 
 /// A set of named operations with their limits, metrics and background
 /// tasks. Most services use the global one, [`registry()`]; tests and
@@ -60,6 +43,14 @@ pub struct Registry {
     shared: Arc<Shared>,
     ops: RwLock<HashMap<Arc<str>, Op>>,
     monitor: Monitor,
+    /// The registry-wide defaults layer.
+    defaults: RwLock<OpConfig>,
+    /// Held through every change of configuration, from reading the layers
+    /// and defaults to installing the result, and through the creation of
+    /// an op (which reads the defaults), so that changes never interleave.
+    /// Taken before the op map's lock and any op's locks; never held across
+    /// an `.await`.
+    reconfig: Mutex<()>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -99,13 +90,13 @@ impl Registry {
                 offload: Arc::new(Offload::new(256, cpu_count() as usize)),
                 hasher: KeyHasher::default(),
                 enabled: AtomicBool::new(true),
-                defaults: RwLock::new(OpConfig::default()),
-                reconfig: Mutex::new(()),
                 #[cfg(feature = "redis")]
                 redis: arc_swap::ArcSwapOption::empty(),
             }),
             ops: RwLock::new(HashMap::new()),
             monitor: Monitor::default(),
+            defaults: RwLock::new(OpConfig::default()),
+            reconfig: Mutex::new(()),
         }
     }
 
@@ -118,12 +109,9 @@ impl Registry {
         self.op_locked(name)
     }
 
-    /// Serializes changes of configuration (see `Shared::reconfig`).
+    /// Serializes changes of configuration (see `Registry::reconfig`).
     fn reconfig(&self) -> MutexGuard<'_, ()> {
-        self.shared
-            .reconfig
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        self.reconfig.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// [`op`](Self::op), with the reconfiguration lock held.
@@ -146,8 +134,7 @@ impl Registry {
     }
 
     fn defaults(&self) -> OpConfig {
-        self.shared
-            .defaults
+        self.defaults
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
@@ -209,11 +196,7 @@ impl Registry {
             .iter()
             .map(|op| op.core.resolve_with(&defaults, None, None))
             .collect::<Result<Vec<_>, _>>()?;
-        *self
-            .shared
-            .defaults
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = defaults;
+        *self.defaults.write().unwrap_or_else(|e| e.into_inner()) = defaults;
         for (op, cfg) in ops.iter().zip(resolved) {
             op.core.install(None, None, cfg);
         }
@@ -247,11 +230,7 @@ impl Registry {
                 plan.push((op, Some(overrides.clone()), cfg));
             }
         }
-        *self
-            .shared
-            .defaults
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = defaults;
+        *self.defaults.write().unwrap_or_else(|e| e.into_inner()) = defaults;
         for (op, overrides, cfg) in plan {
             op.core.install(None, overrides, cfg);
         }
@@ -393,8 +372,7 @@ impl Registry {
     /// What every op and limiter-layer rule holds for the client key `key`
     /// (a string key; if it reads as an integer, the integer key too).
     pub fn key_limits(&self, key: &str) -> Vec<KeyLimitView> {
-        #[cfg(feature = "axum")]
-        let key = &*crate::http::normalize_id(key);
+        let key = &*crate::client_id::normalize_id(key);
         let mut out = Vec::new();
         let int: Option<u64> = key.parse().ok();
         for op in self.ops() {
@@ -420,8 +398,7 @@ impl Registry {
     /// Forgets the client key `key` in every op and limiter-layer rule (see
     /// [`Op::reset_key`]); returns in how many it was tracked.
     pub fn reset_key_everywhere(&self, key: &str) -> usize {
-        #[cfg(feature = "axum")]
-        let key = &*crate::http::normalize_id(key);
+        let key = &*crate::client_id::normalize_id(key);
         let int: Option<u64> = key.parse().ok();
         let mut n = 0;
         for op in self.ops() {
@@ -433,13 +410,6 @@ impl Registry {
             n += holder.reset(key);
         }
         n
-    }
-
-    /// Every metric in the Prometheus text exposition format (what
-    /// `GET /metrics` serves): ops, routes, limiter-layer rules, alerts and
-    /// background tasks.
-    pub fn prometheus(&self) -> String {
-        crate::monitor::prometheus(self)
     }
 
     /// Starts the task that samples routes and ops at the monitor's

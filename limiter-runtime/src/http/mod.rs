@@ -25,7 +25,6 @@ mod response;
 mod router;
 mod rules;
 
-pub(crate) use identity::normalize_id;
 pub use identity::{Client, ClientClass, ForwardedHeader, IdentitySource};
 pub use layer::{LimiterLayer, LimiterLayerBuilder, LimiterService};
 pub use pattern::{PathPattern, PatternError};

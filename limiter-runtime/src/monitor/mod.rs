@@ -28,7 +28,6 @@
 
 mod advice;
 mod alerts;
-mod export;
 mod history;
 mod route;
 mod rules;
@@ -46,7 +45,6 @@ use crate::error::ConfigError;
 use crate::op::{Op, OpSnapshot};
 
 pub use alerts::{Alert, AlertError, AlertKind, AlertLevel, AlertState};
-pub(crate) use export::prometheus;
 pub(crate) use route::RouteStats;
 pub use route::{
     RoutePoint, RouteSnapshot, StatusClasses, MAX_ROUTES, OTHER_ROUTE, UNMATCHED_ROUTE,

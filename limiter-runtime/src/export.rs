@@ -6,10 +6,19 @@ use crate::breaker::BreakerState;
 use crate::metrics::prometheus::Exposition;
 use crate::registry::Registry;
 
-use super::AlertState;
+use crate::monitor::AlertState;
+
+impl Registry {
+    /// Every metric in the Prometheus text exposition format (what
+    /// `GET /metrics` serves): ops, routes, limiter-layer rules, alerts and
+    /// background tasks.
+    pub fn prometheus(&self) -> String {
+        prometheus(self)
+    }
+}
 
 /// Every metric of `reg` in the Prometheus text format.
-pub(crate) fn prometheus(reg: &Registry) -> String {
+fn prometheus(reg: &Registry) -> String {
     let mut x = Exposition::new();
     let ops = reg.ops();
     let snaps: Vec<_> = ops.iter().map(|o| o.snapshot()).collect();

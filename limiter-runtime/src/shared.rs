@@ -1,0 +1,21 @@
+//! What every operation of one registry shares: the background task
+//! manager, the offload pools, the key hasher, the switch that turns every
+//! limit off, and the store kept by every instance (Redis).
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use crate::background::TaskManager;
+use crate::keys::KeyHasher;
+use crate::offload::Offload;
+
+/// What every operation of a registry shares.
+pub(crate) struct Shared {
+    pub(crate) tasks: TaskManager,
+    pub(crate) offload: Arc<Offload>,
+    pub(crate) hasher: KeyHasher,
+    pub(crate) enabled: AtomicBool,
+    /// Where ops with `backend = redis` keep their rate state.
+    #[cfg(feature = "redis")]
+    pub(crate) redis: arc_swap::ArcSwapOption<crate::redis::RedisBackend>,
+}
