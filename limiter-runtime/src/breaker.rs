@@ -72,8 +72,7 @@ pub(crate) enum Ticket {
     /// A half-open probe.
     Probe(u64),
     /// A place granted by the op's breaker in Redis (settled by the op).
-    #[cfg(feature = "redis")]
-    Shared(crate::redis::SharedTicket),
+    Shared(crate::backend::SharedTicket),
 }
 
 struct Inner {
@@ -208,7 +207,6 @@ impl Breaker {
     pub(crate) fn record(&self, ticket: Ticket, failed: bool, now: u64) {
         match ticket {
             Ticket::Bypass => {}
-            #[cfg(feature = "redis")]
             Ticket::Shared(_) => {}
             Ticket::Closed(round) => {
                 if !failed && self.record_clean_success(round) {

@@ -36,6 +36,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod adaptive;
+pub mod backend;
 mod background;
 mod breaker;
 mod bulkhead;

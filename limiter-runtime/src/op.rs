@@ -1,21 +1,31 @@
 //! One named operation: its configuration layers, its limiters, its metrics,
 //! and admission (breaker → rate → bulkhead).
 
+mod admission;
+mod permit;
+mod remote;
+mod snapshot;
+
+pub use admission::Place;
+use admission::TicketGuard;
+pub(crate) use admission::{Admission, Admitted, Entered};
+pub use permit::Permit;
+pub use snapshot::{KeyUsage, OpSnapshot};
+
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use serde::Serialize;
 
-use crate::breaker::{Breaker, BreakerSnapshot, Ticket};
-use crate::bulkhead::{BulkPermit, Bulkhead, BulkheadSnapshot, Limits};
+use crate::breaker::{Breaker, Ticket};
+use crate::bulkhead::{Bulkhead, Limits};
 use crate::cache::ValueCache;
 use crate::clock::{duration_ns, Clock};
 use crate::error::{ConfigError, LimitError};
 use crate::keys::LimitKey;
-use crate::metrics::{CallOutcome, CountersSnapshot, LatencySnapshot, OpMetrics};
-use crate::rate::{KeyedOutcome, KeyedRate, RateSnapshot, RateState};
+use crate::metrics::{CallOutcome, OpMetrics};
+use crate::rate::{KeyedOutcome, KeyedRate, RateState};
 use crate::settings::{OpConfig, ResolvedConfig};
 use crate::shared::Shared;
 
@@ -195,7 +205,6 @@ impl OpCore {
             self.release_ticket(ticket);
         } else {
             let failed = outcome.is_failure() || slow;
-            #[cfg(feature = "redis")]
             if let Ticket::Shared(t) = ticket {
                 self.settle_shared(t, Some(failed));
             }
@@ -222,497 +231,6 @@ impl OpCore {
                 limit,
                 "adaptive concurrency limit changed"
             );
-        }
-    }
-
-    /// Breaker, then rate limits, then a bulkhead place held through
-    /// `bulkhead`. Returns what the call runs with.
-    pub(crate) async fn admit<B>(
-        &self,
-        bulkhead: B,
-        key: Option<u64>,
-        shared_key: Option<u64>,
-        priority: i64,
-    ) -> Result<Admitted<B>, LimitError>
-    where
-        B: std::ops::Deref<Target = Bulkhead>,
-    {
-        match self.enter(bulkhead, key) {
-            Entered::Admitted(a) => Ok(a),
-            Entered::Refused(e) => Err(e),
-            Entered::Later(later) => {
-                Box::pin(self.admit_later(later, key, shared_key, priority)).await
-            }
-        }
-    }
-
-    /// Admission as far as it goes without waiting. The usual path reads
-    /// the clock and the policy once, takes the breaker's state with one
-    /// load, the rate with one compare-and-swap and the bulkhead place with
-    /// another, and allocates nothing. What must wait (a queue place, a
-    /// Redis round trip) is left to [`admit_later`](Self::admit_later).
-    #[inline]
-    pub(crate) fn enter<B>(&self, bulkhead: B, key: Option<u64>) -> Entered<B>
-    where
-        B: std::ops::Deref<Target = Bulkhead>,
-    {
-        let now = self.clock.now_ns();
-        let policy = self.policy.load();
-        let terms = policy.terms;
-        if !(policy.cfg.enabled && self.shared.enabled.load(Ordering::Relaxed)) {
-            self.metrics.entered(false);
-            return Entered::Admitted(Admitted {
-                ticket: Ticket::Bypass,
-                bulk: None,
-                terms,
-                start: now,
-            });
-        }
-        #[cfg(feature = "redis")]
-        if policy.cfg.backend == crate::settings::Backend::Redis {
-            return Entered::Later(Later {
-                bulkhead,
-                ticket: None,
-                now,
-            });
-        }
-        let ticket = match self.admit_local(&policy, key, now) {
-            Ok(t) => t,
-            Err(e) => return Entered::Refused(e),
-        };
-        drop(policy);
-        match Bulkhead::try_acquire(bulkhead, key, now) {
-            Ok(bulk) => {
-                self.metrics.entered(true);
-                Entered::Admitted(Admitted {
-                    ticket: ticket.disarm(),
-                    bulk: Some(bulk),
-                    terms,
-                    start: now,
-                })
-            }
-            Err(bulkhead) => Entered::Later(Later {
-                bulkhead,
-                ticket: Some(ticket.disarm()),
-                now,
-            }),
-        }
-    }
-
-    /// The rest of an admission [`enter`](Self::enter) could not finish:
-    /// waiting for a bulkhead place, or the whole admission of an op kept
-    /// in Redis.
-    pub(crate) async fn admit_later<B>(
-        &self,
-        later: Later<B>,
-        key: Option<u64>,
-        #[cfg_attr(not(feature = "redis"), allow(unused_variables))] shared_key: Option<u64>,
-        priority: i64,
-    ) -> Result<Admitted<B>, LimitError>
-    where
-        B: std::ops::Deref<Target = Bulkhead>,
-    {
-        let Later {
-            bulkhead,
-            ticket,
-            now,
-        } = later;
-        let Some(ticket) = ticket else {
-            #[cfg(feature = "redis")]
-            return self
-                .admit_shared(bulkhead, key, shared_key, priority, now)
-                .await;
-            #[cfg(not(feature = "redis"))]
-            unreachable!("only an op kept in Redis is admitted without a ticket");
-        };
-        let ticket = TicketGuard { core: self, ticket };
-        let terms = self.policy.load().terms;
-        self.wait_place(ticket, terms, bulkhead, key, priority, now)
-            .await
-    }
-
-    /// The last step of a call admitted by the breaker and rate limits:
-    /// waits for a bulkhead place (the ticket goes back if it is refused or
-    /// the wait is dropped).
-    async fn wait_place<B>(
-        &self,
-        ticket: TicketGuard<'_>,
-        terms: Terms,
-        bulkhead: B,
-        key: Option<u64>,
-        priority: i64,
-        now: u64,
-    ) -> Result<Admitted<B>, LimitError>
-    where
-        B: std::ops::Deref<Target = Bulkhead>,
-    {
-        match Bulkhead::acquire(bulkhead, key, priority, now).await {
-            Ok(bulk) => {
-                self.metrics.entered(true);
-                Ok(Admitted {
-                    ticket: ticket.disarm(),
-                    bulk: Some(bulk),
-                    terms,
-                    start: self.clock.now_ns(),
-                })
-            }
-            Err(e) => Err(self.reject(e)),
-        }
-    }
-
-    /// The in-process breaker and rate limits (op-wide, then the key's).
-    #[inline]
-    fn admit_local(
-        &self,
-        policy: &Policy,
-        key: Option<u64>,
-        now: u64,
-    ) -> Result<TicketGuard<'_>, LimitError> {
-        let ticket = self.admit_breaker(now)?;
-        self.check_local_rates(policy, key, now)?;
-        Ok(ticket)
-    }
-
-    /// The in-process breaker's ticket, or the call refused as
-    /// `CircuitOpen`.
-    #[inline]
-    fn admit_breaker(&self, now: u64) -> Result<TicketGuard<'_>, LimitError> {
-        match self.breaker.admit(now) {
-            Ok(ticket) => Ok(TicketGuard { core: self, ticket }),
-            Err(retry_after) => Err(self.reject(LimitError::CircuitOpen {
-                op: self.name.clone(),
-                retry_after,
-            })),
-        }
-    }
-
-    /// The in-process rate limits, op-wide then per key.
-    #[inline]
-    fn check_local_rates(
-        &self,
-        policy: &Policy,
-        key: Option<u64>,
-        now: u64,
-    ) -> Result<(), LimitError> {
-        if let (Some(rate), Some(spec)) = (&policy.rate, &policy.cfg.rate) {
-            if let Err(refusal) = rate.try_acquire(now) {
-                return Err(self.reject(LimitError::RateLimited {
-                    op: self.name.clone(),
-                    retry_after: refusal.wait,
-                    quota: refusal.quota(spec, false),
-                }));
-            }
-        }
-        if let (Some(key), Some(keyed)) = (key, &policy.rate_per_key) {
-            match keyed.try_acquire(key, now) {
-                KeyedOutcome::Admitted => {}
-                KeyedOutcome::Limited(refusal) => {
-                    return Err(self.reject(LimitError::RateLimited {
-                        op: self.name.clone(),
-                        retry_after: refusal.wait,
-                        quota: refusal.quota(&keyed.spec, true),
-                    }))
-                }
-                KeyedOutcome::TableFull => {
-                    return Err(self.reject(LimitError::Overloaded {
-                        op: self.name.clone(),
-                        retry_after: policy.cfg.retry_after,
-                    }))
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Admission for an op that keeps its breaker and rates in Redis.
-    #[cfg(feature = "redis")]
-    async fn admit_shared<B>(
-        &self,
-        bulkhead: B,
-        key: Option<u64>,
-        shared_key: Option<u64>,
-        priority: i64,
-        now: u64,
-    ) -> Result<Admitted<B>, LimitError>
-    where
-        B: std::ops::Deref<Target = Bulkhead>,
-    {
-        let policy = self.policy.load();
-        let terms = policy.terms;
-        let shared = policy
-            .cfg
-            .breaker
-            .clone()
-            .map(|b| (b, policy.cfg.degradation, policy.cfg.retry_after));
-        drop(policy);
-        let ticket = match shared {
-            Some((breaker, degradation, retry_after)) => {
-                match self
-                    .shared_breaker_admit(&breaker, degradation, retry_after, now)
-                    .await
-                {
-                    Ok(t) => TicketGuard {
-                        core: self,
-                        ticket: t,
-                    },
-                    Err(e) => return Err(self.reject(e)),
-                }
-            }
-            None => self.admit_breaker(now)?,
-        };
-        let remote = {
-            let policy = self.policy.load();
-            Remote {
-                rate: policy.cfg.rate.clone(),
-                rate_per_key: policy.cfg.rate_per_key.clone(),
-                degradation: policy.cfg.degradation,
-                retry_after: policy.cfg.retry_after,
-                local: policy.rate.clone(),
-                local_keyed: policy.rate_per_key.clone(),
-            }
-        };
-        if let Err(e) = self.check_shared(&remote, key, shared_key, now).await {
-            return Err(self.reject(e));
-        }
-        self.wait_place(ticket, terms, bulkhead, key, priority, now)
-            .await
-    }
-}
-
-/// A background call on the shared breaker.
-#[cfg(feature = "redis")]
-type SharedJob = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<(), crate::redis::BackendError>> + Send>,
->;
-
-/// What a Redis-backed admission needs from the policy, held across the
-/// round trip (the policy guard is not).
-#[cfg(feature = "redis")]
-struct Remote {
-    rate: Option<crate::settings::RateSpec>,
-    rate_per_key: Option<crate::settings::RateSpec>,
-    degradation: crate::settings::Degradation,
-    retry_after: Duration,
-    local: Option<Arc<RateState>>,
-    local_keyed: Option<Arc<KeyedRate>>,
-}
-
-impl OpCore {
-    /// Gives back what a ticket holds (a half-open probe place), here or in
-    /// Redis.
-    pub(crate) fn release_ticket(&self, ticket: Ticket) {
-        #[cfg(feature = "redis")]
-        if let Ticket::Shared(t) = ticket {
-            self.settle_shared(t, None);
-        }
-        self.breaker.release(ticket);
-    }
-
-    /// The name of `key` in Redis when this op keeps per-key rates there.
-    #[cfg(feature = "redis")]
-    pub(crate) fn shared_key_name(&self, key: &dyn LimitKey) -> Option<u64> {
-        let p = self.policy.load();
-        if p.cfg.backend != crate::settings::Backend::Redis || p.cfg.rate_per_key.is_none() {
-            return None;
-        }
-        self.shared.redis.load().as_ref().map(|b| b.key_name(key))
-    }
-
-    /// Without the `redis` feature no op keeps anything in Redis.
-    #[cfg(not(feature = "redis"))]
-    pub(crate) fn shared_key_name(&self, _key: &dyn LimitKey) -> Option<u64> {
-        None
-    }
-}
-
-#[cfg(feature = "redis")]
-impl OpCore {
-    /// Admission through the op's breaker kept in Redis, degraded as
-    /// configured when Redis cannot answer: `local` uses the in-process
-    /// breaker, `fail_open` lets the call through, `fail_closed` refuses it.
-    async fn shared_breaker_admit(
-        &self,
-        breaker: &crate::settings::BreakerPolicy,
-        degradation: crate::settings::Degradation,
-        retry_after: Duration,
-        now: u64,
-    ) -> Result<Ticket, LimitError> {
-        use crate::settings::Degradation;
-        let failure = match self.shared.redis.load_full() {
-            None => "no redis is set (Registry::set_redis)".to_owned(),
-            Some(backend) => match backend.breaker_admit(&self.name, breaker).await {
-                Ok(Ok(t)) => return Ok(Ticket::Shared(t)),
-                Ok(Err(wait)) => {
-                    return Err(LimitError::CircuitOpen {
-                        op: self.name.clone(),
-                        retry_after: wait,
-                    })
-                }
-                Err(e) => e.to_string(),
-            },
-        };
-        OpMetrics::inc(&self.metrics.counters.backend_fallbacks);
-        tracing::debug!(op = &*self.name, reason = %failure, ?degradation, "shared breaker degraded");
-        match degradation {
-            Degradation::FailOpen => Ok(Ticket::Bypass),
-            Degradation::FailClosed => Err(LimitError::Overloaded {
-                op: self.name.clone(),
-                retry_after,
-            }),
-            Degradation::Local => {
-                self.breaker
-                    .admit(now)
-                    .map_err(|retry_after| LimitError::CircuitOpen {
-                        op: self.name.clone(),
-                        retry_after,
-                    })
-            }
-        }
-    }
-
-    /// Forces open (or resets) the op's breaker in Redis, when it keeps it
-    /// there; done in the background, like outcomes.
-    pub(crate) fn set_shared_breaker(&self, open: bool) {
-        if self.policy.load().cfg.backend != crate::settings::Backend::Redis {
-            return;
-        }
-        self.on_shared_breaker(
-            "breaker change not made in redis",
-            move |backend, name, _| {
-                Box::pin(async move {
-                    if open {
-                        backend.breaker_force_open(&name).await
-                    } else {
-                        backend.breaker_reset(&name).await
-                    }
-                })
-            },
-        );
-    }
-
-    /// Records an outcome (or gives back a probe place, `None`) in the
-    /// breaker kept in Redis, off the caller's path.
-    fn settle_shared(&self, ticket: crate::redis::SharedTicket, failed: Option<bool>) {
-        self.on_shared_breaker(
-            "breaker outcome not recorded in redis",
-            move |backend, name, policy| {
-                Box::pin(async move {
-                    match failed {
-                        Some(f) => backend
-                            .breaker_record(&name, ticket, f, &policy)
-                            .await
-                            .map(drop),
-                        None => backend
-                            .breaker_release(&name, ticket, &policy)
-                            .await
-                            .map(drop),
-                    }
-                })
-            },
-        );
-    }
-
-    /// Runs `job` on the shared breaker in the background, when the op has a
-    /// breaker, a Redis is set and a tokio runtime is at hand; a failure is
-    /// logged with `what`.
-    fn on_shared_breaker(
-        &self,
-        what: &'static str,
-        job: impl FnOnce(
-                Arc<crate::redis::RedisBackend>,
-                Arc<str>,
-                crate::settings::BreakerPolicy,
-            ) -> SharedJob
-            + Send
-            + 'static,
-    ) {
-        let Some(policy) = self.policy.load().cfg.breaker.clone() else {
-            return;
-        };
-        let (Some(backend), Ok(rt)) = (
-            self.shared.redis.load_full(),
-            tokio::runtime::Handle::try_current(),
-        ) else {
-            return;
-        };
-        let name = self.name.clone();
-        rt.spawn(async move {
-            if let Err(e) = job(backend, name.clone(), policy).await {
-                tracing::debug!(op = &*name, error = %e, "{what}");
-            }
-        });
-    }
-
-    /// The op-wide and per-key rates kept in Redis.
-    async fn check_shared(
-        &self,
-        r: &Remote,
-        key: Option<u64>,
-        shared_key: Option<u64>,
-        now: u64,
-    ) -> Result<(), LimitError> {
-        if let Some(spec) = &r.rate {
-            let local = r.local.as_deref().map(|l| move || l.try_acquire(now));
-            self.check_shared_rate(spec, None, false, r, local).await?;
-        }
-        if let (Some(spec), Some(local_key)) = (&r.rate_per_key, key) {
-            let local = r.local_keyed.as_deref().map(|k| {
-                move || match k.try_acquire(local_key, now) {
-                    KeyedOutcome::Admitted | KeyedOutcome::TableFull => Ok(()),
-                    KeyedOutcome::Limited(refusal) => Err(refusal),
-                }
-            });
-            self.check_shared_rate(spec, shared_key, true, r, local)
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// One rate kept in Redis, degraded as configured when Redis cannot
-    /// answer (or none is set, or the key has no name there).
-    async fn check_shared_rate(
-        &self,
-        spec: &crate::settings::RateSpec,
-        shared_key: Option<u64>,
-        per_key: bool,
-        r: &Remote,
-        local: Option<impl FnOnce() -> Result<(), crate::rate::Refusal>>,
-    ) -> Result<(), LimitError> {
-        use crate::redis::Check;
-        use crate::settings::Degradation;
-        let backend = self.shared.redis.load_full();
-        let failure = match (&backend, per_key, shared_key) {
-            (None, _, _) => "no redis is set (Registry::set_redis)".to_owned(),
-            (Some(_), true, None) => "the key has no name in redis".to_owned(),
-            (Some(backend), _, key) => match backend.check(&self.name, key, spec).await {
-                Ok(Check::Admitted { .. }) => return Ok(()),
-                Ok(Check::Limited { wait, window }) => {
-                    let w = spec.windows[window.min(spec.windows.len() - 1)];
-                    return Err(LimitError::RateLimited {
-                        op: self.name.clone(),
-                        retry_after: wait,
-                        quota: crate::Quota::rate(u64::from(w.count()), w.period(), per_key),
-                    });
-                }
-                Err(e) => e.to_string(),
-            },
-        };
-        OpMetrics::inc(&self.metrics.counters.backend_fallbacks);
-        tracing::debug!(op = &*self.name, reason = %failure, degradation = ?r.degradation, "shared rate limit degraded");
-        match r.degradation {
-            Degradation::FailOpen => Ok(()),
-            Degradation::FailClosed => Err(LimitError::Overloaded {
-                op: self.name.clone(),
-                retry_after: r.retry_after,
-            }),
-            Degradation::Local => match local.map(|check| check()) {
-                Some(Err(refusal)) => Err(LimitError::RateLimited {
-                    op: self.name.clone(),
-                    retry_after: refusal.wait,
-                    quota: refusal.quota(spec, per_key),
-                }),
-                _ => Ok(()),
-            },
         }
     }
 }
@@ -752,26 +270,6 @@ impl Policy {
     }
 }
 
-/// Returns a half-open probe place if admission stops before the call runs.
-struct TicketGuard<'a> {
-    core: &'a OpCore,
-    ticket: Ticket,
-}
-
-impl TicketGuard<'_> {
-    fn disarm(self) -> Ticket {
-        let t = self.ticket;
-        std::mem::forget(self);
-        t
-    }
-}
-
-impl Drop for TicketGuard<'_> {
-    fn drop(&mut self) {
-        self.core.release_ticket(self.ticket);
-    }
-}
-
 /// What a call needs of its op's policy once admitted, copied out at
 /// admission so that finishing it reads no policy.
 #[derive(Debug, Clone, Copy)]
@@ -806,206 +304,6 @@ impl Terms {
     pub(crate) fn timeout(&self) -> Option<Duration> {
         (self.timeout_ns != u64::MAX).then(|| Duration::from_nanos(self.timeout_ns))
     }
-}
-
-/// How far [`OpCore::enter`] got.
-pub(crate) enum Entered<B: std::ops::Deref<Target = Bulkhead>> {
-    Admitted(Admitted<B>),
-    Refused(LimitError),
-    /// Must wait: see [`OpCore::admit_later`].
-    Later(Later<B>),
-}
-
-/// An admission left to finish after a wait.
-pub(crate) struct Later<B> {
-    bulkhead: B,
-    /// The breaker's ticket, when breaker and rates already admitted the
-    /// call (only the bulkhead place is missing); `None` for an op kept in
-    /// Redis, whose admission starts over.
-    ticket: Option<Ticket>,
-    now: u64,
-}
-
-/// What admission granted.
-pub(crate) struct Admitted<B: std::ops::Deref<Target = Bulkhead>> {
-    pub(crate) ticket: Ticket,
-    pub(crate) bulk: Option<BulkPermit<B>>,
-    pub(crate) terms: Terms,
-    /// When the call starts running (a reading of the op's clock).
-    pub(crate) start: u64,
-}
-
-/// An admitted call in progress, borrowed from its [`Op`]. Its owner
-/// (the call's future) ends it exactly once, after dropping the body or
-/// handing the place over to whatever goes on running it.
-pub(crate) struct Admission<'a> {
-    core: &'a OpCore,
-    ticket: Ticket,
-    bulk: Option<BulkPermit<&'a Bulkhead>>,
-    pub(crate) terms: Terms,
-    pub(crate) start: u64,
-}
-
-impl<'a> Admission<'a> {
-    pub(crate) fn new(core: &'a OpCore, a: Admitted<&'a Bulkhead>) -> Self {
-        Self {
-            core,
-            ticket: a.ticket,
-            bulk: a.bulk,
-            terms: a.terms,
-            start: a.start,
-        }
-    }
-
-    /// Records the outcome of a call that ended at `end` and releases its
-    /// place.
-    #[inline]
-    pub(crate) fn finish(self, outcome: CallOutcome, end: u64) {
-        self.core
-            .complete(self.ticket, &self.terms, self.start, end, outcome);
-        drop(self.bulk);
-    }
-
-    /// Records `outcome` now and hands the place over, still held, to
-    /// whoever decides when the body is gone.
-    pub(crate) fn end_detached(self, outcome: CallOutcome) -> Place {
-        let end = self.core.clock.now_ns();
-        self.core
-            .complete(self.ticket, &self.terms, self.start, end, outcome);
-        let owner = Arc::clone(&self.core.bulkhead);
-        Place(self.bulk.map(|b| b.into_owned(owner)))
-    }
-}
-
-/// A bulkhead place held by a call that has ended for its caller (timed
-/// out, or dropped) while its body may still be alive: released when
-/// dropped, which the call does only once the body is gone.
-pub struct Place(Option<BulkPermit<Arc<Bulkhead>>>);
-
-impl std::fmt::Debug for Place {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Place")
-            .field("held", &self.0.is_some())
-            .finish()
-    }
-}
-
-/// A place in an operation, held while the guarded work runs (RAII).
-///
-/// Dropping it records a success, unless [`mark_failed`](Self::mark_failed)
-/// was called or the thread is panicking; either way the place is released.
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), limiter_runtime::LimitError> {
-/// let reg = limiter_runtime::Registry::new();
-/// let user = 7u64;
-/// let permit = reg.op("chat").acquire(Some(&user)).await?;
-/// // ... the guarded work ...
-/// drop(permit);
-/// # Ok(()) }
-/// ```
-pub struct Permit {
-    core: Arc<OpCore>,
-    ticket: Ticket,
-    bulk: Option<BulkPermit<Arc<Bulkhead>>>,
-    terms: Terms,
-    start: u64,
-    failed: bool,
-}
-
-impl Permit {
-    pub(crate) fn new(core: Arc<OpCore>, a: Admitted<Arc<Bulkhead>>) -> Self {
-        Self {
-            core,
-            ticket: a.ticket,
-            bulk: a.bulk,
-            terms: a.terms,
-            start: a.start,
-            failed: false,
-        }
-    }
-
-    /// Records the guarded work as failed when the permit is dropped.
-    pub fn mark_failed(&mut self) {
-        self.failed = true;
-    }
-
-    /// The operation this permit belongs to.
-    pub fn op(&self) -> &str {
-        &self.core.name
-    }
-
-    /// The deadline configured for the operation, if any (a permit does not
-    /// enforce it: the holder decides what to do with it).
-    pub fn timeout(&self) -> Option<Duration> {
-        self.terms.timeout()
-    }
-}
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        let outcome = if std::thread::panicking() {
-            CallOutcome::Panic
-        } else if self.failed {
-            CallOutcome::Failure
-        } else {
-            CallOutcome::Success
-        };
-        let end = self.core.clock.now_ns();
-        self.core
-            .complete(self.ticket, &self.terms, self.start, end, outcome);
-        drop(self.bulk.take());
-    }
-}
-
-impl std::fmt::Debug for Permit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Permit")
-            .field("op", &self.core.name)
-            .finish()
-    }
-}
-
-/// What an op holds for one key (see [`Op::key_usage`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct KeyUsage {
-    /// Calls the per-key rate limit would admit now (`None`: the key has no
-    /// rate state).
-    pub available: Option<u64>,
-    /// The per-key rate limit, e.g. `10/s, 100/min`.
-    pub limit: Option<String>,
-    /// Calls of the key running.
-    pub in_flight: u32,
-    /// Calls of the key queued.
-    pub queued: u32,
-}
-
-/// Everything known about one operation.
-#[derive(Debug, Clone, Serialize)]
-pub struct OpSnapshot {
-    /// Operation name.
-    pub name: Arc<str>,
-    /// Configuration in force.
-    pub config: ResolvedConfig,
-    /// Counters.
-    pub counters: CountersSnapshot,
-    /// Latency of admitted calls.
-    pub latency: LatencySnapshot,
-    /// Bulkhead counts.
-    pub bulkhead: BulkheadSnapshot,
-    /// Breaker state.
-    pub breaker: BreakerSnapshot,
-    /// Op-wide rate limit.
-    pub rate: Option<RateSnapshot>,
-    /// Per-key rate limit.
-    pub rate_per_key: Option<RateSnapshot>,
-    /// Values held for `cache_fallback` and cached responses.
-    pub cache_entries: usize,
-    /// Keys with a coalesced call in flight.
-    pub coalescing: usize,
-    /// The adaptive in-flight bound in force, when adaptive.
-    pub adaptive_limit: Option<u32>,
 }
 
 impl Op {
@@ -1113,7 +411,6 @@ impl Op {
     /// Has no effect when the op has no breaker.
     pub fn force_open_breaker(&self) {
         self.core.breaker.force_open(self.core.clock.now_ns());
-        #[cfg(feature = "redis")]
         self.core.set_shared_breaker(true);
     }
 
@@ -1121,7 +418,6 @@ impl Op {
     /// that keep it there).
     pub fn reset_breaker(&self) {
         self.core.breaker.reset(self.core.clock.now_ns());
-        #[cfg(feature = "redis")]
         self.core.set_shared_breaker(false);
     }
 
@@ -1184,37 +480,6 @@ impl Op {
         rate || bulk
     }
 
-    /// What the op holds for `key`: calls of the per-key rate limit it
-    /// would admit now, and its calls running and queued. `None` when the op
-    /// tracks nothing for that key.
-    pub fn key_usage(&self, key: &dyn LimitKey) -> Option<KeyUsage> {
-        let hash = self.core.shared.hasher.hash(key);
-        let now = self.core.clock.now_ns();
-        let policy = self.core.policy.load();
-        let rate = policy
-            .rate_per_key
-            .as_ref()
-            .and_then(|k| k.table.get(hash).map(|s| (k, s)));
-        let slot = self.core.bulkhead.keys.get(hash);
-        if rate.is_none() && slot.is_none() {
-            return None;
-        }
-        let (in_flight, queued) = slot.map_or((0, 0), |s| s.counts());
-        Some(KeyUsage {
-            available: rate.as_ref().map(|(_, s)| s.available(now)),
-            limit: rate.map(|(k, _)| {
-                k.spec
-                    .windows
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            }),
-            in_flight,
-            queued,
-        })
-    }
-
     /// Drops the state of idle keys now (it is also dropped when the key
     /// table fills up). Returns how many keys were dropped.
     pub fn sweep_keys(&self) -> usize {
@@ -1232,44 +497,6 @@ impl Op {
     /// Calls running now, holding a queue place, and waiting for one.
     pub fn load(&self) -> (u32, u32, u32) {
         self.core.bulkhead.counts()
-    }
-
-    /// Everything known about this op.
-    pub fn snapshot(&self) -> OpSnapshot {
-        let core = &*self.core;
-        let now = core.clock.now_ns();
-        let policy = core.policy.load();
-        OpSnapshot {
-            name: core.name.clone(),
-            config: policy.cfg.clone(),
-            counters: core.metrics.counters_snapshot(),
-            latency: core.metrics.latency_snapshot(),
-            bulkhead: core.bulkhead.snapshot(),
-            breaker: core.breaker.snapshot(now),
-            rate: policy
-                .rate
-                .as_ref()
-                .zip(policy.cfg.rate.as_ref())
-                .map(|(s, spec)| RateSnapshot {
-                    spec: spec.clone(),
-                    available: Some(s.available(now)),
-                    keys: None,
-                    keys_evicted: None,
-                }),
-            rate_per_key: policy.rate_per_key.as_ref().map(|k| RateSnapshot {
-                spec: k.spec.clone(),
-                available: None,
-                keys: Some(k.table.len()),
-                keys_evicted: Some(k.table.evicted()),
-            }),
-            cache_entries: core.cache.len(),
-            coalescing: core.flights.len(),
-            adaptive_limit: policy
-                .cfg
-                .adaptive
-                .as_ref()
-                .map(|_| core.adaptive.current()),
-        }
     }
 }
 

@@ -51,6 +51,9 @@ pub struct Registry {
     /// Taken before the op map's lock and any op's locks; never held across
     /// an `.await`.
     reconfig: Mutex<()>,
+    /// The Redis backend, when one is set (also the ops' shared store).
+    #[cfg(feature = "redis")]
+    redis: arc_swap::ArcSwapOption<crate::redis::RedisBackend>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -90,13 +93,14 @@ impl Registry {
                 offload: Arc::new(Offload::new(256, cpu_count() as usize)),
                 hasher: KeyHasher::default(),
                 enabled: AtomicBool::new(true),
-                #[cfg(feature = "redis")]
-                redis: arc_swap::ArcSwapOption::empty(),
+                store: arc_swap::ArcSwapOption::empty(),
             }),
             ops: RwLock::new(HashMap::new()),
             monitor: Monitor::default(),
             defaults: RwLock::new(OpConfig::default()),
             reconfig: Mutex::new(()),
+            #[cfg(feature = "redis")]
+            redis: arc_swap::ArcSwapOption::empty(),
         }
     }
 
@@ -239,7 +243,7 @@ impl Registry {
         }
         #[cfg(feature = "redis")]
         if let Some(backend) = redis {
-            self.shared.redis.store(Some(Arc::new(backend)));
+            self.install_redis(backend);
         }
         Ok(())
     }
@@ -295,14 +299,29 @@ impl Registry {
     #[cfg(feature = "redis")]
     pub fn set_redis(&self, cfg: crate::redis::RedisConfig) -> Result<(), ConfigError> {
         let backend = crate::redis::RedisBackend::new(cfg)?;
-        self.shared.redis.store(Some(Arc::new(backend)));
+        self.install_redis(backend);
         Ok(())
+    }
+
+    /// Makes `backend` the Redis of this registry and its ops' store.
+    #[cfg(feature = "redis")]
+    fn install_redis(&self, backend: crate::redis::RedisBackend) {
+        let backend = Arc::new(backend);
+        self.redis.store(Some(Arc::clone(&backend)));
+        self.set_shared_state(backend);
+    }
+
+    /// Makes `store` the place where ops with `backend = "redis"` keep
+    /// their breaker and rate state (any [`SharedState`](crate::backend::SharedState)
+    /// implementation; [`set_redis`](Self::set_redis) sets Redis).
+    pub fn set_shared_state(&self, store: Arc<dyn crate::backend::SharedState>) {
+        self.shared.store.store(Some(Arc::new(store)));
     }
 
     /// The Redis backend, once [`Registry::set_redis`] was called.
     #[cfg(feature = "redis")]
     pub fn redis(&self) -> Option<Arc<crate::redis::RedisBackend>> {
-        self.shared.redis.load_full()
+        self.redis.load_full()
     }
 
     /// Checks the Redis settings (built, not connected).

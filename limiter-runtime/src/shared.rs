@@ -1,10 +1,11 @@
 //! What every operation of one registry shares: the background task
 //! manager, the offload pools, the key hasher, the switch that turns every
-//! limit off, and the store kept by every instance (Redis).
+//! limit off, and the store of state shared by every instance (Redis).
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use crate::backend::Store;
 use crate::background::TaskManager;
 use crate::keys::KeyHasher;
 use crate::offload::Offload;
@@ -15,7 +16,6 @@ pub(crate) struct Shared {
     pub(crate) offload: Arc<Offload>,
     pub(crate) hasher: KeyHasher,
     pub(crate) enabled: AtomicBool,
-    /// Where ops with `backend = redis` keep their rate state.
-    #[cfg(feature = "redis")]
-    pub(crate) redis: arc_swap::ArcSwapOption<crate::redis::RedisBackend>,
+    /// Where ops with `backend = redis` keep their breaker and rate state.
+    pub(crate) store: arc_swap::ArcSwapOption<Store>,
 }

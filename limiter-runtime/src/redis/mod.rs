@@ -24,6 +24,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Serialize;
 use tokio::sync::OnceCell;
 
+pub use crate::backend::{BackendError, Check, SharedBreakerState, SharedTicket};
+use crate::backend::{SharedState, StoreFuture};
 use crate::error::ConfigError;
 use crate::keys::LimitKey;
 use crate::settings::{Algorithm, BreakerPolicy, RateSpec};
@@ -59,65 +61,6 @@ impl RedisConfig {
             key_seed: 0,
         }
     }
-}
-
-/// Why Redis did not answer a check.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BackendError {
-    /// No answer within the timeout.
-    #[error("redis did not answer within {0:?}")]
-    Timeout(Duration),
-    /// Redis answered with an error or the connection failed.
-    #[error("redis error: {0}")]
-    Redis(String),
-    /// Redis failed recently; it is left alone until the pause ends.
-    #[error("redis is paused after repeated failures")]
-    Paused,
-}
-
-/// What a Redis check decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Check {
-    /// Admitted; `remaining` more calls would be now.
-    Admitted {
-        /// Calls the tightest window still admits.
-        remaining: u64,
-    },
-    /// Refused by window `window` (index in the spec) until `wait` passes.
-    Limited {
-        /// Time until every window would admit.
-        wait: Duration,
-        /// Index of the refusing window.
-        window: usize,
-    },
-}
-
-/// A place granted by a breaker kept in Redis, with the round it belongs
-/// to (outcomes of an earlier round are ignored).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SharedTicket {
-    /// The breaker is closed.
-    Closed {
-        /// Transition count when granted.
-        round: u64,
-    },
-    /// A half-open probe.
-    Probe {
-        /// Transition count when granted.
-        round: u64,
-    },
-}
-
-/// State of a breaker kept in Redis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SharedBreakerState {
-    /// Calls pass.
-    Closed,
-    /// Calls are refused until the recovery time passes.
-    Open,
-    /// Probes decide.
-    HalfOpen,
 }
 
 /// Counters of a backend.
@@ -527,6 +470,45 @@ impl RedisBackend {
             2 => SharedBreakerState::HalfOpen,
             _ => SharedBreakerState::Closed,
         })
+    }
+}
+
+impl SharedState for RedisBackend {
+    fn key_name(&self, key: &dyn LimitKey) -> u64 {
+        RedisBackend::key_name(self, key)
+    }
+
+    fn check<'a>(
+        &'a self,
+        op: &'a str,
+        key: Option<u64>,
+        spec: &'a RateSpec,
+    ) -> StoreFuture<'a, Check> {
+        Box::pin(RedisBackend::check(self, op, key, spec))
+    }
+
+    fn breaker_admit<'a>(
+        &'a self,
+        op: &'a str,
+        policy: &'a BreakerPolicy,
+    ) -> StoreFuture<'a, Result<SharedTicket, Duration>> {
+        Box::pin(RedisBackend::breaker_admit(self, op, policy))
+    }
+
+    fn breaker_settle<'a>(
+        &'a self,
+        op: &'a str,
+        ticket: SharedTicket,
+        failed: Option<bool>,
+        policy: &'a BreakerPolicy,
+    ) -> StoreFuture<'a, SharedBreakerState> {
+        Box::pin(RedisBackend::breaker_settle(
+            self, op, ticket, failed, policy,
+        ))
+    }
+
+    fn breaker_set<'a>(&'a self, op: &'a str, open: bool) -> StoreFuture<'a, ()> {
+        Box::pin(RedisBackend::breaker_set(self, op, open))
     }
 }
 

@@ -1,0 +1,123 @@
+//! Where an op keeps the state every instance of a service shares: the
+//! [`SharedState`] trait (the shape of governor's `StateStore`), what its
+//! checks answer, and why one could not be made.
+//!
+//! An op knows only this trait; `limiter::redis` is its implementation.
+//! What a limit does while its store cannot answer is the op's
+//! degradation, applied by the op in one place.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::keys::LimitKey;
+use crate::settings::{BreakerPolicy, RateSpec};
+
+/// The future of one call to a store.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BackendError>> + Send + 'a>>;
+
+/// A store of rate and breaker state shared by every instance of a
+/// service. Each method is one atomic step on the store's side.
+pub trait SharedState: Send + Sync + Debug + 'static {
+    /// The name of `key` in the store: the same in every instance.
+    fn key_name(&self, key: &dyn LimitKey) -> u64;
+
+    /// Takes one call from every window of `spec` for `op` (and `key`, a
+    /// name from [`key_name`](Self::key_name)), or says how long until
+    /// every window would admit it.
+    fn check<'a>(
+        &'a self,
+        op: &'a str,
+        key: Option<u64>,
+        spec: &'a RateSpec,
+    ) -> StoreFuture<'a, Check>;
+
+    /// Asks the breaker of `op` for a place: `Ok(Err(wait))` while it is
+    /// open (or every probe is taken).
+    fn breaker_admit<'a>(
+        &'a self,
+        op: &'a str,
+        policy: &'a BreakerPolicy,
+    ) -> StoreFuture<'a, Result<SharedTicket, Duration>>;
+
+    /// Records how a call admitted by [`breaker_admit`](Self::breaker_admit)
+    /// ended (`None`: it ended without an outcome, and only gives back a
+    /// probe's place); returns the breaker's state after it.
+    fn breaker_settle<'a>(
+        &'a self,
+        op: &'a str,
+        ticket: SharedTicket,
+        failed: Option<bool>,
+        policy: &'a BreakerPolicy,
+    ) -> StoreFuture<'a, SharedBreakerState>;
+
+    /// Holds the breaker of `op` open (`true`) until it is reset
+    /// (`false`: closed, its window cleared).
+    fn breaker_set<'a>(&'a self, op: &'a str, open: bool) -> StoreFuture<'a, ()>;
+}
+
+/// The store of a registry, once one is set.
+pub(crate) type Store = Arc<dyn SharedState>;
+
+/// Why a store did not answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    /// No answer within the timeout.
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+    /// Redis answered with an error or the connection failed.
+    #[error("redis error: {0}")]
+    Redis(String),
+    /// Redis failed recently; it is left alone until the pause ends.
+    #[error("redis is paused after repeated failures")]
+    Paused,
+}
+
+/// What a shared rate check decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// Admitted; `remaining` more calls would be now.
+    Admitted {
+        /// Calls the tightest window still admits.
+        remaining: u64,
+    },
+    /// Refused by window `window` (index in the spec) until `wait` passes.
+    Limited {
+        /// Time until every window would admit.
+        wait: Duration,
+        /// Index of the refusing window.
+        window: usize,
+    },
+}
+
+/// A place granted by a shared breaker, with the round it belongs to
+/// (outcomes of an earlier round are ignored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedTicket {
+    /// The breaker is closed.
+    Closed {
+        /// Transition count when granted.
+        round: u64,
+    },
+    /// A half-open probe.
+    Probe {
+        /// Transition count when granted.
+        round: u64,
+    },
+}
+
+/// State of a shared breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SharedBreakerState {
+    /// Calls pass.
+    Closed,
+    /// Calls are refused until the recovery time passes.
+    Open,
+    /// Probes decide.
+    HalfOpen,
+}

@@ -1,0 +1,324 @@
+//! Admission of one call: the breaker, then the rate limits, then a
+//! bulkhead place, as far as it goes without waiting ([`OpCore::enter`]),
+//! then what must wait (a queue place, the shared store).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::breaker::Ticket;
+use crate::bulkhead::{BulkPermit, Bulkhead};
+use crate::error::LimitError;
+use crate::metrics::CallOutcome;
+use crate::rate::KeyedOutcome;
+
+use super::{OpCore, Policy, Terms};
+
+impl OpCore {
+    /// Breaker, then rate limits, then a bulkhead place held through
+    /// `bulkhead`. Returns what the call runs with.
+    pub(crate) async fn admit<B>(
+        &self,
+        bulkhead: B,
+        key: Option<u64>,
+        shared_key: Option<u64>,
+        priority: i64,
+    ) -> Result<Admitted<B>, LimitError>
+    where
+        B: std::ops::Deref<Target = Bulkhead>,
+    {
+        match self.enter(bulkhead, key) {
+            Entered::Admitted(a) => Ok(a),
+            Entered::Refused(e) => Err(e),
+            Entered::Later(later) => {
+                Box::pin(self.admit_later(later, key, shared_key, priority)).await
+            }
+        }
+    }
+
+    /// Admission as far as it goes without waiting. The usual path reads
+    /// the clock and the policy once, takes the breaker's state with one
+    /// load, the rate with one compare-and-swap and the bulkhead place with
+    /// another, and allocates nothing. What must wait (a queue place, a
+    /// Redis round trip) is left to [`admit_later`](Self::admit_later).
+    #[inline]
+    pub(crate) fn enter<B>(&self, bulkhead: B, key: Option<u64>) -> Entered<B>
+    where
+        B: std::ops::Deref<Target = Bulkhead>,
+    {
+        let now = self.clock.now_ns();
+        let policy = self.policy.load();
+        let terms = policy.terms;
+        if !(policy.cfg.enabled && self.shared.enabled.load(Ordering::Relaxed)) {
+            self.metrics.entered(false);
+            return Entered::Admitted(Admitted {
+                ticket: Ticket::Bypass,
+                bulk: None,
+                terms,
+                start: now,
+            });
+        }
+        if policy.cfg.backend == crate::settings::Backend::Redis {
+            return Entered::Later(Later {
+                bulkhead,
+                ticket: None,
+                now,
+            });
+        }
+        let ticket = match self.admit_local(&policy, key, now) {
+            Ok(t) => t,
+            Err(e) => return Entered::Refused(e),
+        };
+        drop(policy);
+        match Bulkhead::try_acquire(bulkhead, key, now) {
+            Ok(bulk) => {
+                self.metrics.entered(true);
+                Entered::Admitted(Admitted {
+                    ticket: ticket.disarm(),
+                    bulk: Some(bulk),
+                    terms,
+                    start: now,
+                })
+            }
+            Err(bulkhead) => Entered::Later(Later {
+                bulkhead,
+                ticket: Some(ticket.disarm()),
+                now,
+            }),
+        }
+    }
+
+    /// The rest of an admission [`enter`](Self::enter) could not finish:
+    /// waiting for a bulkhead place, or the whole admission of an op kept
+    /// in Redis.
+    pub(crate) async fn admit_later<B>(
+        &self,
+        later: Later<B>,
+        key: Option<u64>,
+        shared_key: Option<u64>,
+        priority: i64,
+    ) -> Result<Admitted<B>, LimitError>
+    where
+        B: std::ops::Deref<Target = Bulkhead>,
+    {
+        let Later {
+            bulkhead,
+            ticket,
+            now,
+        } = later;
+        let Some(ticket) = ticket else {
+            return self
+                .admit_shared(bulkhead, key, shared_key, priority, now)
+                .await;
+        };
+        let ticket = TicketGuard { core: self, ticket };
+        let terms = self.policy.load().terms;
+        self.wait_place(ticket, terms, bulkhead, key, priority, now)
+            .await
+    }
+
+    /// The last step of a call admitted by the breaker and rate limits:
+    /// waits for a bulkhead place (the ticket goes back if it is refused or
+    /// the wait is dropped).
+    pub(super) async fn wait_place<B>(
+        &self,
+        ticket: TicketGuard<'_>,
+        terms: Terms,
+        bulkhead: B,
+        key: Option<u64>,
+        priority: i64,
+        now: u64,
+    ) -> Result<Admitted<B>, LimitError>
+    where
+        B: std::ops::Deref<Target = Bulkhead>,
+    {
+        match Bulkhead::acquire(bulkhead, key, priority, now).await {
+            Ok(bulk) => {
+                self.metrics.entered(true);
+                Ok(Admitted {
+                    ticket: ticket.disarm(),
+                    bulk: Some(bulk),
+                    terms,
+                    start: self.clock.now_ns(),
+                })
+            }
+            Err(e) => Err(self.reject(e)),
+        }
+    }
+
+    /// The in-process breaker and rate limits (op-wide, then the key's).
+    #[inline]
+    fn admit_local(
+        &self,
+        policy: &Policy,
+        key: Option<u64>,
+        now: u64,
+    ) -> Result<TicketGuard<'_>, LimitError> {
+        let ticket = self.admit_breaker(now)?;
+        self.check_local_rates(policy, key, now)?;
+        Ok(ticket)
+    }
+
+    /// The in-process breaker's ticket, or the call refused as
+    /// `CircuitOpen`.
+    #[inline]
+    pub(super) fn admit_breaker(&self, now: u64) -> Result<TicketGuard<'_>, LimitError> {
+        match self.breaker.admit(now) {
+            Ok(ticket) => Ok(TicketGuard { core: self, ticket }),
+            Err(retry_after) => Err(self.reject(LimitError::CircuitOpen {
+                op: self.name.clone(),
+                retry_after,
+            })),
+        }
+    }
+
+    /// The in-process rate limits, op-wide then per key.
+    #[inline]
+    fn check_local_rates(
+        &self,
+        policy: &Policy,
+        key: Option<u64>,
+        now: u64,
+    ) -> Result<(), LimitError> {
+        if let (Some(rate), Some(spec)) = (&policy.rate, &policy.cfg.rate) {
+            if let Err(refusal) = rate.try_acquire(now) {
+                return Err(self.reject(LimitError::RateLimited {
+                    op: self.name.clone(),
+                    retry_after: refusal.wait,
+                    quota: refusal.quota(spec, false),
+                }));
+            }
+        }
+        if let (Some(key), Some(keyed)) = (key, &policy.rate_per_key) {
+            match keyed.try_acquire(key, now) {
+                KeyedOutcome::Admitted => {}
+                KeyedOutcome::Limited(refusal) => {
+                    return Err(self.reject(LimitError::RateLimited {
+                        op: self.name.clone(),
+                        retry_after: refusal.wait,
+                        quota: refusal.quota(&keyed.spec, true),
+                    }))
+                }
+                KeyedOutcome::TableFull => {
+                    return Err(self.reject(LimitError::Overloaded {
+                        op: self.name.clone(),
+                        retry_after: policy.cfg.retry_after,
+                    }))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl OpCore {
+    /// Gives back what a ticket holds (a half-open probe place), here or in
+    /// the shared store.
+    pub(crate) fn release_ticket(&self, ticket: Ticket) {
+        if let Ticket::Shared(t) = ticket {
+            self.settle_shared(t, None);
+        }
+        self.breaker.release(ticket);
+    }
+}
+
+/// Returns a half-open probe place if admission stops before the call runs.
+pub(super) struct TicketGuard<'a> {
+    pub(super) core: &'a OpCore,
+    pub(super) ticket: Ticket,
+}
+
+impl TicketGuard<'_> {
+    fn disarm(self) -> Ticket {
+        let t = self.ticket;
+        std::mem::forget(self);
+        t
+    }
+}
+
+impl Drop for TicketGuard<'_> {
+    fn drop(&mut self) {
+        self.core.release_ticket(self.ticket);
+    }
+}
+
+/// How far [`OpCore::enter`] got.
+pub(crate) enum Entered<B: std::ops::Deref<Target = Bulkhead>> {
+    Admitted(Admitted<B>),
+    Refused(LimitError),
+    /// Must wait: see [`OpCore::admit_later`].
+    Later(Later<B>),
+}
+
+/// An admission left to finish after a wait.
+pub(crate) struct Later<B> {
+    bulkhead: B,
+    /// The breaker's ticket, when breaker and rates already admitted the
+    /// call (only the bulkhead place is missing); `None` for an op kept in
+    /// Redis, whose admission starts over.
+    ticket: Option<Ticket>,
+    now: u64,
+}
+
+/// What admission granted.
+pub(crate) struct Admitted<B: std::ops::Deref<Target = Bulkhead>> {
+    pub(crate) ticket: Ticket,
+    pub(crate) bulk: Option<BulkPermit<B>>,
+    pub(crate) terms: Terms,
+    /// When the call starts running (a reading of the op's clock).
+    pub(crate) start: u64,
+}
+
+/// An admitted call in progress, borrowed from its [`Op`]. Its owner
+/// (the call's future) ends it exactly once, after dropping the body or
+/// handing the place over to whatever goes on running it.
+pub(crate) struct Admission<'a> {
+    core: &'a OpCore,
+    ticket: Ticket,
+    bulk: Option<BulkPermit<&'a Bulkhead>>,
+    pub(crate) terms: Terms,
+    pub(crate) start: u64,
+}
+
+impl<'a> Admission<'a> {
+    pub(crate) fn new(core: &'a OpCore, a: Admitted<&'a Bulkhead>) -> Self {
+        Self {
+            core,
+            ticket: a.ticket,
+            bulk: a.bulk,
+            terms: a.terms,
+            start: a.start,
+        }
+    }
+
+    /// Records the outcome of a call that ended at `end` and releases its
+    /// place.
+    #[inline]
+    pub(crate) fn finish(self, outcome: CallOutcome, end: u64) {
+        self.core
+            .complete(self.ticket, &self.terms, self.start, end, outcome);
+        drop(self.bulk);
+    }
+
+    /// Records `outcome` now and hands the place over, still held, to
+    /// whoever decides when the body is gone.
+    pub(crate) fn end_detached(self, outcome: CallOutcome) -> Place {
+        let end = self.core.clock.now_ns();
+        self.core
+            .complete(self.ticket, &self.terms, self.start, end, outcome);
+        let owner = Arc::clone(&self.core.bulkhead);
+        Place(self.bulk.map(|b| b.into_owned(owner)))
+    }
+}
+
+/// A bulkhead place held by a call that has ended for its caller (timed
+/// out, or dropped) while its body may still be alive: released when
+/// dropped, which the call does only once the body is gone.
+pub struct Place(Option<BulkPermit<Arc<Bulkhead>>>);
+
+impl std::fmt::Debug for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Place")
+            .field("held", &self.0.is_some())
+            .finish()
+    }
+}

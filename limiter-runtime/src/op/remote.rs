@@ -1,0 +1,266 @@
+//! Admission of an op that keeps its breaker and rates in the registry's
+//! shared store (a [`SharedState`](crate::backend::SharedState), Redis in
+//! practice), and the op's degradation when the store cannot answer,
+//! applied in one place ([`OpCore::degrade`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::backend::{BackendError, Check, SharedTicket, Store, StoreFuture};
+use crate::breaker::Ticket;
+use crate::bulkhead::Bulkhead;
+use crate::error::{LimitError, Quota};
+use crate::keys::LimitKey;
+use crate::metrics::OpMetrics;
+use crate::rate::{KeyedOutcome, KeyedRate, RateState, Refusal};
+use crate::settings::{Backend, BreakerPolicy, Degradation, RateSpec};
+
+use super::{Admitted, OpCore, TicketGuard};
+
+/// What a shared admission needs from the policy, held across the round
+/// trips (the policy guard is not).
+struct Remote {
+    breaker: Option<BreakerPolicy>,
+    rate: Option<RateSpec>,
+    rate_per_key: Option<RateSpec>,
+    degradation: Degradation,
+    retry_after: Duration,
+    local: Option<Arc<RateState>>,
+    local_keyed: Option<Arc<KeyedRate>>,
+}
+
+impl OpCore {
+    /// The store, when this op keeps its state in it and one is set.
+    fn store(&self) -> Option<Arc<Store>> {
+        self.shared.store.load_full()
+    }
+
+    /// The name of `key` in the store when this op keeps per-key rates
+    /// there.
+    pub(crate) fn shared_key_name(&self, key: &dyn LimitKey) -> Option<u64> {
+        let p = self.policy.load();
+        if p.cfg.backend != Backend::Redis || p.cfg.rate_per_key.is_none() {
+            return None;
+        }
+        self.shared.store.load().as_ref().map(|s| s.key_name(key))
+    }
+
+    /// Admission for an op that keeps its breaker and rates in the store:
+    /// the breaker, then the rates, then a bulkhead place.
+    pub(super) async fn admit_shared<B>(
+        &self,
+        bulkhead: B,
+        key: Option<u64>,
+        shared_key: Option<u64>,
+        priority: i64,
+        now: u64,
+    ) -> Result<Admitted<B>, LimitError>
+    where
+        B: std::ops::Deref<Target = Bulkhead>,
+    {
+        let (remote, terms) = {
+            let p = self.policy.load();
+            let remote = Remote {
+                breaker: p.cfg.breaker.clone(),
+                rate: p.cfg.rate.clone(),
+                rate_per_key: p.cfg.rate_per_key.clone(),
+                degradation: p.cfg.degradation,
+                retry_after: p.cfg.retry_after,
+                local: p.rate.clone(),
+                local_keyed: p.rate_per_key.clone(),
+            };
+            (remote, p.terms)
+        };
+        let ticket = match &remote.breaker {
+            Some(breaker) => match self.shared_breaker_admit(breaker, &remote, now).await {
+                Ok(ticket) => TicketGuard { core: self, ticket },
+                Err(e) => return Err(self.reject(e)),
+            },
+            None => self.admit_breaker(now)?,
+        };
+        if let Err(e) = self.check_shared(&remote, key, shared_key, now).await {
+            return Err(self.reject(e));
+        }
+        self.wait_place(ticket, terms, bulkhead, key, priority, now)
+            .await
+    }
+
+    /// Admission through the op's shared breaker, degraded as configured
+    /// when the store cannot answer (the local fallback is the in-process
+    /// breaker).
+    async fn shared_breaker_admit(
+        &self,
+        breaker: &BreakerPolicy,
+        r: &Remote,
+        now: u64,
+    ) -> Result<Ticket, LimitError> {
+        let failure = match self.store() {
+            None => NO_STORE.to_owned(),
+            Some(store) => match store.breaker_admit(&self.name, breaker).await {
+                Ok(Ok(t)) => return Ok(Ticket::Shared(t)),
+                Ok(Err(wait)) => return Err(self.circuit_open(wait)),
+                Err(e) => e.to_string(),
+            },
+        };
+        let mut ticket = Ticket::Bypass;
+        self.degrade("breaker", &failure, r, || {
+            ticket = self
+                .breaker
+                .admit(now)
+                .map_err(|wait| self.circuit_open(wait))?;
+            Ok(())
+        })?;
+        Ok(ticket)
+    }
+
+    /// The op-wide and per-key rates kept in the store.
+    async fn check_shared(
+        &self,
+        r: &Remote,
+        key: Option<u64>,
+        shared_key: Option<u64>,
+        now: u64,
+    ) -> Result<(), LimitError> {
+        if let Some(spec) = &r.rate {
+            let local = r.local.as_deref();
+            self.check_shared_rate(spec, None, false, r, || match local {
+                Some(l) => l.try_acquire(now),
+                None => Ok(()),
+            })
+            .await?;
+        }
+        if let (Some(spec), Some(local_key)) = (&r.rate_per_key, key) {
+            let local = r.local_keyed.as_deref();
+            self.check_shared_rate(spec, shared_key, true, r, || match local {
+                Some(k) => match k.try_acquire(local_key, now) {
+                    KeyedOutcome::Admitted | KeyedOutcome::TableFull => Ok(()),
+                    KeyedOutcome::Limited(refusal) => Err(refusal),
+                },
+                None => Ok(()),
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// One rate kept in the store, degraded as configured when the store
+    /// cannot answer (or none is set, or the key has no name there); the
+    /// local fallback is `local`, the in-process limiter.
+    async fn check_shared_rate(
+        &self,
+        spec: &RateSpec,
+        shared_key: Option<u64>,
+        per_key: bool,
+        r: &Remote,
+        local: impl FnOnce() -> Result<(), Refusal>,
+    ) -> Result<(), LimitError> {
+        let failure = match (self.store(), per_key, shared_key) {
+            (None, _, _) => NO_STORE.to_owned(),
+            (Some(_), true, None) => "the key has no name in the store".to_owned(),
+            (Some(store), _, key) => match store.check(&self.name, key, spec).await {
+                Ok(Check::Admitted { .. }) => return Ok(()),
+                Ok(Check::Limited { wait, window }) => {
+                    let w = spec.windows[window.min(spec.windows.len() - 1)];
+                    return Err(LimitError::RateLimited {
+                        op: self.name.clone(),
+                        retry_after: wait,
+                        quota: Quota::rate(u64::from(w.count()), w.period(), per_key),
+                    });
+                }
+                Err(e) => e.to_string(),
+            },
+        };
+        self.degrade("rate limit", &failure, r, || {
+            local().map_err(|refusal| LimitError::RateLimited {
+                op: self.name.clone(),
+                retry_after: refusal.wait,
+                quota: refusal.quota(spec, per_key),
+            })
+        })
+    }
+
+    /// The one place a store's failure to answer becomes a decision:
+    /// `fail_open` lets the call through, `fail_closed` refuses it as
+    /// `Overloaded`, `local` asks the in-process limiter (`local`).
+    fn degrade(
+        &self,
+        what: &str,
+        failure: &str,
+        r: &Remote,
+        local: impl FnOnce() -> Result<(), LimitError>,
+    ) -> Result<(), LimitError> {
+        OpMetrics::inc(&self.metrics.counters.backend_fallbacks);
+        tracing::debug!(op = &*self.name, reason = %failure, degradation = ?r.degradation, "shared {what} degraded");
+        match r.degradation {
+            Degradation::FailOpen => Ok(()),
+            Degradation::FailClosed => Err(LimitError::Overloaded {
+                op: self.name.clone(),
+                retry_after: r.retry_after,
+            }),
+            Degradation::Local => local(),
+        }
+    }
+
+    fn circuit_open(&self, retry_after: Duration) -> LimitError {
+        LimitError::CircuitOpen {
+            op: self.name.clone(),
+            retry_after,
+        }
+    }
+
+    /// Forces open (or resets) the op's breaker in the store, when it
+    /// keeps it there; done in the background, like outcomes.
+    pub(crate) fn set_shared_breaker(&self, open: bool) {
+        if self.policy.load().cfg.backend != Backend::Redis {
+            return;
+        }
+        self.on_shared_breaker(
+            "breaker change not made in the store",
+            move |store, name, _| Box::pin(async move { store.breaker_set(&name, open).await }),
+        );
+    }
+
+    /// Records an outcome (or gives back a probe place, `None`) in the
+    /// shared breaker, off the caller's path.
+    pub(super) fn settle_shared(&self, ticket: SharedTicket, failed: Option<bool>) {
+        self.on_shared_breaker(
+            "breaker outcome not recorded in the store",
+            move |store, name, policy| {
+                Box::pin(async move {
+                    store
+                        .breaker_settle(&name, ticket, failed, &policy)
+                        .await
+                        .map(drop)
+                })
+            },
+        );
+    }
+
+    /// Runs `job` on the shared breaker in the background, when the op has
+    /// a breaker, a store is set and a tokio runtime is at hand; a failure
+    /// is logged with `what`.
+    fn on_shared_breaker(
+        &self,
+        what: &'static str,
+        job: impl FnOnce(Arc<Store>, Arc<str>, BreakerPolicy) -> StoreFuture<'static, ()>
+            + Send
+            + 'static,
+    ) {
+        let Some(policy) = self.policy.load().cfg.breaker.clone() else {
+            return;
+        };
+        let (Some(store), Ok(rt)) = (self.store(), tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        let name = self.name.clone();
+        rt.spawn(async move {
+            let out: Result<(), BackendError> = job(store, name.clone(), policy).await;
+            if let Err(e) = out {
+                tracing::debug!(op = &*name, error = %e, "{what}");
+            }
+        });
+    }
+}
+
+/// Why an op kept in the store was decided without it.
+const NO_STORE: &str = "no shared store is set (Registry::set_redis)";

@@ -1,0 +1,127 @@
+//! What an op knows of itself: [`OpSnapshot`], and [`KeyUsage`] for one
+//! key.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::breaker::BreakerSnapshot;
+use crate::bulkhead::BulkheadSnapshot;
+use crate::keys::LimitKey;
+use crate::metrics::{CountersSnapshot, LatencySnapshot};
+use crate::rate::RateSnapshot;
+use crate::settings::ResolvedConfig;
+
+use super::Op;
+
+/// What an op holds for one key (see [`Op::key_usage`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyUsage {
+    /// Calls the per-key rate limit would admit now (`None`: the key has no
+    /// rate state).
+    pub available: Option<u64>,
+    /// The per-key rate limit, e.g. `10/s, 100/min`.
+    pub limit: Option<String>,
+    /// Calls of the key running.
+    pub in_flight: u32,
+    /// Calls of the key queued.
+    pub queued: u32,
+}
+
+/// Everything known about one operation.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpSnapshot {
+    /// Operation name.
+    pub name: Arc<str>,
+    /// Configuration in force.
+    pub config: ResolvedConfig,
+    /// Counters.
+    pub counters: CountersSnapshot,
+    /// Latency of admitted calls.
+    pub latency: LatencySnapshot,
+    /// Bulkhead counts.
+    pub bulkhead: BulkheadSnapshot,
+    /// Breaker state.
+    pub breaker: BreakerSnapshot,
+    /// Op-wide rate limit.
+    pub rate: Option<RateSnapshot>,
+    /// Per-key rate limit.
+    pub rate_per_key: Option<RateSnapshot>,
+    /// Values held for `cache_fallback` and cached responses.
+    pub cache_entries: usize,
+    /// Keys with a coalesced call in flight.
+    pub coalescing: usize,
+    /// The adaptive in-flight bound in force, when adaptive.
+    pub adaptive_limit: Option<u32>,
+}
+
+impl Op {
+    /// What the op holds for `key`: calls of the per-key rate limit it
+    /// would admit now, and its calls running and queued. `None` when the op
+    /// tracks nothing for that key.
+    pub fn key_usage(&self, key: &dyn LimitKey) -> Option<KeyUsage> {
+        let hash = self.core.shared.hasher.hash(key);
+        let now = self.core.clock.now_ns();
+        let policy = self.core.policy.load();
+        let rate = policy
+            .rate_per_key
+            .as_ref()
+            .and_then(|k| k.table.get(hash).map(|s| (k, s)));
+        let slot = self.core.bulkhead.keys.get(hash);
+        if rate.is_none() && slot.is_none() {
+            return None;
+        }
+        let (in_flight, queued) = slot.map_or((0, 0), |s| s.counts());
+        Some(KeyUsage {
+            available: rate.as_ref().map(|(_, s)| s.available(now)),
+            limit: rate.map(|(k, _)| {
+                k.spec
+                    .windows
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }),
+            in_flight,
+            queued,
+        })
+    }
+
+    /// Everything known about this op.
+    pub fn snapshot(&self) -> OpSnapshot {
+        let core = &*self.core;
+        let now = core.clock.now_ns();
+        let policy = core.policy.load();
+        OpSnapshot {
+            name: core.name.clone(),
+            config: policy.cfg.clone(),
+            counters: core.metrics.counters_snapshot(),
+            latency: core.metrics.latency_snapshot(),
+            bulkhead: core.bulkhead.snapshot(),
+            breaker: core.breaker.snapshot(now),
+            rate: policy
+                .rate
+                .as_ref()
+                .zip(policy.cfg.rate.as_ref())
+                .map(|(s, spec)| RateSnapshot {
+                    spec: spec.clone(),
+                    available: Some(s.available(now)),
+                    keys: None,
+                    keys_evicted: None,
+                }),
+            rate_per_key: policy.rate_per_key.as_ref().map(|k| RateSnapshot {
+                spec: k.spec.clone(),
+                available: None,
+                keys: Some(k.table.len()),
+                keys_evicted: Some(k.table.evicted()),
+            }),
+            cache_entries: core.cache.len(),
+            coalescing: core.flights.len(),
+            adaptive_limit: policy
+                .cfg
+                .adaptive
+                .as_ref()
+                .map(|_| core.adaptive.current()),
+        }
+    }
+}
