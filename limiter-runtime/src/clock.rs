@@ -25,7 +25,8 @@ use tokio::time::Instant;
 enum Source {
     Fast {
         clock: quanta::Clock,
-        base: quanta::Instant,
+        /// A raw reading of `clock` (its counter, not yet nanoseconds).
+        base: u64,
     },
     Tokio {
         base: Instant,
@@ -49,7 +50,7 @@ impl Clock {
             Source::Tokio { base: tokio_base }
         } else {
             let clock = quanta::Clock::new();
-            let base = clock.now();
+            let base = clock.raw();
             Source::Fast { clock, base }
         };
         Self { source, tokio_base }
@@ -64,9 +65,9 @@ impl Clock {
     #[inline]
     pub(crate) fn now_ns(&self) -> u64 {
         match &self.source {
-            Source::Fast { clock, base } => {
-                duration_ns(clock.now().saturating_duration_since(*base))
-            }
+            // A raw counter reading scaled by one multiply and shift: no
+            // `Instant` or `Duration` on the way.
+            Source::Fast { clock, base } => clock.delta_as_nanos(*base, clock.raw()),
             Source::Tokio { base } => duration_ns(Instant::now().saturating_duration_since(*base)),
         }
     }

@@ -184,6 +184,14 @@ impl<V: KeyState> KeyTable<V> {
         dropped
     }
 
+    /// Forgets every key and frees the memory they took.
+    pub(crate) fn clear(&self) {
+        for shard in self.shards.iter() {
+            let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
+            *map = Map::default();
+        }
+    }
+
     /// The state of `hash` if it is tracked.
     pub(crate) fn get(&self, hash: u64) -> Option<Arc<V>> {
         let map = self.shard(hash).lock().unwrap_or_else(|e| e.into_inner());

@@ -1,6 +1,6 @@
 //! The timeout of one call and the timing of its polls.
 //!
-//! [`Timed`] polls a body under an optional deadline. Each poll is timed: a
+//! [`Timer`] polls a body under an optional deadline. Each poll is timed: a
 //! single poll longer than a threshold means the executor thread was
 //! blocked that long (a *slow poll*). The same poll timing
 //! ([`time_poll`]) serves limited calls and HTTP routes.
@@ -73,43 +73,47 @@ pub(crate) fn time_poll<F: Future>(
 }
 
 pin_project! {
-    /// A body polled under an optional deadline.
-    pub(crate) struct Timed<F> {
-        #[pin]
-        body: F,
+    /// The timer of one call: its deadline while the body runs (armed only
+    /// when the body first returns `Pending`), or the pause before a
+    /// retry. Kept beside the body, not around it, so that starting and
+    /// ending a body moves nothing but the body.
+    pub(crate) struct Timer {
         #[pin]
         sleep: Option<Sleep>,
         polled: bool,
     }
 }
 
-impl<F: Future> Timed<F> {
-    /// `body`, not yet polled.
-    pub(crate) fn new(body: F) -> Self {
+impl Timer {
+    /// A timer that is not armed.
+    pub(crate) const fn new() -> Self {
         Self {
-            body,
             sleep: None,
             polled: false,
         }
     }
 
-    /// The body, pinned where it is.
-    pub(crate) fn body(self: Pin<&mut Self>) -> Pin<&mut F> {
-        self.project().body
+    /// Disarms the timer for the next body.
+    #[inline]
+    pub(crate) fn reset(self: Pin<&mut Self>) {
+        let mut this = self.project();
+        if this.sleep.is_some() {
+            this.sleep.set(None);
+        }
+        *this.polled = false;
     }
 
-    /// Polls the body once, timed. The call started at `start` (a reading
-    /// of `clock`, which is also the first poll's start); `timeout_ns` is
-    /// its budget (`u64::MAX`: none). `took` is called with the length of
-    /// the poll.
+    /// Polls `body` once, timed. The call started at `start` (a reading of
+    /// `clock`, which is also the first poll's start); `timeout_ns` is its
+    /// budget (`u64::MAX`: none). `took` is set to the poll's length.
     #[inline]
-    pub(crate) fn poll_timed(
+    pub(crate) fn poll_body<F: Future>(
         self: Pin<&mut Self>,
+        body: Pin<&mut F>,
         cx: &mut Context<'_>,
         clock: &Clock,
-        start: u64,
-        timeout_ns: u64,
-        took: impl FnOnce(u64),
+        (start, timeout_ns): (u64, u64),
+        took: &mut u64,
     ) -> Polled<F::Output> {
         let mut this = self.project();
         let poll_start = if *this.polled {
@@ -118,8 +122,8 @@ impl<F: Future> Timed<F> {
             *this.polled = true;
             start
         };
-        let (out, end, ns) = time_poll(this.body, cx, clock, poll_start);
-        took(ns);
+        let (out, end, ns) = time_poll(body, cx, clock, poll_start);
+        *took = ns;
         if let Poll::Ready(v) = out {
             return Polled::Done(v, end);
         }
@@ -135,6 +139,19 @@ impl<F: Future> Timed<F> {
             _ => Polled::Pending,
         }
     }
+
+    /// Arms the timer for a pause of `delay` (a backoff).
+    pub(crate) fn pause(self: Pin<&mut Self>, delay: std::time::Duration) {
+        self.project().sleep.set(Some(tokio::time::sleep(delay)));
+    }
+
+    /// Whether the pause armed by [`pause`](Self::pause) is over.
+    pub(crate) fn poll_pause(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match self.project().sleep.as_pin_mut() {
+            Some(sleep) => sleep.poll(cx),
+            None => Poll::Ready(()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -146,16 +163,23 @@ mod tests {
     async fn times_out_at_the_deadline_and_counts_slow_polls() {
         let clock = Clock::new();
         let start = clock.now_ns();
-        let mut timed = std::pin::pin!(Timed::new(async {
+        let mut body = std::pin::pin!(async {
             std::thread::sleep(Duration::from_millis(3));
             tokio::time::sleep(Duration::from_secs(5)).await;
-        }));
+        });
+        let mut timer = std::pin::pin!(Timer::new());
         let mut slow = Vec::new();
         let out = std::future::poll_fn(|cx| {
-            match timed
-                .as_mut()
-                .poll_timed(cx, &clock, start, 1_000_000_000, |ns| slow.push(ns))
-            {
+            let mut took = 0;
+            let polled = timer.as_mut().poll_body(
+                body.as_mut(),
+                cx,
+                &clock,
+                (start, 1_000_000_000),
+                &mut took,
+            );
+            slow.push(took);
+            match polled {
                 Polled::Pending => Poll::Pending,
                 Polled::TimedOut => Poll::Ready(None),
                 Polled::Done((), end) => Poll::Ready(Some(end)),
@@ -171,14 +195,18 @@ mod tests {
     async fn a_body_ready_at_once_arms_no_timer() {
         let clock = Clock::new();
         let start = clock.now_ns();
-        let mut timed = std::pin::pin!(Timed::new(async { 7 }));
+        let body = std::pin::pin!(async { 7 });
+        let mut timer = std::pin::pin!(Timer::new());
         let waker = futures_noop_waker();
         let mut cx = Context::from_waker(&waker);
-        match timed.as_mut().poll_timed(&mut cx, &clock, start, 5, |_| {}) {
+        match timer
+            .as_mut()
+            .poll_body(body, &mut cx, &clock, (start, 5), &mut 0)
+        {
             Polled::Done(7, _) => {}
             _ => panic!("ready at once"),
         }
-        assert!(timed.project().sleep.is_none());
+        assert!(timer.project().sleep.is_none());
     }
 
     fn futures_noop_waker() -> std::task::Waker {

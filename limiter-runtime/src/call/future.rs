@@ -20,14 +20,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
-use tokio::time::Sleep;
 
 use crate::bulkhead::Bulkhead;
 use crate::error::LimitError;
 use crate::metrics::{CallOutcome, OpMetrics};
 use crate::op::{Admission, Admitted, Entered, Op};
 use crate::retry::{backoff_delay, delay_after_limit};
-use crate::timeout::{Polled, Timed};
+use crate::timeout::{Polled, Timer};
 
 use super::attempts::Attempts;
 use super::on_timeout::Strategy;
@@ -44,9 +43,9 @@ pin_project! {
         /// Admission is waiting.
         Admitting { wait: Waiting<'a> },
         /// The body runs under its deadline.
-        Running { #[pin] timed: Timed<B> },
+        Running { #[pin] body: B },
         /// Waiting out the backoff before the next attempt.
-        Backoff { #[pin] sleep: Sleep },
+        Backoff,
         /// The call has answered.
         Done,
     }
@@ -68,6 +67,9 @@ pin_project! {
         #[pin]
         stage: Stage<'a, M::Body>,
         admission: Option<Admission<'a>>,
+        // The body's deadline, or the backoff's pause.
+        #[pin]
+        timer: Timer,
         attempts: M,
         strategy: S,
         op: &'a Op,
@@ -108,7 +110,7 @@ impl<M: Attempts, S> std::fmt::Debug for CallFuture<'_, M, S> {
 /// place until it really ends (blocking work).
 fn abandon<M: Attempts>(mut stage: Pin<&mut Stage<'_, M::Body>>, place: super::Place) {
     let place = match stage.as_mut().project() {
-        StageProj::Running { timed } => M::keep(timed.body(), place),
+        StageProj::Running { body } => M::keep(body, place),
         _ => Some(place),
     };
     stage.set(Stage::Done);
@@ -127,6 +129,7 @@ impl<'a, M: Attempts, S> CallFuture<'a, M, S> {
         Self {
             stage: Stage::Start,
             admission: None,
+            timer: Timer::new(),
             attempts,
             strategy,
             op,
@@ -144,6 +147,16 @@ enum Next<T> {
     Retry(std::time::Duration),
 }
 
+/// How far one poll of a stage went.
+enum Step<T> {
+    /// The stage changed: poll the next one now.
+    Again,
+    /// Nothing more until woken.
+    Wait,
+    /// The attempt ended: a limit's refusal, or the body's output.
+    Ended(Result<T, LimitError>),
+}
+
 impl<'a, M, S, T, E> Future for CallFuture<'a, M, S>
 where
     M: Attempts,
@@ -153,120 +166,203 @@ where
 {
     type Output = Result<T, E>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T, E>> {
-        let mut this = self.project();
-        let op = *this.op;
-        let core = &*op.core;
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T, E>> {
         loop {
-            let ended = match this.stage.as_mut().project() {
-                StageProj::Start => match core.enter(&*core.bulkhead, *this.key) {
-                    Entered::Admitted(a) => {
-                        start_body(this.stage.as_mut(), this.admission, this.attempts, a, op);
-                        continue;
-                    }
-                    Entered::Refused(e) => Err(e),
-                    Entered::Later(later) => {
-                        let wait =
-                            core.admit_later(later, *this.key, *this.shared_key, *this.priority);
-                        this.stage.set(Stage::Admitting {
-                            wait: Box::pin(wait),
-                        });
-                        continue;
-                    }
-                },
-                StageProj::Admitting { wait } => match std::task::ready!(wait.as_mut().poll(cx)) {
-                    Ok(a) => {
-                        start_body(this.stage.as_mut(), this.admission, this.attempts, a, op);
-                        continue;
-                    }
-                    Err(e) => Err(e),
-                },
-                StageProj::Running { timed } => {
-                    let admission = this.admission.as_ref().expect("a running call is admitted");
-                    let (start, terms) = (admission.start, admission.terms);
-                    // A panicking body ends its call as panicked: the body is
-                    // dropped, then its place released, then the panic goes on.
-                    let polled = match catch_unwind(AssertUnwindSafe(|| {
-                        timed.poll_timed(cx, &core.clock, start, terms.timeout_ns, |ns| {
-                            core.metrics.poll_took(ns, terms.slow_poll_ns, &core.name)
-                        })
-                    })) {
-                        Ok(polled) => polled,
-                        Err(panic) => {
-                            let admission = this.admission.take().expect("admitted");
-                            let place = admission.end_detached(CallOutcome::Panic);
-                            // A body that panicked has ended (offloaded work
-                            // too: its panic was resumed here).
-                            this.stage.set(Stage::Done);
-                            drop(place);
-                            resume_unwind(panic)
-                        }
-                    };
-                    match polled {
-                        Polled::Pending => return Poll::Pending,
-                        Polled::Done(out, end) => {
-                            this.stage.set(Stage::Done);
-                            let outcome = if out.is_ok() {
-                                CallOutcome::Success
-                            } else {
-                                CallOutcome::Failure
-                            };
-                            let admission = this.admission.take().expect("admitted");
-                            admission.finish(outcome, end);
-                            this.strategy.succeeded(op, *this.key, &out);
-                            Ok(out)
-                        }
-                        Polled::TimedOut => {
-                            let admission = this.admission.take().expect("admitted");
-                            let place = admission.end_detached(CallOutcome::Timeout);
-                            let mut stage = this.stage.as_mut();
-                            let StageProj::Running { timed } = stage.as_mut().project() else {
-                                unreachable!("the timed-out body is running")
-                            };
-                            let (answer, place) =
-                                this.strategy.timed_out(op, timed.body(), place, *this.key);
-                            match place {
-                                Some(place) => abandon::<M>(stage, place),
-                                None => stage.set(Stage::Done),
-                            }
-                            answer
-                        }
-                    }
-                }
-                StageProj::Backoff { sleep } => {
-                    std::task::ready!(sleep.poll(cx));
-                    *this.attempt += 1;
-                    this.stage.set(Stage::Start);
-                    continue;
-                }
+            let step = match self.as_mut().project().stage.project() {
+                StageProj::Start => self.as_mut().admit(),
+                StageProj::Admitting { .. } => self.as_mut().poll_admitting(cx),
+                StageProj::Running { .. } => self.as_mut().poll_running(cx),
+                StageProj::Backoff { .. } => self.as_mut().poll_backoff(cx),
                 StageProj::Done => panic!("`CallFuture` polled after it answered"),
             };
-            match next_step::<M, T, E>(op, *this.attempt, ended) {
-                Next::Answer(out) => {
-                    this.stage.set(Stage::Done);
-                    return Poll::Ready(out);
-                }
-                Next::Retry(delay) => {
-                    OpMetrics::inc(&core.metrics.counters.retries);
-                    tracing::debug!(
-                        op = op.name(),
-                        attempt = *this.attempt + 1,
-                        ?delay,
-                        "retrying"
-                    );
-                    this.stage.set(Stage::Backoff {
-                        sleep: tokio::time::sleep(delay),
-                    });
+            match step {
+                Step::Again => {}
+                Step::Wait => return Poll::Pending,
+                Step::Ended(Ok(Ok(out))) => return Poll::Ready(Ok(out)),
+                Step::Ended(ended) => {
+                    if let Some(out) = self.as_mut().after(ended) {
+                        return Poll::Ready(out);
+                    }
                 }
             }
         }
     }
 }
 
+impl<'a, M, S, T, E> CallFuture<'a, M, S>
+where
+    M: Attempts,
+    M::Body: Future<Output = Result<T, E>>,
+    S: Strategy<M::Body>,
+    E: From<LimitError>,
+{
+    /// Admission without waiting: the body starts, or the call is refused,
+    /// or admission goes on waiting.
+    #[inline]
+    fn admit(self: Pin<&mut Self>) -> Step<Result<T, E>> {
+        let mut this = self.project();
+        let op = *this.op;
+        let core = &*op.core;
+        match core.enter(&*core.bulkhead, *this.key) {
+            Entered::Admitted(a) => {
+                start_body(
+                    this.stage.as_mut(),
+                    this.timer.as_mut(),
+                    this.admission,
+                    this.attempts,
+                    a,
+                    op,
+                );
+                Step::Again
+            }
+            Entered::Refused(e) => Step::Ended(Err(e)),
+            Entered::Later(later) => {
+                let wait = core.admit_later(later, *this.key, *this.shared_key, *this.priority);
+                this.stage.set(Stage::Admitting {
+                    wait: Box::pin(wait),
+                });
+                Step::Again
+            }
+        }
+    }
+
+    /// Waits for an admission that could not be made at once.
+    fn poll_admitting(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Step<Result<T, E>> {
+        let mut this = self.project();
+        let StageProj::Admitting { wait } = this.stage.as_mut().project() else {
+            unreachable!("admitting")
+        };
+        match wait.as_mut().poll(cx) {
+            Poll::Pending => Step::Wait,
+            Poll::Ready(Ok(a)) => {
+                start_body(
+                    this.stage.as_mut(),
+                    this.timer.as_mut(),
+                    this.admission,
+                    this.attempts,
+                    a,
+                    this.op,
+                );
+                Step::Again
+            }
+            Poll::Ready(Err(e)) => Step::Ended(Err(e)),
+        }
+    }
+
+    /// Polls the body under its deadline and records how it ended.
+    #[inline]
+    fn poll_running(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Step<Result<T, E>> {
+        let mut this = self.project();
+        let op = *this.op;
+        let core = &*op.core;
+        let StageProj::Running { body } = this.stage.as_mut().project() else {
+            unreachable!("running")
+        };
+        let admission = this.admission.as_ref().expect("a running call is admitted");
+        let (start, terms) = (admission.start, admission.terms);
+        let mut took = 0;
+        // A panicking body ends its call as panicked: the body is dropped,
+        // then its place released, then the panic goes on.
+        let polled = match catch_unwind(AssertUnwindSafe(|| {
+            let times = (start, terms.timeout_ns);
+            this.timer
+                .as_mut()
+                .poll_body(body, cx, &core.clock, times, &mut took)
+        })) {
+            Ok(polled) => polled,
+            Err(panic) => {
+                let admission = this.admission.take().expect("admitted");
+                let place = admission.end_detached(CallOutcome::Panic);
+                // A body that panicked has ended (offloaded work too: its
+                // panic was resumed here).
+                this.stage.set(Stage::Done);
+                drop(place);
+                resume_unwind(panic)
+            }
+        };
+        match polled {
+            Polled::Pending => {
+                core.metrics.poll_took(took, terms.slow_poll_ns, &core.name);
+                Step::Wait
+            }
+            Polled::Done(out, end) => {
+                core.metrics
+                    .check_slow_poll(took, terms.slow_poll_ns, &core.name);
+                this.stage.set(Stage::Done);
+                let outcome = if out.is_ok() {
+                    CallOutcome::Success
+                } else {
+                    CallOutcome::Failure
+                };
+                let admission = this.admission.take().expect("admitted");
+                admission.finish(outcome, end, took);
+                this.strategy.succeeded(op, *this.key, &out);
+                Step::Ended(Ok(out))
+            }
+            Polled::TimedOut => {
+                core.metrics.poll_took(took, terms.slow_poll_ns, &core.name);
+                let admission = this.admission.take().expect("admitted");
+                let place = admission.end_detached(CallOutcome::Timeout);
+                let mut stage = this.stage.as_mut();
+                let StageProj::Running { body } = stage.as_mut().project() else {
+                    unreachable!("the timed-out body is running")
+                };
+                let (answer, place) = this.strategy.timed_out(op, body, place, *this.key);
+                match place {
+                    Some(place) => abandon::<M>(stage, place),
+                    None => stage.set(Stage::Done),
+                }
+                Step::Ended(answer)
+            }
+        }
+    }
+
+    /// Waits out the backoff before the next attempt.
+    fn poll_backoff(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Step<Result<T, E>> {
+        let mut this = self.project();
+        if this.timer.as_mut().poll_pause(cx).is_pending() {
+            return Step::Wait;
+        }
+        *this.attempt += 1;
+        this.stage.set(Stage::Start);
+        Step::Again
+    }
+
+    /// After an attempt that did not succeed: the answer, or a retry after
+    /// a backoff (`None`).
+    fn after(
+        self: Pin<&mut Self>,
+        ended: Result<Result<T, E>, LimitError>,
+    ) -> Option<Result<T, E>> {
+        let mut this = self.project();
+        let op = *this.op;
+        match next_step::<M, T, E>(op, *this.attempt, ended) {
+            Next::Answer(out) => {
+                this.stage.set(Stage::Done);
+                Some(out)
+            }
+            Next::Retry(delay) => {
+                OpMetrics::inc(&op.core.metrics.counters.retries);
+                tracing::debug!(
+                    op = op.name(),
+                    attempt = *this.attempt + 1,
+                    ?delay,
+                    "retrying"
+                );
+                this.stage.set(Stage::Backoff);
+                this.timer.pause(delay);
+                None
+            }
+        }
+    }
+}
+
 /// The admitted call's body starts.
-#[inline]
+#[inline(always)]
 fn start_body<'a, M: Attempts>(
     mut stage: Pin<&mut Stage<'a, M::Body>>,
+    timer: Pin<&mut Timer>,
     slot: &mut Option<Admission<'a>>,
     attempts: &mut M,
     admitted: Admitted<&'a Bulkhead>,
@@ -279,9 +375,8 @@ fn start_body<'a, M: Attempts>(
     match attempts.next() {
         Some(body) => {
             *slot = Some(admission);
-            stage.set(Stage::Running {
-                timed: Timed::new(body),
-            });
+            timer.reset();
+            stage.set(Stage::Running { body });
         }
         // A one-shot body runs once: there is no second attempt to start.
         None => unreachable!("a one-shot call is never retried"),
@@ -298,7 +393,7 @@ fn next_step<M: Attempts, T, E: From<LimitError>>(
     if matches!(ended, Ok(Ok(_))) || M::ONCE {
         return Next::Answer(flatten(ended));
     }
-    let retry = op.core.policy.load().cfg.retry.clone();
+    let retry = op.core.policy().cfg.retry.clone();
     let Some(policy) = retry.filter(|p| attempt < p.retries) else {
         return Next::Answer(flatten(ended));
     };

@@ -162,12 +162,7 @@ impl<'a, S> Call<'a, S> {
         Offloader {
             offload: Arc::clone(&core.shared.offload),
             metrics: Arc::clone(&core.metrics),
-            cpu: core
-                .policy
-                .load()
-                .cfg
-                .kind
-                .is_some_and(|k| k.is_cpu_bound()),
+            cpu: core.policy().cfg.kind.is_some_and(|k| k.is_cpu_bound()),
         }
     }
 

@@ -169,12 +169,17 @@ impl OpMetrics {
         tracing::debug!(op = err.op(), reason = err.code(), retry_after = ?err.retry_after(), "call refused");
     }
 
-    /// Records how an admitted call ended and how long it took.
+    /// Records how an admitted call ended and how long it took; `poll_ns`
+    /// is the length of its last poll (0: none to record), kept when it is
+    /// the longest seen. One access to this thread's slot.
     #[inline]
-    pub(crate) fn finish(&self, outcome: CallOutcome, latency_ns: u64) {
+    pub(crate) fn finish(&self, outcome: CallOutcome, latency_ns: u64, poll_ns: u64) {
         let l = self.local.local();
         l.add(&l.value.outcomes[outcome as usize], 1);
         l.value.latency.record(&l, latency_ns);
+        if poll_ns > 0 {
+            l.max(&l.value.max_poll_ns, poll_ns);
+        }
     }
 
     /// Keeps the longest poll seen; a poll longer than `threshold_ns`
@@ -184,6 +189,12 @@ impl OpMetrics {
     pub(crate) fn poll_took(&self, ns: u64, threshold_ns: u64, op: &str) {
         let l = self.local.local();
         l.max(&l.value.max_poll_ns, ns);
+        self.check_slow_poll(ns, threshold_ns, op);
+    }
+
+    /// Counts and reports the poll when it is longer than `threshold_ns`.
+    #[inline]
+    pub(crate) fn check_slow_poll(&self, ns: u64, threshold_ns: u64, op: &str) {
         if ns > threshold_ns {
             self.slow_poll(ns, op);
         }

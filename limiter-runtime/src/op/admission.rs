@@ -46,7 +46,7 @@ impl OpCore {
         B: std::ops::Deref<Target = Bulkhead>,
     {
         let now = self.clock.now_ns();
-        let policy = self.policy.load();
+        let policy = self.policy();
         let terms = policy.terms;
         if !(policy.cfg.enabled && self.shared.enabled.load(Ordering::Relaxed)) {
             self.metrics.entered(false);
@@ -68,7 +68,6 @@ impl OpCore {
             Ok(t) => t,
             Err(e) => return Entered::Refused(e),
         };
-        drop(policy);
         match Bulkhead::try_acquire(bulkhead, key, now) {
             Ok(bulk) => {
                 self.metrics.entered(true);
@@ -111,7 +110,7 @@ impl OpCore {
                 .await;
         };
         let ticket = TicketGuard { core: self, ticket };
-        let terms = self.policy.load().terms;
+        let terms = self.policy().terms;
         self.wait_place(ticket, terms, bulkhead, key, priority, now)
             .await
     }
@@ -290,12 +289,12 @@ impl<'a> Admission<'a> {
         }
     }
 
-    /// Records the outcome of a call that ended at `end` and releases its
-    /// place.
+    /// Records the outcome of a call that ended at `end` (its last poll
+    /// took `poll_ns`) and releases its place.
     #[inline]
-    pub(crate) fn finish(self, outcome: CallOutcome, end: u64) {
+    pub(crate) fn finish(self, outcome: CallOutcome, end: u64, poll_ns: u64) {
         self.core
-            .complete(self.ticket, &self.terms, self.start, end, outcome);
+            .complete(self.ticket, &self.terms, self.start, end, outcome, poll_ns);
         drop(self.bulk);
     }
 
@@ -304,7 +303,7 @@ impl<'a> Admission<'a> {
     pub(crate) fn end_detached(self, outcome: CallOutcome) -> Place {
         let end = self.core.clock.now_ns();
         self.core
-            .complete(self.ticket, &self.terms, self.start, end, outcome);
+            .complete(self.ticket, &self.terms, self.start, end, outcome, 0);
         let owner = Arc::clone(&self.core.bulkhead);
         Place(self.bulk.map(|b| b.into_owned(owner)))
     }

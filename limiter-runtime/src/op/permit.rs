@@ -73,7 +73,7 @@ impl Drop for Permit {
         };
         let end = self.core.clock.now_ns();
         self.core
-            .complete(self.ticket, &self.terms, self.start, end, outcome);
+            .complete(self.ticket, &self.terms, self.start, end, outcome, 0);
         drop(self.bulk.take());
     }
 }

@@ -38,7 +38,7 @@ impl OpCore {
     /// The name of `key` in the store when this op keeps per-key rates
     /// there.
     pub(crate) fn shared_key_name(&self, key: &dyn LimitKey) -> Option<u64> {
-        let p = self.policy.load();
+        let p = self.policy();
         if p.cfg.backend != Backend::Redis || p.cfg.rate_per_key.is_none() {
             return None;
         }
@@ -59,7 +59,7 @@ impl OpCore {
         B: std::ops::Deref<Target = Bulkhead>,
     {
         let (remote, terms) = {
-            let p = self.policy.load();
+            let p = self.policy();
             let remote = Remote {
                 breaker: p.cfg.breaker.clone(),
                 rate: p.cfg.rate.clone(),
@@ -211,7 +211,7 @@ impl OpCore {
     /// Forces open (or resets) the op's breaker in the store, when it
     /// keeps it there; done in the background, like outcomes.
     pub(crate) fn set_shared_breaker(&self, open: bool) {
-        if self.policy.load().cfg.backend != Backend::Redis {
+        if self.policy().cfg.backend != Backend::Redis {
             return;
         }
         self.on_shared_breaker(
@@ -246,7 +246,7 @@ impl OpCore {
             + Send
             + 'static,
     ) {
-        let Some(policy) = self.policy.load().cfg.breaker.clone() else {
+        let Some(policy) = self.policy().cfg.breaker.clone() else {
             return;
         };
         let (Some(store), Ok(rt)) = (self.store(), tokio::runtime::Handle::try_current()) else {

@@ -62,7 +62,7 @@ impl Op {
     pub fn key_usage(&self, key: &dyn LimitKey) -> Option<KeyUsage> {
         let hash = self.core.shared.hasher.hash(key);
         let now = self.core.clock.now_ns();
-        let policy = self.core.policy.load();
+        let policy = self.core.policy();
         let rate = policy
             .rate_per_key
             .as_ref()
@@ -91,7 +91,7 @@ impl Op {
     pub fn snapshot(&self) -> OpSnapshot {
         let core = &*self.core;
         let now = core.clock.now_ns();
-        let policy = core.policy.load();
+        let policy = core.policy();
         OpSnapshot {
             name: core.name.clone(),
             config: policy.cfg.clone(),

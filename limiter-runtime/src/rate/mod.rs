@@ -24,6 +24,7 @@ enum Cell {
 impl Cell {
     /// Takes one call at `now`: what was taken (for [`Cell::refund`]), or
     /// the nanoseconds until a call would be admitted.
+    #[inline]
     fn try_acquire(&self, now: u64) -> Result<u64, u64> {
         match self {
             Cell::Gcra(p, c) => c.try_acquire(p, now),
@@ -123,7 +124,18 @@ impl RateState {
     /// every window would admit it and which window refused. A window that
     /// admitted before a later one refused gets its token back: exactly the
     /// one it handed out, if it still holds it (see [`Cell::refund`]).
+    #[inline]
     pub(crate) fn try_acquire(&self, now: u64) -> Result<(), Refusal> {
+        if let [cell] = &*self.cells {
+            // One window (the usual case): nothing to give back on refusal.
+            return match cell.try_acquire(now) {
+                Ok(_) => Ok(()),
+                Err(wait) => Err(Refusal {
+                    wait: Duration::from_nanos(wait),
+                    window: 0,
+                }),
+            };
+        }
         Self::acquire_from(&self.cells, 0, now).map_err(|(wait, window)| Refusal {
             wait: Duration::from_nanos(wait),
             window,
