@@ -203,15 +203,23 @@ impl Breaker {
         }
     }
 
-    /// Records the outcome of a call admitted with `ticket`.
+    /// Records the outcome of a call admitted with `ticket`. A success in a
+    /// window with no failure is counted lock-free, here.
+    #[inline]
     pub(crate) fn record(&self, ticket: Ticket, failed: bool, now: u64) {
         match ticket {
-            Ticket::Bypass => {}
-            Ticket::Shared(_) => {}
+            Ticket::Bypass | Ticket::Shared(_) => {}
+            Ticket::Closed(round) if !failed && self.record_clean_success(round) => {}
+            _ => self.record_locked(ticket, failed, now),
+        }
+    }
+
+    /// [`record`](Self::record) of what needs the lock: a failure, a
+    /// success in a window that holds one, a probe's outcome.
+    fn record_locked(&self, ticket: Ticket, failed: bool, now: u64) {
+        match ticket {
+            Ticket::Bypass | Ticket::Shared(_) => {}
             Ticket::Closed(round) => {
-                if !failed && self.record_clean_success(round) {
-                    return;
-                }
                 let mut inner = self.lock();
                 if inner.state != BreakerState::Closed || inner.round != round {
                     return; // the outcome of a call from an earlier round

@@ -1,12 +1,13 @@
 //! The registry as Prometheus metric families.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use crate::breaker::BreakerState;
 use crate::metrics::prometheus::Exposition;
+use crate::monitor::{AlertState, RouteStats};
 use crate::registry::Registry;
-
-use crate::monitor::AlertState;
+use crate::{CountersSnapshot, Op, OpSnapshot};
 
 impl Registry {
     /// Every metric in the Prometheus text exposition format (what
@@ -23,24 +24,56 @@ fn prometheus(reg: &Registry) -> String {
     let ops = reg.ops();
     let snaps: Vec<_> = ops.iter().map(|o| o.snapshot()).collect();
 
+    op_calls(&mut x, &snaps);
+    op_outcomes(&mut x, &snaps);
+    op_rejections(&mut x, &snaps);
+    op_event_counters(&mut x, &snaps);
+    op_bulkhead_gauges(&mut x, &snaps);
+    op_breaker_states(&mut x, &snaps);
+    op_durations(&mut x, &ops);
+
+    let routes = reg.monitor().routes.all();
+    http_requests(&mut x, &routes);
+    http_in_flight(&mut x, &routes);
+    http_slow_polls(&mut x, &routes);
+    http_durations(&mut x, &routes);
+
+    rule_decisions(&mut x, reg);
+
+    open_alerts(&mut x, reg);
+
+    #[cfg(feature = "redis")]
+    redis_backend(&mut x, reg);
+    op_backend_fallbacks(&mut x, &snaps);
+
+    background_tasks(&mut x, reg);
+    x.finish()
+}
+
+/// `limiter_op_calls_total`: calls that reached admission, per op.
+fn op_calls(x: &mut Exposition, snaps: &[OpSnapshot]) {
     x.family(
         "limiter_op_calls_total",
         "counter",
         "Calls that reached admission, each retry included.",
     );
-    for s in &snaps {
+    for s in snaps {
         x.sample(
             "limiter_op_calls_total",
             &[("op", &s.name)],
             s.counters.calls as f64,
         );
     }
+}
+
+/// `limiter_op_outcomes_total`: admitted calls by how they ended, per op.
+fn op_outcomes(x: &mut Exposition, snaps: &[OpSnapshot]) {
     x.family(
         "limiter_op_outcomes_total",
         "counter",
         "Admitted calls by how they ended.",
     );
-    for s in &snaps {
+    for s in snaps {
         let c = &s.counters;
         for (outcome, n) in [
             ("succeeded", c.succeeded),
@@ -60,12 +93,16 @@ fn prometheus(reg: &Registry) -> String {
             );
         }
     }
+}
+
+/// `limiter_op_rejected_total`: calls refused by a limit, by reason, per op.
+fn op_rejections(x: &mut Exposition, snaps: &[OpSnapshot]) {
     x.family(
         "limiter_op_rejected_total",
         "counter",
         "Calls refused by a limit, by reason.",
     );
-    for s in &snaps {
+    for s in snaps {
         let c = &s.counters;
         for (reason, n) in [
             ("rate_limited", c.rejected_rate_limited),
@@ -82,11 +119,15 @@ fn prometheus(reg: &Registry) -> String {
             );
         }
     }
+}
+
+/// The per-op event counters: retries, slow polls and orphans.
+fn op_event_counters(x: &mut Exposition, snaps: &[OpSnapshot]) {
     for (name, help, get) in [
         (
             "limiter_op_retries_total",
             "Retries made.",
-            (|c: &crate::CountersSnapshot| c.retries) as fn(&_) -> u64,
+            (|c: &CountersSnapshot| c.retries) as fn(&_) -> u64,
         ),
         (
             "limiter_op_slow_polls_total",
@@ -100,15 +141,19 @@ fn prometheus(reg: &Registry) -> String {
         ),
     ] {
         x.family(name, "counter", help);
-        for s in &snaps {
+        for s in snaps {
             x.sample(name, &[("op", &s.name)], get(&s.counters) as f64);
         }
     }
+}
+
+/// The per-op bulkhead gauges: in flight, queued, and both bounds.
+fn op_bulkhead_gauges(x: &mut Exposition, snaps: &[OpSnapshot]) {
     for (name, help, get) in [
         (
             "limiter_op_in_flight",
             "Calls running.",
-            (|s: &crate::OpSnapshot| s.bulkhead.in_flight) as fn(&_) -> u32,
+            (|s: &OpSnapshot| s.bulkhead.in_flight) as fn(&_) -> u32,
         ),
         ("limiter_op_queued", "Calls waiting in the queue.", |s| {
             s.bulkhead.queued
@@ -123,16 +168,20 @@ fn prometheus(reg: &Registry) -> String {
         }),
     ] {
         x.family(name, "gauge", help);
-        for s in &snaps {
+        for s in snaps {
             x.sample(name, &[("op", &s.name)], f64::from(get(s)));
         }
     }
+}
+
+/// `limiter_op_breaker_state`: one 0/1 sample per breaker state, per op.
+fn op_breaker_states(x: &mut Exposition, snaps: &[OpSnapshot]) {
     x.family(
         "limiter_op_breaker_state",
         "gauge",
         "1 for the state the op's circuit breaker is in, 0 for the others.",
     );
-    for s in &snaps {
+    for s in snaps {
         for (state, name) in [
             (BreakerState::Closed, "closed"),
             (BreakerState::Open, "open"),
@@ -147,26 +196,32 @@ fn prometheus(reg: &Registry) -> String {
             );
         }
     }
+}
+
+/// `limiter_op_duration_seconds`: the latency histogram of each op.
+fn op_durations(x: &mut Exposition, ops: &[Op]) {
     x.family(
         "limiter_op_duration_seconds",
         "histogram",
         "Latency of admitted calls.",
     );
-    for op in &ops {
+    for op in ops {
         x.histogram(
             "limiter_op_duration_seconds",
             &[("op", op.name())],
             &op.core.metrics.latency_counts(),
         );
     }
+}
 
-    let routes = reg.monitor().routes.all();
+/// `limiter_http_requests_total`: responses by route, method and status.
+fn http_requests(x: &mut Exposition, routes: &[Arc<RouteStats>]) {
     x.family(
         "limiter_http_requests_total",
         "counter",
         "HTTP responses by route template, method and status.",
     );
-    for r in &routes {
+    for r in routes {
         for (code, n) in r.codes() {
             x.sample(
                 "limiter_http_requests_total",
@@ -179,43 +234,59 @@ fn prometheus(reg: &Registry) -> String {
             );
         }
     }
+}
+
+/// `limiter_http_in_flight`: requests being handled, per route.
+fn http_in_flight(x: &mut Exposition, routes: &[Arc<RouteStats>]) {
     x.family(
         "limiter_http_in_flight",
         "gauge",
         "HTTP requests being handled.",
     );
-    for r in &routes {
+    for r in routes {
         x.sample(
             "limiter_http_in_flight",
             &[("method", r.method), ("route", &r.route)],
             r.in_flight.load(Ordering::Relaxed) as f64,
         );
     }
+}
+
+/// `limiter_http_slow_polls_total`: slow handler polls, per route.
+fn http_slow_polls(x: &mut Exposition, routes: &[Arc<RouteStats>]) {
     x.family(
         "limiter_http_slow_polls_total",
         "counter",
         "Handler polls longer than the slow-poll threshold.",
     );
-    for r in &routes {
+    for r in routes {
         x.sample(
             "limiter_http_slow_polls_total",
             &[("method", r.method), ("route", &r.route)],
             r.slow_polls.load(Ordering::Relaxed) as f64,
         );
     }
+}
+
+/// `limiter_http_request_duration_seconds`: the latency histogram of each
+/// route.
+fn http_durations(x: &mut Exposition, routes: &[Arc<RouteStats>]) {
     x.family(
         "limiter_http_request_duration_seconds",
         "histogram",
         "HTTP response latency by route template.",
     );
-    for r in &routes {
+    for r in routes {
         x.histogram(
             "limiter_http_request_duration_seconds",
             &[("method", r.method), ("route", &r.route)],
             &r.counts(),
         );
     }
+}
 
+/// `limiter_rule_decisions_total`: limiter-layer decisions, per rule.
+fn rule_decisions(x: &mut Exposition, reg: &Registry) {
     x.family(
         "limiter_rule_decisions_total",
         "counter",
@@ -239,7 +310,10 @@ fn prometheus(reg: &Registry) -> String {
             );
         }
     }
+}
 
+/// `limiter_alerts_open`: alerts not resolved, per level.
+fn open_alerts(x: &mut Exposition, reg: &Registry) {
     x.family("limiter_alerts_open", "gauge", "Open alerts by level.");
     let alerts = reg.monitor().alerts();
     for level in ["warning", "error", "critical"] {
@@ -250,8 +324,11 @@ fn prometheus(reg: &Registry) -> String {
             .count();
         x.sample("limiter_alerts_open", &[("level", level)], n as f64);
     }
+}
 
-    #[cfg(feature = "redis")]
+/// The Redis backend's counters and pause gauge, when one is set.
+#[cfg(feature = "redis")]
+fn redis_backend(x: &mut Exposition, reg: &Registry) {
     if let Some(redis) = reg.redis() {
         let st = redis.stats();
         for (name, help, v) in [
@@ -295,19 +372,27 @@ fn prometheus(reg: &Registry) -> String {
             if st.paused { 1.0 } else { 0.0 },
         );
     }
+}
+
+/// `limiter_op_backend_fallbacks_total`: calls whose shared rate limit was
+/// decided by the op's degradation, per op.
+fn op_backend_fallbacks(x: &mut Exposition, snaps: &[OpSnapshot]) {
     x.family(
         "limiter_op_backend_fallbacks_total",
         "counter",
         "Calls whose shared (Redis) rate limit was decided by the op's degradation.",
     );
-    for s in &snaps {
+    for s in snaps {
         x.sample(
             "limiter_op_backend_fallbacks_total",
             &[("op", &s.name)],
             s.counters.backend_fallbacks as f64,
         );
     }
+}
 
+/// The background task manager's gauges and counters.
+fn background_tasks(x: &mut Exposition, reg: &Registry) {
     let bg = reg.tasks().snapshot();
     x.family(
         "limiter_background_tasks",
@@ -336,5 +421,4 @@ fn prometheus(reg: &Registry) -> String {
         "Background tasks refused.",
     );
     x.sample("limiter_background_rejected_total", &[], bg.rejected as f64);
-    x.finish()
 }

@@ -32,6 +32,8 @@ pub(crate) struct Policy {
     pub(crate) cfg: ResolvedConfig,
     /// What a call needs after admission, copied out at admission.
     terms: Terms,
+    /// Limits on and kept in process: what [`OpCore::enter`] decides alone.
+    local: bool,
     rate: Option<Arc<RateState>>,
     rate_per_key: Option<Arc<KeyedRate>>,
 }
@@ -211,6 +213,7 @@ impl OpCore {
     /// clock): breaker outcome (failures, slow calls; nothing but the probe
     /// place for a cancelled call) and metrics. Reads no policy unless the
     /// op's concurrency limit is adaptive.
+    #[inline]
     pub(crate) fn complete(
         &self,
         ticket: Ticket,
@@ -228,14 +231,12 @@ impl OpCore {
         if slow {
             OpMetrics::inc(&self.metrics.counters.slow_calls);
         }
-        if outcome == CallOutcome::Cancelled {
-            self.release_ticket(ticket);
-        } else {
-            let failed = outcome.is_failure() || slow;
-            if let Ticket::Shared(t) = ticket {
-                self.settle_shared(t, Some(failed));
-            }
-            self.breaker.record(ticket, failed, end);
+        match (outcome, ticket) {
+            (CallOutcome::Cancelled, _) => self.release_ticket(ticket),
+            (_, Ticket::Shared(t)) => self.settle_shared(t, Some(outcome.is_failure() || slow)),
+            _ => self
+                .breaker
+                .record(ticket, outcome.is_failure() || slow, end),
         }
         self.metrics.finish(outcome, elapsed, poll_ns);
     }
@@ -291,6 +292,7 @@ impl Policy {
         Self {
             cfg: cfg.clone(),
             terms: Terms::of(cfg),
+            local: cfg.enabled && cfg.backend == crate::settings::Backend::Local,
             rate,
             rate_per_key,
         }

@@ -307,21 +307,50 @@ impl TaskManager {
     }
 
     /// Starts a task whose attempts come from `next` (`None`: no more).
-    fn start<M, F, R>(&self, spec: TaskSpec, mut next: M) -> Result<TaskHandle, LimitError>
+    fn start<M, F, R>(&self, spec: TaskSpec, next: M) -> Result<TaskHandle, LimitError>
     where
         M: FnMut() -> Option<F> + Send + 'static,
         F: Future<Output = R> + Send + 'static,
         R: TaskOutput,
     {
-        let closed = || LimitError::Overloaded {
-            op: spec.name.clone(),
-            retry_after: Duration::from_secs(1),
+        let (group, permit) = self.admit(&spec)?;
+        let Some((id, state)) = self.register(spec.name.clone(), None) else {
+            // Shutdown began meanwhile: give the group place back.
+            if permit.is_none() {
+                group.queued.fetch_sub(1, Ordering::AcqRel);
+            }
+            self.inner.rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(closed(&spec));
         };
+        let inner = Arc::clone(&self.inner);
+        let guard = FinishGuard {
+            inner: Arc::clone(&inner),
+            id,
+            pending_in: permit.is_none().then(|| Arc::clone(&group)),
+        };
+        let task = run_task(inner, group, permit, guard, id, &spec, next);
+        self.launch(id, task);
+        Ok(TaskHandle {
+            id,
+            inner: Arc::clone(&self.inner),
+            state,
+        })
+    }
+
+    /// Admission of a new task of `spec`'s group: refused with
+    /// `Overloaded` once shutdown began, and with `QueueFull` when no place
+    /// is free and the group's queue is full. Returns the group and a
+    /// running place when one was free at once (`None`: the task took a
+    /// queue place and waits for one).
+    fn admit(
+        &self,
+        spec: &TaskSpec,
+    ) -> Result<(Arc<Group>, Option<OwnedSemaphorePermit>), LimitError> {
         if self.inner.admission.is_closed() {
             self.inner.rejected.fetch_add(1, Ordering::Relaxed);
-            return Err(closed());
+            return Err(closed(spec));
         }
-        let group = self.group(&spec);
+        let group = self.group(spec);
         let permit = match Arc::clone(&group.slots).try_acquire_owned() {
             Ok(p) => Some(p),
             Err(_) => {
@@ -338,80 +367,7 @@ impl TaskManager {
                 None
             }
         };
-        let Some((id, state)) = self.register(spec.name.clone(), None) else {
-            // Shutdown began meanwhile: give the group place back.
-            if permit.is_none() {
-                group.queued.fetch_sub(1, Ordering::AcqRel);
-            }
-            self.inner.rejected.fetch_add(1, Ordering::Relaxed);
-            return Err(closed());
-        };
-        let inner = Arc::clone(&self.inner);
-        let mut guard = FinishGuard {
-            inner: Arc::clone(&inner),
-            id,
-            pending_in: permit.is_none().then(|| Arc::clone(&group)),
-        };
-        let timeout = spec.timeout;
-        let retries = spec.retries;
-        let task = async move {
-            let _slot: OwnedSemaphorePermit = match permit {
-                Some(p) => p,
-                None => {
-                    let p = Arc::clone(&group.slots)
-                        .acquire_owned()
-                        .await
-                        .expect("group semaphores are never closed");
-                    guard.leave_queue();
-                    p
-                }
-            };
-            inner.set_running(id);
-            let retry = RetryPolicy {
-                retries,
-                backoff: Backoff::Exponential,
-                base: Duration::from_millis(100),
-                max: Duration::from_secs(10),
-            };
-            let mut attempt = 0;
-            let mut last = (
-                TaskState::Failed,
-                Some("the task could not be started".to_owned()),
-            );
-            let (state, error) = loop {
-                let Some(fut) = next() else {
-                    break last;
-                };
-                inner.set_attempts(id, attempt + 1);
-                let result = match timeout {
-                    Some(t) => tokio::time::timeout(t, fut).await.ok(),
-                    None => Some(fut.await),
-                };
-                let (state, error) = match result {
-                    Some(out) => match out.failure() {
-                        None => break (TaskState::Succeeded, None),
-                        Some(e) => (TaskState::Failed, Some(e)),
-                    },
-                    None => (
-                        TaskState::TimedOut,
-                        timeout.map(|t| format!("timed out after {t:?}")),
-                    ),
-                };
-                if attempt >= retries {
-                    break (state, error);
-                }
-                last = (state, error);
-                tokio::time::sleep(crate::retry::backoff_delay(&retry, attempt)).await;
-                attempt += 1;
-            };
-            guard.finish(state, error);
-        };
-        self.launch(id, task);
-        Ok(TaskHandle {
-            id,
-            inner: Arc::clone(&self.inner),
-            state,
-        })
+        Ok((group, permit))
     }
 
     /// Tracks a future that is already under way (a call that timed out
@@ -586,6 +542,104 @@ impl TaskManager {
             by_state,
             recent,
         }
+    }
+}
+
+/// The refusal of a task of `spec` once shutdown began.
+fn closed(spec: &TaskSpec) -> LimitError {
+    LimitError::Overloaded {
+        op: spec.name.clone(),
+        retry_after: Duration::from_secs(1),
+    }
+}
+
+/// The body of an admitted task: waits for a running place unless it holds
+/// `permit` already, runs the attempts, and records how the task ended.
+fn run_task<M, F, R>(
+    inner: Arc<Inner>,
+    group: Arc<Group>,
+    permit: Option<OwnedSemaphorePermit>,
+    mut guard: FinishGuard,
+    id: u64,
+    spec: &TaskSpec,
+    mut next: M,
+) -> impl Future<Output = ()> + Send + 'static
+where
+    M: FnMut() -> Option<F> + Send + 'static,
+    F: Future<Output = R> + Send + 'static,
+    R: TaskOutput,
+{
+    let timeout = spec.timeout;
+    let retries = spec.retries;
+    async move {
+        let _slot: OwnedSemaphorePermit = match permit {
+            Some(p) => p,
+            None => {
+                let p = Arc::clone(&group.slots)
+                    .acquire_owned()
+                    .await
+                    .expect("group semaphores are never closed");
+                guard.leave_queue();
+                p
+            }
+        };
+        inner.set_running(id);
+        let (state, error) = run_attempts(&inner, id, timeout, retries, &mut next).await;
+        guard.finish(state, error);
+    }
+}
+
+/// Runs the attempts `next` yields, each within `timeout`, retrying a
+/// failed or timed-out one up to `retries` times with exponential backoff.
+/// Returns the task's final state and error text.
+async fn run_attempts<M, F, R>(
+    inner: &Inner,
+    id: u64,
+    timeout: Option<Duration>,
+    retries: u32,
+    next: &mut M,
+) -> (TaskState, Option<String>)
+where
+    M: FnMut() -> Option<F>,
+    F: Future<Output = R>,
+    R: TaskOutput,
+{
+    let retry = RetryPolicy {
+        retries,
+        backoff: Backoff::Exponential,
+        base: Duration::from_millis(100),
+        max: Duration::from_secs(10),
+    };
+    let mut attempt = 0;
+    let mut last = (
+        TaskState::Failed,
+        Some("the task could not be started".to_owned()),
+    );
+    loop {
+        let Some(fut) = next() else {
+            break last;
+        };
+        inner.set_attempts(id, attempt + 1);
+        let result = match timeout {
+            Some(t) => tokio::time::timeout(t, fut).await.ok(),
+            None => Some(fut.await),
+        };
+        let (state, error) = match result {
+            Some(out) => match out.failure() {
+                None => break (TaskState::Succeeded, None),
+                Some(e) => (TaskState::Failed, Some(e)),
+            },
+            None => (
+                TaskState::TimedOut,
+                timeout.map(|t| format!("timed out after {t:?}")),
+            ),
+        };
+        if attempt >= retries {
+            break (state, error);
+        }
+        last = (state, error);
+        tokio::time::sleep(crate::retry::backoff_delay(&retry, attempt)).await;
+        attempt += 1;
     }
 }
 

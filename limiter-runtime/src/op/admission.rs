@@ -9,7 +9,7 @@ use crate::breaker::Ticket;
 use crate::bulkhead::{BulkPermit, Bulkhead};
 use crate::error::LimitError;
 use crate::metrics::CallOutcome;
-use crate::rate::KeyedOutcome;
+use crate::rate::{KeyedOutcome, Refusal};
 
 use super::{OpCore, Policy, Terms};
 
@@ -47,43 +47,87 @@ impl OpCore {
     {
         let now = self.clock.now_ns();
         let policy = self.policy();
-        let terms = policy.terms;
-        if !(policy.cfg.enabled && self.shared.enabled.load(Ordering::Relaxed)) {
-            self.metrics.entered(false);
-            return Entered::Admitted(Admitted {
-                ticket: Ticket::Bypass,
-                bulk: None,
-                terms,
-                start: now,
-            });
+        if !(policy.local && self.shared.enabled.load(Ordering::Relaxed)) {
+            return self.enter_unlimited_or_shared(policy, bulkhead, now);
         }
-        if policy.cfg.backend == crate::settings::Backend::Redis {
-            return Entered::Later(Later {
-                bulkhead,
-                ticket: None,
-                now,
-            });
-        }
-        let ticket = match self.admit_local(&policy, key, now) {
+        let ticket = match self.breaker.admit(now) {
             Ok(t) => t,
-            Err(e) => return Entered::Refused(e),
+            Err(wait) => return Entered::Refused(self.refuse_open(wait)),
         };
+        if let Err(miss) = take_rates(policy, key, now) {
+            self.release_ticket(ticket);
+            return Entered::Refused(self.refuse_rate(policy, miss));
+        }
         match Bulkhead::try_acquire(bulkhead, key, now) {
             Ok(bulk) => {
                 self.metrics.entered(true);
                 Entered::Admitted(Admitted {
-                    ticket: ticket.disarm(),
+                    ticket,
                     bulk: Some(bulk),
-                    terms,
+                    terms: policy.terms,
                     start: now,
                 })
             }
             Err(bulkhead) => Entered::Later(Later {
                 bulkhead,
-                ticket: Some(ticket.disarm()),
+                ticket: Some(ticket),
                 now,
             }),
         }
+    }
+
+    /// Admission of a call with every limit off (it runs, counted), or of
+    /// an op kept in the shared store (all of it after a round trip).
+    #[cold]
+    fn enter_unlimited_or_shared<B>(&self, policy: &Policy, bulkhead: B, now: u64) -> Entered<B>
+    where
+        B: std::ops::Deref<Target = Bulkhead>,
+    {
+        if !(policy.cfg.enabled && self.shared.enabled.load(Ordering::Relaxed)) {
+            self.metrics.entered(false);
+            return Entered::Admitted(Admitted {
+                ticket: Ticket::Bypass,
+                bulk: None,
+                terms: policy.terms,
+                start: now,
+            });
+        }
+        Entered::Later(Later {
+            bulkhead,
+            ticket: None,
+            now,
+        })
+    }
+
+    /// The open breaker's refusal, counted.
+    #[cold]
+    fn refuse_open(&self, retry_after: std::time::Duration) -> LimitError {
+        self.reject(LimitError::CircuitOpen {
+            op: self.name.clone(),
+            retry_after,
+        })
+    }
+
+    /// A rate limit's refusal, counted.
+    #[cold]
+    fn refuse_rate(&self, policy: &Policy, miss: RateMiss) -> LimitError {
+        let err = match (miss, &policy.cfg.rate, &policy.rate_per_key) {
+            (RateMiss::Op(r), Some(spec), _) => LimitError::RateLimited {
+                op: self.name.clone(),
+                retry_after: r.wait,
+                quota: r.quota(spec, false),
+            },
+            (RateMiss::Key(r), _, Some(keyed)) => LimitError::RateLimited {
+                op: self.name.clone(),
+                retry_after: r.wait,
+                quota: r.quota(&keyed.spec, true),
+            },
+            _ => LimitError::Overloaded {
+                op: self.name.clone(),
+                retry_after: policy.cfg.retry_after,
+            },
+        };
+        self.reject(err)
     }
 
     /// The rest of an admission [`enter`](Self::enter) could not finish:
@@ -144,19 +188,6 @@ impl OpCore {
         }
     }
 
-    /// The in-process breaker and rate limits (op-wide, then the key's).
-    #[inline]
-    fn admit_local(
-        &self,
-        policy: &Policy,
-        key: Option<u64>,
-        now: u64,
-    ) -> Result<TicketGuard<'_>, LimitError> {
-        let ticket = self.admit_breaker(now)?;
-        self.check_local_rates(policy, key, now)?;
-        Ok(ticket)
-    }
-
     /// The in-process breaker's ticket, or the call refused as
     /// `CircuitOpen`.
     #[inline]
@@ -168,44 +199,6 @@ impl OpCore {
                 retry_after,
             })),
         }
-    }
-
-    /// The in-process rate limits, op-wide then per key.
-    #[inline]
-    fn check_local_rates(
-        &self,
-        policy: &Policy,
-        key: Option<u64>,
-        now: u64,
-    ) -> Result<(), LimitError> {
-        if let (Some(rate), Some(spec)) = (&policy.rate, &policy.cfg.rate) {
-            if let Err(refusal) = rate.try_acquire(now) {
-                return Err(self.reject(LimitError::RateLimited {
-                    op: self.name.clone(),
-                    retry_after: refusal.wait,
-                    quota: refusal.quota(spec, false),
-                }));
-            }
-        }
-        if let (Some(key), Some(keyed)) = (key, &policy.rate_per_key) {
-            match keyed.try_acquire(key, now) {
-                KeyedOutcome::Admitted => {}
-                KeyedOutcome::Limited(refusal) => {
-                    return Err(self.reject(LimitError::RateLimited {
-                        op: self.name.clone(),
-                        retry_after: refusal.wait,
-                        quota: refusal.quota(&keyed.spec, true),
-                    }))
-                }
-                KeyedOutcome::TableFull => {
-                    return Err(self.reject(LimitError::Overloaded {
-                        op: self.name.clone(),
-                        retry_after: policy.cfg.retry_after,
-                    }))
-                }
-            }
-        }
-        Ok(())
     }
 }
 
@@ -320,4 +313,30 @@ impl std::fmt::Debug for Place {
             .field("held", &self.0.is_some())
             .finish()
     }
+}
+
+/// Which in-process rate limit refused a call.
+pub(super) enum RateMiss {
+    /// The op-wide rate.
+    Op(Refusal),
+    /// The key's rate.
+    Key(Refusal),
+    /// The key table is full of busy keys.
+    TableFull,
+}
+
+/// Takes one call from the op-wide rate, then from the key's.
+#[inline]
+fn take_rates(policy: &Policy, key: Option<u64>, now: u64) -> Result<(), RateMiss> {
+    if let Some(rate) = &policy.rate {
+        rate.try_acquire(now).map_err(RateMiss::Op)?;
+    }
+    if let (Some(key), Some(keyed)) = (key, &policy.rate_per_key) {
+        match keyed.try_acquire(key, now) {
+            KeyedOutcome::Admitted => {}
+            KeyedOutcome::Limited(refusal) => return Err(RateMiss::Key(refusal)),
+            KeyedOutcome::TableFull => return Err(RateMiss::TableFull),
+        }
+    }
+    Ok(())
 }

@@ -199,68 +199,150 @@ impl OpConfig {
         merged.validate_resolved(op)
     }
 
+    /// Checks the merged layers and turns them into the values the op runs
+    /// with. The checks run in a fixed order (burst, retry, breaker,
+    /// `max_keys`, `max_concurrent`, timeout, adaptive, backend, then the
+    /// fields of the result in declaration order); the first failing one is
+    /// the error.
     fn validate_resolved(self, op: &str) -> Result<ResolvedConfig, ConfigError> {
-        let invalid = |field: &'static str, value: String, reason: &str| ConfigError::Invalid {
-            op: op.to_owned(),
+        let check = Check { op };
+        let (algorithm, burst) = check.algorithm_and_burst(&self)?;
+        let retry = check.retry(&self.retry)?;
+        let breaker = check.breaker(&self.breaker)?;
+        let max_keys = check.max_keys(self.max_keys)?;
+        let max_concurrent = check
+            .at_least_one("max_concurrent", self.max_concurrent)?
+            .unwrap_or(100);
+        let timeout = check.positive("timeout", self.timeout)?;
+        let adaptive = check.adaptive(&self, max_concurrent, timeout)?;
+        let backend = check.backend(self.backend)?;
+        Ok(ResolvedConfig {
+            kind: self.kind,
+            enabled: self.enabled.unwrap_or(true),
+            timeout,
+            rate: check.rate_spec("rate", self.rate, algorithm, burst)?,
+            rate_per_key: check.rate_spec("rate_per_key", self.rate_per_key, algorithm, burst)?,
+            max_concurrent,
+            max_concurrent_per_key: check
+                .at_least_one("max_concurrent_per_key", self.max_concurrent_per_key)?
+                .unwrap_or(3),
+            queue: self.queue.unwrap_or(0),
+            queue_per_key: self.queue_per_key.unwrap_or(0),
+            queue_timeout: required(check.positive("queue_timeout", self.queue_timeout)?),
+            overload: self.overload.unwrap_or(OverloadPolicy::DropNewest),
+            backend,
+            degradation: self.degradation.unwrap_or(Degradation::Local),
+            retry_after: required(check.positive("retry_after", self.retry_after)?),
+            retry,
+            breaker,
+            slow_poll: required(check.positive("slow_poll", self.slow_poll)?),
+            max_keys,
+            adaptive,
+        })
+    }
+}
+
+/// The checks of one op's merged configuration; errors name the op.
+#[derive(Clone, Copy)]
+struct Check<'a> {
+    op: &'a str,
+}
+
+/// A duration that must be set, or zero when it is not (the built-in
+/// defaults set every such field).
+fn required(v: Option<Duration>) -> Duration {
+    v.unwrap_or_default()
+}
+
+impl Check<'_> {
+    /// The error for `field` holding the refused `value`.
+    fn invalid(&self, field: &'static str, value: String, reason: &str) -> ConfigError {
+        ConfigError::Invalid {
+            op: self.op.to_owned(),
             field,
             value,
             reason: reason.to_owned(),
-        };
-        let positive =
-            |field: &'static str, d: Option<Duration>| -> Result<Option<Duration>, ConfigError> {
-                match d {
-                    Some(d) if d.is_zero() => {
-                        Err(invalid(field, "0s".into(), "must be greater than zero"))
-                    }
-                    other => Ok(other),
-                }
-            };
-        let at_least_one =
-            |field: &'static str, v: Option<u32>| -> Result<Option<u32>, ConfigError> {
-                match v {
-                    Some(0) => Err(invalid(field, "0".into(), "must be at least 1")),
-                    other => Ok(other),
-                }
-            };
-        let required = |v: Option<Duration>| v.unwrap_or_default();
+        }
+    }
 
-        let algorithm = self.algorithm.unwrap_or(Algorithm::TokenBucket);
-        let burst = at_least_one("burst", self.burst)?;
+    /// `d` unless it is zero.
+    fn positive(
+        &self,
+        field: &'static str,
+        d: Option<Duration>,
+    ) -> Result<Option<Duration>, ConfigError> {
+        match d {
+            Some(d) if d.is_zero() => {
+                Err(self.invalid(field, "0s".into(), "must be greater than zero"))
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// `v` unless it is zero.
+    fn at_least_one(
+        &self,
+        field: &'static str,
+        v: Option<u32>,
+    ) -> Result<Option<u32>, ConfigError> {
+        match v {
+            Some(0) => Err(self.invalid(field, "0".into(), "must be at least 1")),
+            other => Ok(other),
+        }
+    }
+
+    /// The rate algorithm, and the burst, which must be at least 1 and
+    /// is refused with a window algorithm when a rate is set.
+    fn algorithm_and_burst(&self, cfg: &OpConfig) -> Result<(Algorithm, Option<u32>), ConfigError> {
+        let algorithm = cfg.algorithm.unwrap_or(Algorithm::TokenBucket);
+        let burst = self.at_least_one("burst", cfg.burst)?;
         if burst.is_some()
             && algorithm != Algorithm::TokenBucket
-            && (self.rate.is_some() || self.rate_per_key.is_some())
+            && (cfg.rate.is_some() || cfg.rate_per_key.is_some())
         {
-            return Err(invalid(
+            return Err(self.invalid(
                 "burst",
                 burst.unwrap_or_default().to_string(),
                 &format!("burst applies only to algorithm `token_bucket`, not `{algorithm}`"),
             ));
         }
-        let rate_spec = |field: &'static str,
-                         windows: Option<Vec<Rate>>|
-         -> Result<Option<RateSpec>, ConfigError> {
-            match windows {
-                None => Ok(None),
-                Some(w) if w.is_empty() => {
-                    Err(invalid(field, "[]".into(), "needs at least one window"))
-                }
-                Some(mut windows) => {
-                    windows.sort_by_key(|w| w.period());
-                    Ok(Some(RateSpec {
-                        burst: (algorithm == Algorithm::TokenBucket)
-                            .then(|| burst.unwrap_or_else(|| default_burst(&windows[0]))),
-                        windows,
-                        algorithm,
-                    }))
-                }
-            }
-        };
+        Ok((algorithm, burst))
+    }
 
-        let retries = self.retry.retries.unwrap_or(0);
-        let retry_base = required(positive("retry.base", self.retry.base)?);
-        let retry_max = required(positive("retry.max", self.retry.max)?);
+    /// The rate limit of `field`, whose windows (at least one) are sorted
+    /// shortest first; token buckets get `burst` or the default burst.
+    fn rate_spec(
+        &self,
+        field: &'static str,
+        windows: Option<Vec<Rate>>,
+        algorithm: Algorithm,
+        burst: Option<u32>,
+    ) -> Result<Option<RateSpec>, ConfigError> {
+        match windows {
+            None => Ok(None),
+            Some(w) if w.is_empty() => {
+                Err(self.invalid(field, "[]".into(), "needs at least one window"))
+            }
+            Some(mut windows) => {
+                windows.sort_by_key(|w| w.period());
+                Ok(Some(RateSpec {
+                    burst: (algorithm == Algorithm::TokenBucket)
+                        .then(|| burst.unwrap_or_else(|| default_burst(&windows[0]))),
+                    windows,
+                    algorithm,
+                }))
+            }
+        }
+    }
+
+    /// The retry policy (`None` without retries): positive delays, and a
+    /// longest delay no shorter than the first when retries are on.
+    fn retry(&self, r: &RetryConfig) -> Result<Option<RetryPolicy>, ConfigError> {
+        let retries = r.retries.unwrap_or(0);
+        let retry_base = required(self.positive("retry.base", r.base)?);
+        let retry_max = required(self.positive("retry.max", r.max)?);
         if retries > 0 && retry_max < retry_base {
-            return Err(invalid(
+            return Err(self.invalid(
                 "retry.max",
                 DisplayDuration(retry_max).to_string(),
                 &format!(
@@ -269,107 +351,106 @@ impl OpConfig {
                 ),
             ));
         }
+        Ok((retries > 0).then(|| RetryPolicy {
+            retries,
+            backoff: r.backoff.unwrap_or(Backoff::Exponential),
+            base: retry_base,
+            max: retry_max,
+        }))
+    }
 
-        let b = &self.breaker;
-        let breaker = if b.enabled.unwrap_or(false) {
-            let failure_rate = b.failure_rate.unwrap_or(0.5);
-            if !(failure_rate > 0.0 && failure_rate <= 1.0) {
-                return Err(invalid(
-                    "breaker.failure_rate",
-                    failure_rate.to_string(),
-                    "must be in (0, 1]",
-                ));
-            }
-            let window = at_least_one("breaker.window", b.window)?.unwrap_or(20);
-            let min_calls = at_least_one("breaker.min_calls", b.min_calls)?.unwrap_or(10);
-            if min_calls > window {
-                return Err(invalid(
-                    "breaker.min_calls",
-                    min_calls.to_string(),
-                    &format!("must not exceed breaker.window ({window}), or the breaker could never open"),
-                ));
-            }
-            Some(BreakerPolicy {
-                failure_rate,
-                min_calls,
-                window,
-                slow_call: positive("breaker.slow_call", b.slow_call)?,
-                recovery: required(positive("breaker.recovery", b.recovery)?),
-                half_open_calls: at_least_one("breaker.half_open_calls", b.half_open_calls)?
-                    .unwrap_or(1),
-                success_threshold: at_least_one("breaker.success_threshold", b.success_threshold)?
-                    .unwrap_or(1),
-                consecutive_failures: at_least_one(
-                    "breaker.consecutive_failures",
-                    b.consecutive_failures,
-                )?,
-            })
-        } else {
-            None
-        };
+    /// The breaker policy when the breaker is on: a failure rate in (0, 1],
+    /// a window that can hold `min_calls`, positive durations and counts.
+    fn breaker(&self, b: &BreakerConfig) -> Result<Option<BreakerPolicy>, ConfigError> {
+        if !b.enabled.unwrap_or(false) {
+            return Ok(None);
+        }
+        let failure_rate = b.failure_rate.unwrap_or(0.5);
+        if !(failure_rate > 0.0 && failure_rate <= 1.0) {
+            return Err(self.invalid(
+                "breaker.failure_rate",
+                failure_rate.to_string(),
+                "must be in (0, 1]",
+            ));
+        }
+        let window = self.at_least_one("breaker.window", b.window)?.unwrap_or(20);
+        let min_calls = self
+            .at_least_one("breaker.min_calls", b.min_calls)?
+            .unwrap_or(10);
+        if min_calls > window {
+            return Err(self.invalid(
+                "breaker.min_calls",
+                min_calls.to_string(),
+                &format!(
+                    "must not exceed breaker.window ({window}), or the breaker could never open"
+                ),
+            ));
+        }
+        Ok(Some(BreakerPolicy {
+            failure_rate,
+            min_calls,
+            window,
+            slow_call: self.positive("breaker.slow_call", b.slow_call)?,
+            recovery: required(self.positive("breaker.recovery", b.recovery)?),
+            half_open_calls: self
+                .at_least_one("breaker.half_open_calls", b.half_open_calls)?
+                .unwrap_or(1),
+            success_threshold: self
+                .at_least_one("breaker.success_threshold", b.success_threshold)?
+                .unwrap_or(1),
+            consecutive_failures: self
+                .at_least_one("breaker.consecutive_failures", b.consecutive_failures)?,
+        }))
+    }
 
-        let max_keys = match self.max_keys {
-            Some(0) => return Err(invalid("max_keys", "0".into(), "must be at least 1")),
-            Some(n) => n,
-            None => 100_000,
-        };
+    /// The cap of tracked keys: at least 1, 100 000 when unset.
+    fn max_keys(&self, max_keys: Option<usize>) -> Result<usize, ConfigError> {
+        match max_keys {
+            Some(0) => Err(self.invalid("max_keys", "0".into(), "must be at least 1")),
+            Some(n) => Ok(n),
+            None => Ok(100_000),
+        }
+    }
 
-        let max_concurrent = at_least_one("max_concurrent", self.max_concurrent)?.unwrap_or(100);
-        let timeout = positive("timeout", self.timeout)?;
-        let adaptive = if self.adaptive.unwrap_or(false) {
-            let min = at_least_one("adaptive_min", self.adaptive_min)?.unwrap_or(1);
-            if min > max_concurrent {
-                return Err(invalid(
-                    "adaptive_min",
-                    min.to_string(),
-                    &format!("must not exceed max_concurrent ({max_concurrent})"),
-                ));
-            }
-            let target = positive("adaptive_target", self.adaptive_target)?
-                .unwrap_or_else(|| timeout.map_or(Duration::from_secs(1), |t| t / 2));
-            Some(AdaptivePolicy { min, target })
-        } else {
-            None
-        };
+    /// The adaptive concurrency policy when it is on: a floor no higher
+    /// than `max_concurrent`, and a positive latency target (half the
+    /// timeout, or 1 s, when unset).
+    fn adaptive(
+        &self,
+        cfg: &OpConfig,
+        max_concurrent: u32,
+        timeout: Option<Duration>,
+    ) -> Result<Option<AdaptivePolicy>, ConfigError> {
+        if !cfg.adaptive.unwrap_or(false) {
+            return Ok(None);
+        }
+        let min = self
+            .at_least_one("adaptive_min", cfg.adaptive_min)?
+            .unwrap_or(1);
+        if min > max_concurrent {
+            return Err(self.invalid(
+                "adaptive_min",
+                min.to_string(),
+                &format!("must not exceed max_concurrent ({max_concurrent})"),
+            ));
+        }
+        let target = self
+            .positive("adaptive_target", cfg.adaptive_target)?
+            .unwrap_or_else(|| timeout.map_or(Duration::from_secs(1), |t| t / 2));
+        Ok(Some(AdaptivePolicy { min, target }))
+    }
 
-        let backend = self.backend.unwrap_or(Backend::Local);
+    /// The rate-state backend, refusing Redis in a build without it.
+    fn backend(&self, backend: Option<Backend>) -> Result<Backend, ConfigError> {
+        let backend = backend.unwrap_or(Backend::Local);
         if backend == Backend::Redis && !cfg!(feature = "redis") {
-            return Err(invalid(
+            return Err(self.invalid(
                 "backend",
                 "redis".into(),
                 "needs the `redis` feature of limiter",
             ));
         }
-        Ok(ResolvedConfig {
-            kind: self.kind,
-            enabled: self.enabled.unwrap_or(true),
-            timeout,
-            rate: rate_spec("rate", self.rate)?,
-            rate_per_key: rate_spec("rate_per_key", self.rate_per_key)?,
-            max_concurrent,
-            max_concurrent_per_key: at_least_one(
-                "max_concurrent_per_key",
-                self.max_concurrent_per_key,
-            )?
-            .unwrap_or(3),
-            queue: self.queue.unwrap_or(0),
-            queue_per_key: self.queue_per_key.unwrap_or(0),
-            queue_timeout: required(positive("queue_timeout", self.queue_timeout)?),
-            overload: self.overload.unwrap_or(OverloadPolicy::DropNewest),
-            backend,
-            degradation: self.degradation.unwrap_or(Degradation::Local),
-            retry_after: required(positive("retry_after", self.retry_after)?),
-            retry: (retries > 0).then(|| RetryPolicy {
-                retries,
-                backoff: self.retry.backoff.unwrap_or(Backoff::Exponential),
-                base: retry_base,
-                max: retry_max,
-            }),
-            breaker,
-            slow_poll: required(positive("slow_poll", self.slow_poll)?),
-            max_keys,
-            adaptive,
-        })
+        Ok(backend)
     }
 }
 
