@@ -170,15 +170,21 @@ impl Breaker {
     }
 
     /// Current state.
-    /// Lets a call through or says how long until it would be.
+    /// Lets a call through or says how long until it would be. The closed
+    /// (or disabled) breaker answers with one load, here.
     #[inline]
     pub(crate) fn admit(&self, now: u64) -> Result<Ticket, Duration> {
         let fast = self.fast.load(Ordering::Acquire);
         match BreakerState::from_code(fast as u8) {
-            BreakerState::Disabled => return Ok(Ticket::Bypass),
-            BreakerState::Closed => return Ok(Ticket::Closed(fast >> 8)),
-            _ => {}
+            BreakerState::Disabled => Ok(Ticket::Bypass),
+            BreakerState::Closed => Ok(Ticket::Closed(fast >> 8)),
+            _ => self.admit_locked(now),
         }
+    }
+
+    /// [`admit`](Self::admit) of an open, forced open or half-open breaker.
+    #[cold]
+    fn admit_locked(&self, now: u64) -> Result<Ticket, Duration> {
         let mut inner = self.lock();
         let recovery = inner.policy.as_ref().map_or(Duration::ZERO, |p| p.recovery);
         match inner.state {

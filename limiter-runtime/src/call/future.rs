@@ -15,16 +15,14 @@
 //! permit lives in the future and goes with its `Drop`.)
 
 use std::future::Future;
-use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
-use crate::bulkhead::Bulkhead;
 use crate::error::LimitError;
 use crate::metrics::{CallOutcome, OpMetrics};
-use crate::op::{Admission, Admitted, Entered, Op};
+use crate::op::{Admission, Entered, Op};
 use crate::retry::{backoff_delay, delay_after_limit};
 use crate::timeout::{Polled, Timer};
 
@@ -32,8 +30,7 @@ use super::attempts::Attempts;
 use super::on_timeout::Strategy;
 
 /// An admission that had to wait (a queue place, a Redis round trip).
-type Waiting<'a> =
-    Pin<Box<dyn Future<Output = Result<Admitted<&'a Bulkhead>, LimitError>> + Send + 'a>>;
+type Waiting<'a> = Pin<Box<dyn Future<Output = Result<Admission<'a>, LimitError>> + Send + 'a>>;
 
 pin_project! {
     #[project = StageProj]
@@ -77,6 +74,8 @@ pin_project! {
         shared_key: Option<u64>,
         priority: i64,
         attempt: u32,
+        // Set when the body's poll unwound (it panicked).
+        panicked: bool,
     }
 
     impl<'a, M: Attempts, S> PinnedDrop for CallFuture<'a, M, S> {
@@ -85,13 +84,17 @@ pin_project! {
             let Some(admission) = this.admission.take() else {
                 return;
             };
-            let outcome = if std::thread::panicking() {
-                CallOutcome::Panic
+            if *this.panicked || std::thread::panicking() {
+                // A body that panicked has ended (offloaded work too: its
+                // panic was resumed in the body's poll).
+                let place = admission.end_detached(&this.op.core, CallOutcome::Panic);
+                let mut stage = this.stage;
+                stage.set(Stage::Done);
+                drop(place);
             } else {
-                CallOutcome::Cancelled
-            };
-            let place = admission.end_detached(outcome);
-            abandon::<M>(this.stage, place);
+                let place = admission.end_detached(&this.op.core, CallOutcome::Cancelled);
+                abandon::<M>(this.stage, place);
+            }
         }
     }
 }
@@ -137,6 +140,7 @@ impl<'a, M: Attempts, S> CallFuture<'a, M, S> {
             shared_key,
             priority,
             attempt: 0,
+            panicked: false,
         }
     }
 }
@@ -262,25 +266,16 @@ where
         let admission = this.admission.as_ref().expect("a running call is admitted");
         let (start, terms) = (admission.start, admission.terms);
         let mut took = 0;
-        // A panicking body ends its call as panicked: the body is dropped,
-        // then its place released, then the panic goes on.
-        let polled = match catch_unwind(AssertUnwindSafe(|| {
-            let times = (start, terms.timeout_ns);
-            this.timer
-                .as_mut()
-                .poll_body(body, cx, &core.clock, times, &mut took)
-        })) {
-            Ok(polled) => polled,
-            Err(panic) => {
-                let admission = this.admission.take().expect("admitted");
-                let place = admission.end_detached(CallOutcome::Panic);
-                // A body that panicked has ended (offloaded work too: its
-                // panic was resumed here).
-                this.stage.set(Stage::Done);
-                drop(place);
-                resume_unwind(panic)
-            }
-        };
+        // Should the body panic, the call is dropped while unwinding or
+        // later (a task's panic is caught, then its future dropped): the
+        // flag makes that drop end it as panicked, body first.
+        let unwinding = Unwinding(this.panicked);
+        let times = (start, terms.timeout_ns);
+        let polled = this
+            .timer
+            .as_mut()
+            .poll_body(body, cx, &core.clock, times, &mut took);
+        std::mem::forget(unwinding);
         match polled {
             Polled::Pending => {
                 core.metrics.poll_took(took, terms.slow_poll_ns, &core.name);
@@ -296,14 +291,14 @@ where
                     CallOutcome::Failure
                 };
                 let admission = this.admission.take().expect("admitted");
-                admission.finish(outcome, end, took);
+                admission.finish(core, outcome, end, took);
                 this.strategy.succeeded(op, *this.key, &out);
                 Step::Ended(Ok(out))
             }
             Polled::TimedOut => {
                 core.metrics.poll_took(took, terms.slow_poll_ns, &core.name);
                 let admission = this.admission.take().expect("admitted");
-                let place = admission.end_detached(CallOutcome::Timeout);
+                let place = admission.end_detached(&this.op.core, CallOutcome::Timeout);
                 let mut stage = this.stage.as_mut();
                 let StageProj::Running { body } = stage.as_mut().project() else {
                     unreachable!("the timed-out body is running")
@@ -365,10 +360,9 @@ fn start_body<'a, M: Attempts>(
     timer: Pin<&mut Timer>,
     slot: &mut Option<Admission<'a>>,
     attempts: &mut M,
-    admitted: Admitted<&'a Bulkhead>,
+    admission: Admission<'a>,
     op: &'a Op,
 ) {
-    let admission = Admission::new(&op.core, admitted);
     if M::ONCE && admission.terms.retries {
         op.core.warn_once_retries_ignored();
     }
@@ -411,5 +405,15 @@ fn flatten<T, E: From<LimitError>>(r: Result<Result<T, E>, LimitError>) -> Resul
     match r {
         Ok(inner) => inner,
         Err(e) => Err(E::from(e)),
+    }
+}
+
+/// Marks the call panicked if dropped: it is forgotten once the body's
+/// poll returns, so only an unwinding poll drops it.
+struct Unwinding<'f>(&'f mut bool);
+
+impl Drop for Unwinding<'_> {
+    fn drop(&mut self) {
+        *self.0 = true;
     }
 }

@@ -260,44 +260,26 @@ pub(crate) struct Admitted<B: std::ops::Deref<Target = Bulkhead>> {
     pub(crate) start: u64,
 }
 
-/// An admitted call in progress, borrowed from its [`Op`]. Its owner
-/// (the call's future) ends it exactly once, after dropping the body or
-/// handing the place over to whatever goes on running it.
-pub(crate) struct Admission<'a> {
-    core: &'a OpCore,
-    ticket: Ticket,
-    bulk: Option<BulkPermit<&'a Bulkhead>>,
-    pub(crate) terms: Terms,
-    pub(crate) start: u64,
-}
+/// An admitted call in progress, borrowed from its op. Its owner (the
+/// call's future) ends it exactly once, after dropping the body or handing
+/// the place over to whatever goes on running it.
+pub(crate) type Admission<'a> = Admitted<&'a Bulkhead>;
 
-impl<'a> Admission<'a> {
-    pub(crate) fn new(core: &'a OpCore, a: Admitted<&'a Bulkhead>) -> Self {
-        Self {
-            core,
-            ticket: a.ticket,
-            bulk: a.bulk,
-            terms: a.terms,
-            start: a.start,
-        }
-    }
-
-    /// Records the outcome of a call that ended at `end` (its last poll
-    /// took `poll_ns`) and releases its place.
+impl Admission<'_> {
+    /// Records the outcome of a call of `core` that ended at `end` (its
+    /// last poll took `poll_ns`) and releases its place.
     #[inline]
-    pub(crate) fn finish(self, outcome: CallOutcome, end: u64, poll_ns: u64) {
-        self.core
-            .complete(self.ticket, &self.terms, self.start, end, outcome, poll_ns);
+    pub(crate) fn finish(self, core: &OpCore, outcome: CallOutcome, end: u64, poll_ns: u64) {
+        core.complete(self.ticket, &self.terms, self.start, end, outcome, poll_ns);
         drop(self.bulk);
     }
 
     /// Records `outcome` now and hands the place over, still held, to
     /// whoever decides when the body is gone.
-    pub(crate) fn end_detached(self, outcome: CallOutcome) -> Place {
-        let end = self.core.clock.now_ns();
-        self.core
-            .complete(self.ticket, &self.terms, self.start, end, outcome, 0);
-        let owner = Arc::clone(&self.core.bulkhead);
+    pub(crate) fn end_detached(self, core: &OpCore, outcome: CallOutcome) -> Place {
+        let end = core.clock.now_ns();
+        core.complete(self.ticket, &self.terms, self.start, end, outcome, 0);
+        let owner = Arc::clone(&core.bulkhead);
         Place(self.bulk.map(|b| b.into_owned(owner)))
     }
 }
