@@ -145,6 +145,42 @@ impl<V: KeyState> KeyTable<V> {
         Some(value)
     }
 
+    /// Runs `f` on the state of `hash` (created by `make` when missing)
+    /// under its shard's lock, so the state is neither cloned out nor
+    /// counted: a check costs the lock and `f`. `None` when the table is
+    /// full of keys that are all in use.
+    #[inline]
+    pub(crate) fn with<R>(
+        &self,
+        hash: u64,
+        now_ns: u64,
+        make: impl FnOnce() -> V,
+        f: impl FnOnce(&V) -> R,
+    ) -> Option<R> {
+        let mut map = self.shard(hash).lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = map.get(&hash) {
+            e.last_used.store(now_ns, Ordering::Relaxed);
+            return Some(f(&e.value));
+        }
+        let cap = self.cap_per_shard.load(Ordering::Relaxed);
+        if map.len() >= cap {
+            self.make_room(&mut map, cap, now_ns);
+            if map.len() >= cap {
+                return None;
+            }
+        }
+        let value = Arc::new(make());
+        let out = f(&value);
+        map.insert(
+            hash,
+            Entry {
+                value,
+                last_used: AtomicU64::new(now_ns),
+            },
+        );
+        Some(out)
+    }
+
     /// Frees places in a full shard: first every idle entry nobody holds,
     /// then, if that freed less than an eighth, the least recently used
     /// entries nobody holds (their state is lost: a rate-limited key that is

@@ -203,16 +203,18 @@ impl KeyedRate {
         }
     }
 
+    #[inline]
     pub(crate) fn try_acquire(&self, key: u64, now: u64) -> KeyedOutcome {
-        let Some(state) = self
-            .table
-            .get_or_insert(key, now, || RateState::new(&self.spec))
-        else {
-            return KeyedOutcome::TableFull;
-        };
-        match state.try_acquire(now) {
-            Ok(()) => KeyedOutcome::Admitted,
-            Err(refusal) => KeyedOutcome::Limited(refusal),
+        let taken = self.table.with(
+            key,
+            now,
+            || RateState::new(&self.spec),
+            |state| state.try_acquire(now),
+        );
+        match taken {
+            Some(Ok(())) => KeyedOutcome::Admitted,
+            Some(Err(refusal)) => KeyedOutcome::Limited(refusal),
+            None => KeyedOutcome::TableFull,
         }
     }
 }
@@ -222,16 +224,17 @@ impl KeyedRate {
     /// the key has left now (its tightest window).
     #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     pub(crate) fn try_acquire_remaining(&self, key: u64, now: u64) -> (KeyedOutcome, u64) {
-        let Some(state) = self
-            .table
-            .get_or_insert(key, now, || RateState::new(&self.spec))
-        else {
-            return (KeyedOutcome::TableFull, 0);
-        };
-        match state.try_acquire(now) {
-            Ok(()) => (KeyedOutcome::Admitted, state.available(now)),
-            Err(refusal) => (KeyedOutcome::Limited(refusal), 0),
-        }
+        self.table
+            .with(
+                key,
+                now,
+                || RateState::new(&self.spec),
+                |state| match state.try_acquire(now) {
+                    Ok(()) => (KeyedOutcome::Admitted, state.available(now)),
+                    Err(refusal) => (KeyedOutcome::Limited(refusal), 0),
+                },
+            )
+            .unwrap_or((KeyedOutcome::TableFull, 0))
     }
 }
 
