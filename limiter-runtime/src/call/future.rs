@@ -174,7 +174,7 @@ where
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T, E>> {
         loop {
             let step = match self.as_mut().project().stage.project() {
-                StageProj::Start => self.as_mut().admit(),
+                StageProj::Start => self.as_mut().admit(cx),
                 StageProj::Admitting { .. } => self.as_mut().poll_admitting(cx),
                 StageProj::Running { .. } => self.as_mut().poll_running(cx),
                 StageProj::Backoff { .. } => self.as_mut().poll_backoff(cx),
@@ -201,11 +201,11 @@ where
     S: Strategy<M::Body>,
     E: From<LimitError>,
 {
-    /// Admission without waiting: the body starts, or the call is refused,
-    /// or admission goes on waiting.
+    /// Admission without waiting: the body starts and is polled at once,
+    /// or the call is refused, or admission goes on waiting.
     #[inline]
-    fn admit(self: Pin<&mut Self>) -> Step<Result<T, E>> {
-        let mut this = self.project();
+    fn admit(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Step<Result<T, E>> {
+        let mut this = self.as_mut().project();
         let op = *this.op;
         let core = &*op.core;
         match core.enter(&*core.bulkhead, *this.key) {
@@ -218,7 +218,7 @@ where
                     a,
                     op,
                 );
-                Step::Again
+                self.poll_running(cx)
             }
             Entered::Refused(e) => Step::Ended(Err(e)),
             Entered::Later(later) => {
