@@ -25,7 +25,7 @@ fn user(id: u64) -> User {
     User {
         id,
         name: format!("user-{id}"),
-        plan: if id % 3 == 0 { "pro" } else { "free" },
+        plan: if id.is_multiple_of(3) { "pro" } else { "free" },
     }
 }
 

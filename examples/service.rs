@@ -119,7 +119,7 @@ async fn weather(started: Instant, n: u64) -> Result<u32, AppError> {
     if phase > 2500 {
         return Err(AppError::Upstream("weather API returned 503"));
     }
-    let slow = n % 10 == 0;
+    let slow = n.is_multiple_of(10);
     tokio::time::sleep(Duration::from_millis(if slow { 300 } else { 20 })).await;
     Ok(20 + (n % 7) as u32)
 }

@@ -130,7 +130,11 @@ pub struct User {
 )]
 async fn query_user(id: u64) -> Result<User, AppError> {
     let r = next();
-    let ms = if r % 50 == 0 { 2000 } else { 5 + r % 36 };
+    let ms = if r.is_multiple_of(50) {
+        2000
+    } else {
+        5 + r % 36
+    };
     tokio::time::sleep(Duration::from_millis(ms)).await;
     if id == 0 || id > 1_000_000 {
         return Err(AppError::NotFound(format!("no user {id}")));
@@ -138,7 +142,7 @@ async fn query_user(id: u64) -> Result<User, AppError> {
     Ok(User {
         id,
         name: format!("user-{id}"),
-        plan: if id % 3 == 0 { "pro" } else { "free" },
+        plan: if id.is_multiple_of(3) { "pro" } else { "free" },
     })
 }
 
@@ -176,7 +180,7 @@ pub struct Weather {
 async fn fetch_weather(city: String) -> Result<Weather, AppError> {
     let phase = started().elapsed().as_millis() % 15_000;
     let r = next();
-    tokio::time::sleep(Duration::from_millis(if r % 10 == 0 {
+    tokio::time::sleep(Duration::from_millis(if r.is_multiple_of(10) {
         400
     } else {
         20 + r % 40

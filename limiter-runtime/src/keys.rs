@@ -1,7 +1,8 @@
 //! Per-key state with a bounded footprint.
 //!
 //! A [`KeyTable`] maps the hash of a caller's key (user id, tenant, client
-//! address) to shared state. It is sharded to keep lock hold times short and
+//! address) to its state, kept in the table's slot (state shared with
+//! users, such as a bulkhead key's counts, is an `Arc` in the slot). It is sharded to keep lock hold times short and
 //! capped: when a shard is full, idle entries are dropped first, then the
 //! least recently used entries nobody holds; only when every entry is in use
 //! does an insert fail (the caller is told `Overloaded`). A flood of distinct
@@ -65,7 +66,7 @@ impl Hasher for PassThrough {
 type Map<V> = HashMap<u64, Entry<V>, BuildHasherDefault<PassThrough>>;
 
 struct Entry<V> {
-    value: Arc<V>,
+    value: V,
     last_used: AtomicU64,
 }
 
@@ -73,6 +74,23 @@ struct Entry<V> {
 pub(crate) trait KeyState: Send + Sync {
     /// Whether dropping this state loses nothing (a full bucket, no counts).
     fn is_idle(&self, now_ns: u64) -> bool;
+
+    /// Whether someone outside the table holds this state now (it is then
+    /// never evicted).
+    fn is_held(&self) -> bool {
+        false
+    }
+}
+
+/// State shared with its users (a bulkhead key's counts, held by permits).
+impl<T: KeyState> KeyState for Arc<T> {
+    fn is_idle(&self, now_ns: u64) -> bool {
+        (**self).is_idle(now_ns)
+    }
+
+    fn is_held(&self) -> bool {
+        Arc::strong_count(self) > 1
+    }
 }
 
 const SHARDS: usize = 16;
@@ -121,11 +139,14 @@ impl<V: KeyState> KeyTable<V> {
         hash: u64,
         now_ns: u64,
         make: impl FnOnce() -> V,
-    ) -> Option<Arc<V>> {
+    ) -> Option<V>
+    where
+        V: Clone,
+    {
         let mut map = self.shard(hash).lock().unwrap_or_else(|e| e.into_inner());
         if let Some(e) = map.get(&hash) {
             e.last_used.store(now_ns, Ordering::Relaxed);
-            return Some(Arc::clone(&e.value));
+            return Some(e.value.clone());
         }
         let cap = self.cap_per_shard.load(Ordering::Relaxed);
         if map.len() >= cap {
@@ -134,11 +155,11 @@ impl<V: KeyState> KeyTable<V> {
                 return None;
             }
         }
-        let value = Arc::new(make());
+        let value = make();
         map.insert(
             hash,
             Entry {
-                value: Arc::clone(&value),
+                value: value.clone(),
                 last_used: AtomicU64::new(now_ns),
             },
         );
@@ -169,7 +190,7 @@ impl<V: KeyState> KeyTable<V> {
                 return None;
             }
         }
-        let value = Arc::new(make());
+        let value = make();
         let out = f(&value);
         map.insert(
             hash,
@@ -187,12 +208,12 @@ impl<V: KeyState> KeyTable<V> {
     /// evicted starts again with a full bucket).
     fn make_room(&self, map: &mut Map<V>, cap: usize, now_ns: u64) {
         let before = map.len();
-        map.retain(|_, e| Arc::strong_count(&e.value) > 1 || !e.value.is_idle(now_ns));
+        map.retain(|_, e| e.value.is_held() || !e.value.is_idle(now_ns));
         let target = cap - cap / 8;
         if map.len() > target.min(cap - 1) {
             let mut free: Vec<(u64, u64)> = map
                 .iter()
-                .filter(|(_, e)| Arc::strong_count(&e.value) == 1)
+                .filter(|(_, e)| !e.value.is_held())
                 .map(|(k, e)| (e.last_used.load(Ordering::Relaxed), *k))
                 .collect();
             let excess = (map.len() - target.min(cap - 1)).min(free.len());
@@ -213,7 +234,7 @@ impl<V: KeyState> KeyTable<V> {
         for shard in self.shards.iter() {
             let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
             let before = map.len();
-            map.retain(|_, e| Arc::strong_count(&e.value) > 1 || !e.value.is_idle(now_ns));
+            map.retain(|_, e| e.value.is_held() || !e.value.is_idle(now_ns));
             dropped += before - map.len();
         }
         self.evicted.fetch_add(dropped as u64, Ordering::Relaxed);
@@ -229,9 +250,18 @@ impl<V: KeyState> KeyTable<V> {
     }
 
     /// The state of `hash` if it is tracked.
-    pub(crate) fn get(&self, hash: u64) -> Option<Arc<V>> {
+    pub(crate) fn get(&self, hash: u64) -> Option<V>
+    where
+        V: Clone,
+    {
+        self.peek(hash, V::clone)
+    }
+
+    /// `f` of the state of `hash`, under its shard's lock, if it is
+    /// tracked.
+    pub(crate) fn peek<R>(&self, hash: u64, f: impl FnOnce(&V) -> R) -> Option<R> {
         let map = self.shard(hash).lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&hash).map(|e| Arc::clone(&e.value))
+        map.get(&hash).map(|e| f(&e.value))
     }
 
     /// Forgets `hash`; returns whether it was tracked.
@@ -246,7 +276,7 @@ impl<V: KeyState> KeyTable<V> {
     pub(crate) fn remove_unused(&self, hash: u64) -> bool {
         let mut map = self.shard(hash).lock().unwrap_or_else(|e| e.into_inner());
         match map.get(&hash) {
-            Some(e) if Arc::strong_count(&e.value) == 1 => map.remove(&hash).is_some(),
+            Some(e) if !e.value.is_held() => map.remove(&hash).is_some(),
             _ => false,
         }
     }
@@ -279,10 +309,10 @@ mod tests {
 
     #[test]
     fn stays_under_cap_with_many_keys() {
-        let t = KeyTable::<S>::new(1000);
+        let t = KeyTable::<Arc<S>>::new(1000);
         let h = KeyHasher::default();
         for i in 0..100_000u64 {
-            let v = t.get_or_insert(h.hash(&i), i, || S(AtomicBool::new(false)));
+            let v = t.get_or_insert(h.hash(&i), i, || Arc::new(S(AtomicBool::new(false))));
             assert!(v.is_some());
             assert!(t.len() <= t.cap());
         }
@@ -292,17 +322,21 @@ mod tests {
 
     #[test]
     fn held_entries_are_never_evicted() {
-        let t = KeyTable::<S>::new(SHARDS); // one per shard
+        let t = KeyTable::<Arc<S>>::new(SHARDS); // one per shard
         let held: Vec<_> = (0..SHARDS as u64)
             .map(|i| {
-                t.get_or_insert(i << 60, 0, || S(AtomicBool::new(true)))
+                t.get_or_insert(i << 60, 0, || Arc::new(S(AtomicBool::new(true))))
                     .unwrap()
             })
             .collect();
         // Shard 0 is full of a held entry: a new key there is refused.
-        assert!(t.get_or_insert(1, 1, || S(AtomicBool::new(true))).is_none());
+        assert!(t
+            .get_or_insert(1, 1, || Arc::new(S(AtomicBool::new(true))))
+            .is_none());
         drop(held);
-        assert!(t.get_or_insert(1, 1, || S(AtomicBool::new(true))).is_some());
+        assert!(t
+            .get_or_insert(1, 1, || Arc::new(S(AtomicBool::new(true))))
+            .is_some());
         assert!(t.get(0).is_none(), "idle entry was dropped to make room");
         assert!(t.remove(1));
         assert_eq!(t.sweep(2), SHARDS - 1);
@@ -338,20 +372,25 @@ mod loom_tests {
     #[test]
     fn loom_keys_held_state_is_never_evicted() {
         loom::model(|| {
-            let t = Arc::new(KeyTable::<Uses>::new(SHARDS));
-            let held = t.get_or_insert(A, 0, Uses::default).unwrap();
+            let t = Arc::new(KeyTable::<Arc<Uses>>::new(SHARDS));
+            let held = t.get_or_insert(A, 0, || Arc::new(Uses::default())).unwrap();
             held.0.fetch_add(1, Ordering::Relaxed);
             let again = {
                 let t = Arc::clone(&t);
                 thread::spawn(move || {
-                    let s = t.get_or_insert(A, 1, Uses::default).expect("A is tracked");
+                    let s = t
+                        .get_or_insert(A, 1, || Arc::new(Uses::default()))
+                        .expect("A is tracked");
                     s.0.fetch_add(1, Ordering::Relaxed);
                     s
                 })
             };
             let other = {
                 let t = Arc::clone(&t);
-                thread::spawn(move || t.get_or_insert(B, 1, Uses::default).is_some())
+                thread::spawn(move || {
+                    t.get_or_insert(B, 1, || Arc::new(Uses::default()))
+                        .is_some()
+                })
             };
             let again = again.join().unwrap();
             assert!(!other.join().unwrap(), "B took the place of a held key");
@@ -366,12 +405,15 @@ mod loom_tests {
     #[test]
     fn loom_keys_eviction_racing_release() {
         loom::model(|| {
-            let t = Arc::new(KeyTable::<Uses>::new(SHARDS));
-            let held = t.get_or_insert(A, 0, Uses::default).unwrap();
+            let t = Arc::new(KeyTable::<Arc<Uses>>::new(SHARDS));
+            let held = t.get_or_insert(A, 0, || Arc::new(Uses::default())).unwrap();
             let releaser = thread::spawn(move || drop(held));
             let inserter = {
                 let t = Arc::clone(&t);
-                thread::spawn(move || t.get_or_insert(B, 1, Uses::default).is_some())
+                thread::spawn(move || {
+                    t.get_or_insert(B, 1, || Arc::new(Uses::default()))
+                        .is_some()
+                })
             };
             releaser.join().unwrap();
             let b_in = inserter.join().unwrap();

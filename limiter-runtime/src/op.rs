@@ -161,17 +161,24 @@ impl OpCore {
         self.bulkhead.keys.set_cap(cfg.max_keys);
         self.cache.set_cap(cfg.max_keys);
         let old = self.policy();
+        if old.cfg == cfg {
+            return; // nothing changed: the policy in force stays
+        }
         let new = Policy::build(&cfg, Some(old));
-        if let (Some(was), false) = (
+        let replaced = match (
             &old.rate_per_key,
             same_keyed(&old.rate_per_key, &new.rate_per_key),
         ) {
-            // Out of force for good: free its keys (the policy that held
-            // it is kept, see `policies`).
-            was.table.clear();
-        }
+            (Some(was), false) => Some(Arc::clone(was)),
+            _ => None,
+        };
         let index = self.policies.push(new);
         self.current.store(index, Ordering::Release);
+        if let Some(was) = replaced {
+            // Out of force for good, once the new policy is published: free
+            // its keys (the policy that held it is kept, see `policies`).
+            was.table.clear();
+        }
     }
 
     /// The policy in force.

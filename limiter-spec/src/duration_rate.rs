@@ -227,7 +227,7 @@ impl fmt::Display for DisplayDuration {
             (1_000, "us"),
         ];
         for (size, unit) in UNITS {
-            if nanos >= size && nanos % size == 0 {
+            if nanos >= size && nanos.is_multiple_of(size) {
                 return write!(f, "{}{}", nanos / size, unit);
             }
         }

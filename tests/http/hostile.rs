@@ -126,7 +126,7 @@ const STEADY_BOUND: u64 = 12 * MB;
 /// (from the trusted proxy 127.0.0.1) for odd `i`; `base` keeps the
 /// in-process and TCP keys apart.
 fn flood_header(i: u32, base: u32) -> (&'static str, String) {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         ("x-api-key", format!("k{base}-{i}"))
     } else {
         ("x-forwarded-for", Ipv4Addr::from(base + i).to_string())

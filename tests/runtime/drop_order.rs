@@ -228,3 +228,109 @@ async fn a_dropped_blocking_call_keeps_its_place_until_the_work_ends() {
     go.send(()).unwrap();
     until("the orphan ended", || op.load() == (0, 0, 0)).await;
 }
+
+/// A body maker that panics after admission (a half-open probe) gives the
+/// probe's place back and counts a failure: the breaker is not left waiting
+/// for an outcome that never comes.
+#[tokio::test(start_paused = true)]
+async fn a_panicking_body_maker_gives_its_probe_back() {
+    use futures::FutureExt;
+    type Failure = Box<dyn std::error::Error + Send + Sync>;
+    let cfg = OpConfig {
+        breaker: limiter::BreakerConfig {
+            enabled: Some(true),
+            failure_rate: Some(0.5),
+            min_calls: Some(1),
+            window: Some(1),
+            recovery: Some(Duration::from_secs(10)),
+            half_open_calls: Some(1),
+            ..limiter::BreakerConfig::default()
+        },
+        ..OpConfig::default()
+    };
+    let (_reg, op) = op_with("maker", cfg);
+    let failed = op
+        .run(None, || async { Err::<(), Failure>("down".into()) })
+        .await;
+    assert!(failed.is_err());
+    assert_eq!(op.snapshot().breaker.state, limiter::BreakerState::Open);
+    tokio::time::advance(Duration::from_secs(10)).await;
+    // The probe: admitted, then making its body panics.
+    let maker = std::panic::AssertUnwindSafe(
+        op.run(None, || -> std::future::Ready<Result<(), Failure>> {
+            panic!("maker boom")
+        }),
+    )
+    .catch_unwind()
+    .await;
+    assert!(maker.is_err(), "the maker's panic reaches the caller");
+    assert_eq!(op.snapshot().counters.panics, 1);
+    assert_eq!(op.load(), (0, 0, 0));
+    // The failed probe opened the breaker again; after the recovery time
+    // a new probe is let through (a lost probe place would refuse it).
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let next = op.run(None, || async { Ok::<_, Failure>(7) }).await;
+    assert_eq!(next.unwrap(), 7);
+}
+
+/// A blocking call dropped by a panic elsewhere (a sibling in `join!`) is
+/// cancelled, not a panic of its own, and its work keeps its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_call_dropped_by_a_sibling_panic_keeps_its_place() {
+    use futures::FutureExt;
+    let cfg = OpConfig {
+        kind: Some(OpKind::FileIo),
+        max_concurrent: Some(1),
+        ..bounded(Duration::from_secs(60))
+    };
+    let (_reg, op) = op_with("sibling", cfg);
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let wait = std::sync::Mutex::new(wait);
+    let call = op.call().run_blocking_once(move || {
+        let _ = wait.lock().unwrap().recv();
+        Ok::<_, LimitError>(())
+    });
+    let sibling = async {
+        tokio::time::sleep(ms(20)).await;
+        panic!("sibling boom");
+    };
+    let joined = std::panic::AssertUnwindSafe(async { tokio::join!(call, sibling) })
+        .catch_unwind()
+        .await;
+    assert!(joined.is_err());
+    let c = op.snapshot().counters;
+    assert_eq!((c.cancelled, c.panics), (1, 0), "{c:?}");
+    assert_eq!(op.load(), (1, 0, 0), "the work still holds its place");
+    go.send(()).unwrap();
+    until("the orphan ended", || op.load() == (0, 0, 0)).await;
+}
+
+/// Blocking work moved to the background keeps its place when shutdown
+/// cancels its task: the work cannot be stopped and still runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_blocking_work_cancelled_at_shutdown_keeps_its_place() {
+    let cfg = OpConfig {
+        kind: Some(OpKind::FileIo),
+        max_concurrent: Some(1),
+        ..bounded(ms(20))
+    };
+    let (reg, op) = op_with("bg_blocking", cfg);
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let wait = std::sync::Mutex::new(wait);
+    let moved = op
+        .call()
+        .background()
+        .run_blocking_once(move || {
+            let _ = wait.lock().unwrap().recv();
+            Ok::<_, LimitError>(())
+        })
+        .await;
+    assert!(
+        matches!(moved, Err(LimitError::MovedToBackground { .. })),
+        "{moved:?}"
+    );
+    reg.shutdown(Duration::ZERO).await;
+    assert_eq!(op.load(), (1, 0, 0), "the work still holds its place");
+    go.send(()).unwrap();
+    until("the work ended", || op.load() == (0, 0, 0)).await;
+}

@@ -183,7 +183,7 @@ async fn bulkhead_churn_always_ends_empty() {
                     .priority(rng_i64(-2..3))
                     .run(move || async move {
                         tokio::time::sleep(Duration::from_micros(work)).await;
-                        if work % 7 == 0 {
+                        if work.is_multiple_of(7) {
                             Err(LimitError::Timeout { op: "x".into() })
                         } else {
                             Ok(())

@@ -118,7 +118,7 @@ pub(crate) struct Bulkhead {
     /// calls that wait, which go through the mutex anyway).
     key_bound: std::sync::atomic::AtomicBool,
     state: Mutex<State>,
-    pub(crate) keys: KeyTable<KeySlot>,
+    pub(crate) keys: KeyTable<Arc<KeySlot>>,
 }
 
 /// A view of a bulkhead for snapshots.
@@ -388,7 +388,10 @@ impl Bulkhead {
         let key = key.filter(|_| self.per_key.load(Ordering::Relaxed));
         let key = match key {
             None => None,
-            Some(hash) => match self.keys.get_or_insert(hash, now_ns, KeySlot::default) {
+            Some(hash) => match self
+                .keys
+                .get_or_insert(hash, now_ns, || Arc::new(KeySlot::default()))
+            {
                 Some(slot) => Some(slot),
                 None => {
                     return Err(LimitError::Overloaded {

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use crate::offload::Handoff;
+use crate::offload::{Handoff, Offloaded as Outcome};
 
 use super::{Offloader, Place};
 
@@ -120,6 +120,9 @@ where
     }
 
     fn keep(body: Pin<&mut Self::Body>, place: Place) -> Option<Place> {
+        if body.ended {
+            return Some(place); // its work is over: nothing holds the place
+        }
         body.handoff.keep(place)
     }
 }
@@ -167,22 +170,35 @@ impl<F: Future> Future for Detachable<F> {
     }
 }
 
-/// The future of one offloaded attempt: waits for the work on its pool.
+/// The wait for offloaded work: its outcome, or its panic.
+type Waiting<T, E> = Pin<Box<dyn Future<Output = Outcome<Result<T, E>>> + Send>>;
+
+/// The future of one offloaded attempt: waits for the work on its pool; a
+/// panic of the work is resumed in the caller.
 pub struct BlockingBody<T, E> {
-    pub(crate) fut: Pin<Box<dyn Future<Output = Result<T, E>> + Send>>,
+    pub(crate) fut: Waiting<T, E>,
     /// Where an abandoning caller leaves its place.
     pub(crate) handoff: Arc<Handoff>,
+    /// The work's result (or panic) came back: it has ended.
+    pub(crate) ended: bool,
 }
 
 impl<T, E> std::fmt::Debug for BlockingBody<T, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BlockingBody").finish_non_exhaustive()
+        f.debug_struct("BlockingBody")
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
     }
 }
 
 impl<T, E> Future for BlockingBody<T, E> {
     type Output = Result<T, E>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.fut.as_mut().poll(cx)
+        let out = std::task::ready!(self.fut.as_mut().poll(cx));
+        self.ended = true;
+        match out {
+            Ok(out) => Poll::Ready(out),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
     }
 }

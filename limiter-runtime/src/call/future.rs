@@ -84,17 +84,15 @@ pin_project! {
             let Some(admission) = this.admission.take() else {
                 return;
             };
-            if *this.panicked || std::thread::panicking() {
-                // A body that panicked has ended (offloaded work too: its
-                // panic was resumed in the body's poll).
-                let place = admission.end_detached(&this.op.core, CallOutcome::Panic);
-                let mut stage = this.stage;
-                stage.set(Stage::Done);
-                drop(place);
+            // Dropped after its body panicked, or cancelled (by its caller,
+            // or by a panic elsewhere unwinding through the caller).
+            let outcome = if *this.panicked {
+                CallOutcome::Panic
             } else {
-                let place = admission.end_detached(&this.op.core, CallOutcome::Cancelled);
-                abandon::<M>(this.stage, place);
-            }
+                CallOutcome::Cancelled
+            };
+            let place = admission.end_detached(&this.op.core, outcome);
+            abandon::<M>(this.stage, place);
         }
     }
 }
@@ -214,6 +212,7 @@ where
                     this.stage.as_mut(),
                     this.timer.as_mut(),
                     this.admission,
+                    this.panicked,
                     this.attempts,
                     a,
                     op,
@@ -244,6 +243,7 @@ where
                     this.stage.as_mut(),
                     this.timer.as_mut(),
                     this.admission,
+                    this.panicked,
                     this.attempts,
                     a,
                     this.op,
@@ -303,7 +303,7 @@ where
                 let StageProj::Running { body } = stage.as_mut().project() else {
                     unreachable!("the timed-out body is running")
                 };
-                let (answer, place) = this.strategy.timed_out(op, body, place, *this.key);
+                let (answer, place) = this.strategy.timed_out(op, body, place, *this.key, M::keep);
                 match place {
                     Some(place) => abandon::<M>(stage, place),
                     None => stage.set(Stage::Done),
@@ -353,12 +353,14 @@ where
     }
 }
 
-/// The admitted call's body starts.
+/// The admitted call's body starts. The admission is stored first: should
+/// making the body panic, the call's drop still ends it (as panicked).
 #[inline(always)]
 fn start_body<'a, M: Attempts>(
     mut stage: Pin<&mut Stage<'a, M::Body>>,
     timer: Pin<&mut Timer>,
     slot: &mut Option<Admission<'a>>,
+    panicked: &mut bool,
     attempts: &mut M,
     admission: Admission<'a>,
     op: &'a Op,
@@ -366,9 +368,12 @@ fn start_body<'a, M: Attempts>(
     if M::ONCE && admission.terms.retries {
         op.core.warn_once_retries_ignored();
     }
-    match attempts.next() {
+    *slot = Some(admission);
+    let unwinding = Unwinding(panicked);
+    let body = attempts.next();
+    std::mem::forget(unwinding);
+    match body {
         Some(body) => {
-            *slot = Some(admission);
             timer.reset();
             stage.set(Stage::Running { body });
         }

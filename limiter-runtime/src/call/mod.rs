@@ -28,7 +28,7 @@ pub use attempts::{
     Repeat,
 };
 pub use future::CallFuture;
-pub use on_timeout::Strategy;
+pub use on_timeout::{Keep, Strategy};
 
 use crate::timeout::strategy::{Background, CacheFallback, Cancel};
 
@@ -210,13 +210,9 @@ impl Offloader {
             f,
         );
         BlockingBody {
-            fut: Box::pin(async move {
-                match run.await {
-                    Ok(out) => out,
-                    Err(panic) => std::panic::resume_unwind(panic),
-                }
-            }),
+            fut: Box::pin(run),
             handoff,
+            ended: false,
         }
     }
 }

@@ -26,14 +26,21 @@ pub trait Strategy<B: Future>: sealed::Sealed {
     /// The timeout of `body`, which holds `place`, passed. Returns the
     /// caller's answer and the place when it is to be released once the
     /// body is dropped (`None`: the body went on elsewhere and took it).
+    /// `keep` is how a body that ends early leaves its place (see
+    /// [`Attempts::keep`](super::Attempts::keep)).
     fn timed_out(
         &mut self,
         op: &Op,
         body: Pin<&mut B>,
         place: Place,
         key: Option<u64>,
+        keep: Keep<B>,
     ) -> (Result<B::Output, LimitError>, Option<Place>);
 }
+
+/// How an abandoned body leaves its place: given back to be released after
+/// the body, or kept by work that cannot be stopped until it ends.
+pub type Keep<B> = fn(Pin<&mut B>, Place) -> Option<Place>;
 
 mod sealed {
     pub trait Sealed {}
@@ -57,6 +64,7 @@ impl<B: Future> Strategy<B> for Cancel {
         _: Pin<&mut B>,
         place: Place,
         _: Option<u64>,
+        _: Keep<B>,
     ) -> (Result<B::Output, LimitError>, Option<Place>) {
         (Err(timed_out(op)), Some(place))
     }
@@ -79,6 +87,7 @@ where
         _: Pin<&mut B>,
         place: Place,
         key: Option<u64>,
+        _: Keep<B>,
     ) -> (Result<Result<T, E>, LimitError>, Option<Place>) {
         let answer = match op.core.cache.get::<T>(key, None) {
             Some(value) => {
@@ -107,18 +116,20 @@ where
         body: Pin<&mut Detachable<F>>,
         place: Place,
         _: Option<u64>,
+        keep: Keep<Detachable<F>>,
     ) -> (Result<Result<T, E>, LimitError>, Option<Place>) {
         let Some(inner) = body.get_mut().0.take() else {
             return (Err(timed_out(op)), Some(place));
         };
         let core = &op.core;
         let held = Held {
-            body: Some(inner),
+            body: Detachable(Some(inner)),
             place: Some(place),
+            keep,
         };
         let Some(task_id) = core.shared.tasks.adopt(core.name.clone(), held) else {
             // Shutting down: nothing may start in the background any more
-            // (the refused task was dropped, body before place).
+            // (the refused task was dropped: see `Held`'s drop).
             return (Err(timed_out(op)), None);
         };
         OpMetrics::inc(&core.metrics.counters.moved_to_background);
@@ -132,22 +143,36 @@ where
 }
 
 /// A body moved to the background with its place: the place is released
-/// once the body has ended and been dropped, or when the task is dropped
-/// (fields drop in order: body, then place).
+/// once the body has ended and been dropped. Dropped before that (the task
+/// cancelled at shutdown, or refused), the body leaves its place as any
+/// abandoned body does: released after it, or kept by work that cannot be
+/// stopped until that work ends.
 struct Held<F> {
-    body: Option<Pin<Box<F>>>,
+    body: Detachable<F>,
     place: Option<Place>,
+    keep: Keep<Detachable<F>>,
 }
 
 impl<F: Future> Future for Held<F> {
     type Output = F::Output;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let Some(body) = self.body.as_mut() else {
+        let Some(body) = self.body.0.as_mut() else {
             return Poll::Pending; // polled after its end: never again ready
         };
         let out = std::task::ready!(body.as_mut().poll(cx));
-        self.body = None;
+        self.body.0 = None;
         self.place = None;
         Poll::Ready(out)
+    }
+}
+
+impl<F> Drop for Held<F> {
+    fn drop(&mut self) {
+        let Some(place) = self.place.take() else {
+            return;
+        };
+        let place = (self.keep)(Pin::new(&mut self.body), place);
+        self.body.0 = None;
+        drop(place);
     }
 }

@@ -369,7 +369,7 @@ impl KeyLimits for Shared {
         self.rules
             .iter()
             .filter_map(|r| {
-                let state = r.limiter.table.get(hash)?;
+                let available = r.limiter.available(hash, now)?;
                 Some(KeyLimitView {
                     source: format!("rule {}", r.name),
                     limit: Some(
@@ -381,7 +381,7 @@ impl KeyLimits for Shared {
                             .collect::<Vec<_>>()
                             .join(", "),
                     ),
-                    available: Some(state.available(now)),
+                    available: Some(available),
                     in_flight: 0,
                     queued: 0,
                 })

@@ -66,14 +66,14 @@ impl Op {
         let rate = policy
             .rate_per_key
             .as_ref()
-            .and_then(|k| k.table.get(hash).map(|s| (k, s)));
+            .and_then(|k| k.available(hash, now).map(|left| (k, left)));
         let slot = self.core.bulkhead.keys.get(hash);
         if rate.is_none() && slot.is_none() {
             return None;
         }
         let (in_flight, queued) = slot.map_or((0, 0), |s| s.counts());
         Some(KeyUsage {
-            available: rate.as_ref().map(|(_, s)| s.available(now)),
+            available: rate.as_ref().map(|&(_, left)| left),
             limit: rate.map(|(k, _)| {
                 k.spec
                     .windows

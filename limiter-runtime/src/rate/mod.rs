@@ -2,14 +2,17 @@
 //! with several windows at once, op-wide or per key.
 
 mod gcra;
+mod keyed;
 mod window;
+
+pub(crate) use keyed::{KeyedOutcome, KeyedRate};
 
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::error::Quota;
-use crate::keys::{KeyState, KeyTable};
+use crate::keys::KeyState;
 use crate::settings::{Algorithm, RateSpec};
 use gcra::{GcraCell, GcraParams};
 use window::{FixedCell, SlidingCell, WindowParams};
@@ -178,63 +181,6 @@ impl RateState {
 impl KeyState for RateState {
     fn is_idle(&self, now_ns: u64) -> bool {
         self.cells.iter().all(|c| c.is_idle(now_ns))
-    }
-}
-
-/// A rate limit applied to each key on its own.
-pub(crate) struct KeyedRate {
-    pub(crate) spec: RateSpec,
-    pub(crate) table: KeyTable<RateState>,
-}
-
-/// What one per-key check found.
-pub(crate) enum KeyedOutcome {
-    Admitted,
-    Limited(Refusal),
-    /// No room to track the key.
-    TableFull,
-}
-
-impl KeyedRate {
-    pub(crate) fn new(spec: RateSpec, max_keys: usize) -> Self {
-        Self {
-            spec,
-            table: KeyTable::new(max_keys),
-        }
-    }
-
-    #[inline]
-    pub(crate) fn try_acquire(&self, key: u64, now: u64) -> KeyedOutcome {
-        let taken = self.table.with(
-            key,
-            now,
-            || RateState::new(&self.spec),
-            |state| state.try_acquire(now),
-        );
-        match taken {
-            Some(Ok(())) => KeyedOutcome::Admitted,
-            Some(Err(refusal)) => KeyedOutcome::Limited(refusal),
-            None => KeyedOutcome::TableFull,
-        }
-    }
-}
-
-impl KeyedRate {
-    /// Like [`KeyedRate::try_acquire`], and on admission also how many calls
-    /// the key has left now (its tightest window).
-    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
-    pub(crate) fn try_acquire_remaining(&self, key: u64, now: u64) -> (KeyedOutcome, u64) {
-        self.table
-            .with(
-                key,
-                now,
-                || RateState::new(&self.spec),
-                |state| match state.try_acquire(now) {
-                    Ok(()) => (KeyedOutcome::Admitted, state.available(now)),
-                    Err(refusal) => (KeyedOutcome::Limited(refusal), 0),
-                },
-            )
-            .unwrap_or((KeyedOutcome::TableFull, 0))
     }
 }
 
