@@ -525,11 +525,11 @@ mod tests {
     }
 }
 
-/// Model checks (`RUSTFLAGS="--cfg loom" cargo test --release -p
+/// Model checks (`RUSTFLAGS="--cfg limiter_loom" cargo test --release -p
 /// limiter-runtime loom`): the lock-free success count against the mutex
 /// that turns it into an explicit window, against transitions, and the
 /// half-open probe limit.
-#[cfg(all(test, loom))]
+#[cfg(all(test, limiter_loom))]
 mod loom_tests {
     use super::*;
     use loom::thread;

@@ -343,11 +343,11 @@ mod tests {
     }
 }
 
-/// Model checks of eviction (`RUSTFLAGS="--cfg loom" cargo test --release
+/// Model checks of eviction (`RUSTFLAGS="--cfg limiter_loom" cargo test --release
 /// -p limiter-runtime loom`): a key's state is never evicted while a caller
 /// holds it, two callers of one key share one state, and the table never
 /// holds more than its cap.
-#[cfg(all(test, loom))]
+#[cfg(all(test, limiter_loom))]
 mod loom_tests {
     use super::*;
     use loom::thread;

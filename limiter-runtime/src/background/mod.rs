@@ -801,9 +801,9 @@ impl TaskHandle {
     }
 }
 
-/// Model checks (`RUSTFLAGS="--cfg loom" cargo test --release -p
+/// Model checks (`RUSTFLAGS="--cfg limiter_loom" cargo test --release -p
 /// limiter-runtime loom`): the records lock with the admission word.
-#[cfg(all(test, loom))]
+#[cfg(all(test, limiter_loom))]
 mod loom_tests {
     use super::*;
     use loom::thread;

@@ -153,10 +153,10 @@ mod tests {
     }
 }
 
-/// Model checks of the lock-free word (`RUSTFLAGS="--cfg loom" cargo test
+/// Model checks of the lock-free word (`RUSTFLAGS="--cfg limiter_loom" cargo test
 /// --release -p limiter-runtime loom`); the hand-over under the mutex is
 /// checked in the bulkhead's own models.
-#[cfg(all(test, loom))]
+#[cfg(all(test, limiter_loom))]
 mod loom_tests {
     use super::*;
     use loom::thread;

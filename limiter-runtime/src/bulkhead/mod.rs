@@ -627,12 +627,12 @@ impl<B: Deref<Target = Bulkhead>> Drop for BulkPermit<B> {
     }
 }
 
-/// Model checks of the hand-over (`RUSTFLAGS="--cfg loom" cargo test
+/// Model checks of the hand-over (`RUSTFLAGS="--cfg limiter_loom" cargo test
 /// --release -p limiter-runtime loom`): a release racing a caller that is
 /// about to queue, and a waiter that leaves (dropped or timed out) at the
 /// moment a place is handed to it. No wake-up is lost, no place is counted
 /// twice, and every place comes back.
-#[cfg(all(test, loom))]
+#[cfg(all(test, limiter_loom))]
 mod loom_tests {
     use super::*;
     use loom::thread;

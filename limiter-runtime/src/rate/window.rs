@@ -417,9 +417,9 @@ mod tests {
     }
 }
 
-/// Model checks (`RUSTFLAGS="--cfg loom" cargo test --release -p
+/// Model checks (`RUSTFLAGS="--cfg limiter_loom" cargo test --release -p
 /// limiter-runtime loom`).
-#[cfg(all(test, loom))]
+#[cfg(all(test, limiter_loom))]
 mod loom_tests {
     use super::*;
     use loom::thread;
