@@ -20,6 +20,7 @@ use crate::keys::KeyHasher;
 use crate::monitor::{KeyLimitView, KeyLimits, RouteRecorder, RuleDecision, UNMATCHED_ROUTE};
 use crate::rate::KeyedOutcome;
 use crate::registry::{registry, Registry};
+use crate::timeout::time_poll;
 
 use super::identity::{
     normalize_id, Client, ClientClass, ForwardedHeader, IdentityConfig, IdentitySource,
@@ -444,7 +445,7 @@ where
             Verdict::Pass(headers) => {
                 let fut = TimedPolls {
                     fut: Box::pin(self.inner.call(req)),
-                    threshold_ns: self.shared.slow_poll_ns,
+                    shared: Arc::clone(&self.shared),
                     recorder: flight.recorder.clone(),
                 };
                 Box::pin(async move {
@@ -504,7 +505,8 @@ impl Drop for InFlight {
 /// Counts polls of the handler longer than the slow-poll threshold.
 struct TimedPolls<F> {
     fut: Pin<Box<F>>,
-    threshold_ns: u64,
+    /// The layer's clock and slow-poll threshold.
+    shared: Arc<Shared>,
     recorder: RouteRecorder,
 }
 
@@ -512,11 +514,12 @@ impl<F: Future> Future for TimedPolls<F> {
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let start = Instant::now();
-        let out = self.fut.as_mut().poll(cx);
-        let took = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        if took > self.threshold_ns {
-            self.recorder.slow_poll();
+        let this = &mut *self;
+        let clock = &this.shared.clock;
+        // The same poll timing as a limited call's (`timeout::time_poll`).
+        let (out, _, took) = time_poll(this.fut.as_mut(), cx, clock, clock.now_ns());
+        if took > this.shared.slow_poll_ns {
+            this.recorder.slow_poll();
         }
         out
     }
