@@ -143,27 +143,7 @@ impl<V: KeyState> KeyTable<V> {
     where
         V: Clone,
     {
-        let mut map = self.shard(hash).lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(e) = map.get(&hash) {
-            e.last_used.store(now_ns, Ordering::Relaxed);
-            return Some(e.value.clone());
-        }
-        let cap = self.cap_per_shard.load(Ordering::Relaxed);
-        if map.len() >= cap {
-            self.make_room(&mut map, cap, now_ns);
-            if map.len() >= cap {
-                return None;
-            }
-        }
-        let value = make();
-        map.insert(
-            hash,
-            Entry {
-                value: value.clone(),
-                last_used: AtomicU64::new(now_ns),
-            },
-        );
-        Some(value)
+        self.with(hash, now_ns, make, V::clone)
     }
 
     /// Runs `f` on the state of `hash` (created by `make` when missing)
