@@ -55,57 +55,22 @@
 //! must have been admitted), `check_key` and governor refusals are counted
 //! in the loop, and the composite and tower peers panic on a refusal.
 
+#[path = "cases/mod.rs"]
+mod cases;
 #[path = "peers/mod.rs"]
 mod peers;
 
 use std::hint::black_box;
 use std::time::Duration;
 
+use cases::{keyed, stack, work, KEYS};
 use gungraun::prelude::*;
-use limiter::{BreakerConfig, LimitError, Op, OpConfig, Registry};
+use limiter::{Op, OpConfig, Registry};
 use tokio::runtime::Runtime;
 use tower::{BoxError, Service};
 
 /// Calls per measured loop (and per warm-up loop). Per call = Ir / N.
 const N: u64 = 1000;
-/// Keys of the keyed cases.
-const KEYS: u64 = 100_000;
-
-// ---------------------------------------------------------------------------
-// Configuration shared with overhead.rs
-// ---------------------------------------------------------------------------
-
-/// The op of `limiter_stack`: rate + breaker + bulkhead + metrics, and a
-/// timeout if given (exactly as `stack` in overhead.rs).
-fn stack(timeout: Option<Duration>) -> OpConfig {
-    OpConfig {
-        timeout,
-        max_concurrent: Some(1024),
-        breaker: BreakerConfig {
-            enabled: Some(true),
-            ..BreakerConfig::default()
-        },
-        ..OpConfig::default()
-    }
-    .with_rate("1000000000/s")
-    .expect("valid rate")
-}
-
-/// The per-key op of `limiter_check_key` (as `keyed` in overhead.rs).
-fn keyed() -> OpConfig {
-    OpConfig {
-        max_keys: Some(2 * KEYS as usize),
-        // Only the per-key rate: no per-key concurrency bound.
-        max_concurrent_per_key: Some(u32::MAX),
-        ..OpConfig::default()
-    }
-    .with_rate_per_key("1000000000/s")
-    .expect("valid rate")
-}
-
-async fn work(x: u64) -> Result<u64, LimitError> {
-    Ok(black_box(x))
-}
 
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_current_thread()

@@ -26,34 +26,17 @@
 //! The ratio table printed at the end divides the means criterion saved for
 //! this run (`target/criterion/*/new/estimates.json`).
 
+#[path = "cases/mod.rs"]
+mod cases;
 #[path = "peers/mod.rs"]
 mod peers;
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use cases::{keyed, stack, work, KEYS};
 use criterion::Criterion;
-use limiter::{BreakerConfig, LimitError, OpConfig, Registry};
-
-const KEYS: u64 = 100_000;
-
-fn stack(timeout: Option<Duration>) -> OpConfig {
-    OpConfig {
-        timeout,
-        max_concurrent: Some(1024),
-        breaker: BreakerConfig {
-            enabled: Some(true),
-            ..BreakerConfig::default()
-        },
-        ..OpConfig::default()
-    }
-    .with_rate("1000000000/s")
-    .expect("valid rate")
-}
-
-async fn work(x: u64) -> Result<u64, LimitError> {
-    Ok(black_box(x))
-}
+use limiter::Registry;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -81,15 +64,7 @@ fn registry() -> Registry {
     reg.configure("stack", stack(None)).expect("config");
     reg.configure("stack_timeout", stack(Some(Duration::from_secs(10))))
         .expect("config");
-    let keyed = OpConfig {
-        max_keys: Some(2 * KEYS as usize),
-        // Only the per-key rate: no per-key concurrency bound.
-        max_concurrent_per_key: Some(u32::MAX),
-        ..OpConfig::default()
-    }
-    .with_rate_per_key("1000000000/s")
-    .expect("valid rate");
-    reg.configure("keyed", keyed).expect("config");
+    reg.configure("keyed", keyed()).expect("config");
     reg
 }
 
