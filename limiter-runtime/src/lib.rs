@@ -92,7 +92,7 @@ pub use config::{
     ResolvedConfig, RetryConfig, Settings, TimeoutStrategy,
 };
 pub use error::{ConfigError, LimitError, QueueScope, Quota, QuotaUnit};
-pub use keys::LimitKey;
+pub use keys::{KeySeed, LimitKey};
 pub use metrics::{CountersSnapshot, LatencySnapshot};
 pub use op::{CallKey, KeyUsage, Op, OpSnapshot, Permit};
 pub use rate::RateSnapshot;

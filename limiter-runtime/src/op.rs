@@ -22,7 +22,7 @@ use crate::cache::ValueCache;
 use crate::clock::{duration_ns, Clock};
 use crate::error::{ConfigError, LimitError};
 use crate::keys::LimitKey;
-use crate::metrics::{CallOutcome, OpMetrics};
+use crate::metrics::{CallOutcome, Entry, OpMetrics};
 use crate::rate::{KeyedOutcome, KeyedRate, RateState};
 use crate::settings::{OpConfig, ResolvedConfig};
 use crate::shared::Shared;
@@ -216,19 +216,20 @@ impl OpCore {
         err
     }
 
-    /// Records how an admitted call ended at `end` (a reading of the op's
-    /// clock): breaker outcome (failures, slow calls; nothing but the probe
-    /// place for a cancelled call) and metrics. Reads no policy unless the
-    /// op's concurrency limit is adaptive.
+    /// Records how an admitted call that ran from `start` to `end`
+    /// (readings of the op's clock) ended: breaker outcome (failures, slow
+    /// calls; nothing but the probe place for a cancelled call) and
+    /// metrics, counting its `entry` if that is still to be done. Reads no
+    /// policy unless the op's concurrency limit is adaptive.
     #[inline]
     pub(crate) fn complete(
         &self,
         ticket: Ticket,
         terms: &Terms,
-        start: u64,
-        end: u64,
+        (start, end): (u64, u64),
         outcome: CallOutcome,
         poll_ns: u64,
+        entry: Entry,
     ) {
         let elapsed = end.saturating_sub(start);
         let slow = elapsed > terms.slow_call_ns;
@@ -245,7 +246,7 @@ impl OpCore {
                 .breaker
                 .record(ticket, outcome.is_failure() || slow, end),
         }
-        self.metrics.finish(outcome, elapsed, poll_ns);
+        self.metrics.finish(outcome, elapsed, poll_ns, entry);
     }
 
     /// Feeds an outcome to the adaptive concurrency limit, under the

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::background::{BackgroundSnapshot, ShutdownReport, TaskManager};
 use crate::error::ConfigError;
-use crate::keys::KeyHasher;
+use crate::keys::KeySeed;
 use crate::monitor::{KeyLimitView, Monitor, Summary, TaskTotals};
 use crate::offload::Offload;
 use crate::op::{Op, OpCore, OpSnapshot};
@@ -91,7 +91,7 @@ impl Registry {
             shared: Arc::new(Shared {
                 tasks: TaskManager::new(),
                 offload: Arc::new(Offload::new(256, cpu_count() as usize)),
-                hasher: KeyHasher::default(),
+                hasher: KeySeed::default(),
                 enabled: AtomicBool::new(true),
                 store: arc_swap::ArcSwapOption::empty(),
             }),

@@ -7,14 +7,14 @@ use std::sync::Arc;
 
 use crate::backend::Store;
 use crate::background::TaskManager;
-use crate::keys::KeyHasher;
+use crate::keys::KeySeed;
 use crate::offload::Offload;
 
 /// What every operation of a registry shares.
 pub(crate) struct Shared {
     pub(crate) tasks: TaskManager,
     pub(crate) offload: Arc<Offload>,
-    pub(crate) hasher: KeyHasher,
+    pub(crate) hasher: KeySeed,
     pub(crate) enabled: AtomicBool,
     /// Where ops with `backend = redis` keep their breaker and rate state.
     pub(crate) store: arc_swap::ArcSwapOption<Store>,

@@ -42,19 +42,37 @@ pub mod strategy {
     pub struct CacheFallback;
 }
 
-/// How one poll of a timed body went.
-pub(crate) enum Polled<T> {
-    /// The body is done, at this reading of the clock.
-    Done(T, u64),
-    /// The body is not done and its deadline has not passed.
-    Pending,
-    /// The deadline passed first.
-    TimedOut,
+/// The timing of one poll: started just before it, stopped just after.
+/// The poll itself is the caller's, so its output goes straight where the
+/// caller wants it.
+///
+/// Under a clock that follows tokio's (paused in tests), the poll's length
+/// is measured on `std::time::Instant`, which does not stop.
+pub(crate) struct PollWatch(Option<std::time::Instant>);
+
+impl PollWatch {
+    /// Starts timing a poll.
+    #[inline]
+    pub(crate) fn start(clock: &Clock) -> Self {
+        Self(clock.follows_tokio().then(std::time::Instant::now))
+    }
+
+    /// The clock's reading after the poll, and how long the poll took;
+    /// `poll_start` is a reading taken just before (the caller often has
+    /// one already, so this reads the clock once).
+    #[inline]
+    pub(crate) fn stop(self, clock: &Clock, poll_start: u64) -> (u64, u64) {
+        let end = clock.now_ns();
+        let took = match self.0 {
+            Some(real) => duration_ns(real.elapsed()),
+            None => end.saturating_sub(poll_start),
+        };
+        (end, took)
+    }
 }
 
-/// One poll of `fut`, timed: the poll's output, the clock's reading after
-/// it, and how long it took. `poll_start` is a reading taken just before
-/// (the caller often has one already, so this reads the clock once).
+/// One poll of `fut`, timed with a [`PollWatch`]: the poll's output, the
+/// clock's reading after it, and how long it took.
 #[inline]
 pub(crate) fn time_poll<F: Future>(
     fut: Pin<&mut F>,
@@ -62,13 +80,9 @@ pub(crate) fn time_poll<F: Future>(
     clock: &Clock,
     poll_start: u64,
 ) -> (Poll<F::Output>, u64, u64) {
-    let real = clock.follows_tokio().then(std::time::Instant::now);
+    let watch = PollWatch::start(clock);
     let out = fut.poll(cx);
-    let end = clock.now_ns();
-    let took = match real {
-        Some(real) => duration_ns(real.elapsed()),
-        None => end.saturating_sub(poll_start),
-    };
+    let (end, took) = watch.stop(clock, poll_start);
     (out, end, took)
 }
 
@@ -103,41 +117,41 @@ impl Timer {
         *this.polled = false;
     }
 
-    /// Polls `body` once, timed. The call started at `start` (a reading of
-    /// `clock`, which is also the first poll's start); `timeout_ns` is its
-    /// budget (`u64::MAX`: none). `took` is set to the poll's length.
+    /// When the body's next poll starts: `start`, the call's start, for
+    /// its first poll (so that poll reads no clock), else now.
     #[inline]
-    pub(crate) fn poll_body<F: Future>(
-        self: Pin<&mut Self>,
-        body: Pin<&mut F>,
-        cx: &mut Context<'_>,
-        clock: &Clock,
-        (start, timeout_ns): (u64, u64),
-        took: &mut u64,
-    ) -> Polled<F::Output> {
-        let mut this = self.project();
-        let poll_start = if *this.polled {
+    pub(crate) fn poll_start(self: Pin<&mut Self>, start: u64, clock: &Clock) -> u64 {
+        let polled = self.project().polled;
+        if *polled {
             clock.now_ns()
         } else {
-            *this.polled = true;
+            *polled = true;
             start
-        };
-        let (out, end, ns) = time_poll(body, cx, clock, poll_start);
-        *took = ns;
-        if let Poll::Ready(v) = out {
-            return Polled::Done(v, end);
         }
+    }
+
+    /// After a poll that left the body pending: whether its deadline
+    /// (`timeout_ns` after `start`; `u64::MAX`: none) has passed. The
+    /// timer is armed at the first such poll and wakes the task then.
+    pub(crate) fn deadline_passed(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        clock: &Clock,
+        start: u64,
+        timeout_ns: u64,
+    ) -> bool {
         if timeout_ns == u64::MAX {
-            return Polled::Pending;
+            return false;
         }
+        let mut this = self.project();
         if this.sleep.is_none() {
             let deadline = clock.instant_at(start.saturating_add(timeout_ns));
             this.sleep.set(Some(tokio::time::sleep_until(deadline)));
         }
-        match this.sleep.as_pin_mut().map(|s| s.poll(cx)) {
-            Some(Poll::Ready(())) => Polled::TimedOut,
-            _ => Polled::Pending,
-        }
+        matches!(
+            this.sleep.as_pin_mut().map(|s| s.poll(cx)),
+            Some(Poll::Ready(()))
+        )
     }
 
     /// Arms the timer for a pause of `delay` (a backoff).
@@ -159,6 +173,40 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// How one poll of a timed body went.
+    enum Polled<T> {
+        /// The body is done, at this reading of the clock.
+        Done(T, u64),
+        /// The body is not done and its deadline has not passed.
+        Pending,
+        /// The deadline passed first.
+        TimedOut,
+    }
+
+    /// Polls `body` once, timed. The call started at `start` (a reading of
+    /// `clock`, which is also the first poll's start); `timeout_ns` is its
+    /// budget (`u64::MAX`: none). `took` is set to the poll's length.
+    fn poll_body<F: Future>(
+        mut timer: Pin<&mut Timer>,
+        body: Pin<&mut F>,
+        cx: &mut Context<'_>,
+        clock: &Clock,
+        (start, timeout_ns): (u64, u64),
+        took: &mut u64,
+    ) -> Polled<F::Output> {
+        let poll_start = timer.as_mut().poll_start(start, clock);
+        let (out, end, ns) = time_poll(body, cx, clock, poll_start);
+        *took = ns;
+        if let Poll::Ready(v) = out {
+            return Polled::Done(v, end);
+        }
+        if timer.deadline_passed(cx, clock, start, timeout_ns) {
+            Polled::TimedOut
+        } else {
+            Polled::Pending
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn times_out_at_the_deadline_and_counts_slow_polls() {
         let clock = Clock::new();
@@ -171,7 +219,8 @@ mod tests {
         let mut slow = Vec::new();
         let out = std::future::poll_fn(|cx| {
             let mut took = 0;
-            let polled = timer.as_mut().poll_body(
+            let polled = poll_body(
+                timer.as_mut(),
                 body.as_mut(),
                 cx,
                 &clock,
@@ -199,10 +248,7 @@ mod tests {
         let mut timer = std::pin::pin!(Timer::new());
         let waker = futures_noop_waker();
         let mut cx = Context::from_waker(&waker);
-        match timer
-            .as_mut()
-            .poll_body(body, &mut cx, &clock, (start, 5), &mut 0)
-        {
+        match poll_body(timer.as_mut(), body, &mut cx, &clock, (start, 5), &mut 0) {
             Polled::Done(7, _) => {}
             _ => panic!("ready at once"),
         }

@@ -485,15 +485,24 @@ impl Bulkhead {
         })
     }
 
+    /// Gives a place back: one atomic subtraction when nobody waits and
+    /// the place has no key, else under the lock.
+    #[inline]
     fn release(&self, key: &Option<Arc<KeySlot>>) {
-        if key.is_none() {
-            if self.gate.give() {
-                self.lock().dispatch(&self.gate);
-            }
+        if key.is_none() && !self.gate.give() {
             return;
         }
+        self.release_locked(key);
+    }
+
+    /// [`release`](Self::release) of a keyed place, or with waiters to
+    /// hand the place to (`gate.give` already ran for an unkeyed one).
+    #[cold]
+    fn release_locked(&self, key: &Option<Arc<KeySlot>>) {
         let mut st = self.lock();
-        st.give_place(&self.gate, key);
+        if key.is_some() {
+            st.give_place(&self.gate, key);
+        }
         st.dispatch(&self.gate);
     }
 

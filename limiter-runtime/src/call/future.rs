@@ -24,7 +24,7 @@ use crate::error::LimitError;
 use crate::metrics::{CallOutcome, OpMetrics};
 use crate::op::{Admission, Entered, Op};
 use crate::retry::{backoff_delay, delay_after_limit};
-use crate::timeout::{Polled, Timer};
+use crate::timeout::{PollWatch, Timer};
 
 use super::attempts::Attempts;
 use super::on_timeout::Strategy;
@@ -149,16 +149,6 @@ enum Next<T> {
     Retry(std::time::Duration),
 }
 
-/// How far one poll of a stage went.
-enum Step<T> {
-    /// The stage changed: poll the next one now.
-    Again,
-    /// Nothing more until woken.
-    Wait,
-    /// The attempt ended: a limit's refusal, or the body's output.
-    Ended(Result<T, LimitError>),
-}
-
 impl<'a, M, S, T, E> Future for CallFuture<'a, M, S>
 where
     M: Attempts,
@@ -168,26 +158,18 @@ where
 {
     type Output = Result<T, E>;
 
+    // Each stage goes on to the next within the same poll by calling it:
+    // the body's output is returned as the body's poll gave it (no copy
+    // through intermediate enums); only the rare paths (a refusal, a retry)
+    // come back here.
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T, E>> {
-        loop {
-            let step = match self.as_mut().project().stage.project() {
-                StageProj::Start => self.as_mut().admit(cx),
-                StageProj::Admitting { .. } => self.as_mut().poll_admitting(cx),
-                StageProj::Running { .. } => self.as_mut().poll_running(cx),
-                StageProj::Backoff { .. } => self.as_mut().poll_backoff(cx),
-                StageProj::Done => panic!("`CallFuture` polled after it answered"),
-            };
-            match step {
-                Step::Again => {}
-                Step::Wait => return Poll::Pending,
-                Step::Ended(Ok(Ok(out))) => return Poll::Ready(Ok(out)),
-                Step::Ended(ended) => {
-                    if let Some(out) = self.as_mut().after(ended) {
-                        return Poll::Ready(out);
-                    }
-                }
-            }
+        match self.as_mut().project().stage.project() {
+            StageProj::Running { .. } => self.poll_running(cx),
+            StageProj::Start => self.start(cx),
+            StageProj::Admitting { .. } => self.poll_admitting(cx),
+            StageProj::Backoff => self.poll_backoff(cx),
+            StageProj::Done => panic!("`CallFuture` polled after it answered"),
         }
     }
 }
@@ -202,7 +184,7 @@ where
     /// Admission without waiting: the body starts and is polled at once,
     /// or the call is refused, or admission goes on waiting.
     #[inline]
-    fn admit(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Step<Result<T, E>> {
+    fn start(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T, E>> {
         let mut this = self.as_mut().project();
         let op = *this.op;
         let core = &*op.core;
@@ -219,26 +201,25 @@ where
                 );
                 self.poll_running(cx)
             }
-            Entered::Refused(e) => Step::Ended(Err(e)),
+            Entered::Refused(e) => self.answer_or_retry(Err(e), cx),
             Entered::Later(later) => {
                 let wait = core.admit_later(later, *this.key, *this.shared_key, *this.priority);
                 this.stage.set(Stage::Admitting {
                     wait: Box::pin(wait),
                 });
-                Step::Again
+                self.poll_admitting(cx)
             }
         }
     }
 
     /// Waits for an admission that could not be made at once.
-    fn poll_admitting(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Step<Result<T, E>> {
-        let mut this = self.project();
+    fn poll_admitting(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T, E>> {
+        let mut this = self.as_mut().project();
         let StageProj::Admitting { wait } = this.stage.as_mut().project() else {
             unreachable!("admitting")
         };
-        match wait.as_mut().poll(cx) {
-            Poll::Pending => Step::Wait,
-            Poll::Ready(Ok(a)) => {
+        match std::task::ready!(wait.as_mut().poll(cx)) {
+            Ok(a) => {
                 start_body(
                     this.stage.as_mut(),
                     this.timer.as_mut(),
@@ -248,94 +229,115 @@ where
                     a,
                     this.op,
                 );
-                Step::Again
+                self.poll_running(cx)
             }
-            Poll::Ready(Err(e)) => Step::Ended(Err(e)),
+            Err(e) => self.answer_or_retry(Err(e), cx),
         }
     }
 
-    /// Polls the body under its deadline and records how it ended.
+    /// Polls the body, timed, and records how it ended.
     #[inline]
-    fn poll_running(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Step<Result<T, E>> {
-        let mut this = self.project();
+    fn poll_running(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T, E>> {
+        let mut this = self.as_mut().project();
         let op = *this.op;
         let core = &*op.core;
         let StageProj::Running { body } = this.stage.as_mut().project() else {
             unreachable!("running")
         };
-        let admission = this.admission.as_ref().expect("a running call is admitted");
-        let (start, terms) = (admission.start, admission.terms);
-        let mut took = 0;
+        let Some(admission) = this.admission.as_mut() else {
+            unreachable!("a running call is admitted")
+        };
+        let poll_start = this.timer.as_mut().poll_start(admission.start, &core.clock);
+        let watch = PollWatch::start(&core.clock);
         // Should the body panic, the call is dropped while unwinding or
         // later (a task's panic is caught, then its future dropped): the
         // flag makes that drop end it as panicked, body first.
         let unwinding = Unwinding(this.panicked);
-        let times = (start, terms.timeout_ns);
-        let polled = this
-            .timer
-            .as_mut()
-            .poll_body(body, cx, &core.clock, times, &mut took);
+        let out = body.poll(cx);
         std::mem::forget(unwinding);
-        match polled {
-            Polled::Pending => {
-                core.metrics.poll_took(took, terms.slow_poll_ns, &core.name);
-                Step::Wait
-            }
-            Polled::Done(out, end) => {
-                core.metrics
-                    .check_slow_poll(took, terms.slow_poll_ns, &core.name);
-                this.stage.set(Stage::Done);
-                let outcome = if out.is_ok() {
-                    CallOutcome::Success
-                } else {
-                    CallOutcome::Failure
-                };
-                let admission = this.admission.take().expect("admitted");
-                admission.finish(core, outcome, end, took);
-                this.strategy.succeeded(op, *this.key, &out);
-                Step::Ended(Ok(out))
-            }
-            Polled::TimedOut => {
-                core.metrics.poll_took(took, terms.slow_poll_ns, &core.name);
-                let admission = this.admission.take().expect("admitted");
-                let place = admission.end_detached(&this.op.core, CallOutcome::Timeout);
-                let mut stage = this.stage.as_mut();
-                let StageProj::Running { body } = stage.as_mut().project() else {
-                    unreachable!("the timed-out body is running")
-                };
-                let (answer, place) = this.strategy.timed_out(op, body, place, *this.key, M::keep);
-                match place {
-                    Some(place) => abandon::<M>(stage, place),
-                    None => stage.set(Stage::Done),
-                }
-                Step::Ended(answer)
-            }
+        let (end, took) = watch.stop(&core.clock, poll_start);
+        let Poll::Ready(result) = &out else {
+            return self.pending(cx, took);
+        };
+        core.metrics
+            .check_slow_poll(took, admission.terms.slow_poll_ns, &core.name);
+        let ok = result.is_ok();
+        let outcome = if ok {
+            CallOutcome::Success
+        } else {
+            CallOutcome::Failure
+        };
+        // The body goes first, then its place.
+        this.stage.set(Stage::Done);
+        admission.finish(core, outcome, end, took);
+        *this.admission = None;
+        this.strategy.succeeded(op, *this.key, result);
+        if ok || M::ONCE {
+            return out;
         }
+        let Poll::Ready(result) = out else {
+            unreachable!("the body is ready")
+        };
+        self.answer_or_retry(Ok(result), cx)
     }
 
-    /// Waits out the backoff before the next attempt.
-    fn poll_backoff(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Step<Result<T, E>> {
-        let mut this = self.project();
-        if this.timer.as_mut().poll_pause(cx).is_pending() {
-            return Step::Wait;
+    /// After a poll that left the body pending: the call is counted, the
+    /// poll's length kept, and the deadline checked; when it has passed,
+    /// the strategy decides the answer and where the body goes.
+    fn pending(mut self: Pin<&mut Self>, cx: &mut Context<'_>, took: u64) -> Poll<Result<T, E>> {
+        let mut this = self.as_mut().project();
+        let op = *this.op;
+        let core = &*op.core;
+        let Some(admission) = this.admission.as_mut() else {
+            unreachable!("a running call is admitted")
+        };
+        core.metrics.count(&mut admission.entry);
+        let terms = admission.terms;
+        core.metrics.poll_took(took, terms.slow_poll_ns, &core.name);
+        let timer = this.timer.as_mut();
+        if !timer.deadline_passed(cx, &core.clock, admission.start, terms.timeout_ns) {
+            return Poll::Pending;
         }
+        let Some(admission) = this.admission.take() else {
+            unreachable!("a running call is admitted")
+        };
+        let place = admission.end_detached(core, CallOutcome::Timeout);
+        let mut stage = this.stage.as_mut();
+        let StageProj::Running { body } = stage.as_mut().project() else {
+            unreachable!("the timed-out body is running")
+        };
+        let (answer, place) = this.strategy.timed_out(op, body, place, *this.key, M::keep);
+        match place {
+            Some(place) => abandon::<M>(stage, place),
+            None => stage.set(Stage::Done),
+        }
+        self.answer_or_retry(answer, cx)
+    }
+
+    /// Waits out the backoff before the next attempt, then starts it.
+    fn poll_backoff(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T, E>> {
+        let mut this = self.as_mut().project();
+        std::task::ready!(this.timer.as_mut().poll_pause(cx));
         *this.attempt += 1;
         this.stage.set(Stage::Start);
-        Step::Again
+        self.start(cx)
     }
 
-    /// After an attempt that did not succeed: the answer, or a retry after
-    /// a backoff (`None`).
-    fn after(
-        self: Pin<&mut Self>,
+    /// After an attempt that did not succeed (`ended`: a limit's refusal,
+    /// the body's error, or the strategy's answer to a timeout): the
+    /// answer, or the next attempt after a backoff.
+    #[cold]
+    fn answer_or_retry(
+        mut self: Pin<&mut Self>,
         ended: Result<Result<T, E>, LimitError>,
-    ) -> Option<Result<T, E>> {
-        let mut this = self.project();
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<T, E>> {
+        let mut this = self.as_mut().project();
         let op = *this.op;
         match next_step::<M, T, E>(op, *this.attempt, ended) {
             Next::Answer(out) => {
                 this.stage.set(Stage::Done);
-                Some(out)
+                Poll::Ready(out)
             }
             Next::Retry(delay) => {
                 OpMetrics::inc(&op.core.metrics.counters.retries);
@@ -347,7 +349,7 @@ where
                 );
                 this.stage.set(Stage::Backoff);
                 this.timer.pause(delay);
-                None
+                self.poll_backoff(cx)
             }
         }
     }

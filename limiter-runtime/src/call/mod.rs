@@ -224,6 +224,10 @@ impl<K: LimitKey + ?Sized> LimitKey for KeyRef<'_, K> {
     fn hash_key(&self, state: &mut dyn std::hash::Hasher) {
         self.0.hash_key(state);
     }
+
+    fn key_hash(&self, seed: &crate::keys::KeySeed) -> u64 {
+        self.0.key_hash(seed)
+    }
 }
 
 impl<'a> Call<'a, Cancel> {

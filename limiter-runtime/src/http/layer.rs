@@ -16,7 +16,7 @@ use tower::{Layer, Service};
 
 use crate::clock::Clock;
 use crate::error::{ConfigError, LimitError};
-use crate::keys::KeyHasher;
+use crate::keys::KeySeed;
 use crate::monitor::{KeyLimitView, KeyLimits, RouteRecorder, RuleDecision, UNMATCHED_ROUTE};
 use crate::rate::KeyedOutcome;
 use crate::registry::{registry, Registry};
@@ -76,7 +76,7 @@ struct Shared {
     registry: &'static Registry,
     rules: Vec<CompiledRule>,
     identity: IdentityConfig,
-    hasher: KeyHasher,
+    hasher: KeySeed,
     clock: Clock,
     slow_poll_ns: u64,
     success_headers: bool,
@@ -238,7 +238,7 @@ impl LimiterLayerBuilder {
             registry: self.registry,
             rules,
             identity,
-            hasher: KeyHasher::default(),
+            hasher: KeySeed::default(),
             clock: Clock::new(),
             slow_poll_ns: crate::clock::duration_ns(self.slow_poll),
             success_headers: self.success_headers,

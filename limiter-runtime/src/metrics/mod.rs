@@ -121,6 +121,21 @@ struct OpShard {
     max_poll_ns: AtomicU64,
 }
 
+/// Whether an admitted call is still to be counted in `calls` (and
+/// `admitted`). A call admitted at once is counted with its outcome when
+/// its body is ready at the first poll (one access to the thread's slot
+/// instead of two), else when that poll returns: a snapshot taken during
+/// a call's first poll does not count it yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Entry {
+    /// Already counted.
+    Counted,
+    /// To count in `calls` only: it runs with every limit off.
+    Unlimited,
+    /// To count in `calls` and `admitted`.
+    Admitted,
+}
+
 /// Counters and latency of one operation.
 #[derive(Default)]
 pub(crate) struct OpMetrics {
@@ -142,6 +157,16 @@ impl OpMetrics {
         l.add(&l.value.calls, 1);
         if admitted {
             l.add(&l.value.admitted, 1);
+        }
+    }
+
+    /// Counts `entry` now, if it is still to be counted.
+    #[inline]
+    pub(crate) fn count(&self, entry: &mut Entry) {
+        match std::mem::replace(entry, Entry::Counted) {
+            Entry::Counted => {}
+            Entry::Unlimited => self.entered(false),
+            Entry::Admitted => self.entered(true),
         }
     }
 
@@ -169,12 +194,19 @@ impl OpMetrics {
         tracing::debug!(op = err.op(), reason = err.code(), retry_after = ?err.retry_after(), "call refused");
     }
 
-    /// Records how an admitted call ended and how long it took; `poll_ns`
-    /// is the length of its last poll (0: none to record), kept when it is
-    /// the longest seen. One access to this thread's slot.
+    /// Records how an admitted call ended and how long it took, and counts
+    /// its `entry` if that is still to be done; `poll_ns` is the length of
+    /// its last poll (0: none to record), kept when it is the longest seen.
+    /// One access to this thread's slot.
     #[inline]
-    pub(crate) fn finish(&self, outcome: CallOutcome, latency_ns: u64, poll_ns: u64) {
+    pub(crate) fn finish(&self, outcome: CallOutcome, latency_ns: u64, poll_ns: u64, entry: Entry) {
         let l = self.local.local();
+        if entry != Entry::Counted {
+            l.add(&l.value.calls, 1);
+            if entry == Entry::Admitted {
+                l.add(&l.value.admitted, 1);
+            }
+        }
         l.add(&l.value.outcomes[outcome as usize], 1);
         l.value.latency.record(&l, latency_ns);
         if poll_ns > 0 {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::breaker::Ticket;
 use crate::bulkhead::{BulkPermit, Bulkhead};
 use crate::error::LimitError;
-use crate::metrics::CallOutcome;
+use crate::metrics::{CallOutcome, Entry};
 use crate::rate::{KeyedOutcome, Refusal};
 
 use super::{OpCore, Policy, Terms};
@@ -22,7 +22,7 @@ impl OpCore {
         key: Option<u64>,
         shared_key: Option<u64>,
         priority: i64,
-    ) -> Result<Admitted<B>, LimitError>
+    ) -> Result<Admitted<'_, B>, LimitError>
     where
         B: std::ops::Deref<Target = Bulkhead>,
     {
@@ -38,10 +38,11 @@ impl OpCore {
     /// Admission as far as it goes without waiting. The usual path reads
     /// the clock and the policy once, takes the breaker's state with one
     /// load, the rate with one compare-and-swap and the bulkhead place with
-    /// another, and allocates nothing. What must wait (a queue place, a
+    /// another, and allocates nothing. An admission made here is not
+    /// counted yet: its [`Entry`] says what its owner must count. What must wait (a queue place, a
     /// Redis round trip) is left to [`admit_later`](Self::admit_later).
     #[inline]
-    pub(crate) fn enter<B>(&self, bulkhead: B, key: Option<u64>) -> Entered<B>
+    pub(crate) fn enter<B>(&self, bulkhead: B, key: Option<u64>) -> Entered<'_, B>
     where
         B: std::ops::Deref<Target = Bulkhead>,
     {
@@ -59,15 +60,13 @@ impl OpCore {
             return Entered::Refused(self.refuse_rate(policy, miss));
         }
         match Bulkhead::try_acquire(bulkhead, key, now) {
-            Ok(bulk) => {
-                self.metrics.entered(true);
-                Entered::Admitted(Admitted {
-                    ticket,
-                    bulk: Some(bulk),
-                    terms: policy.terms,
-                    start: now,
-                })
-            }
+            Ok(bulk) => Entered::Admitted(Admitted {
+                ticket,
+                bulk: Some(bulk),
+                terms: &policy.terms,
+                start: now,
+                entry: Entry::Admitted,
+            }),
             Err(bulkhead) => Entered::Later(Later {
                 bulkhead,
                 ticket: Some(ticket),
@@ -79,17 +78,22 @@ impl OpCore {
     /// Admission of a call with every limit off (it runs, counted), or of
     /// an op kept in the shared store (all of it after a round trip).
     #[cold]
-    fn enter_unlimited_or_shared<B>(&self, policy: &Policy, bulkhead: B, now: u64) -> Entered<B>
+    fn enter_unlimited_or_shared<'p, B>(
+        &'p self,
+        policy: &'p Policy,
+        bulkhead: B,
+        now: u64,
+    ) -> Entered<'p, B>
     where
         B: std::ops::Deref<Target = Bulkhead>,
     {
         if !(policy.cfg.enabled && self.shared.enabled.load(Ordering::Relaxed)) {
-            self.metrics.entered(false);
             return Entered::Admitted(Admitted {
                 ticket: Ticket::Bypass,
                 bulk: None,
-                terms: policy.terms,
+                terms: &policy.terms,
                 start: now,
+                entry: Entry::Unlimited,
             });
         }
         Entered::Later(Later {
@@ -139,7 +143,7 @@ impl OpCore {
         key: Option<u64>,
         shared_key: Option<u64>,
         priority: i64,
-    ) -> Result<Admitted<B>, LimitError>
+    ) -> Result<Admitted<'_, B>, LimitError>
     where
         B: std::ops::Deref<Target = Bulkhead>,
     {
@@ -154,7 +158,7 @@ impl OpCore {
                 .await;
         };
         let ticket = TicketGuard { core: self, ticket };
-        let terms = self.policy().terms;
+        let terms = &self.policy().terms;
         self.wait_place(ticket, terms, bulkhead, key, priority, now)
             .await
     }
@@ -162,15 +166,15 @@ impl OpCore {
     /// The last step of a call admitted by the breaker and rate limits:
     /// waits for a bulkhead place (the ticket goes back if it is refused or
     /// the wait is dropped).
-    pub(super) async fn wait_place<B>(
-        &self,
-        ticket: TicketGuard<'_>,
-        terms: Terms,
+    pub(super) async fn wait_place<'p, B>(
+        &'p self,
+        ticket: TicketGuard<'p>,
+        terms: &'p Terms,
         bulkhead: B,
         key: Option<u64>,
         priority: i64,
         now: u64,
-    ) -> Result<Admitted<B>, LimitError>
+    ) -> Result<Admitted<'p, B>, LimitError>
     where
         B: std::ops::Deref<Target = Bulkhead>,
     {
@@ -182,6 +186,7 @@ impl OpCore {
                     bulk: Some(bulk),
                     terms,
                     start: self.clock.now_ns(),
+                    entry: Entry::Counted,
                 })
             }
             Err(e) => Err(self.reject(e)),
@@ -234,8 +239,8 @@ impl Drop for TicketGuard<'_> {
 }
 
 /// How far [`OpCore::enter`] got.
-pub(crate) enum Entered<B: std::ops::Deref<Target = Bulkhead>> {
-    Admitted(Admitted<B>),
+pub(crate) enum Entered<'p, B: std::ops::Deref<Target = Bulkhead>> {
+    Admitted(Admitted<'p, B>),
     Refused(LimitError),
     /// Must wait: see [`OpCore::admit_later`].
     Later(Later<B>),
@@ -252,33 +257,53 @@ pub(crate) struct Later<B> {
 }
 
 /// What admission granted.
-pub(crate) struct Admitted<B: std::ops::Deref<Target = Bulkhead>> {
+pub(crate) struct Admitted<'p, B: std::ops::Deref<Target = Bulkhead>> {
     pub(crate) ticket: Ticket,
     pub(crate) bulk: Option<BulkPermit<B>>,
-    pub(crate) terms: Terms,
+    /// The terms of the policy it was admitted under.
+    pub(crate) terms: &'p Terms,
     /// When the call starts running (a reading of the op's clock).
     pub(crate) start: u64,
+    /// What is still to count of it.
+    pub(crate) entry: Entry,
 }
 
 /// An admitted call in progress, borrowed from its op. Its owner (the
 /// call's future) ends it exactly once, after dropping the body or handing
 /// the place over to whatever goes on running it.
-pub(crate) type Admission<'a> = Admitted<&'a Bulkhead>;
+pub(crate) type Admission<'a> = Admitted<'a, &'a Bulkhead>;
 
 impl Admission<'_> {
     /// Records the outcome of a call of `core` that ended at `end` (its
-    /// last poll took `poll_ns`) and releases its place.
+    /// last poll took `poll_ns`) and releases its place. What is left (it
+    /// holds nothing) is for the owner to discard: ended in place, the
+    /// admission is not moved out of the call's future.
     #[inline]
-    pub(crate) fn finish(self, core: &OpCore, outcome: CallOutcome, end: u64, poll_ns: u64) {
-        core.complete(self.ticket, &self.terms, self.start, end, outcome, poll_ns);
-        drop(self.bulk);
+    pub(crate) fn finish(&mut self, core: &OpCore, outcome: CallOutcome, end: u64, poll_ns: u64) {
+        core.complete(
+            self.ticket,
+            self.terms,
+            (self.start, end),
+            outcome,
+            poll_ns,
+            self.entry,
+        );
+        self.entry = Entry::Counted;
+        drop(self.bulk.take());
     }
 
     /// Records `outcome` now and hands the place over, still held, to
     /// whoever decides when the body is gone.
     pub(crate) fn end_detached(self, core: &OpCore, outcome: CallOutcome) -> Place {
         let end = core.clock.now_ns();
-        core.complete(self.ticket, &self.terms, self.start, end, outcome, 0);
+        core.complete(
+            self.ticket,
+            self.terms,
+            (self.start, end),
+            outcome,
+            0,
+            self.entry,
+        );
         let owner = Arc::clone(&core.bulkhead);
         Place(self.bulk.map(|b| b.into_owned(owner)))
     }

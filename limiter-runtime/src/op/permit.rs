@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::breaker::Ticket;
 use crate::bulkhead::{BulkPermit, Bulkhead};
-use crate::metrics::CallOutcome;
+use crate::metrics::{CallOutcome, Entry};
 
 use super::{Admitted, OpCore, Terms};
 
@@ -34,12 +34,13 @@ pub struct Permit {
 }
 
 impl Permit {
-    pub(crate) fn new(core: Arc<OpCore>, a: Admitted<Arc<Bulkhead>>) -> Self {
+    pub(crate) fn new(core: Arc<OpCore>, mut a: Admitted<'_, Arc<Bulkhead>>) -> Self {
+        core.metrics.count(&mut a.entry);
         Self {
             core,
             ticket: a.ticket,
             bulk: a.bulk,
-            terms: a.terms,
+            terms: *a.terms,
             start: a.start,
             failed: false,
         }
@@ -72,8 +73,14 @@ impl Drop for Permit {
             CallOutcome::Success
         };
         let end = self.core.clock.now_ns();
-        self.core
-            .complete(self.ticket, &self.terms, self.start, end, outcome, 0);
+        self.core.complete(
+            self.ticket,
+            &self.terms,
+            (self.start, end),
+            outcome,
+            0,
+            Entry::Counted,
+        );
         drop(self.bulk.take());
     }
 }

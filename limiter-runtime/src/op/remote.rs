@@ -54,7 +54,7 @@ impl OpCore {
         shared_key: Option<u64>,
         priority: i64,
         now: u64,
-    ) -> Result<Admitted<B>, LimitError>
+    ) -> Result<Admitted<'_, B>, LimitError>
     where
         B: std::ops::Deref<Target = Bulkhead>,
     {
@@ -69,7 +69,7 @@ impl OpCore {
                 local: p.rate.clone(),
                 local_keyed: p.rate_per_key.clone(),
             };
-            (remote, p.terms)
+            (remote, &p.terms)
         };
         let ticket = match &remote.breaker {
             Some(breaker) => match self.shared_breaker_admit(breaker, &remote, now).await {
