@@ -1,9 +1,9 @@
 //! The timeout of one call and the timing of its polls.
 //!
-//! [`Timer`] polls a body under an optional deadline. Each poll is timed: a
+//! [`Timer`] keeps a body's deadline (or a retry's pause). Each poll is timed: a
 //! single poll longer than a threshold means the executor thread was
 //! blocked that long (a *slow poll*). The same poll timing
-//! ([`time_poll`]) serves limited calls and HTTP routes.
+//! ([`PollWatch`]) serves limited calls and HTTP routes.
 //!
 //! Poll times come from a [`Clock`]. Under a paused tokio clock, whose time
 //! does not pass while code runs, they are taken from `std::time::Instant`
@@ -69,21 +69,6 @@ impl PollWatch {
         };
         (end, took)
     }
-}
-
-/// One poll of `fut`, timed with a [`PollWatch`]: the poll's output, the
-/// clock's reading after it, and how long it took.
-#[inline]
-pub(crate) fn time_poll<F: Future>(
-    fut: Pin<&mut F>,
-    cx: &mut Context<'_>,
-    clock: &Clock,
-    poll_start: u64,
-) -> (Poll<F::Output>, u64, u64) {
-    let watch = PollWatch::start(clock);
-    let out = fut.poll(cx);
-    let (end, took) = watch.stop(clock, poll_start);
-    (out, end, took)
 }
 
 pin_project! {
@@ -195,7 +180,9 @@ mod tests {
         took: &mut u64,
     ) -> Polled<F::Output> {
         let poll_start = timer.as_mut().poll_start(start, clock);
-        let (out, end, ns) = time_poll(body, cx, clock, poll_start);
+        let watch = PollWatch::start(clock);
+        let out = body.poll(cx);
+        let (end, ns) = watch.stop(clock, poll_start);
         *took = ns;
         if let Poll::Ready(v) = out {
             return Polled::Done(v, end);

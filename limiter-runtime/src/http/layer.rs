@@ -20,7 +20,7 @@ use crate::keys::KeySeed;
 use crate::monitor::{KeyLimitView, KeyLimits, RouteRecorder, RuleDecision, UNMATCHED_ROUTE};
 use crate::rate::KeyedOutcome;
 use crate::registry::{registry, Registry};
-use crate::timeout::time_poll;
+use crate::timeout::PollWatch;
 
 use super::identity::{
     normalize_id, Client, ClientClass, ForwardedHeader, IdentityConfig, IdentitySource,
@@ -516,8 +516,11 @@ impl<F: Future> Future for TimedPolls<F> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = &mut *self;
         let clock = &this.shared.clock;
-        // The same poll timing as a limited call's (`timeout::time_poll`).
-        let (out, _, took) = time_poll(this.fut.as_mut(), cx, clock, clock.now_ns());
+        // The same poll timing as a limited call's (`timeout::PollWatch`).
+        let poll_start = clock.now_ns();
+        let watch = PollWatch::start(clock);
+        let out = this.fut.as_mut().poll(cx);
+        let (_, took) = watch.stop(clock, poll_start);
         if took > this.shared.slow_poll_ns {
             this.recorder.slow_poll();
         }
