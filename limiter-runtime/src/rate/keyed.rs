@@ -73,11 +73,13 @@ impl KeyedRate {
         }
     }
 
-    /// Takes one call from `state` at `now`.
+    /// Takes one call from `state` at `now`, under its shard's lock (the
+    /// table only lends a key's state under it, so the cell is written
+    /// with a plain store).
     #[inline]
     fn take(&self, state: &KeyRate, now: u64) -> Result<(), Refusal> {
         match (state, &self.gcra) {
-            (KeyRate::Gcra(cell), Some(p)) => match cell.try_acquire(p, now) {
+            (KeyRate::Gcra(cell), Some(p)) => match cell.try_acquire_exclusive(p, now) {
                 Ok(_) => Ok(()),
                 Err(wait) => Err(Refusal {
                     wait: Duration::from_nanos(wait),
