@@ -97,6 +97,13 @@ pub(crate) trait KeyState: Send + Sync {
     }
 }
 
+/// State kept apart from the slot (a multi-window rate's cells).
+impl<T: KeyState + ?Sized> KeyState for Box<T> {
+    fn is_idle(&self, now_ns: u64) -> bool {
+        (**self).is_idle(now_ns)
+    }
+}
+
 /// State shared with its users (a bulkhead key's counts, held by permits).
 impl<T: KeyState> KeyState for Arc<T> {
     fn is_idle(&self, now_ns: u64) -> bool {

@@ -8,7 +8,7 @@ mod snapshot;
 
 pub use admission::Place;
 use admission::TicketGuard;
-pub(crate) use admission::{Admission, Admitted, Entered};
+pub(crate) use admission::{Admission, Admitted, Deferred};
 pub use permit::Permit;
 pub use snapshot::{KeyUsage, OpSnapshot};
 
@@ -177,7 +177,7 @@ impl OpCore {
         if let Some(was) = replaced {
             // Out of force for good, once the new policy is published: free
             // its keys (the policy that held it is kept, see `policies`).
-            was.table.clear();
+            was.clear();
         }
     }
 
@@ -292,7 +292,7 @@ impl Policy {
                 rate_per_key: Some(keyed),
                 ..
             }) if keyed.spec == *spec => {
-                keyed.table.set_cap(cfg.max_keys);
+                keyed.set_cap(cfg.max_keys);
                 Arc::clone(keyed)
             }
             _ => Arc::new(KeyedRate::new(spec.clone(), cfg.max_keys)),
@@ -511,7 +511,7 @@ impl Op {
             .policy()
             .rate_per_key
             .as_ref()
-            .is_some_and(|k| k.table.remove(hash));
+            .is_some_and(|k| k.remove(hash));
         let bulk = self.core.bulkhead.keys.remove_unused(hash);
         rate || bulk
     }
@@ -525,7 +525,7 @@ impl Op {
             .policy()
             .rate_per_key
             .as_ref()
-            .map_or(0, |k| k.table.sweep(now));
+            .map_or(0, |k| k.sweep(now));
         rate + self.core.bulkhead.keys.sweep(now)
     }
 

@@ -22,7 +22,7 @@ use pin_project_lite::pin_project;
 
 use crate::error::LimitError;
 use crate::metrics::{CallOutcome, OpMetrics};
-use crate::op::{Admission, Entered, Op};
+use crate::op::{Admission, Deferred, Op};
 use crate::retry::{backoff_delay, delay_after_limit};
 use crate::timeout::{PollWatch, Timer};
 
@@ -188,21 +188,20 @@ where
         let mut this = self.as_mut().project();
         let op = *this.op;
         let core = &*op.core;
-        match core.enter(&*core.bulkhead, *this.key) {
-            Entered::Admitted(a) => {
+        match core.enter(&*core.bulkhead, *this.key, this.admission) {
+            Ok(()) => {
                 start_body(
                     this.stage.as_mut(),
                     this.timer.as_mut(),
                     this.admission,
                     this.panicked,
                     this.attempts,
-                    a,
                     op,
                 );
                 self.poll_running(cx)
             }
-            Entered::Refused(e) => self.answer_or_retry(Err(e), cx),
-            Entered::Later(later) => {
+            Err(Deferred::Refused(e)) => self.answer_or_retry(Err(e), cx),
+            Err(Deferred::Later(later)) => {
                 let wait = core.admit_later(later, *this.key, *this.shared_key, *this.priority);
                 this.stage.set(Stage::Admitting {
                     wait: Box::pin(wait),
@@ -220,13 +219,13 @@ where
         };
         match std::task::ready!(wait.as_mut().poll(cx)) {
             Ok(a) => {
+                *this.admission = Some(a);
                 start_body(
                     this.stage.as_mut(),
                     this.timer.as_mut(),
                     this.admission,
                     this.panicked,
                     this.attempts,
-                    a,
                     this.op,
                 );
                 self.poll_running(cx)
@@ -236,7 +235,7 @@ where
     }
 
     /// Polls the body, timed, and records how it ended.
-    #[inline]
+    #[inline(never)]
     fn poll_running(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T, E>> {
         let mut this = self.as_mut().project();
         let op = *this.op;
@@ -355,22 +354,21 @@ where
     }
 }
 
-/// The admitted call's body starts. The admission is stored first: should
-/// making the body panic, the call's drop still ends it (as panicked).
+/// The body of the call admitted in `slot` starts. The admission is stored
+/// first: should making the body panic, the call's drop still ends it (as
+/// panicked).
 #[inline(always)]
 fn start_body<'a, M: Attempts>(
     mut stage: Pin<&mut Stage<'a, M::Body>>,
     timer: Pin<&mut Timer>,
-    slot: &mut Option<Admission<'a>>,
+    slot: &Option<Admission<'a>>,
     panicked: &mut bool,
     attempts: &mut M,
-    admission: Admission<'a>,
     op: &'a Op,
 ) {
-    if M::ONCE && admission.terms.retries {
+    if M::ONCE && slot.as_ref().is_some_and(|a| a.terms.retries) {
         op.core.warn_once_retries_ignored();
     }
-    *slot = Some(admission);
     let unwinding = Unwinding(panicked);
     let body = attempts.next();
     std::mem::forget(unwinding);

@@ -392,10 +392,7 @@ impl KeyLimits for Shared {
 
     fn reset(&self, key: &str) -> usize {
         let hash = self.hasher.hash(&&*normalize_id(key));
-        self.rules
-            .iter()
-            .filter(|r| r.limiter.table.remove(hash))
-            .count()
+        self.rules.iter().filter(|r| r.limiter.remove(hash)).count()
     }
 }
 

@@ -26,10 +26,11 @@ impl OpCore {
     where
         B: std::ops::Deref<Target = Bulkhead>,
     {
-        match self.enter(bulkhead, key) {
-            Entered::Admitted(a) => Ok(a),
-            Entered::Refused(e) => Err(e),
-            Entered::Later(later) => {
+        let mut slot = None;
+        match self.enter(bulkhead, key, &mut slot) {
+            Ok(()) => slot.ok_or_else(|| unreachable!("entered")),
+            Err(Deferred::Refused(e)) => Err(e),
+            Err(Deferred::Later(later)) => {
                 Box::pin(self.admit_later(later, key, shared_key, priority)).await
             }
         }
@@ -39,39 +40,52 @@ impl OpCore {
     /// the clock and the policy once, takes the breaker's state with one
     /// load, the rate with one compare-and-swap and the bulkhead place with
     /// another, and allocates nothing. An admission made here is not
-    /// counted yet: its [`Entry`] says what its owner must count. What must wait (a queue place, a
-    /// Redis round trip) is left to [`admit_later`](Self::admit_later).
+    /// counted yet: its [`Entry`] says what its owner must count. What
+    /// must wait (a queue place, a Redis round trip) is left to
+    /// [`admit_later`](Self::admit_later).
+    ///
+    /// The admission is written into its owner's `slot` (a call's future
+    /// keeps it there until the call ends), not returned: it is made in
+    /// place instead of being copied out and in again.
     #[inline]
-    pub(crate) fn enter<B>(&self, bulkhead: B, key: Option<u64>) -> Entered<'_, B>
+    pub(crate) fn enter<'p, B>(
+        &'p self,
+        bulkhead: B,
+        key: Option<u64>,
+        slot: &mut Option<Admitted<'p, B>>,
+    ) -> Result<(), Deferred<B>>
     where
         B: std::ops::Deref<Target = Bulkhead>,
     {
         let now = self.clock.now_ns();
         let policy = self.policy();
         if !(policy.local && self.shared.enabled.load(Ordering::Relaxed)) {
-            return self.enter_unlimited_or_shared(policy, bulkhead, now);
+            return self.enter_unlimited_or_shared(policy, bulkhead, now, slot);
         }
         let ticket = match self.breaker.admit(now) {
             Ok(t) => t,
-            Err(wait) => return Entered::Refused(self.refuse_open(wait)),
+            Err(wait) => return Err(Deferred::Refused(self.refuse_open(wait))),
         };
         if let Err(miss) = take_rates(policy, key, now) {
             self.release_ticket(ticket);
-            return Entered::Refused(self.refuse_rate(policy, miss));
+            return Err(Deferred::Refused(self.refuse_rate(policy, miss)));
         }
         match Bulkhead::try_acquire(bulkhead, key, now) {
-            Ok(bulk) => Entered::Admitted(Admitted {
-                ticket,
-                bulk: Some(bulk),
-                terms: &policy.terms,
-                start: now,
-                entry: Entry::Admitted,
-            }),
-            Err(bulkhead) => Entered::Later(Later {
+            Ok(bulk) => {
+                *slot = Some(Admitted {
+                    ticket,
+                    bulk: Some(bulk),
+                    terms: &policy.terms,
+                    start: now,
+                    entry: Entry::Admitted,
+                });
+                Ok(())
+            }
+            Err(bulkhead) => Err(Deferred::Later(Later {
                 bulkhead,
                 ticket: Some(ticket),
                 now,
-            }),
+            })),
         }
     }
 
@@ -83,24 +97,26 @@ impl OpCore {
         policy: &'p Policy,
         bulkhead: B,
         now: u64,
-    ) -> Entered<'p, B>
+        slot: &mut Option<Admitted<'p, B>>,
+    ) -> Result<(), Deferred<B>>
     where
         B: std::ops::Deref<Target = Bulkhead>,
     {
         if !(policy.cfg.enabled && self.shared.enabled.load(Ordering::Relaxed)) {
-            return Entered::Admitted(Admitted {
+            *slot = Some(Admitted {
                 ticket: Ticket::Bypass,
                 bulk: None,
                 terms: &policy.terms,
                 start: now,
                 entry: Entry::Unlimited,
             });
+            return Ok(());
         }
-        Entered::Later(Later {
+        Err(Deferred::Later(Later {
             bulkhead,
             ticket: None,
             now,
-        })
+        }))
     }
 
     /// The open breaker's refusal, counted.
@@ -238,9 +254,8 @@ impl Drop for TicketGuard<'_> {
     }
 }
 
-/// How far [`OpCore::enter`] got.
-pub(crate) enum Entered<'p, B: std::ops::Deref<Target = Bulkhead>> {
-    Admitted(Admitted<'p, B>),
+/// Why [`OpCore::enter`] did not admit a call at once.
+pub(crate) enum Deferred<B: std::ops::Deref<Target = Bulkhead>> {
     Refused(LimitError),
     /// Must wait: see [`OpCore::admit_later`].
     Later(Later<B>),

@@ -112,8 +112,8 @@ impl Op {
             rate_per_key: policy.rate_per_key.as_ref().map(|k| RateSnapshot {
                 spec: k.spec.clone(),
                 available: None,
-                keys: Some(k.table.len()),
-                keys_evicted: Some(k.table.evicted()),
+                keys: Some(k.len()),
+                keys_evicted: Some(k.evicted()),
             }),
             cache_entries: core.cache.len(),
             coalescing: core.flights.len(),

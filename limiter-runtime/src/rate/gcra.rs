@@ -149,7 +149,10 @@ mod tests {
             refused += u32::from(a.is_err());
             admitted += u32::from(a.is_ok());
         }
-        assert!(refused > 0 && admitted > 0, "{admitted} admitted, {refused} refused");
+        assert!(
+            refused > 0 && admitted > 0,
+            "{admitted} admitted, {refused} refused"
+        );
     }
 
     #[test]

@@ -4,6 +4,11 @@
 //! parameters kept once for every key. Other shapes (windows, several
 //! rates) keep a boxed [`RateState`] per key.
 //!
+//! The two shapes keep separate tables, so a token-bucket key's slot holds
+//! its cell alone (no enum tag beside it): 24 bytes with the key and its
+//! last use, which keeps a large table's footprint, and its cache misses,
+//! down.
+//!
 //! A check runs under the key's shard lock (one lock, one lookup, the
 //! take): no reference count is taken or dropped and no state leaves the
 //! table, so an idle key costs its slot alone.
@@ -19,10 +24,16 @@ use super::{RateState, Refusal};
 /// A rate limit applied to each key on its own.
 pub(crate) struct KeyedRate {
     pub(crate) spec: RateSpec,
-    /// The parameters of every key's cell, when the spec is one token
-    /// bucket window (the keys then keep only their cell).
-    gcra: Option<GcraParams>,
-    pub(crate) table: KeyTable<KeyRate>,
+    table: Table,
+}
+
+/// Every key's state, by the shape of the spec.
+enum Table {
+    /// A single token bucket window: each key keeps its cell alone, the
+    /// parameters are kept once here.
+    Gcra(GcraParams, KeyTable<GcraCell>),
+    /// Any other spec: each key keeps every window with its parameters.
+    Cells(KeyTable<Box<RateState>>),
 }
 
 /// What one per-key check found.
@@ -33,81 +44,36 @@ pub(crate) enum KeyedOutcome {
     TableFull,
 }
 
-/// One key's state.
-pub(crate) enum KeyRate {
-    /// A single token bucket window: its cell alone.
-    Gcra(GcraCell),
-    /// Any other spec: every window with its parameters.
-    Cells(Box<RateState>),
-}
-
-impl KeyState for KeyRate {
+impl KeyState for GcraCell {
     fn is_idle(&self, now_ns: u64) -> bool {
-        match self {
-            KeyRate::Gcra(cell) => cell.is_idle(now_ns),
-            KeyRate::Cells(state) => state.is_idle(now_ns),
-        }
+        GcraCell::is_idle(self, now_ns)
     }
 }
 
 impl KeyedRate {
     pub(crate) fn new(spec: RateSpec, max_keys: usize) -> Self {
-        let gcra = match (&*spec.windows, spec.algorithm) {
-            ([w], Algorithm::TokenBucket) => {
-                Some(GcraParams::new(w, spec.burst.unwrap_or(w.count())))
-            }
-            _ => None,
+        let table = match (&*spec.windows, spec.algorithm) {
+            ([w], Algorithm::TokenBucket) => Table::Gcra(
+                GcraParams::new(w, spec.burst.unwrap_or(w.count())),
+                KeyTable::new(max_keys),
+            ),
+            _ => Table::Cells(KeyTable::new(max_keys)),
         };
-        Self {
-            spec,
-            gcra,
-            table: KeyTable::new(max_keys),
-        }
-    }
-
-    /// A new key's state.
-    fn fresh(&self) -> KeyRate {
-        match self.gcra {
-            Some(_) => KeyRate::Gcra(GcraCell::default()),
-            None => KeyRate::Cells(Box::new(RateState::new(&self.spec))),
-        }
-    }
-
-    /// Takes one call from `state` at `now`, under its shard's lock (the
-    /// table only lends a key's state under it, so the cell is written
-    /// with a plain store).
-    #[inline]
-    fn take(&self, state: &KeyRate, now: u64) -> Result<(), Refusal> {
-        match (state, &self.gcra) {
-            (KeyRate::Gcra(cell), Some(p)) => match cell.try_acquire_exclusive(p, now) {
-                Ok(_) => Ok(()),
-                Err(wait) => Err(Refusal {
-                    wait: Duration::from_nanos(wait),
-                    window: 0,
-                }),
-            },
-            (KeyRate::Cells(s), _) => s.try_acquire(now),
-            // A key made under another spec: the table is replaced with
-            // its spec, so this cannot be reached; admit rather than panic.
-            (KeyRate::Gcra(_), None) => Ok(()),
-        }
-    }
-
-    /// Calls `state` would admit now (its tightest window).
-    fn left(&self, state: &KeyRate, now: u64) -> u64 {
-        match (state, &self.gcra) {
-            (KeyRate::Gcra(cell), Some(p)) => cell.available(p, now),
-            (KeyRate::Cells(s), _) => s.available(now),
-            (KeyRate::Gcra(_), None) => 0,
-        }
+        Self { spec, table }
     }
 
     /// Takes one call from `key`'s limit at `now`.
     #[inline]
     pub(crate) fn try_acquire(&self, key: u64, now: u64) -> KeyedOutcome {
-        let taken = self
-            .table
-            .with(key, now, || self.fresh(), |state| self.take(state, now));
+        let taken = match &self.table {
+            // Under the shard's lock: the only writer of the cell.
+            Table::Gcra(p, table) => table.with(key, now, GcraCell::default, |cell| {
+                cell.try_acquire_exclusive(p, now)
+                    .map(drop)
+                    .map_err(gcra_refusal)
+            }),
+            Table::Cells(table) => table.with(key, now, || self.fresh(), |s| s.try_acquire(now)),
+        };
         match taken {
             Some(Ok(())) => KeyedOutcome::Admitted,
             Some(Err(refusal)) => KeyedOutcome::Limited(refusal),
@@ -119,22 +85,94 @@ impl KeyedRate {
     /// the key has left now (its tightest window).
     #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     pub(crate) fn try_acquire_remaining(&self, key: u64, now: u64) -> (KeyedOutcome, u64) {
-        self.table
-            .with(
+        let outcome = |taken: Result<(), Refusal>, left: &dyn Fn() -> u64| match taken {
+            Ok(()) => (KeyedOutcome::Admitted, left()),
+            Err(refusal) => (KeyedOutcome::Limited(refusal), 0),
+        };
+        let checked = match &self.table {
+            Table::Gcra(p, table) => table.with(key, now, GcraCell::default, |cell| {
+                let taken = cell.try_acquire_exclusive(p, now);
+                outcome(taken.map(drop).map_err(gcra_refusal), &|| {
+                    cell.available(p, now)
+                })
+            }),
+            Table::Cells(table) => table.with(
                 key,
                 now,
                 || self.fresh(),
-                |state| match self.take(state, now) {
-                    Ok(()) => (KeyedOutcome::Admitted, self.left(state, now)),
-                    Err(refusal) => (KeyedOutcome::Limited(refusal), 0),
-                },
-            )
-            .unwrap_or((KeyedOutcome::TableFull, 0))
+                |s| outcome(s.try_acquire(now), &|| s.available(now)),
+            ),
+        };
+        checked.unwrap_or((KeyedOutcome::TableFull, 0))
     }
 
     /// Calls `key` would be admitted now; `None` when the key is not
     /// tracked.
     pub(crate) fn available(&self, key: u64, now: u64) -> Option<u64> {
-        self.table.peek(key, |state| self.left(state, now))
+        match &self.table {
+            Table::Gcra(p, table) => table.peek(key, |cell| cell.available(p, now)),
+            Table::Cells(table) => table.peek(key, |s| s.available(now)),
+        }
+    }
+
+    /// A new key's state of a multi-window spec.
+    fn fresh(&self) -> Box<RateState> {
+        Box::new(RateState::new(&self.spec))
+    }
+
+    /// Forgets `key`; returns whether it was tracked.
+    pub(crate) fn remove(&self, key: u64) -> bool {
+        match &self.table {
+            Table::Gcra(_, t) => t.remove(key),
+            Table::Cells(t) => t.remove(key),
+        }
+    }
+
+    /// Drops every idle key; returns how many were dropped.
+    pub(crate) fn sweep(&self, now: u64) -> usize {
+        match &self.table {
+            Table::Gcra(_, t) => t.sweep(now),
+            Table::Cells(t) => t.sweep(now),
+        }
+    }
+
+    /// Forgets every key and frees the memory they took.
+    pub(crate) fn clear(&self) {
+        match &self.table {
+            Table::Gcra(_, t) => t.clear(),
+            Table::Cells(t) => t.clear(),
+        }
+    }
+
+    /// Changes the number of keys kept.
+    pub(crate) fn set_cap(&self, cap: usize) {
+        match &self.table {
+            Table::Gcra(_, t) => t.set_cap(cap),
+            Table::Cells(t) => t.set_cap(cap),
+        }
+    }
+
+    /// Keys tracked now.
+    pub(crate) fn len(&self) -> usize {
+        match &self.table {
+            Table::Gcra(_, t) => t.len(),
+            Table::Cells(t) => t.len(),
+        }
+    }
+
+    /// Keys evicted so far.
+    pub(crate) fn evicted(&self) -> u64 {
+        match &self.table {
+            Table::Gcra(_, t) => t.evicted(),
+            Table::Cells(t) => t.evicted(),
+        }
+    }
+}
+
+/// The refusal of a token bucket that is `wait` nanoseconds short.
+fn gcra_refusal(wait: u64) -> Refusal {
+    Refusal {
+        wait: Duration::from_nanos(wait),
+        window: 0,
     }
 }
