@@ -26,13 +26,27 @@ impl OpCore {
     where
         B: std::ops::Deref<Target = Bulkhead>,
     {
-        let mut slot = None;
-        match self.enter(bulkhead, key, &mut slot) {
-            Ok(()) => slot.ok_or_else(|| unreachable!("entered")),
+        match self.enter_now(bulkhead, key) {
+            Ok(a) => Ok(a),
             Err(Deferred::Refused(e)) => Err(e),
             Err(Deferred::Later(later)) => {
                 Box::pin(self.admit_later(later, key, shared_key, priority)).await
             }
+        }
+    }
+
+    /// [`enter`](Self::enter) with the admission returned (kept out of
+    /// [`admit`](Self::admit)'s state across its await).
+    #[inline]
+    fn enter_now<B>(&self, bulkhead: B, key: Option<u64>) -> Result<Admitted<'_, B>, Deferred<B>>
+    where
+        B: std::ops::Deref<Target = Bulkhead>,
+    {
+        let mut slot = None;
+        self.enter(bulkhead, key, &mut slot)?;
+        match slot {
+            Some(a) => Ok(a),
+            None => unreachable!("`enter` fills the slot when it admits"),
         }
     }
 
