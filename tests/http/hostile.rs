@@ -604,6 +604,7 @@ async fn long_credentials_give_short_stable_client_ids() {
             "{base}/monitoring/limits/{}",
             a.replace('#', "%23")
         ))
+        .bearer_auth("t")
         .send()
         .await
         .unwrap()

@@ -440,8 +440,9 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
     let usage: Value = c
         .get(format!(
             "{}/monitoring/limits/ip:198.51.100.1",
-            serve(monitoring(reg, None)).await
+            serve(monitoring(reg, Some("t"))).await
         ))
+        .bearer_auth("t")
         .send()
         .await
         .unwrap()
@@ -897,6 +898,7 @@ async fn client_limits_can_be_read_and_reset() {
     let key = "ip:127.0.0.1";
     let usage: Value = c
         .get(format!("{base}/monitoring/limits/{key}"))
+        .bearer_auth("t")
         .send()
         .await
         .unwrap()
@@ -919,6 +921,87 @@ async fn client_limits_can_be_read_and_reset() {
         count_ok(&c, &url, &[], 3).await,
         2,
         "a fresh budget after the reset"
+    );
+}
+
+/// One client's limits tell whether a key or token was used and how much
+/// of its budget is left: they are read with the admin token only, even
+/// where the other reads are open.
+#[tokio::test]
+async fn one_clients_limits_need_the_admin_token() {
+    let reg = registry();
+    let layer = LimiterLayer::builder()
+        .registry(reg)
+        .rule(Rule::new("/users/{id}").per_minute(2))
+        .build()
+        .unwrap();
+    let with_token = serve(ok_app(layer).merge(monitoring(reg, Some("t")))).await;
+    let without_token = serve(monitoring(reg, None)).await;
+    let c = client();
+    assert_eq!(
+        count_ok(&c, &format!("{with_token}/users/1"), &[], 1).await,
+        1
+    );
+    let path = "/monitoring/limits/ip:127.0.0.1";
+    let status = |r: reqwest::Response| r.status().as_u16();
+    let anonymous = c.get(format!("{with_token}{path}")).send().await.unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401);
+    assert_eq!(
+        anonymous.headers()["www-authenticate"],
+        "Bearer realm=\"limiter\""
+    );
+    let wrong = c.get(format!("{with_token}{path}")).bearer_auth("x");
+    assert_eq!(status(wrong.send().await.unwrap()), 403);
+    let right = c.get(format!("{with_token}{path}")).bearer_auth("t");
+    let usage: Value = right.send().await.unwrap().json().await.unwrap();
+    assert_eq!(usage["limits"][0]["available"], 1, "{usage}");
+    // Without a configured token the endpoint is off; aggregates stay open.
+    let off = c
+        .get(format!("{without_token}{path}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(off.status().as_u16(), 403);
+    let body: Value = off.json().await.unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("admin token"),
+        "{body}"
+    );
+    let summary = c.get(format!("{without_token}/monitoring/summary"));
+    assert_eq!(status(summary.send().await.unwrap()), 200);
+}
+
+/// The dashboard runs only its own inline script and style, talks only to
+/// the router and cannot be framed.
+#[tokio::test]
+async fn the_dashboard_sends_a_content_security_policy() {
+    let base = serve(monitoring(registry(), None)).await;
+    let r = client()
+        .get(format!("{base}/monitoring/dashboard"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let h = r.headers().clone();
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    let csp = h["content-security-policy"].to_str().unwrap().to_owned();
+    let page = r.text().await.unwrap();
+    for directive in [
+        "default-src 'none'",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(directive), "{directive} in {csp}");
+    }
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    // The page holds exactly the script and style the policy names.
+    assert_eq!(page.matches("<script").count(), 1);
+    assert_eq!(page.matches("<style").count(), 1);
+    let script = csp.split("script-src '").nth(1).unwrap();
+    assert!(
+        script.starts_with("sha256-") && script.contains("'; "),
+        "{csp}"
     );
 }
 

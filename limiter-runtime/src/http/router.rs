@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -18,6 +18,41 @@ use crate::registry::{registry, Registry};
 use super::identity::{bearer_token, secret_matches};
 
 const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// The dashboard's content security policy: the page may run only its own
+/// inline script and style (named by their SHA-256 digests), talk only to
+/// the router, and no other site may frame it.
+fn dashboard_csp() -> &'static str {
+    static CSP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    CSP.get_or_init(|| {
+        let script = inline_digest(DASHBOARD, "<script>", "</script>");
+        let style = inline_digest(DASHBOARD, "<style>", "</style>");
+        format!(
+            "default-src 'none'; script-src '{script}'; style-src '{style}'; \
+             connect-src 'self'; img-src 'self' data:; base-uri 'none'; \
+             form-action 'none'; frame-ancestors 'none'"
+        )
+    })
+}
+
+/// The CSP source (`sha256-…`) of the text between the first `open` and
+/// the following `close` in `page`.
+fn inline_digest(page: &str, open: &str, close: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let start = page
+        .find(open)
+        .map(|i| i + open.len())
+        .unwrap_or_else(|| unreachable!("the dashboard has a {open} element"));
+    let len = page[start..]
+        .find(close)
+        .unwrap_or_else(|| unreachable!("the dashboard closes its {open} element"));
+    let digest = sha2::Sha256::digest(&page.as_bytes()[start..start + len]);
+    format!(
+        "sha256-{}",
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    )
+}
 
 /// Builds the monitoring router.
 ///
@@ -44,8 +79,9 @@ impl Default for Monitoring {
 }
 
 /// The monitoring router of the global registry without an admin token:
-/// reads are open and the mutating endpoints answer 403 (see [`Monitoring`]
-/// to configure a token):
+/// reads of aggregates are open, and the endpoints that show or change one
+/// client's data (`/monitoring/limits/…`) and the other mutating endpoints
+/// answer 403 (see [`Monitoring`] to configure a token):
 ///
 /// | endpoint | what |
 /// | --- | --- |
@@ -94,8 +130,9 @@ impl Monitoring {
     }
 
     /// Requires `Authorization: Bearer <token>` on every mutating endpoint
-    /// (401 without a token, 403 with a wrong one). Compared in constant
-    /// time.
+    /// and on the reads of one client's data (`/monitoring/limits/{key}`,
+    /// which stays off without a token): 401 without a token, 403 with a
+    /// wrong one. Compared in constant time.
     pub fn admin_token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
         self
@@ -156,7 +193,6 @@ impl Monitoring {
             .route("/monitoring/ops/{op}", get(op))
             .route("/monitoring/alerts", get(alerts))
             .route("/monitoring/breakers", get(breakers))
-            .route("/monitoring/limits/{key}", get(limits))
             .route("/monitoring/background", get(background))
             .route("/monitoring/background/{id}", get(task))
             .route("/metrics", get(metrics))
@@ -169,11 +205,20 @@ impl Monitoring {
             .route("/monitoring/alerts/{id}/resolve", post(resolve))
             .route("/monitoring/breakers/{op}/reset", post(reset_breaker))
             .route("/monitoring/limits/{key}/reset", post(reset_limits))
-            .route_layer(middleware::from_fn_with_state(auth, require_for_writes));
+            .route_layer(middleware::from_fn_with_state(
+                Arc::clone(&auth),
+                require_for_writes,
+            ));
+        // One client's data (whether a key or token was used, how much of
+        // its budget is left) is an oracle for credentials: never open.
+        let client = Router::new()
+            .route("/monitoring/limits/{key}", get(limits))
+            .route_layer(middleware::from_fn_with_state(auth, require_for_client));
         Ok(Router::new()
             .route("/monitoring/dashboard", get(dashboard))
             .merge(reads)
             .merge(writes)
+            .merge(client)
             .with_state(state))
     }
 }
@@ -263,8 +308,35 @@ async fn require_for_writes(State(auth): State<Arc<Auth>>, req: Request, next: N
     next.run(req).await
 }
 
-async fn dashboard() -> Html<&'static str> {
-    Html(DASHBOARD)
+/// Reads of one client's data: always behind the admin token (403 while
+/// none is configured, whatever `protect_reads` and
+/// `allow_unauthenticated_writes` say).
+async fn require_for_client(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> Response {
+    if auth.token.is_none() {
+        return problem(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "per-client endpoints are off: configure an admin token (Monitoring::admin_token)",
+        )
+        .into_response();
+    }
+    if let Err(r) = check_token(&auth, req.headers()) {
+        return r.into_response();
+    }
+    next.run(req).await
+}
+
+/// The dashboard page, with its content security policy and the headers
+/// that keep it from being framed or sniffed.
+async fn dashboard() -> Response {
+    let headers = [
+        (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+        (header::CONTENT_SECURITY_POLICY, dashboard_csp()),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ];
+    (headers, DASHBOARD).into_response()
 }
 
 async fn summary(State(s): State<AppState>) -> Response {
