@@ -28,7 +28,9 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use limiter::http::{Client, ClientClass, LimiterLayer, Monitoring, Rule};
+use limiter::http::{
+    Client, ClientClass, KeySet, LimiterLayer, Monitoring, Rule, Verified, Verifier,
+};
 use limiter::monitor::MonitorConfig;
 use limiter::{background_task, limit_blocking, optimize_route, registry, LimitError};
 use serde::{Deserialize, Serialize};
@@ -458,6 +460,19 @@ pub fn prepare_files() -> std::io::Result<()> {
     Ok(())
 }
 
+/// Demo API keys and session tokens the example accepts (`key-<n>`,
+/// `user-<n>` for `n` below this).
+pub const DEMO_CLIENTS: u32 = 1000;
+
+/// The demo API keys: `key-<n>` stands for the customer `customer-<n>`.
+/// A real service loads its keys (or their SHA-256 digests, with
+/// `KeySet::sha256_hex`) from its store.
+fn demo_keys() -> KeySet {
+    (0..DEMO_CLIENTS).fold(KeySet::new(), |set, n| {
+        set.key(format!("key-{n}"), format!("customer-{n}"))
+    })
+}
+
 /// The whole service: API routes behind the limiter layer, plus monitoring.
 pub fn app(opts: &Options) -> Result<Router, Box<dyn std::error::Error>> {
     started();
@@ -504,6 +519,15 @@ pub fn app(opts: &Options) -> Result<Router, Box<dyn std::error::Error>> {
                 .per_minute(300)
                 .per_day(50_000),
         )
+        // A credential is an identity only once verified: the demo API keys
+        // `key-0` … `key-999` (what the load tool sends) and the demo
+        // session tokens `user-0` … `user-999`. Any other key or token is
+        // an anonymous caller: inventing keys buys no budget.
+        .api_keys("x-api-key", demo_keys())
+        .bearer(Verifier::from_fn(|token| {
+            let n: u32 = token.strip_prefix("user-")?.parse().ok()?;
+            (n < DEMO_CLIENTS).then(|| Verified::new(format!("user-{n}")))
+        }))
         .trust_proxies(&opts.trusted_proxies)
         .internal_secret("x-internal-secret", opts.internal_secret.clone())
         .build()?;

@@ -9,7 +9,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
-use limiter::http::{ClientClass, LimiterLayer, Monitoring, Rule};
+use limiter::http::{ClientClass, KeySet, LimiterLayer, Monitoring, Rule};
 use limiter::monitor::{AlertKind, MonitorConfig};
 use limiter::{LimitError, QueueScope, Quota, Registry};
 use openmetrics_parser::prometheus::parse_prometheus;
@@ -18,6 +18,7 @@ use reqwest::header::HeaderMap;
 use serde_json::Value;
 
 mod hostile;
+mod identity;
 
 /// A registry of the test's own, so tests do not share limits or metrics.
 fn registry() -> &'static Registry {
@@ -260,8 +261,13 @@ async fn head_is_limited_by_a_get_rule() {
 #[tokio::test]
 async fn rules_apply_by_path_method_class_and_window() {
     let reg = registry();
+    let keys = KeySet::new()
+        .key("key-a", "a")
+        .key("key-b", "b")
+        .key("key-c", "c");
     let layer = LimiterLayer::builder()
         .registry(reg)
+        .api_keys("x-api-key", keys)
         .rule(Rule::new("/login").methods([Method::POST]).per_minute(2))
         .rule(
             Rule::new("/api/{*rest}")

@@ -7,12 +7,14 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::ConnectInfo;
-use axum::http::{header, HeaderMap, HeaderName, Request};
+use axum::http::{header, Extensions, HeaderMap, HeaderName};
 use ipnet::IpNet;
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 
 use crate::client_id::credential_id;
+
+use super::verify::{Verdict, Verifier};
 pub(crate) use crate::client_id::normalize_id;
 #[cfg(test)]
 use crate::client_id::MAX_CREDENTIAL_ID;
@@ -59,25 +61,48 @@ pub struct Client {
     pub id: String,
 }
 
-/// Where the identity of a caller is read from, tried in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the identity of a caller is read from, tried in order. A
+/// credential counts only once its [`Verifier`] accepts it; a missing or
+/// refused one moves on to the next source, down to the peer address, so a
+/// client inventing credentials is an anonymous client.
+///
+/// ```
+/// use limiter_runtime::http::{IdentitySource, KeySet, Verifier};
+/// let sources = [
+///     IdentitySource::Extension,
+///     IdentitySource::api_key("x-api-key", KeySet::new().key("k-123", "acme")),
+///     IdentitySource::PeerAddress,
+/// ];
+/// # let _ = sources;
+/// ```
+#[derive(Debug, Clone)]
 pub enum IdentitySource {
     /// A [`Client`] the application inserted into the request extensions
-    /// (e.g. after verifying a token): the only source that is verified.
+    /// (after its own authentication).
     Extension,
-    /// An API key header (class [`ClientClass::Api`]). The key is not
-    /// checked here: a client inventing keys gets a fresh budget per key, so
-    /// where API-key budgets are larger than anonymous ones, check keys in
-    /// the application and use [`IdentitySource::Extension`].
-    ApiKeyHeader(HeaderName),
-    /// `Authorization: Bearer <token>` (class
-    /// [`ClientClass::Authenticated`]). The token is not verified here, and a
-    /// client can send a new one with every request: verify tokens in the
-    /// application and use [`IdentitySource::Extension`] where that matters.
-    BearerToken,
+    /// An API key in a header, accepted by the verifier (class
+    /// [`ClientClass::Api`], id `key:<identity>`).
+    ApiKeyHeader(HeaderName, Verifier),
+    /// `Authorization: Bearer <token>`, accepted by the verifier (class
+    /// [`ClientClass::Authenticated`] unless the verifier says otherwise,
+    /// id `bearer:<identity>`).
+    BearerToken(Verifier),
     /// The peer address (class [`ClientClass::Anonymous`]), or the client
     /// address a trusted proxy forwarded.
     PeerAddress,
+}
+
+impl IdentitySource {
+    /// API keys in `header`, accepted by `verifier`. Panics on a header
+    /// name that is not valid (a programming error, like a bad literal).
+    pub fn api_key(header: &'static str, verifier: impl Into<Verifier>) -> Self {
+        Self::ApiKeyHeader(HeaderName::from_static(header), verifier.into())
+    }
+
+    /// Bearer tokens accepted by `verifier`.
+    pub fn bearer(verifier: impl Into<Verifier>) -> Self {
+        Self::BearerToken(verifier.into())
+    }
 }
 
 /// Which forwarded-chain header trusted proxies write.
@@ -117,16 +142,12 @@ impl fmt::Debug for IdentityConfig {
 }
 
 impl Default for IdentityConfig {
-    /// API key in `x-api-key`, then a bearer token, then the peer address;
-    /// no trusted proxies; no internal secret.
+    /// A client the application identified, else the peer address: no
+    /// credential is an identity until a verifier is configured. No
+    /// trusted proxies; no internal secret.
     fn default() -> Self {
         Self {
-            sources: vec![
-                IdentitySource::Extension,
-                IdentitySource::ApiKeyHeader(HeaderName::from_static("x-api-key")),
-                IdentitySource::BearerToken,
-                IdentitySource::PeerAddress,
-            ],
+            sources: vec![IdentitySource::Extension, IdentitySource::PeerAddress],
             trusted_proxies: Vec::new(),
             forwarded: ForwardedHeader::XForwardedFor,
             internal: None,
@@ -261,9 +282,9 @@ impl IdentityConfig {
             .any(|v| secret_matches(v.as_bytes(), secret))
     }
 
-    /// Identifies the caller of `req`.
-    pub(crate) fn identify<B>(&self, req: &Request<B>) -> Client {
-        let headers = req.headers();
+    /// Identifies the caller of `req`. Waits only for an asynchronous
+    /// verifier; every other source decides at once.
+    pub(crate) async fn identify(&self, headers: &HeaderMap, extensions: &Extensions) -> Client {
         if self.is_internal(headers) {
             return Client {
                 class: ClientClass::Internal,
@@ -271,48 +292,40 @@ impl IdentityConfig {
             };
         }
         for source in &self.sources {
-            match source {
-                IdentitySource::Extension => {
-                    if let Some(c) = req.extensions().get::<Client>() {
-                        // An application cannot grant the bypass by
-                        // extension: internal needs the secret.
-                        if c.class != ClientClass::Internal {
-                            return c.clone();
-                        }
+            let found = match source {
+                IdentitySource::Extension => extensions
+                    .get::<Client>()
+                    // An application cannot grant the bypass by extension:
+                    // internal needs the secret.
+                    .filter(|c| c.class != ClientClass::Internal)
+                    .cloned(),
+                IdentitySource::ApiKeyHeader(name, verifier) => {
+                    let key = headers.get(name).and_then(|v| v.to_str().ok());
+                    match key.map(str::trim).filter(|k| !k.is_empty()) {
+                        Some(key) => verified(verifier, key, "key", ClientClass::Api).await,
+                        None => None,
                     }
                 }
-                IdentitySource::ApiKeyHeader(name) => {
-                    if let Some(key) = headers.get(name).and_then(|v| v.to_str().ok()) {
-                        let key = key.trim();
-                        if !key.is_empty() {
-                            return Client {
-                                class: ClientClass::Api,
-                                id: credential_id("key", key),
-                            };
+                IdentitySource::BearerToken(verifier) => {
+                    match bearer_token(headers).filter(|t| !t.is_empty()) {
+                        Some(t) => {
+                            verified(verifier, t, "bearer", ClientClass::Authenticated).await
                         }
-                    }
-                }
-                IdentitySource::BearerToken => {
-                    let token = bearer_token(headers).filter(|t| !t.is_empty());
-                    if let Some(token) = token {
-                        return Client {
-                            class: ClientClass::Authenticated,
-                            id: credential_id("bearer", token),
-                        };
+                        None => None,
                     }
                 }
                 IdentitySource::PeerAddress => {
-                    let peer = req
-                        .extensions()
+                    let peer = extensions
                         .get::<ConnectInfo<SocketAddr>>()
                         .map(|c| c.0.ip());
-                    if let Some(ip) = self.client_ip(peer, headers) {
-                        return Client {
-                            class: ClientClass::Anonymous,
-                            id: format!("ip:{}", client_net(ip)),
-                        };
-                    }
+                    self.client_ip(peer, headers).map(|ip| Client {
+                        class: ClientClass::Anonymous,
+                        id: format!("ip:{}", client_net(ip)),
+                    })
                 }
+            };
+            if let Some(client) = found {
+                return client;
             }
         }
         Client {
@@ -322,10 +335,33 @@ impl IdentityConfig {
     }
 }
 
+/// The client a credential stands for, if `verifier` accepts it: its
+/// identity under `kind` (bounded in length), in the verifier's class or
+/// `class`.
+async fn verified(
+    verifier: &Verifier,
+    credential: &str,
+    kind: &str,
+    class: ClientClass,
+) -> Option<Client> {
+    let accepted = match verifier.check(credential) {
+        Verdict::Ready(v) => v,
+        Verdict::Pending(fut) => fut.await,
+    }?;
+    let class = match accepted.class {
+        Some(c) if c != ClientClass::Internal && c != ClientClass::Anonymous => c,
+        _ => class,
+    };
+    Some(Client {
+        class,
+        id: credential_id(kind, &accepted.id),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
+    use axum::http::{HeaderValue, Request};
     use std::hash::Hasher;
 
     fn cfg(trusted: &[&str], fwd: ForwardedHeader) -> IdentityConfig {
@@ -442,6 +478,8 @@ mod tests {
         assert!(!secret_matches(b"\xff\x00\xfe", b"\xff\x00\xff"));
     }
 
+    /// Identifies a request with these headers, every credential accepted
+    /// as its own identity (what bounds the length of ids is under test).
     fn identify(headers: &[(&str, &[u8])]) -> Client {
         let mut req = Request::new(());
         for (k, v) in headers {
@@ -450,7 +488,51 @@ mod tests {
                 HeaderValue::from_bytes(v).unwrap(),
             );
         }
-        IdentityConfig::default().identify(&req)
+        let anyone = Verifier::from_fn(|c| Some(super::super::Verified::new(c)));
+        let cfg = IdentityConfig {
+            sources: vec![
+                IdentitySource::api_key("x-api-key", anyone.clone()),
+                IdentitySource::bearer(anyone),
+                IdentitySource::PeerAddress,
+            ],
+            ..IdentityConfig::default()
+        };
+        let fut = std::pin::pin!(cfg.identify(req.headers(), req.extensions()));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::future::Future::poll(fut, &mut cx) {
+            std::task::Poll::Ready(c) => c,
+            std::task::Poll::Pending => panic!("synchronous verifiers decide at once"),
+        }
+    }
+
+    #[test]
+    fn unverified_credentials_are_the_peer_address() {
+        let mut req = Request::new(());
+        req.headers_mut()
+            .insert("x-api-key", HeaderValue::from_static("invented"));
+        req.headers_mut()
+            .insert("authorization", HeaderValue::from_static("Bearer invented"));
+        let keys = crate::http::KeySet::new().key("real", "acme");
+        for sources in [
+            IdentityConfig::default().sources,
+            vec![
+                IdentitySource::api_key("x-api-key", keys.clone()),
+                IdentitySource::bearer(keys),
+                IdentitySource::PeerAddress,
+            ],
+        ] {
+            let cfg = IdentityConfig {
+                sources,
+                ..IdentityConfig::default()
+            };
+            let fut = std::pin::pin!(cfg.identify(req.headers(), req.extensions()));
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            let std::task::Poll::Ready(c) = std::future::Future::poll(fut, &mut cx) else {
+                panic!("decided at once")
+            };
+            assert_eq!(c.class, ClientClass::Anonymous);
+            assert_eq!(c.id, "ip:unknown", "no peer address in this request");
+        }
     }
 
     #[test]

@@ -27,6 +27,7 @@ use super::identity::{
 };
 use super::response::{limit_item, policy_item, RATELIMIT, RATELIMIT_POLICY};
 use super::rules::{CompiledRule, Rule};
+use super::verify::Verifier;
 
 /// A tower layer that applies per-client limits by rule and records every
 /// request in the registry's monitor (by method and matched route
@@ -127,10 +128,50 @@ impl LimiterLayerBuilder {
         self
     }
 
-    /// Where callers' identities come from, tried in order (default:
-    /// extension, `x-api-key`, bearer token, peer address).
+    /// Where callers' identities come from, tried in order (default: a
+    /// [`Client`] the application put in the request's extensions, then
+    /// the peer address). A credential is tried only with a verifier:
+    /// see [`api_keys`](Self::api_keys) and [`bearer`](Self::bearer).
     pub fn identity(mut self, sources: impl IntoIterator<Item = IdentitySource>) -> Self {
         self.identity.sources = sources.into_iter().collect();
+        self
+    }
+
+    /// API keys in `header` are identities (class `api`, id
+    /// `key:<identity>`) once `verifier` accepts them; tried before the
+    /// peer address. A key the verifier refuses is no identity: its sender
+    /// is an anonymous client.
+    ///
+    /// ```
+    /// use limiter_runtime::http::{KeySet, LimiterLayer, Rule};
+    /// use limiter_runtime::http::ClientClass::{Anonymous, Api};
+    /// let layer = LimiterLayer::builder()
+    ///     .api_keys("x-api-key", KeySet::new().key("k-123", "acme"))
+    ///     .rule(Rule::new("*").name("anonymous").classes([Anonymous]).per_minute(10))
+    ///     .rule(Rule::new("*").name("api keys").classes([Api]).per_minute(600))
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = layer;
+    /// ```
+    pub fn api_keys(self, header: &'static str, verifier: impl Into<Verifier>) -> Self {
+        self.credential_source(IdentitySource::api_key(header, verifier))
+    }
+
+    /// Bearer tokens are identities (class `authenticated` unless the
+    /// verifier says otherwise, id `bearer:<identity>`) once `verifier`
+    /// accepts them; tried before the peer address.
+    pub fn bearer(self, verifier: impl Into<Verifier>) -> Self {
+        self.credential_source(IdentitySource::bearer(verifier))
+    }
+
+    /// Adds `source` before the peer address (at the end if there is none).
+    fn credential_source(mut self, source: IdentitySource) -> Self {
+        let sources = &mut self.identity.sources;
+        let at = sources
+            .iter()
+            .position(|s| matches!(s, IdentitySource::PeerAddress))
+            .unwrap_or(sources.len());
+        sources.insert(at, source);
         self
     }
 
@@ -276,7 +317,9 @@ enum Verdict {
 }
 
 impl Shared {
-    fn decide<B>(&self, req: &mut Request<B>) -> Verdict {
+    /// What the rules decide for `req`, from `client`, its caller (put in
+    /// the request's extensions for the handlers).
+    fn decide<B>(&self, req: &mut Request<B>, client: Client) -> Verdict {
         let path = req.uri().path();
         let method = req.method();
         let mut candidates = self
@@ -285,7 +328,6 @@ impl Shared {
             .filter(|r| r.matches_request(method, path))
             .peekable();
         let needs_identity = candidates.peek().is_some();
-        let client = self.identity.identify(req);
         let verdict = if !needs_identity {
             Verdict::Pass(None)
         } else if client.class == ClientClass::Internal {
@@ -398,8 +440,9 @@ impl KeyLimits for Shared {
 
 impl<S, B> Service<Request<B>> for LimiterService<S>
 where
-    S: Service<Request<B>, Response = Response, Error = Infallible>,
+    S: Service<Request<B>, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
+    B: Send + 'static,
 {
     type Response = Response;
     type Error = Infallible;
@@ -426,44 +469,52 @@ where
             start,
             done: false,
         };
-        match self.shared.decide(&mut req) {
-            Verdict::Refuse(err) => {
-                let mut resp = err.into_response();
-                if has_body(&req) {
-                    // The body is left unread: the connection cannot carry
-                    // another request, and a client reusing it would see it
-                    // closed mid-request. Say so.
-                    resp.headers_mut()
-                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                }
-                flight.finish(resp.status().as_u16());
-                Box::pin(std::future::ready(Ok(resp)))
-            }
-            Verdict::Pass(headers) => {
-                let fut = TimedPolls {
-                    fut: Box::pin(self.inner.call(req)),
-                    shared: Arc::clone(&self.shared),
-                    recorder: flight.recorder.clone(),
-                };
-                Box::pin(async move {
-                    let Ok(mut resp) = fut.await;
-                    if let Some((policy, limit)) = headers {
-                        let h = resp.headers_mut();
-                        if !h.contains_key(RATELIMIT) {
-                            if let (Ok(p), Ok(l)) = (
-                                HeaderValue::from_str(&policy),
-                                HeaderValue::from_str(&limit),
-                            ) {
-                                h.insert(RATELIMIT_POLICY, p);
-                                h.insert(RATELIMIT, l);
-                            }
-                        }
+        // The service that was polled ready goes with this request (a
+        // verifier may make it wait); a clone stays for the next one.
+        let ready = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, ready);
+        let shared = Arc::clone(&self.shared);
+        Box::pin(async move {
+            let client = shared
+                .identity
+                .identify(req.headers(), req.extensions())
+                .await;
+            let headers = match shared.decide(&mut req, client) {
+                Verdict::Refuse(err) => {
+                    let mut resp = err.into_response();
+                    if has_body(&req) {
+                        // The body is left unread: the connection cannot
+                        // carry another request, and a client reusing it
+                        // would see it closed mid-request. Say so.
+                        resp.headers_mut()
+                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
                     }
                     flight.finish(resp.status().as_u16());
-                    Ok(resp)
-                })
+                    return Ok(resp);
+                }
+                Verdict::Pass(headers) => headers,
+            };
+            let fut = TimedPolls {
+                fut: Box::pin(inner.call(req)),
+                shared: Arc::clone(&shared),
+                recorder: flight.recorder.clone(),
+            };
+            let Ok(mut resp) = fut.await;
+            if let Some((policy, limit)) = headers {
+                let h = resp.headers_mut();
+                if !h.contains_key(RATELIMIT) {
+                    if let (Ok(p), Ok(l)) = (
+                        HeaderValue::from_str(&policy),
+                        HeaderValue::from_str(&limit),
+                    ) {
+                        h.insert(RATELIMIT_POLICY, p);
+                        h.insert(RATELIMIT, l);
+                    }
+                }
             }
-        }
+            flight.finish(resp.status().as_u16());
+            Ok(resp)
+        })
     }
 }
 

@@ -19,13 +19,18 @@
 //! ```
 
 mod identity;
+#[cfg(feature = "jwt")]
+mod jwt;
 mod layer;
 mod pattern;
 mod response;
 mod router;
 mod rules;
+mod verify;
 
 pub use identity::{Client, ClientClass, ForwardedHeader, IdentitySource};
+#[cfg(feature = "jwt")]
+pub use jwt::Jwt;
 pub use layer::{LimiterLayer, LimiterLayerBuilder, LimiterService};
 pub use pattern::{PathPattern, PatternError};
 pub use response::{
@@ -33,3 +38,4 @@ pub use response::{
 };
 pub use router::{monitoring_router, Monitoring};
 pub use rules::Rule;
+pub use verify::{KeySet, Verified, Verifier, VerifyFuture};
