@@ -25,7 +25,7 @@ use crate::timeout::PollWatch;
 use super::identity::{
     normalize_id, Client, ClientClass, ForwardedHeader, IdentityConfig, IdentitySource,
 };
-use super::response::{limit_item, policy_item, RATELIMIT, RATELIMIT_POLICY};
+use super::response::{ceil_secs, RATELIMIT, RATELIMIT_POLICY};
 use super::rules::{CompiledRule, Rule};
 use super::verify::Verifier;
 
@@ -313,7 +313,9 @@ pub struct LimiterService<S> {
 enum Verdict {
     /// Let it through, with these `RateLimit-Policy`/`RateLimit` values.
     Pass(Option<(String, String)>),
-    Refuse(LimitError),
+    /// Refuse it, with these `RateLimit-Policy`/`RateLimit` values instead
+    /// of the error's own (a rule tells every window).
+    Refuse(LimitError, Option<(String, String)>),
 }
 
 impl Shared {
@@ -348,33 +350,33 @@ impl Shared {
     fn check(&self, rule: &CompiledRule, client: &Client) -> Verdict {
         let key = self.hasher.hash(&client.id.as_str());
         let now = self.clock.now_ns();
-        let (outcome, remaining) = rule.limiter.try_acquire_remaining(key, now);
-        let refusal = match outcome {
+        let (outcome, (window, left)) = rule.limiter.try_acquire_remaining(key, now);
+        let (refusal, headers) = match outcome {
             KeyedOutcome::Admitted => {
                 rule.stats.count(RuleDecision::Allowed);
                 if !self.success_headers {
                     return Verdict::Pass(None);
                 }
-                let w = rule.limiter.spec.windows[0];
-                return Verdict::Pass(Some((
-                    policy_item(
-                        &rule.name,
-                        u64::from(w.count()),
-                        Some(w.period()),
-                        crate::QuotaUnit::Requests,
-                    ),
-                    limit_item(&rule.name, remaining, None),
-                )));
+                let limit = rule.limit(window, left, None);
+                return Verdict::Pass(Some((rule.policy.clone(), limit)));
             }
-            KeyedOutcome::Limited(r) => LimitError::RateLimited {
-                op: rule.name.clone(),
-                retry_after: r.wait,
-                quota: r.quota(&rule.limiter.spec, true),
-            },
-            KeyedOutcome::TableFull => LimitError::Overloaded {
-                op: rule.name.clone(),
-                retry_after: Duration::from_secs(1),
-            },
+            KeyedOutcome::Limited(r) => {
+                let err = LimitError::RateLimited {
+                    op: rule.name.clone(),
+                    retry_after: r.wait,
+                    quota: r.quota(&rule.limiter.spec, true),
+                };
+                let reset = Duration::from_secs(ceil_secs(r.wait).max(1));
+                let limit = rule.limit(r.window, 0, Some(reset));
+                (err, Some((rule.policy.clone(), limit)))
+            }
+            KeyedOutcome::TableFull => {
+                let err = LimitError::Overloaded {
+                    op: rule.name.clone(),
+                    retry_after: Duration::from_secs(1),
+                };
+                (err, None)
+            }
         };
         if rule.shadow {
             rule.stats.count(RuleDecision::ShadowRejected);
@@ -389,7 +391,7 @@ impl Shared {
         } else {
             rule.stats.count(RuleDecision::Rejected);
             tracing::debug!(rule = &*rule.name, client = %self.log_id(client), "request refused");
-            Verdict::Refuse(refusal)
+            Verdict::Refuse(refusal, headers)
         }
     }
 }
@@ -480,8 +482,11 @@ where
                 .identify(req.headers(), req.extensions())
                 .await;
             let headers = match shared.decide(&mut req, client) {
-                Verdict::Refuse(err) => {
+                Verdict::Refuse(err, headers) => {
                     let mut resp = err.into_response();
+                    if let Some((policy, limit)) = headers {
+                        set_rate_limit(resp.headers_mut(), &policy, &limit);
+                    }
                     if has_body(&req) {
                         // The body is left unread: the connection cannot
                         // carry another request, and a client reusing it
@@ -501,20 +506,23 @@ where
             };
             let Ok(mut resp) = fut.await;
             if let Some((policy, limit)) = headers {
-                let h = resp.headers_mut();
-                if !h.contains_key(RATELIMIT) {
-                    if let (Ok(p), Ok(l)) = (
-                        HeaderValue::from_str(&policy),
-                        HeaderValue::from_str(&limit),
-                    ) {
-                        h.insert(RATELIMIT_POLICY, p);
-                        h.insert(RATELIMIT, l);
-                    }
+                // An op inside the handler that refused has its own say.
+                if !resp.headers().contains_key(RATELIMIT) {
+                    set_rate_limit(resp.headers_mut(), &policy, &limit);
                 }
             }
             flight.finish(resp.status().as_u16());
             Ok(resp)
         })
+    }
+}
+
+/// Sets `RateLimit-Policy` and `RateLimit` (values built here are
+/// printable ASCII).
+fn set_rate_limit(h: &mut axum::http::HeaderMap, policy: &str, limit: &str) {
+    if let (Ok(p), Ok(l)) = (HeaderValue::from_str(policy), HeaderValue::from_str(limit)) {
+        h.insert(RATELIMIT_POLICY, p);
+        h.insert(RATELIMIT, l);
     }
 }
 

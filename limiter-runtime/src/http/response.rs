@@ -121,24 +121,22 @@ fn insert(headers: &mut HeaderMap, name: HeaderName, value: String) {
 }
 
 /// Adds `Retry-After`, `RateLimit-Policy` and `RateLimit` for a refusal
-/// (nothing for errors that have no retry hint).
+/// (nothing for errors that have no retry hint). An open breaker or a shed
+/// service has no quota to tell: its answer carries `Retry-After` alone.
 pub fn rate_limit_headers(err: &LimitError, headers: &mut HeaderMap) {
     let Some(retry_after) = err.retry_after() else {
         return;
     };
-    let quota = err.quota();
-    let name = policy_name(err.op(), quota.as_ref());
     let secs = ceil_secs(retry_after).max(1);
     insert(headers, header::RETRY_AFTER, secs.to_string());
-    let (limit, window, unit) = match quota {
-        Some(q) => (q.limit, q.window, q.unit),
-        // A breaker or a shed service has no quota left at all for now.
-        None => (0, None, QuotaUnit::Requests),
+    let Some(quota) = err.quota() else {
+        return;
     };
+    let name = policy_name(err.op(), Some(&quota));
     insert(
         headers,
         RATELIMIT_POLICY,
-        policy_item(&name, limit, window, unit),
+        policy_item(&name, quota.limit, quota.window, quota.unit),
     );
     insert(
         headers,

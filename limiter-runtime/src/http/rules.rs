@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::http::Method;
 
-use crate::error::ConfigError;
+use crate::error::{ConfigError, QuotaUnit};
 use crate::monitor::RuleStats;
 use crate::rate::KeyedRate;
 use crate::settings::{Algorithm, RateSpec};
@@ -14,6 +14,7 @@ use crate::spec::{parse_rate, Rate};
 
 use super::identity::ClientClass;
 use super::pattern::PathPattern;
+use super::response::{limit_item, policy_item};
 
 /// One rule: requests it applies to and the limits each client gets.
 ///
@@ -152,6 +153,12 @@ impl Rule {
 /// A rule ready to apply.
 pub(crate) struct CompiledRule {
     pub(crate) name: Arc<str>,
+    /// The stable `RateLimit-Policy` name of each window (in the spec's
+    /// order): the rule's name for a rule of one window, else the name and
+    /// the window (`"anonymous/60s"`).
+    pub(crate) window_names: Vec<String>,
+    /// The `RateLimit-Policy` value: every window, under its name.
+    pub(crate) policy: String,
     pub(crate) pattern: PathPattern,
     pub(crate) methods: Vec<Method>,
     pub(crate) classes: Vec<ClientClass>,
@@ -217,8 +224,25 @@ impl CompiledRule {
             },
             algorithm: rule.algorithm,
         };
+        let window_names = window_names(&name, &spec.windows);
+        let policy = spec
+            .windows
+            .iter()
+            .zip(&window_names)
+            .map(|(w, n)| {
+                policy_item(
+                    n,
+                    u64::from(w.count()),
+                    Some(w.period()),
+                    QuotaUnit::Requests,
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
         Ok(Self {
             stats: stats(&name, rule.shadow),
+            window_names,
+            policy,
             name: name.into(),
             pattern,
             methods: rule.methods,
@@ -226,6 +250,20 @@ impl CompiledRule {
             limiter: KeyedRate::new(spec, max_keys),
             shadow: rule.shadow,
         })
+    }
+
+    /// The `RateLimit` value telling that window `window` has `left` calls
+    /// left (never more than its quota: a burst beyond it is not
+    /// promised), and when it resets if known.
+    pub(crate) fn limit(&self, window: usize, left: u64, reset: Option<Duration>) -> String {
+        let q = self
+            .limiter
+            .spec
+            .windows
+            .get(window)
+            .map_or(0, |w| u64::from(w.count()));
+        let name = self.window_names.get(window).map_or(&*self.name, |n| n);
+        limit_item(name, left.min(q), reset)
     }
 
     /// Whether the rule applies to a request of `method` on `path`.
@@ -245,4 +283,15 @@ impl CompiledRule {
             self.classes.contains(&class)
         }
     }
+}
+
+/// The stable policy name of each window of a rule named `rule`.
+fn window_names(rule: &str, windows: &[Rate]) -> Vec<String> {
+    if let [_] = windows {
+        return vec![rule.to_owned()];
+    }
+    windows
+        .iter()
+        .map(|w| format!("{rule}/{}s", w.period().as_secs_f64().ceil() as u64))
+        .collect()
 }

@@ -81,29 +81,30 @@ impl KeyedRate {
         }
     }
 
-    /// Like [`KeyedRate::try_acquire`], and on admission also how many calls
-    /// the key has left now (its tightest window).
+    /// Like [`KeyedRate::try_acquire`], and on admission also the key's
+    /// tightest window now: its index in the spec and how many calls it
+    /// has left.
     #[cfg_attr(not(feature = "axum"), allow(dead_code))]
-    pub(crate) fn try_acquire_remaining(&self, key: u64, now: u64) -> (KeyedOutcome, u64) {
-        let outcome = |taken: Result<(), Refusal>, left: &dyn Fn() -> u64| match taken {
+    pub(crate) fn try_acquire_remaining(&self, key: u64, now: u64) -> (KeyedOutcome, (usize, u64)) {
+        let outcome = |taken: Result<(), Refusal>, left: &dyn Fn() -> (usize, u64)| match taken {
             Ok(()) => (KeyedOutcome::Admitted, left()),
-            Err(refusal) => (KeyedOutcome::Limited(refusal), 0),
+            Err(refusal) => (KeyedOutcome::Limited(refusal), (refusal.window, 0)),
         };
         let checked = match &self.table {
             Table::Gcra(p, table) => table.with(key, now, GcraCell::default, |cell| {
                 let taken = cell.try_acquire_exclusive(p, now);
                 outcome(taken.map(drop).map_err(gcra_refusal), &|| {
-                    cell.available(p, now)
+                    (0, cell.available(p, now))
                 })
             }),
             Table::Cells(table) => table.with(
                 key,
                 now,
                 || self.fresh(),
-                |s| outcome(s.try_acquire(now), &|| s.available(now)),
+                |s| outcome(s.try_acquire(now), &|| s.tightest(now)),
             ),
         };
-        checked.unwrap_or((KeyedOutcome::TableFull, 0))
+        checked.unwrap_or((KeyedOutcome::TableFull, (0, 0)))
     }
 
     /// Calls `key` would be admitted now; `None` when the key is not

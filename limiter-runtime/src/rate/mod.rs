@@ -170,11 +170,17 @@ impl RateState {
 
     /// Calls that would be admitted now (the tightest window).
     pub(crate) fn available(&self, now: u64) -> u64 {
+        self.tightest(now).1
+    }
+
+    /// The tightest window now: its index and the calls it would admit.
+    pub(crate) fn tightest(&self, now: u64) -> (usize, u64) {
         self.cells
             .iter()
             .map(|c| c.available(now))
-            .min()
-            .unwrap_or(0)
+            .enumerate()
+            .min_by_key(|&(_, left)| left)
+            .unwrap_or((0, 0))
     }
 }
 
