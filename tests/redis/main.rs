@@ -354,6 +354,50 @@ async fn a_dead_or_stalled_redis_costs_at_most_the_timeout_and_recovers_by_itsel
     assert!(stats.skipped >= 1 && stats.timeouts >= 1, "{stats:?}");
 }
 
+/// Redis killed and restarted after a long outage (the health pause has
+/// reached its longest): the limiter uses it again within a second of the
+/// server accepting connections.
+#[tokio::test]
+async fn a_restarted_redis_is_used_again_within_a_second() {
+    let port = 17_379 + (std::process::id() % 1000) as u16;
+    let server = Server::start(port);
+    let b = RedisBackend::new(RedisConfig {
+        prefix: prefix("restart"),
+        timeout: Duration::from_millis(50),
+        ..RedisConfig::new(server.url())
+    })
+    .unwrap();
+    let s = spec("1000/s", None, Algorithm::TokenBucket);
+    assert!(matches!(
+        b.check("op", None, &s).await,
+        Ok(Check::Admitted { .. })
+    ));
+    server.stop();
+    // Three seconds of calls against a dead Redis.
+    let down_until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < down_until {
+        assert!(b.check("op", None, &s).await.is_err());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(b.stats().paused);
+    let _server = Server::start(port);
+    let up = Instant::now();
+    loop {
+        if let Ok(Check::Admitted { .. }) = b.check("op", None, &s).await {
+            break;
+        }
+        assert!(
+            up.elapsed() < Duration::from_secs(1),
+            "redis answers again but was not used within a second: {:?}",
+            b.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took = up.elapsed();
+    assert!(!b.stats().paused);
+    eprintln!("used again {took:?} after the restart");
+}
+
 #[test]
 fn bad_settings_are_errors_naming_the_value() {
     let e = RedisBackend::new(RedisConfig::new("htp://nowhere")).unwrap_err();

@@ -5,8 +5,9 @@
 //! [`ConnectionManager`] (or, for a Redis Cluster, a cluster connection
 //! routing each script by its keys' slot), the key prefix, the per-call timeout and a
 //! health breaker: after consecutive failures Redis is not asked at all for
-//! a growing pause (100 ms doubling up to 5 s), then one call probes it; the
-//! first success closes the breaker again. What a limit does while Redis
+//! a growing pause (100 ms doubling up to 250 ms), then one call probes it; the
+//! first success closes the breaker again, so a Redis that answers again is
+//! used again within a second. What a limit does while Redis
 //! cannot answer is the caller's [`Degradation`].
 //!
 //! Keys are `{<prefix>:<op>[:<key>]}:<algorithm><window>`: the braces are a
@@ -251,10 +252,14 @@ impl RedisBackend {
             .get_or_try_init(|| async {
                 match &self.target {
                     Target::Single(client) => {
+                        // One quick retry per reconnection: the health
+                        // breaker's probes do the waiting between attempts.
                         let cfg = ConnectionManagerConfig::new()
                             .set_connection_timeout(Some(self.timeout))
                             .set_response_timeout(Some(self.timeout))
-                            .set_number_of_retries(1);
+                            .set_number_of_retries(1)
+                            .set_min_delay(Duration::from_millis(20))
+                            .set_max_delay(Duration::from_millis(100));
                         ConnectionManager::new_with_config(client.clone(), cfg)
                             .await
                             .map(Conn::Single)
