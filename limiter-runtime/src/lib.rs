@@ -73,6 +73,7 @@ pub mod redis;
 mod registry;
 mod retry;
 mod shared;
+mod shed;
 mod site;
 mod sync;
 mod timeout;

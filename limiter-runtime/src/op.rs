@@ -213,6 +213,7 @@ impl OpCore {
 
     fn reject(&self, err: LimitError) -> LimitError {
         self.metrics.reject(&err);
+        crate::shed::note();
         err
     }
 

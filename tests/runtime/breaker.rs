@@ -182,3 +182,60 @@ async fn cancelled_probe_gives_its_place_back() {
     assert_eq!(state(&op), BreakerState::HalfOpen);
     assert!(op.acquire(None).await.is_ok(), "the probe place came back");
 }
+
+/// An error the body returns because an op it called refused it is load
+/// shedding below, not a failing dependency: the outer breaker stays
+/// closed (and the call is still counted as failed). A plain error of the
+/// same body opens it.
+#[tokio::test(start_paused = true)]
+async fn an_inner_ops_refusals_never_open_the_outer_breaker() {
+    let reg = Registry::new();
+    let cfg = breaker_cfg(BreakerConfig {
+        failure_rate: Some(0.5),
+        min_calls: Some(4),
+        window: Some(4),
+        ..BreakerConfig::default()
+    });
+    reg.configure("outer", cfg.clone()).unwrap();
+    reg.configure("control", cfg).unwrap();
+    reg.configure(
+        "inner",
+        OpConfig {
+            max_concurrent: Some(1),
+            queue: Some(0),
+            ..OpConfig::default()
+        }
+        .with_rate("1/min")
+        .unwrap(),
+    )
+    .unwrap();
+    let (outer, control, inner) = (reg.op("outer"), reg.op("control"), reg.op("inner"));
+    let mut refused = 0;
+    for _ in 0..20 {
+        let inner = inner.clone();
+        let r = outer
+            .run(None, || {
+                let inner = inner.clone();
+                async move { inner.run(None, || async { Ok::<_, LimitError>(()) }).await }
+            })
+            .await;
+        refused += u32::from(matches!(r, Err(LimitError::RateLimited { .. })));
+    }
+    assert_eq!(refused, 19, "the inner op admits one call a minute");
+    assert_eq!(state(&outer), BreakerState::Closed);
+    let c = outer.snapshot().counters;
+    assert_eq!((c.succeeded, c.failed), (1, 19), "{c:?}");
+    // The same errors made by the body itself are failures.
+    for _ in 0..4 {
+        let _ = control
+            .run(None, || async {
+                Err::<(), _>(LimitError::RateLimited {
+                    op: "made up".into(),
+                    retry_after: Duration::from_secs(1),
+                    quota: limiter::Quota::rate(1, Duration::from_secs(60), false),
+                })
+            })
+            .await;
+    }
+    assert_eq!(state(&control), BreakerState::Open);
+}

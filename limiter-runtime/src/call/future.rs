@@ -252,6 +252,7 @@ where
         // later (a task's panic is caught, then its future dropped): the
         // flag makes that drop end it as panicked, body first.
         let unwinding = Unwinding(this.panicked);
+        let refusals = crate::shed::seen();
         let out = body.poll(cx);
         std::mem::forget(unwinding);
         let (end, took) = watch.stop(&core.clock, poll_start);
@@ -261,10 +262,11 @@ where
         core.metrics
             .check_slow_poll(took, admission.terms.slow_poll_ns, &core.name);
         let ok = result.is_ok();
-        let outcome = if ok {
-            CallOutcome::Success
-        } else {
-            CallOutcome::Failure
+        let outcome = match (ok, crate::shed::seen() == refusals) {
+            (true, _) => CallOutcome::Success,
+            (false, true) => CallOutcome::Failure,
+            // An op the body called refused it during this poll.
+            (false, false) => CallOutcome::Shed,
         };
         // The body goes first, then its place.
         this.stage.set(Stage::Done);

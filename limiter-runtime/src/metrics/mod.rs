@@ -25,6 +25,10 @@ pub(crate) enum CallOutcome {
     Panic,
     /// The caller dropped the future.
     Cancelled,
+    /// The body returned an error after an op it called refused it (load
+    /// shedding below, not a failure here): counted with the failures in
+    /// `failed`, never by the breaker.
+    Shed,
 }
 
 impl CallOutcome {
@@ -117,7 +121,7 @@ struct OpShard {
     calls: AtomicU64,
     admitted: AtomicU64,
     /// By [`CallOutcome`] as index.
-    outcomes: [AtomicU64; 5],
+    outcomes: [AtomicU64; 6],
     max_poll_ns: AtomicU64,
 }
 
@@ -251,6 +255,7 @@ impl OpMetrics {
         s.admitted += sum(|x| &x.admitted);
         s.succeeded += sum(|x| &x.outcomes[CallOutcome::Success as usize]);
         s.failed += sum(|x| &x.outcomes[CallOutcome::Failure as usize]);
+        s.failed += sum(|x| &x.outcomes[CallOutcome::Shed as usize]);
         s.timeouts += sum(|x| &x.outcomes[CallOutcome::Timeout as usize]);
         s.panics += sum(|x| &x.outcomes[CallOutcome::Panic as usize]);
         s.cancelled += sum(|x| &x.outcomes[CallOutcome::Cancelled as usize]);
