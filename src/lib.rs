@@ -57,6 +57,54 @@ pub mod __private {
         const ON: () = ();
     }
 
+    /// The error type `E` of a `Result<T, E>`.
+    pub trait ResultError {
+        /// `E`.
+        type Error;
+    }
+
+    impl<T, E> ResultError for Result<T, E> {
+        type Error = E;
+    }
+
+    /// `breaker(failure = path)`: the path as a function of the error of
+    /// the annotated function's return type `R`, so that a function taking
+    /// anything else is a type error at the path.
+    pub fn failure_fn<R: ResultError>(f: fn(&R::Error) -> bool) -> fn(&R::Error) -> bool {
+        f
+    }
+
+    /// An error of a route's handler, for the route breaker's default
+    /// classification: by its status when its type has one
+    /// ([`http::ErrorStatus`]: only 5xx count), else every error counts.
+    /// (The choice is made by method resolution at the expansion site:
+    /// `RouteError<E>` has the status method only where `E: ErrorStatus`;
+    /// otherwise the `&RouteError<E>` fallback answers.)
+    pub struct RouteError<'a, E>(pub &'a E);
+
+    /// See [`RouteError`].
+    pub trait RouteStatusFailure {
+        /// Whether the error is a server failure (5xx).
+        fn route_failure(&self) -> bool;
+    }
+
+    #[cfg(feature = "axum")]
+    impl<E: crate::http::ErrorStatus> RouteStatusFailure for RouteError<'_, E> {
+        fn route_failure(&self) -> bool {
+            self.0.status().is_server_error()
+        }
+    }
+
+    /// See [`RouteError`].
+    pub trait RouteAnyFailure {
+        /// Every error of a type without a status is a failure.
+        fn route_failure(&self) -> bool {
+            true
+        }
+    }
+
+    impl<E> RouteAnyFailure for &RouteError<'_, E> {}
+
     /// The error of a call with a `fallback`: a limit refused or cut the
     /// call (the fallback answers), or the body itself failed (passed on).
     #[derive(Debug)]

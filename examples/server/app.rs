@@ -29,7 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use limiter::http::{
-    Client, ClientClass, KeySet, LimiterLayer, Monitoring, Rule, Verified, Verifier,
+    Client, ClientClass, ErrorStatus, KeySet, LimiterLayer, Monitoring, Rule, Verified, Verifier,
 };
 use limiter::monitor::MonitorConfig;
 use limiter::{background_task, limit_blocking, optimize_route, registry, LimitError};
@@ -49,6 +49,18 @@ pub enum AppError {
 impl From<LimitError> for AppError {
     fn from(e: LimitError) -> Self {
         AppError::Limit(e)
+    }
+}
+
+/// The route breakers of `#[optimize_route]` count only server failures:
+/// a 404 is the client's mistake, a 502 the upstream's failure.
+impl ErrorStatus for AppError {
+    fn status(&self) -> StatusCode {
+        match self {
+            AppError::Limit(e) => e.status(),
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::Upstream(_) => StatusCode::BAD_GATEWAY,
+        }
     }
 }
 

@@ -82,6 +82,8 @@ pub(crate) struct BreakerFields {
     pub(crate) half_open_calls: Option<SpannedValue<u32>>,
     pub(crate) success_threshold: Option<SpannedValue<u32>>,
     pub(crate) consecutive_failures: Option<SpannedValue<u32>>,
+    /// `failure = path`: the errors of the body that count as failures.
+    pub(crate) failure: Option<PathArg>,
 }
 
 impl FromMeta for BreakerArg {
@@ -156,6 +158,9 @@ pub(crate) struct LimitSpec {
     pub(crate) priority: Option<Ident>,
     pub(crate) retries: bool,
     pub(crate) fallback: Option<Path>,
+    /// `breaker(failure = path)`: `fn(&E) -> bool` deciding which errors
+    /// of the body count against the breaker.
+    pub(crate) failure: Option<Path>,
     pub(crate) scan: ScanMode,
     /// Statements that fill `__limiter_cfg: OpConfig`.
     pub(crate) config: TokenStream,
@@ -258,6 +263,17 @@ pub(crate) fn check(args: LimitArgs, sig: &Signature) -> darling::Result<LimitSp
 }
 
 /// [`check`] with the strategy used when the arguments name none.
+/// Whether `sig` declares a `Result` return type (by its last path
+/// segment, so `io::Result<T>` too).
+fn returns_result(sig: &Signature) -> bool {
+    match &sig.output {
+        syn::ReturnType::Type(_, ty) => {
+            matches!(&**ty, syn::Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "Result"))
+        }
+        syn::ReturnType::Default => false,
+    }
+}
+
 pub(crate) fn check_with(
     args: LimitArgs,
     sig: &Signature,
@@ -278,6 +294,21 @@ pub(crate) fn check_with(
     };
     let k = &krate;
     let mut cfg = TokenStream::new();
+    if let Some(failure) = args
+        .breaker
+        .as_ref()
+        .and_then(|b| b.fields.failure.as_ref())
+    {
+        if !returns_result(sig) {
+            errors.push(
+                Error::custom(
+                    "`breaker(failure = …)` decides which errors of the body are failures: \
+                     the function must return `Result<T, E>`",
+                )
+                .with_span(&failure.0),
+            );
+        }
+    }
 
     let mut duration = |value: &Option<SpannedValue<String>>,
                         field: TokenStream,
@@ -608,6 +639,11 @@ pub(crate) fn check_with(
         priority,
         retries: args.retries.is_some_and(|r| *r > 0),
         fallback: args.fallback.map(|f| f.0),
+        failure: args
+            .breaker
+            .as_ref()
+            .and_then(|b| b.fields.failure.as_ref())
+            .map(|f| f.0.clone()),
         scan,
         config: cfg,
     })

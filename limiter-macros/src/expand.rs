@@ -360,6 +360,34 @@ pub(crate) fn expand(spec: &LimitSpec, item: ItemFn, route: Option<&RouteSpec>) 
             (None, Some(_)) => quote!(::core::result::Result::map_err(#value, #fallback_err::Body)),
         }
     };
+    // `breaker(failure = path)`: the function is typed against the body's
+    // `Result<T, E>` at the path, so a wrong signature is an error there.
+    // A route without its own classifier counts server failures only:
+    // errors whose type has a status (`http::ErrorStatus`) count when it is
+    // a 5xx, errors of other types always.
+    let route_default = match (&spec.failure, &spec.fallback, route, &sig.output) {
+        (None, None, Some(_), ReturnType::Type(_, ret)) if wrap_ok.is_none() => Some(quote! {
+            .failure(#k::__private::failure_fn::<#ret>(|__limiter_e| {
+                #[allow(unused_imports)]
+                use #k::__private::{RouteAnyFailure as _, RouteStatusFailure as _};
+                (&#k::__private::RouteError(__limiter_e)).route_failure()
+            }))
+        }),
+        _ => None,
+    };
+    call.extend(route_default);
+    if let (Some(path), ReturnType::Type(_, ret)) = (&spec.failure, &sig.output) {
+        let typed = quote_spanned!(path.span()=> #k::__private::failure_fn::<#ret>(#path));
+        call.extend(match &spec.fallback {
+            None => quote!(.failure(#typed)),
+            Some(_) => quote! {
+                .failure(|__limiter_e: &#fallback_err<_>| match __limiter_e {
+                    #fallback_err::Body(__limiter_b) => (#typed)(__limiter_b),
+                    #fallback_err::Limit(_) => true,
+                })
+            },
+        });
+    }
     let run = if is_async {
         // A fake return edge, spanned at the return type, fixes the body's
         // type up front, so a type error in the body points at the body

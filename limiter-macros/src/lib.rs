@@ -82,7 +82,7 @@ use quote::quote;
 /// | `max_concurrent`, `max_concurrent_per_key`, `queue`, `queue_timeout`, `overload` | bulkhead |
 /// | `priority = param` | an integer parameter ordering waiters, higher first |
 /// | `retries`, `backoff`, `backoff_base` | retries; by-value arguments must be `Clone` (cloned per attempt). Without `retries = N` the body runs once, whatever a `kind` preset or run-time configuration says (a warning is logged if they ask for retries) |
-/// | `breaker`, `breaker(failure_rate, min_calls, window, slow_call, recovery, half_open_calls, success_threshold, consecutive_failures)` | circuit breaker |
+/// | `breaker`, `breaker(failure_rate, min_calls, window, slow_call, recovery, half_open_calls, success_threshold, consecutive_failures, failure = path)` | circuit breaker; `failure`: a `fn(&E) -> bool` naming the errors that count against it (default: every `Err`) |
 /// | `backend = "local"` / `"redis"` | where the rate state lives; `redis` (feature `redis`) shares it with every instance through [`Registry::set_redis`](../limiter/struct.Registry.html) |
 /// | `degradation = "local"` | with `backend = "redis"`, what the limit does while Redis cannot answer: `fail_open`, `fail_closed`, `local` |
 /// | `deny_blocking` / `allow_blocking` | blocking calls in the body: error / silence (default: warning) |

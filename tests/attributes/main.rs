@@ -508,3 +508,55 @@ async fn the_first_declaration_of_an_op_is_kept() {
     assert_eq!(cfg.max_concurrent, 1);
     assert_eq!(cfg.timeout, None);
 }
+
+/// `breaker(failure = …)` names the errors that count against the breaker:
+/// "not found" is the client's mistake, a dead database is a failure.
+fn is_server_failure(e: &AppError) -> bool {
+    !matches!(e, AppError::NotFound)
+}
+
+#[limit_blocking(
+    op = "attr.classified",
+    breaker(failure_rate = 0.5, min_calls = 4, window = 4, failure = is_server_failure)
+)]
+async fn classified(found: bool) -> Result<u32, AppError> {
+    if found {
+        Ok(1)
+    } else {
+        Err(AppError::NotFound)
+    }
+}
+
+#[limit_blocking(
+    op = "attr.classified_blocking",
+    breaker(failure_rate = 0.5, min_calls = 4, window = 4, failure = is_server_failure)
+)]
+fn classified_blocking(fail: bool) -> Result<u32, AppError> {
+    if fail {
+        Err(AppError::Limit(LimitError::Timeout {
+            op: "a dead dependency".into(),
+        }))
+    } else {
+        Err(AppError::NotFound)
+    }
+}
+
+#[tokio::test]
+async fn a_failure_classifier_excuses_client_errors() {
+    for _ in 0..12 {
+        assert_eq!(classified(false).await, Err(AppError::NotFound));
+    }
+    let snap = registry().op("attr.classified").snapshot();
+    assert_eq!(snap.breaker.state, limiter::BreakerState::Closed);
+    assert_eq!(snap.counters.failed, 12, "still counted as failed calls");
+    // The blocking form: excused errors keep it closed, real ones open it.
+    for _ in 0..6 {
+        assert_eq!(classified_blocking(false).await, Err(AppError::NotFound));
+    }
+    let op = registry().op("attr.classified_blocking");
+    assert_eq!(op.snapshot().breaker.state, limiter::BreakerState::Closed);
+    for _ in 0..4 {
+        let _ = classified_blocking(true).await;
+    }
+    assert_eq!(op.snapshot().breaker.state, limiter::BreakerState::Open);
+}

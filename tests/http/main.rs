@@ -19,6 +19,7 @@ use serde_json::Value;
 
 mod hostile;
 mod identity;
+mod routes;
 
 /// A registry of the test's own, so tests do not share limits or metrics.
 fn registry() -> &'static Registry {

@@ -58,7 +58,7 @@ pin_project! {
     /// backoff when retries are configured. Dropping it cancels the call:
     /// the body is dropped, then its place is released.
     #[must_use = "a call does nothing unless awaited"]
-    pub struct CallFuture<'a, M: Attempts, S> {
+    pub struct CallFuture<'a, M: Attempts, S, C = AnyError> {
         // Field order is drop order: the body (in `stage`) goes before the
         // place (in `admission`).
         #[pin]
@@ -69,6 +69,8 @@ pin_project! {
         timer: Timer,
         attempts: M,
         strategy: S,
+        // Which errors of the body count as failures for the breaker.
+        classify: C,
         op: &'a Op,
         key: Option<u64>,
         shared_key: Option<u64>,
@@ -78,7 +80,7 @@ pin_project! {
         panicked: bool,
     }
 
-    impl<'a, M: Attempts, S> PinnedDrop for CallFuture<'a, M, S> {
+    impl<'a, M: Attempts, S, C> PinnedDrop for CallFuture<'a, M, S, C> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             let Some(admission) = this.admission.take() else {
@@ -97,7 +99,7 @@ pin_project! {
     }
 }
 
-impl<M: Attempts, S> std::fmt::Debug for CallFuture<'_, M, S> {
+impl<M: Attempts, S, C> std::fmt::Debug for CallFuture<'_, M, S, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CallFuture")
             .field("op", &self.op.name())
@@ -118,7 +120,7 @@ fn abandon<M: Attempts>(mut stage: Pin<&mut Stage<'_, M::Body>>, place: super::P
     drop(place);
 }
 
-impl<'a, M: Attempts, S> CallFuture<'a, M, S> {
+impl<'a, M: Attempts, S, C> CallFuture<'a, M, S, C> {
     pub(crate) fn new(
         op: &'a Op,
         key: Option<u64>,
@@ -126,6 +128,7 @@ impl<'a, M: Attempts, S> CallFuture<'a, M, S> {
         priority: i64,
         attempts: M,
         strategy: S,
+        classify: C,
     ) -> Self {
         Self {
             stage: Stage::Start,
@@ -133,6 +136,7 @@ impl<'a, M: Attempts, S> CallFuture<'a, M, S> {
             timer: Timer::new(),
             attempts,
             strategy,
+            classify,
             op,
             key,
             shared_key,
@@ -143,17 +147,66 @@ impl<'a, M: Attempts, S> CallFuture<'a, M, S> {
     }
 }
 
+/// Which outputs of a body are failures for the breaker.
+pub trait Classify<O> {
+    /// Whether `out` is a failure.
+    fn is_failure(&self, out: &O) -> bool;
+}
+
+/// Every `Err` is a failure (the default of a call).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AnyError;
+
+impl<T, E> Classify<Result<T, E>> for AnyError {
+    #[inline]
+    fn is_failure(&self, out: &Result<T, E>) -> bool {
+        out.is_err()
+    }
+}
+
+/// The errors a function says are failures (see
+/// [`Call::failure`](super::Call::failure)).
+pub struct FailureFn<E>(fn(&E) -> bool);
+
+impl<E> FailureFn<E> {
+    pub(crate) fn new(failure: fn(&E) -> bool) -> Self {
+        Self(failure)
+    }
+}
+
+impl<E> Clone for FailureFn<E> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<E> Copy for FailureFn<E> {}
+
+impl<E> std::fmt::Debug for FailureFn<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FailureFn")
+    }
+}
+
+impl<T, E> Classify<Result<T, E>> for FailureFn<E> {
+    #[inline]
+    fn is_failure(&self, out: &Result<T, E>) -> bool {
+        out.as_ref().err().is_some_and(self.0)
+    }
+}
+
 /// What to do after an attempt that did not succeed.
 enum Next<T> {
     Answer(T),
     Retry(std::time::Duration),
 }
 
-impl<'a, M, S, T, E> Future for CallFuture<'a, M, S>
+impl<'a, M, S, C, T, E> Future for CallFuture<'a, M, S, C>
 where
     M: Attempts,
     M::Body: Future<Output = Result<T, E>>,
     S: Strategy<M::Body>,
+    C: Classify<Result<T, E>>,
     E: From<LimitError>,
 {
     type Output = Result<T, E>;
@@ -174,11 +227,12 @@ where
     }
 }
 
-impl<'a, M, S, T, E> CallFuture<'a, M, S>
+impl<'a, M, S, C, T, E> CallFuture<'a, M, S, C>
 where
     M: Attempts,
     M::Body: Future<Output = Result<T, E>>,
     S: Strategy<M::Body>,
+    C: Classify<Result<T, E>>,
     E: From<LimitError>,
 {
     /// Admission without waiting: the body starts and is polled at once,
@@ -262,11 +316,14 @@ where
         core.metrics
             .check_slow_poll(took, admission.terms.slow_poll_ns, &core.name);
         let ok = result.is_ok();
-        let outcome = match (ok, crate::shed::seen() == refusals) {
-            (true, _) => CallOutcome::Success,
-            (false, true) => CallOutcome::Failure,
-            // An op the body called refused it during this poll.
-            (false, false) => CallOutcome::Shed,
+        let outcome = if ok {
+            CallOutcome::Success
+        } else if crate::shed::seen() != refusals || !this.classify.is_failure(result) {
+            // An op the body called refused it during this poll, or the
+            // call's classifier excuses the error.
+            CallOutcome::Excused
+        } else {
+            CallOutcome::Failure
         };
         // The body goes first, then its place.
         this.stage.set(Stage::Done);

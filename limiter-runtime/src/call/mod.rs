@@ -27,7 +27,7 @@ pub use attempts::{
     Attempts, Blocking, BlockingBody, BlockingOnce, Detachable, Detached, Jobs, Offloaded, Once,
     Repeat,
 };
-pub use future::CallFuture;
+pub use future::{AnyError, CallFuture, Classify, FailureFn};
 pub use on_timeout::{Keep, Strategy};
 
 use crate::timeout::strategy::{Background, CacheFallback, Cancel};
@@ -61,7 +61,7 @@ use crate::timeout::strategy::{Background, CacheFallback, Cancel};
 /// # Ok(()) }
 /// ```
 #[must_use = "a call does nothing until `run`, `run_blocking` or `acquire`"]
-pub struct Call<'a, S = Cancel> {
+pub struct Call<'a, S = Cancel, C = AnyError> {
     op: &'a Op,
     /// The key's hash: taken at once, so the call's future holds no
     /// reference to the key.
@@ -70,6 +70,8 @@ pub struct Call<'a, S = Cancel> {
     shared_key: Option<u64>,
     priority: i64,
     strategy: PhantomData<S>,
+    /// Which errors of the body count as failures for the breaker.
+    classify: C,
 }
 
 impl<'a> Call<'a, Cancel> {
@@ -80,18 +82,61 @@ impl<'a> Call<'a, Cancel> {
             shared_key: None,
             priority: 0,
             strategy: PhantomData,
+            classify: AnyError,
         }
     }
 }
 
-impl<'a, S> Call<'a, S> {
-    fn with<S2>(self) -> Call<'a, S2> {
+impl<'a, S, C> Call<'a, S, C> {
+    fn with<S2>(self) -> Call<'a, S2, C> {
         Call {
             op: self.op,
             key: self.key,
             shared_key: self.shared_key,
             priority: self.priority,
             strategy: PhantomData,
+            classify: self.classify,
+        }
+    }
+
+    /// Counts only the errors `failure` says are failures against the
+    /// op's breaker (by default every `Err` is one). An error it excuses
+    /// (a client's mistake such as "not found") still answers the caller
+    /// and is counted in the op's `failed`, but neither opens the breaker
+    /// nor lowers an adaptive limit. Timeouts and panics are failures
+    /// whatever it says. The attributes' `breaker(failure = path)` calls
+    /// this.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use limiter_runtime::{LimitError, Registry};
+    /// #[derive(Debug)]
+    /// enum DbError { NotFound, Down }
+    /// impl From<LimitError> for DbError {
+    ///     fn from(_: LimitError) -> Self { DbError::Down }
+    /// }
+    /// fn is_failure(e: &DbError) -> bool {
+    ///     matches!(e, DbError::Down)
+    /// }
+    /// let reg = Registry::new();
+    /// let r = reg
+    ///     .op("db")
+    ///     .call()
+    ///     .failure(is_failure)
+    ///     .run(|| async { Err::<u32, _>(DbError::NotFound) })
+    ///     .await;
+    /// assert!(matches!(r, Err(DbError::NotFound)));
+    /// # }
+    /// ```
+    pub fn failure<E>(self, failure: fn(&E) -> bool) -> Call<'a, S, FailureFn<E>> {
+        Call {
+            op: self.op,
+            key: self.key,
+            shared_key: self.shared_key,
+            priority: self.priority,
+            strategy: PhantomData,
+            classify: FailureFn::new(failure),
         }
     }
 
@@ -116,17 +161,17 @@ impl<'a, S> Call<'a, S> {
     }
 
     /// On timeout, keep running as a tracked background task.
-    pub fn background(self) -> Call<'a, Background> {
+    pub fn background(self) -> Call<'a, Background, C> {
         self.with()
     }
 
     /// On timeout, answer with the last good value for the same key.
-    pub fn cache_fallback(self) -> Call<'a, CacheFallback> {
+    pub fn cache_fallback(self) -> Call<'a, CacheFallback, C> {
         self.with()
     }
 
     /// On timeout, cancel (the default).
-    pub fn cancel_on_timeout(self) -> Call<'a, Cancel> {
+    pub fn cancel_on_timeout(self) -> Call<'a, Cancel, C> {
         self.with()
     }
 
@@ -145,7 +190,7 @@ impl<'a, S> Call<'a, S> {
     }
 
     /// The future of this call running the bodies `attempts` makes.
-    fn future<M: Attempts, S2>(self, attempts: M, strategy: S2) -> CallFuture<'a, M, S2> {
+    fn future<M: Attempts, S2>(self, attempts: M, strategy: S2) -> CallFuture<'a, M, S2, C> {
         CallFuture::new(
             self.op,
             self.key,
@@ -153,6 +198,7 @@ impl<'a, S> Call<'a, S> {
             self.priority,
             attempts,
             strategy,
+            self.classify,
         )
     }
 
@@ -230,13 +276,13 @@ impl<K: LimitKey + ?Sized> LimitKey for KeyRef<'_, K> {
     }
 }
 
-impl<'a> Call<'a, Cancel> {
+impl<'a, C> Call<'a, Cancel, C> {
     /// Runs `f` under every limit of the op; on timeout the future is dropped
     /// and the call fails with `Timeout`. `f` is called again for each retry.
     ///
     /// The body's `Err` counts as a failure for the breaker and is retried
     /// when retries are on; limit errors are converted with `E::from`.
-    pub fn run<T, E, F, Fut>(self, f: F) -> CallFuture<'a, Repeat<F>, Cancel>
+    pub fn run<T, E, F, Fut>(self, f: F) -> CallFuture<'a, Repeat<F>, Cancel, C>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
@@ -250,7 +296,7 @@ impl<'a> Call<'a, Cancel> {
     /// timeout the call fails with `Timeout` at the deadline; `f` cannot be
     /// aborted and goes on as an orphan (counted in the op's metrics),
     /// keeping its bulkhead place until it ends.
-    pub fn run_blocking<T, E, F>(self, f: F) -> CallFuture<'a, Blocking<F>, Cancel>
+    pub fn run_blocking<T, E, F>(self, f: F) -> CallFuture<'a, Blocking<F>, Cancel, C>
     where
         F: Fn() -> Result<T, E> + Send + Sync + 'static,
         T: Send + 'static,
@@ -262,7 +308,7 @@ impl<'a> Call<'a, Cancel> {
 
     /// Runs the future `fut` once under every limit of the op (no retry:
     /// a future cannot be made again); on timeout it is dropped.
-    pub fn run_once<T, E, Fut>(self, fut: Fut) -> CallFuture<'a, Once<Fut>, Cancel>
+    pub fn run_once<T, E, Fut>(self, fut: Fut) -> CallFuture<'a, Once<Fut>, Cancel, C>
     where
         Fut: Future<Output = Result<T, E>>,
         E: From<LimitError>,
@@ -272,7 +318,7 @@ impl<'a> Call<'a, Cancel> {
 
     /// Runs the blocking `f` once on the op kind's offload pool (no retry);
     /// on timeout it goes on as a counted orphan, keeping its place.
-    pub fn run_blocking_once<T, E, F>(self, f: F) -> CallFuture<'a, BlockingOnce<T, E>, Cancel>
+    pub fn run_blocking_once<T, E, F>(self, f: F) -> CallFuture<'a, BlockingOnce<T, E>, Cancel, C>
     where
         F: FnOnce() -> Result<T, E> + Send + 'static,
         T: Send + 'static,
@@ -283,11 +329,11 @@ impl<'a> Call<'a, Cancel> {
     }
 }
 
-impl<'a> Call<'a, Background> {
+impl<'a, C> Call<'a, Background, C> {
     /// Like [`Call::run`], but on timeout the future goes on as a tracked
     /// background task (holding its bulkhead place until it ends) and the
     /// call fails with `MovedToBackground { task_id }`.
-    pub fn run<T, E, F, Fut>(self, f: F) -> CallFuture<'a, Detached<Repeat<F>>, Background>
+    pub fn run<T, E, F, Fut>(self, f: F) -> CallFuture<'a, Detached<Repeat<F>>, Background, C>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
@@ -299,7 +345,7 @@ impl<'a> Call<'a, Background> {
 
     /// Like [`Call::run_blocking`], but on timeout the work is tracked as a
     /// background task instead of being abandoned.
-    pub fn run_blocking<T, E, F>(self, f: F) -> CallFuture<'a, Detached<Blocking<F>>, Background>
+    pub fn run_blocking<T, E, F>(self, f: F) -> CallFuture<'a, Detached<Blocking<F>>, Background, C>
     where
         F: Fn() -> Result<T, E> + Send + Sync + 'static,
         T: Send + 'static,
@@ -311,7 +357,7 @@ impl<'a> Call<'a, Background> {
 
     /// Like [`Call::run_once`], but on timeout the future goes on as a
     /// tracked background task.
-    pub fn run_once<T, E, Fut>(self, fut: Fut) -> CallFuture<'a, Detached<Once<Fut>>, Background>
+    pub fn run_once<T, E, Fut>(self, fut: Fut) -> CallFuture<'a, Detached<Once<Fut>>, Background, C>
     where
         Fut: Future<Output = Result<T, E>> + Send + 'static,
         T: Send + 'static,
@@ -325,7 +371,7 @@ impl<'a> Call<'a, Background> {
     pub fn run_blocking_once<T, E, F>(
         self,
         f: F,
-    ) -> CallFuture<'a, Detached<BlockingOnce<T, E>>, Background>
+    ) -> CallFuture<'a, Detached<BlockingOnce<T, E>>, Background, C>
     where
         F: FnOnce() -> Result<T, E> + Send + 'static,
         T: Send + 'static,
@@ -336,11 +382,11 @@ impl<'a> Call<'a, Background> {
     }
 }
 
-impl<'a> Call<'a, CacheFallback> {
+impl<'a, C> Call<'a, CacheFallback, C> {
     /// Like [`Call::run`], but each success is remembered per key, and on
     /// timeout the last good value for the same key is returned (if there
     /// is none, the call fails with `Timeout`).
-    pub fn run<T, E, F, Fut>(self, f: F) -> CallFuture<'a, Repeat<F>, CacheFallback>
+    pub fn run<T, E, F, Fut>(self, f: F) -> CallFuture<'a, Repeat<F>, CacheFallback, C>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
@@ -351,7 +397,7 @@ impl<'a> Call<'a, CacheFallback> {
     }
 
     /// Like [`Call::run_blocking`], with the cache fallback on timeout.
-    pub fn run_blocking<T, E, F>(self, f: F) -> CallFuture<'a, Blocking<F>, CacheFallback>
+    pub fn run_blocking<T, E, F>(self, f: F) -> CallFuture<'a, Blocking<F>, CacheFallback, C>
     where
         F: Fn() -> Result<T, E> + Send + Sync + 'static,
         T: Clone + Send + Sync + 'static,
@@ -362,7 +408,7 @@ impl<'a> Call<'a, CacheFallback> {
     }
 
     /// Like [`Call::run_once`], with the cache fallback on timeout.
-    pub fn run_once<T, E, Fut>(self, fut: Fut) -> CallFuture<'a, Once<Fut>, CacheFallback>
+    pub fn run_once<T, E, Fut>(self, fut: Fut) -> CallFuture<'a, Once<Fut>, CacheFallback, C>
     where
         Fut: Future<Output = Result<T, E>>,
         T: Clone + Send + Sync + 'static,
@@ -375,7 +421,7 @@ impl<'a> Call<'a, CacheFallback> {
     pub fn run_blocking_once<T, E, F>(
         self,
         f: F,
-    ) -> CallFuture<'a, BlockingOnce<T, E>, CacheFallback>
+    ) -> CallFuture<'a, BlockingOnce<T, E>, CacheFallback, C>
     where
         F: FnOnce() -> Result<T, E> + Send + 'static,
         T: Clone + Send + Sync + 'static,

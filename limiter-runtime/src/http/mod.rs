@@ -34,7 +34,8 @@ pub use jwt::Jwt;
 pub use layer::{LimiterLayer, LimiterLayerBuilder, LimiterService};
 pub use pattern::{PathPattern, PatternError};
 pub use response::{
-    rate_limit_headers, status_of, ErrorBody, RATELIMIT, RATELIMIT_POLICY, TASK_LOCATION_PREFIX,
+    rate_limit_headers, status_of, ErrorBody, ErrorStatus, RATELIMIT, RATELIMIT_POLICY,
+    TASK_LOCATION_PREFIX,
 };
 pub use router::{monitoring_router, Monitoring};
 pub use rules::Rule;

@@ -32,6 +32,54 @@ pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 /// monitoring router serves `GET /monitoring/background/{id}`.
 pub const TASK_LOCATION_PREFIX: &str = "/monitoring/background/";
 
+/// The status an error answers with, so that a route breaker
+/// (`#[optimize_route]`) counts only server failures (5xx), not a client's
+/// mistakes (4xx). Implement it for a handler's error type:
+///
+/// ```
+/// use axum::http::StatusCode;
+/// use limiter_runtime::http::ErrorStatus;
+/// enum AppError { NotFound, Db }
+/// impl ErrorStatus for AppError {
+///     fn status(&self) -> StatusCode {
+///         match self {
+///             AppError::NotFound => StatusCode::NOT_FOUND,
+///             AppError::Db => StatusCode::INTERNAL_SERVER_ERROR,
+///         }
+///     }
+/// }
+/// ```
+///
+/// A route whose error type has no status counts every `Err` as a failure.
+pub trait ErrorStatus {
+    /// The status of the response this error becomes.
+    fn status(&self) -> StatusCode;
+}
+
+impl ErrorStatus for StatusCode {
+    fn status(&self) -> StatusCode {
+        *self
+    }
+}
+
+impl<T> ErrorStatus for (StatusCode, T) {
+    fn status(&self) -> StatusCode {
+        self.0
+    }
+}
+
+impl ErrorStatus for axum::response::Response {
+    fn status(&self) -> StatusCode {
+        axum::response::Response::status(self)
+    }
+}
+
+impl ErrorStatus for LimitError {
+    fn status(&self) -> StatusCode {
+        status_of(self)
+    }
+}
+
 /// The HTTP status a refusal maps to.
 pub fn status_of(err: &LimitError) -> StatusCode {
     match err {

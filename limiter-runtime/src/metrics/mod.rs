@@ -25,10 +25,11 @@ pub(crate) enum CallOutcome {
     Panic,
     /// The caller dropped the future.
     Cancelled,
-    /// The body returned an error after an op it called refused it (load
-    /// shedding below, not a failure here): counted with the failures in
-    /// `failed`, never by the breaker.
-    Shed,
+    /// The body returned an error that is not a failure of what the op
+    /// protects: an op it called refused it (load shedding below), or the
+    /// call's failure classifier excuses it (a client's mistake). Counted
+    /// with the failures in `failed`, never by the breaker.
+    Excused,
 }
 
 impl CallOutcome {
@@ -255,7 +256,7 @@ impl OpMetrics {
         s.admitted += sum(|x| &x.admitted);
         s.succeeded += sum(|x| &x.outcomes[CallOutcome::Success as usize]);
         s.failed += sum(|x| &x.outcomes[CallOutcome::Failure as usize]);
-        s.failed += sum(|x| &x.outcomes[CallOutcome::Shed as usize]);
+        s.failed += sum(|x| &x.outcomes[CallOutcome::Excused as usize]);
         s.timeouts += sum(|x| &x.outcomes[CallOutcome::Timeout as usize]);
         s.panics += sum(|x| &x.outcomes[CallOutcome::Panic as usize]);
         s.cancelled += sum(|x| &x.outcomes[CallOutcome::Cancelled as usize]);
