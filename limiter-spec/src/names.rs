@@ -83,6 +83,9 @@ named_enum! {
         SlidingWindow => "sliding_window",
         /// Fixed window counter, reset at each window boundary.
         FixedWindow => "fixed_window",
+        /// Exact sliding window: never more than the limit in any span of
+        /// the window (counts in sub-windows; the default of HTTP rules).
+        SlidingExact => "sliding_exact",
     }
     what = "algorithm";
 }

@@ -986,6 +986,58 @@ async fn every_window_is_advertised_and_r_never_exceeds_q() {
     assert_eq!(seen[6].1, "\"anon/60s\"", "then the minute's quota");
 }
 
+/// A quota is what a client gets: `per_minute(300)` under 12 requests a
+/// second for three minutes admits at most 300 in every 60 s span, and
+/// every response names the window with `r` never above `q`.
+#[tokio::test(start_paused = true)]
+async fn a_rule_admits_at_most_its_quota_in_every_span() {
+    use tower::ServiceExt;
+    let layer = LimiterLayer::builder()
+        .registry(registry())
+        .rule(Rule::new("*").name("minute").per_minute(300))
+        .build()
+        .unwrap();
+    let app = ok_app(layer);
+    let start = tokio::time::Instant::now();
+    let mut admitted: Vec<Duration> = Vec::new();
+    for _ in 0..(3 * 60 * 12) {
+        let req = axum::http::Request::get("/users/1")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        let h = resp.headers();
+        assert_eq!(header(h, "ratelimit-policy"), r#""minute";q=300;w=60"#);
+        let limit = header(h, "ratelimit");
+        let r: u64 = limit
+            .split(';')
+            .find_map(|p| p.strip_prefix("r="))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(r <= 300, "{limit}");
+        match resp.status().as_u16() {
+            200 => admitted.push(start.elapsed()),
+            429 => assert!(h.get("retry-after").is_some()),
+            other => panic!("status {other}"),
+        }
+        tokio::time::sleep(Duration::from_millis(1000 / 12)).await;
+    }
+    let mut most = 0;
+    let mut first = 0;
+    for last in 0..admitted.len() {
+        while admitted[last] - admitted[first] >= Duration::from_secs(60) {
+            first += 1;
+        }
+        most = most.max(last - first + 1);
+    }
+    assert!(most <= 300, "{most} admitted in one 60 s span");
+    assert!(
+        admitted.len() >= 3 * 280,
+        "and close to it: {}",
+        admitted.len()
+    );
+}
+
 /// One client's limits tell whether a key or token was used and how much
 /// of its budget is left: they are read with the admin token only, even
 /// where the other reads are open.

@@ -44,6 +44,7 @@ fn case() -> impl Strategy<Value = RateCase> {
         Just(Algorithm::TokenBucket),
         Just(Algorithm::SlidingWindow),
         Just(Algorithm::FixedWindow),
+        Just(Algorithm::SlidingExact),
     ];
     let period_us = prop_oneof![(1u64..=1000).prop_map(|m| m * 1000), 1u64..=2_000_000,];
     (
@@ -212,6 +213,22 @@ pub fn check_bounds(c: &RateCase, run: &Run) -> Vec<String> {
                             ));
                             break;
                         }
+                    }
+                }
+            }
+            Algorithm::SlidingExact => {
+                // At most `count` calls in any span shorter than the period,
+                // wherever it starts.
+                let n = count as usize;
+                for i in 0..a.len().saturating_sub(n) {
+                    let span = u128::from(a[i + n] - a[i]);
+                    if span < period {
+                        out.push(format!(
+                            "window {w} ({count} per {us} µs): {} calls in {span} ns, from {} to {} ns",
+                            n + 1,
+                            a[i],
+                            a[i + n]
+                        ));
                     }
                 }
             }

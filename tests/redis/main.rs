@@ -1079,3 +1079,28 @@ mod fault_modes {
         }
     }
 }
+
+/// The exact sliding window is kept in process only: asking Redis to keep
+/// it is an error naming the algorithm, at configuration.
+#[test]
+fn sliding_exact_in_redis_is_a_configuration_error() {
+    use limiter::{Backend, OpConfig, Registry};
+    let reg = Registry::new();
+    let err = reg
+        .configure(
+            "exact",
+            OpConfig {
+                backend: Some(Backend::Redis),
+                algorithm: Some(Algorithm::SlidingExact),
+                ..OpConfig::default()
+            }
+            .with_rate("10/s")
+            .unwrap(),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("algorithm") && err.contains("sliding_exact") && err.contains("in process"),
+        "{err}"
+    );
+}

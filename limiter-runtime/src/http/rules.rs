@@ -44,7 +44,7 @@ pub struct Rule {
     pub(crate) classes: Vec<ClientClass>,
     pub(crate) limits: Vec<(&'static str, Result<Rate, String>)>,
     pub(crate) burst: Option<u32>,
-    pub(crate) algorithm: Algorithm,
+    pub(crate) algorithm: Option<Algorithm>,
     pub(crate) shadow: bool,
 }
 
@@ -60,7 +60,7 @@ impl Rule {
             classes: Vec::new(),
             limits: Vec::new(),
             burst: None,
-            algorithm: Algorithm::TokenBucket,
+            algorithm: None,
             shadow: false,
         }
     }
@@ -127,9 +127,14 @@ impl Rule {
         self
     }
 
-    /// The algorithm (default: token bucket, GCRA).
+    /// The algorithm. By default every window is an exact sliding window
+    /// (`sliding_exact`): in any span of a window a client is admitted at
+    /// most the quota its `RateLimit-Policy` names, which is what the
+    /// headers promise. A rule with a [`burst`](Self::burst) is a token
+    /// bucket instead (GCRA): its quota is its sustained rate, and a
+    /// client with a full bucket may get the burst on top of it.
     pub fn algorithm(mut self, algorithm: Algorithm) -> Self {
-        self.algorithm = algorithm;
+        self.algorithm = Some(algorithm);
         self
     }
 
@@ -204,25 +209,30 @@ impl CompiledRule {
         }
         // The shortest window first: it takes the burst.
         windows.sort_by_key(|w| w.period());
+        let algorithm = match (rule.algorithm, rule.burst) {
+            (Some(a), _) => a,
+            (None, Some(_)) => Algorithm::TokenBucket,
+            (None, None) => Algorithm::SlidingExact,
+        };
         if let Some(b) = rule.burst {
             if b == 0 {
                 return Err(invalid("burst", "0".into(), "must be at least 1".into()));
             }
-            if rule.algorithm != Algorithm::TokenBucket {
+            if algorithm != Algorithm::TokenBucket {
                 return Err(invalid(
                     "burst",
                     b.to_string(),
-                    format!("needs the token bucket algorithm, not {}", rule.algorithm),
+                    format!("needs the token bucket algorithm, not {algorithm}"),
                 ));
             }
         }
         let spec = RateSpec {
             windows,
-            burst: match rule.algorithm {
+            burst: match algorithm {
                 Algorithm::TokenBucket => rule.burst,
                 _ => None,
             },
-            algorithm: rule.algorithm,
+            algorithm,
         };
         let window_names = window_names(&name, &spec.windows);
         let policy = spec

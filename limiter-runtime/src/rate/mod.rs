@@ -1,6 +1,8 @@
-//! Rate limiting: GCRA token bucket, sliding-window counter and fixed window,
-//! with several windows at once, op-wide or per key.
+//! Rate limiting: GCRA token bucket, sliding-window counter, fixed window
+//! and exact sliding window, with several windows at once, op-wide or per
+//! key.
 
+mod exact;
 mod gcra;
 mod keyed;
 mod window;
@@ -14,6 +16,7 @@ use serde::Serialize;
 use crate::error::Quota;
 use crate::keys::KeyState;
 use crate::settings::{Algorithm, RateSpec};
+use exact::{ExactCell, ExactParams};
 use gcra::{GcraCell, GcraParams};
 use window::{FixedCell, SlidingCell, WindowParams};
 
@@ -22,6 +25,7 @@ enum Cell {
     Gcra(GcraParams, GcraCell),
     Fixed(WindowParams, FixedCell),
     Sliding(WindowParams, SlidingCell),
+    Exact(ExactParams, ExactCell),
 }
 
 impl Cell {
@@ -33,6 +37,7 @@ impl Cell {
             Cell::Gcra(p, c) => c.try_acquire(p, now),
             Cell::Fixed(p, c) => c.try_acquire(p, now),
             Cell::Sliding(p, c) => c.try_acquire(p, now),
+            Cell::Exact(p, c) => c.try_acquire(p, now),
         }
     }
 
@@ -42,6 +47,7 @@ impl Cell {
             Cell::Gcra(p, c) => c.time_to_admit(p, now),
             Cell::Fixed(p, c) => c.time_to_admit(p, now),
             Cell::Sliding(p, c) => c.time_to_admit(p, now),
+            Cell::Exact(p, c) => c.time_to_admit(p, now),
         }
     }
 
@@ -52,6 +58,7 @@ impl Cell {
             Cell::Gcra(p, c) => c.refund(p, taken),
             Cell::Fixed(_, c) => c.refund(taken),
             Cell::Sliding(_, c) => c.refund(taken),
+            Cell::Exact(_, c) => c.refund(taken),
         }
     }
 
@@ -60,6 +67,7 @@ impl Cell {
             Cell::Gcra(_, c) => c.is_idle(now),
             Cell::Fixed(p, c) => c.is_idle(p, now),
             Cell::Sliding(p, c) => c.is_idle(p, now),
+            Cell::Exact(p, c) => c.is_idle(p, now),
         }
     }
 
@@ -68,6 +76,7 @@ impl Cell {
             Cell::Gcra(p, c) => c.available(p, now),
             Cell::Fixed(p, c) => c.available(p, now),
             Cell::Sliding(p, c) => c.available(p, now),
+            Cell::Exact(p, c) => c.available(p, now),
         }
     }
 }
@@ -117,6 +126,10 @@ impl RateState {
                     }
                     Algorithm::FixedWindow => Cell::Fixed(window, FixedCell::default()),
                     Algorithm::SlidingWindow => Cell::Sliding(window, SlidingCell::default()),
+                    Algorithm::SlidingExact => Cell::Exact(
+                        ExactParams::new(window.limit, window.period_ns),
+                        ExactCell::default(),
+                    ),
                 }
             })
             .collect();

@@ -240,6 +240,8 @@ impl RedisBackend {
             Algorithm::TokenBucket => "g",
             Algorithm::SlidingWindow => "s",
             Algorithm::FixedWindow => "f",
+            // Refused with this backend by the op's validation.
+            Algorithm::SlidingExact => "x",
         };
         (0..spec.windows.len())
             .map(|i| format!("{tag}:{alg}{i}"))
@@ -287,6 +289,11 @@ impl RedisBackend {
             Algorithm::TokenBucket => &*scripts::GCRA,
             Algorithm::SlidingWindow => &*scripts::SLIDING,
             Algorithm::FixedWindow => &*scripts::FIXED,
+            Algorithm::SlidingExact => {
+                return Err(BackendError::Redis(
+                    "the sliding_exact algorithm is kept in process only".into(),
+                ))
+            }
         };
         let mut inv = script.prepare_invoke();
         for k in &keys {

@@ -215,7 +215,7 @@ impl OpConfig {
             .unwrap_or(100);
         let timeout = check.positive("timeout", self.timeout)?;
         let adaptive = check.adaptive(&self, max_concurrent, timeout)?;
-        let backend = check.backend(self.backend)?;
+        let backend = check.backend(self.backend, algorithm)?;
         Ok(ResolvedConfig {
             kind: self.kind,
             enabled: self.enabled.unwrap_or(true),
@@ -440,14 +440,26 @@ impl Check<'_> {
         Ok(Some(AdaptivePolicy { min, target }))
     }
 
-    /// The rate-state backend, refusing Redis in a build without it.
-    fn backend(&self, backend: Option<Backend>) -> Result<Backend, ConfigError> {
+    /// The rate-state backend, refusing Redis in a build without it, and
+    /// for the algorithm it has no script for.
+    fn backend(
+        &self,
+        backend: Option<Backend>,
+        algorithm: Algorithm,
+    ) -> Result<Backend, ConfigError> {
         let backend = backend.unwrap_or(Backend::Local);
         if backend == Backend::Redis && !cfg!(feature = "redis") {
             return Err(self.invalid(
                 "backend",
                 "redis".into(),
                 "needs the `redis` feature of limiter",
+            ));
+        }
+        if backend == Backend::Redis && algorithm == Algorithm::SlidingExact {
+            return Err(self.invalid(
+                "algorithm",
+                "sliding_exact".into(),
+                "is kept in process only; with `backend = \"redis\"` use token_bucket, sliding_window or fixed_window",
             ));
         }
         Ok(backend)
