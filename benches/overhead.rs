@@ -14,6 +14,8 @@
 //! * `limiter_keyed_100k`: an op with a per-key rate limit, keys cycling over
 //!   100 000; `limiter_check_key_100k`: the per-key check alone
 //!   ([`limiter::Op::check_key`]).
+//! * `op_layer_service_fn`: [`limiter::OpLayer`] with the timeout op over
+//!   a `tower::service_fn` of the body.
 //! * Peers: `tower_stack` (ConcurrencyLimit + Timeout + RateLimit),
 //!   `tower_resilience_stack` (CircuitBreaker + Bulkhead + RateLimiter +
 //!   TimeLimiter), `composite` (governor + breaker-state load + tokio
@@ -102,6 +104,15 @@ fn single_thread(c: &mut Criterion) {
         })
     });
 
+    // `OpLayer` over the same `service_fn` as the tower stack: the stack's
+    // op (rate + breaker + bulkhead + timeout + metrics) as a tower layer.
+    let mut op_layer = tower::Layer::layer(
+        &limiter::OpLayer::new(reg.op("stack_timeout")),
+        tower::service_fn(work),
+    );
+    g.bench_function("op_layer_service_fn", |b| {
+        b.iter_custom(|n| timed_loop!(rt, n, |i| peers::call_op_layer(&mut op_layer, i)))
+    });
     let mut tower = peers::tower_stack();
     g.bench_function("tower_stack", |b| {
         b.iter_custom(|n| timed_loop!(rt, n, |i| peers::call_tower(&mut tower, i)))
@@ -222,7 +233,7 @@ fn assert_nothing_refused(op: &limiter::Op) {
 
 /// Prints ours / peer for each goal of the benchmark.
 fn ratios() {
-    let rows: [Row; 7] = [
+    let rows: [Row; 8] = [
         (
             "stack vs composite",
             ("per_call", "limiter_stack"),
@@ -246,6 +257,12 @@ fn ratios() {
             ("per_call", "limiter_stack_timeout"),
             ("per_call", "tower_stack"),
             0.8,
+        ),
+        (
+            "OpLayer vs tower stack",
+            ("per_call", "op_layer_service_fn"),
+            ("per_call", "tower_stack"),
+            1.0,
         ),
         (
             "check_key vs governor keyed",

@@ -84,6 +84,14 @@ where
     svc.ready().await.unwrap().call(x).await.unwrap()
 }
 
+/// One call through `OpLayer` over `service_fn(cases::work)`.
+pub async fn call_op_layer<S>(svc: &mut S, x: u64) -> u64
+where
+    S: Service<u64, Response = u64, Error = limiter::LimitError>,
+{
+    svc.ready().await.unwrap().call(x).await.unwrap()
+}
+
 // ---------------------------------------------------------------------------
 // tower-resilience
 // ---------------------------------------------------------------------------

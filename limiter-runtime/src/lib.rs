@@ -67,6 +67,8 @@ mod metrics;
 pub mod monitor;
 mod offload;
 mod op;
+#[cfg(feature = "tower")]
+mod op_layer;
 mod rate;
 #[cfg(feature = "redis")]
 pub mod redis;
@@ -96,6 +98,8 @@ pub use error::{ConfigError, LimitError, QueueScope, Quota, QuotaUnit};
 pub use keys::{KeySeed, LimitKey};
 pub use metrics::{CountersSnapshot, LatencySnapshot};
 pub use op::{CallKey, KeyUsage, Op, OpSnapshot, Permit};
+#[cfg(feature = "tower")]
+pub use op_layer::{NoKey, OpLayer, OpService, RequestKey};
 pub use rate::RateSnapshot;
 pub use registry::{registry, shutdown, Registry, RegistrySnapshot};
 pub use site::OpSite;

@@ -10,6 +10,7 @@ mod config;
 mod drop_order;
 mod keys;
 mod metrics;
+mod op_layer;
 mod rate;
 mod regressions;
 mod release;
