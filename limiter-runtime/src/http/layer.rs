@@ -500,7 +500,7 @@ where
                 Verdict::Pass(headers) => headers,
             };
             let fut = TimedPolls {
-                fut: Box::pin(inner.call(req)),
+                fut: inner.call(req),
                 shared: Arc::clone(&shared),
                 recorder: flight.recorder.clone(),
             };
@@ -558,24 +558,28 @@ impl Drop for InFlight {
     }
 }
 
-/// Counts polls of the handler longer than the slow-poll threshold.
-struct TimedPolls<F> {
-    fut: Pin<Box<F>>,
-    /// The layer's clock and slow-poll threshold.
-    shared: Arc<Shared>,
-    recorder: RouteRecorder,
+pin_project_lite::pin_project! {
+    /// Counts polls of the handler longer than the slow-poll threshold. The
+    /// handler's future is pinned in place (inside the request's future).
+    struct TimedPolls<F> {
+        #[pin]
+        fut: F,
+        // The layer's clock and slow-poll threshold.
+        shared: Arc<Shared>,
+        recorder: RouteRecorder,
+    }
 }
 
 impl<F: Future> Future for TimedPolls<F> {
     type Output = F::Output;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let this = &mut *self;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
         let clock = &this.shared.clock;
         // The same poll timing as a limited call's (`timeout::PollWatch`).
         let poll_start = clock.now_ns();
         let watch = PollWatch::start(clock);
-        let out = this.fut.as_mut().poll(cx);
+        let out = this.fut.poll(cx);
         let (_, took) = watch.stop(clock, poll_start);
         if took > this.shared.slow_poll_ns {
             this.recorder.slow_poll();
