@@ -60,6 +60,8 @@ pub mod config {
 }
 mod error;
 mod export;
+#[cfg(feature = "tonic")]
+mod grpc;
 #[cfg(feature = "axum")]
 pub mod http;
 mod keys;
@@ -99,7 +101,9 @@ pub use keys::{KeySeed, LimitKey};
 pub use metrics::{CountersSnapshot, LatencySnapshot};
 pub use op::{CallKey, KeyUsage, Op, OpSnapshot, Permit};
 #[cfg(feature = "tower")]
-pub use op_layer::{NoKey, OpLayer, OpService, RequestKey};
+pub use op_layer::{
+    AsError, AsResponse, InnerErr, NoKey, OpLayer, OpService, RefusalResponse, Refused, RequestKey,
+};
 pub use rate::RateSnapshot;
 pub use registry::{registry, shutdown, Registry, RegistrySnapshot};
 pub use site::OpSite;

@@ -39,10 +39,22 @@ use crate::timeout::strategy::Cancel;
 /// # }
 /// ```
 #[derive(Debug, Clone, Copy)]
-pub struct OpLayer<K = NoKey> {
+pub struct OpLayer<K = NoKey, R = AsError> {
     op: &'static Op,
     key: K,
+    refusal: R,
 }
+
+/// A refusal is the service's error, converted with `From<LimitError>`
+/// (the default).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AsError;
+
+/// A refusal is a response made by a function: for services whose error
+/// cannot hold one (a gRPC server answers a refusal with a status, not an
+/// error). See [`OpLayer::refusal_response`].
+#[derive(Debug, Clone, Copy)]
+pub struct AsResponse<F>(F);
 
 /// No key: the op's per-key limits do not apply.
 #[derive(Debug, Clone, Copy, Default)]
@@ -83,16 +95,34 @@ impl OpLayer {
         Self {
             op: Box::leak(Box::new(op)),
             key: NoKey,
+            refusal: AsError,
         }
     }
 }
 
-impl<K> OpLayer<K> {
+impl<K, R> OpLayer<K, R> {
     /// Applies the op's per-key limits to the key `key` finds in each
     /// request (a request without one is limited by the op-wide limits
     /// only).
-    pub fn key<F>(self, key: F) -> OpLayer<F> {
-        OpLayer { op: self.op, key }
+    pub fn key<F>(self, key: F) -> OpLayer<F, R> {
+        OpLayer {
+            op: self.op,
+            key,
+            refusal: self.refusal,
+        }
+    }
+
+    /// Answers a refused request with `response(refusal)` instead of an
+    /// error, for a service whose error type cannot hold a refusal (a
+    /// tonic server's is `Infallible`; a refused gRPC call is a response
+    /// whose status says so). With feature `tonic`, [`OpLayer::grpc`] sets
+    /// it up.
+    pub fn refusal_response<F>(self, response: F) -> OpLayer<K, AsResponse<F>> {
+        OpLayer {
+            op: self.op,
+            key: self.key,
+            refusal: AsResponse(response),
+        }
     }
 
     /// The op whose policy the layer applies.
@@ -101,27 +131,29 @@ impl<K> OpLayer<K> {
     }
 }
 
-impl<S, K: Clone> Layer<S> for OpLayer<K> {
-    type Service = OpService<S, K>;
+impl<S, K: Clone, R: Clone> Layer<S> for OpLayer<K, R> {
+    type Service = OpService<S, K, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
         OpService {
             inner,
             op: self.op,
             key: self.key.clone(),
+            refusal: self.refusal.clone(),
         }
     }
 }
 
 /// The service of [`OpLayer`].
 #[derive(Debug, Clone)]
-pub struct OpService<S, K = NoKey> {
+pub struct OpService<S, K = NoKey, R = AsError> {
     inner: S,
     op: &'static Op,
     key: K,
+    refusal: R,
 }
 
-impl<S, K, Req> Service<Req> for OpService<S, K>
+impl<S, K, Req> Service<Req> for OpService<S, K, AsError>
 where
     S: Service<Req>,
     S::Error: From<LimitError>,
@@ -144,6 +176,103 @@ where
         match &key {
             Some(k) => call.key(k).run_once(body),
             None => call.run_once(body),
+        }
+    }
+}
+
+/// The error of a body under [`AsResponse`]: a refusal, or the service's.
+#[derive(Debug)]
+pub enum Refused<E> {
+    /// A limit of the op refused (or timed out) the call.
+    Limit(LimitError),
+    /// The service's own error.
+    Inner(E),
+}
+
+impl<E> From<LimitError> for Refused<E> {
+    fn from(e: LimitError) -> Self {
+        Refused::Limit(e)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The service's future with its error wrapped in [`Refused::Inner`].
+    #[derive(Debug)]
+    pub struct InnerErr<F> {
+        #[pin]
+        fut: F,
+    }
+}
+
+impl<F, T, E> std::future::Future for InnerErr<F>
+where
+    F: std::future::Future<Output = Result<T, E>>,
+{
+    type Output = Result<T, Refused<E>>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project()
+            .fut
+            .poll(cx)
+            .map(|r| r.map_err(Refused::Inner))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`OpService`] under [`AsResponse`]: the op's
+    /// call, with a refusal turned into a response.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct RefusalResponse<F, M> {
+        #[pin]
+        call: F,
+        response: M,
+    }
+}
+
+impl<F, M, T, E> std::future::Future for RefusalResponse<F, M>
+where
+    F: std::future::Future<Output = Result<T, Refused<E>>>,
+    M: Fn(LimitError) -> T,
+{
+    type Output = Result<T, E>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match std::task::ready!(this.call.poll(cx)) {
+            Ok(resp) => Poll::Ready(Ok(resp)),
+            Err(Refused::Limit(e)) => Poll::Ready(Ok((this.response)(e))),
+            Err(Refused::Inner(e)) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl<S, K, M, Req> Service<Req> for OpService<S, K, AsResponse<M>>
+where
+    S: Service<Req>,
+    K: RequestKey<Req>,
+    M: Fn(LimitError) -> S::Response + Clone,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = RefusalResponse<CallFuture<'static, Once<InnerErr<S::Future>>, Cancel>, M>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let key = self.key.key(&req);
+        let body = InnerErr {
+            fut: self.inner.call(req),
+        };
+        let call = self.op.call();
+        let call = match &key {
+            Some(k) => call.key(k).run_once(body),
+            None => call.run_once(body),
+        };
+        RefusalResponse {
+            call,
+            response: self.refusal.0.clone(),
         }
     }
 }
