@@ -105,6 +105,12 @@ pub mod __private {
 
     impl<E> RouteAnyFailure for &RouteError<'_, E> {}
 
+    /// `breaker(failure = path)` on a function returning `Result<impl
+    /// Trait, E>`: the path as a function of `E`, written out.
+    pub fn failure_fn_of<E>(f: fn(&E) -> bool) -> fn(&E) -> bool {
+        f
+    }
+
     /// The error of a call with a `fallback`: a limit refused or cut the
     /// call (the fallback answers), or the body itself failed (passed on).
     #[derive(Debug)]

@@ -26,6 +26,37 @@ fn is_result(ty: &Type) -> bool {
     }
 }
 
+/// The error type `E` written in `Result<T, E>`, if the type is written so.
+fn written_error_type(ty: &Type) -> Option<&Type> {
+    let Type::Path(p) = ty else { return None };
+    let last = p.path.segments.last()?;
+    if last.ident != "Result" {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    match args.args.iter().nth(1)? {
+        syn::GenericArgument::Type(e) => Some(e),
+        _ => None,
+    }
+}
+
+/// The function-pointer type check of a classifier `f` against the
+/// function's return type `ret`: by the error type when `ret` hides its
+/// value type (`Result<impl Trait, E>`), else by `ret` itself (so that
+/// aliases such as `io::Result<T>` work). `None` when neither can be named.
+fn typed_classifier(k: &syn::Path, ret: &Type, f: TokenStream) -> Option<TokenStream> {
+    if !contains_impl_trait(ret) {
+        return Some(quote!(#k::__private::failure_fn::<#ret>(#f)));
+    }
+    let e = written_error_type(ret)?;
+    if contains_impl_trait(e) {
+        return None;
+    }
+    Some(quote!(#k::__private::failure_fn_of::<#e>(#f)))
+}
+
 /// `name`, or by default the function's path (`my_crate::db::load_user`).
 pub(crate) fn name_or_path(name: Option<&str>, ident: &Ident) -> TokenStream {
     match name {
@@ -366,18 +397,25 @@ pub(crate) fn expand(spec: &LimitSpec, item: ItemFn, route: Option<&RouteSpec>) 
     // errors whose type has a status (`http::ErrorStatus`) count when it is
     // a 5xx, errors of other types always.
     let route_default = match (&spec.failure, &spec.fallback, route, &sig.output) {
-        (None, None, Some(_), ReturnType::Type(_, ret)) if wrap_ok.is_none() => Some(quote! {
-            .failure(#k::__private::failure_fn::<#ret>(|__limiter_e| {
-                #[allow(unused_imports)]
-                use #k::__private::{RouteAnyFailure as _, RouteStatusFailure as _};
-                (&#k::__private::RouteError(__limiter_e)).route_failure()
-            }))
-        }),
+        (None, None, Some(_), ReturnType::Type(_, ret)) if wrap_ok.is_none() => {
+            let classify = quote! {
+                |__limiter_e| {
+                    #[allow(unused_imports)]
+                    use #k::__private::{RouteAnyFailure as _, RouteStatusFailure as _};
+                    (&#k::__private::RouteError(__limiter_e)).route_failure()
+                }
+            };
+            typed_classifier(k, ret, classify).map(|typed| quote!(.failure(#typed)))
+        }
         _ => None,
     };
     call.extend(route_default);
     if let (Some(path), ReturnType::Type(_, ret)) = (&spec.failure, &sig.output) {
-        let typed = quote_spanned!(path.span()=> #k::__private::failure_fn::<#ret>(#path));
+        // Spanned at the path: a function of the wrong error type is an
+        // error there.
+        let typed = typed_classifier(k, ret, quote_spanned!(path.span()=> #path))
+            .map(|t| quote_spanned!(path.span()=> #t))
+            .unwrap_or_else(|| quote_spanned!(path.span()=> #path));
         call.extend(match &spec.fallback {
             None => quote!(.failure(#typed)),
             Some(_) => quote! {

@@ -102,7 +102,8 @@ pub use metrics::{CountersSnapshot, LatencySnapshot};
 pub use op::{CallKey, KeyUsage, Op, OpSnapshot, Permit};
 #[cfg(feature = "tower")]
 pub use op_layer::{
-    AsError, AsResponse, InnerErr, NoKey, OpLayer, OpService, RefusalResponse, Refused, RequestKey,
+    AsError, AsResponse, CallLater, InnerErr, NoKey, OpLayer, OpService, RefusalResponse, Refused,
+    RequestKey,
 };
 pub use rate::RateSnapshot;
 pub use registry::{registry, shutdown, Registry, RegistrySnapshot};

@@ -234,14 +234,18 @@ impl OpCore {
     ) {
         let elapsed = end.saturating_sub(start);
         let slow = elapsed > terms.slow_call_ns;
-        if terms.adaptive && outcome != CallOutcome::Cancelled {
+        // A cancelled call or an excused error says nothing of what the op
+        // protects: neither the adaptive limit nor the breaker hears of it
+        // (a probe's place is given back).
+        let neutral = matches!(outcome, CallOutcome::Cancelled | CallOutcome::Excused);
+        if terms.adaptive && !neutral {
             self.observe_adaptive(outcome, elapsed);
         }
         if slow {
             OpMetrics::inc(&self.metrics.counters.slow_calls);
         }
         match (outcome, ticket) {
-            (CallOutcome::Cancelled, _) => self.release_ticket(ticket),
+            _ if neutral => self.release_ticket(ticket),
             (_, Ticket::Shared(t)) => self.settle_shared(t, Some(outcome.is_failure() || slow)),
             _ => self
                 .breaker

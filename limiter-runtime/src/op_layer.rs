@@ -155,13 +155,13 @@ pub struct OpService<S, K = NoKey, R = AsError> {
 
 impl<S, K, Req> Service<Req> for OpService<S, K, AsError>
 where
-    S: Service<Req>,
+    S: Service<Req> + Clone,
     S::Error: From<LimitError>,
     K: RequestKey<Req>,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = CallFuture<'static, Once<S::Future>, Cancel>;
+    type Future = CallFuture<'static, Once<CallLater<S, Req>>, Cancel>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -169,13 +169,57 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let key = self.key.key(&req);
-        // The inner future is made now (the service was polled ready) and
-        // polled only once the call is admitted.
-        let body = self.inner.call(req);
+        let body = CallLater::new(take_ready(&mut self.inner), req);
         let call = self.op.call();
         match &key {
             Some(k) => call.key(k).run_once(body),
             None => call.run_once(body),
+        }
+    }
+}
+
+/// The service that was polled ready, leaving a clone for the next
+/// request (tower's usual hand-over when a call outlives `call`).
+fn take_ready<S: Clone>(inner: &mut S) -> S {
+    let clone = inner.clone();
+    std::mem::replace(inner, clone)
+}
+
+pin_project_lite::pin_project! {
+    /// The inner service's call, made at its first poll: only once the op
+    /// admitted it, so a refused or waiting request never reaches the
+    /// service (a tonic `Channel` sends a request as soon as it is
+    /// called).
+    pub struct CallLater<S, Req>
+    where
+        S: Service<Req>,
+    {
+        pending: Option<(S, Req)>,
+        #[pin]
+        fut: Option<S::Future>,
+    }
+}
+
+impl<S: Service<Req>, Req> CallLater<S, Req> {
+    fn new(service: S, req: Req) -> Self {
+        Self {
+            pending: Some((service, req)),
+            fut: None,
+        }
+    }
+}
+
+impl<S: Service<Req>, Req> std::future::Future for CallLater<S, Req> {
+    type Output = Result<S::Response, S::Error>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Some((mut service, req)) = this.pending.take() {
+            this.fut.set(Some(service.call(req)));
+        }
+        match this.fut.as_pin_mut() {
+            Some(fut) => fut.poll(cx),
+            None => unreachable!("the call was made above"),
         }
     }
 }
@@ -248,13 +292,14 @@ where
 
 impl<S, K, M, Req> Service<Req> for OpService<S, K, AsResponse<M>>
 where
-    S: Service<Req>,
+    S: Service<Req> + Clone,
     K: RequestKey<Req>,
     M: Fn(LimitError) -> S::Response + Clone,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = RefusalResponse<CallFuture<'static, Once<InnerErr<S::Future>>, Cancel>, M>;
+    type Future =
+        RefusalResponse<CallFuture<'static, Once<InnerErr<CallLater<S, Req>>>, Cancel>, M>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -263,7 +308,7 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let key = self.key.key(&req);
         let body = InnerErr {
-            fut: self.inner.call(req),
+            fut: CallLater::new(take_ready(&mut self.inner), req),
         };
         let call = self.op.call();
         let call = match &key {

@@ -54,6 +54,16 @@ async fn get_item(id: Path<u32>) -> Result<String, ApiError> {
     }
 }
 
+/// A handler returning `impl IntoResponse` in its `Result` (the route's
+/// default classifier must not name the hidden type).
+#[limiter::optimize_route(level = Advanced, name = "test GET /opaque/{id}")]
+async fn get_opaque(id: Path<u32>) -> Result<impl IntoResponse, ApiError> {
+    match id.0 {
+        0 => Err(ApiError(StatusCode::NOT_FOUND, "none".into())),
+        n => Ok((StatusCode::OK, format!("opaque {n}"))),
+    }
+}
+
 /// Calls the inner op `test.inner` (one place, no queue) around a slow
 /// body: concurrent requests overflow it.
 #[limiter::optimize_route(
@@ -93,9 +103,10 @@ async fn client_errors_leave_the_route_breaker_closed_and_server_errors_open_it(
     }
     assert_eq!(status(&base, "/items/2").await, 200);
     assert_eq!(state("test GET /items/{id}"), BreakerState::Closed);
-    // Half the window failing opens it: 2 server errors after the 404s'
-    // (excused) calls.
-    for i in 0..2 {
+    // The 404s were not recorded at all (neither failures nor successes):
+    // the window holds one success, and three server errors fill it to
+    // `min_calls` with a failure rate of 3/4.
+    for i in 0..3 {
         assert_eq!(status(&base, &format!("/items/{}", 1000 + i)).await, 500);
     }
     assert_eq!(state("test GET /items/{id}"), BreakerState::Open);
@@ -104,6 +115,16 @@ async fn client_errors_leave_the_route_breaker_closed_and_server_errors_open_it(
         503,
         "the open breaker answers"
     );
+}
+
+#[tokio::test]
+async fn a_handler_with_an_opaque_ok_type_is_classified_too() {
+    let base = serve(Router::new().route("/opaque/{id}", get(get_opaque))).await;
+    assert_eq!(status(&base, "/opaque/3").await, 200);
+    for _ in 0..30 {
+        assert_eq!(status(&base, "/opaque/0").await, 404);
+    }
+    assert_eq!(state("test GET /opaque/{id}"), BreakerState::Closed);
 }
 
 #[tokio::test]

@@ -94,3 +94,43 @@ async fn every_request_is_a_limited_call_of_the_op() {
     assert_eq!(snap.bulkhead.in_flight, 0);
     assert_eq!(snap.counters.timeouts, 1);
 }
+
+/// A refused request never reaches the service: the service is called
+/// only once the op admitted the request (a tonic channel would send it
+/// the moment it is called).
+#[tokio::test]
+async fn a_refused_request_never_reaches_the_service() {
+    let reg = Registry::new();
+    reg.configure("gate", OpConfig::default().with_rate("1/min").unwrap())
+        .unwrap();
+    let called = Arc::new(AtomicU32::new(0));
+    #[derive(Clone)]
+    struct Counting(Arc<AtomicU32>);
+    impl Service<u32> for Counting {
+        type Response = u32;
+        type Error = LimitError;
+        type Future = std::future::Ready<Result<u32, LimitError>>;
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), LimitError>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, x: u32) -> Self::Future {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(Ok(x))
+        }
+    }
+    let svc = OpLayer::new(reg.op("gate")).layer(Counting(called.clone()));
+    assert_eq!(svc.clone().oneshot(1).await, Ok(1));
+    let refused = svc.clone().oneshot(2).await;
+    assert!(
+        matches!(refused, Err(LimitError::RateLimited { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        called.load(Ordering::SeqCst),
+        1,
+        "the refused request was not sent"
+    );
+}

@@ -78,18 +78,22 @@ impl Jwt {
         }
     }
 
-    /// Accepts only tokens whose `aud` names one of `audience`.
+    /// Accepts only tokens whose `aud` names one of `audience` (a token
+    /// without `aud` is refused).
     pub fn audience<S: ToString>(mut self, audience: impl IntoIterator<Item = S>) -> Self {
         let aud: Vec<String> = audience.into_iter().map(|a| a.to_string()).collect();
         self.validation.set_audience(&aud);
         self.validation.validate_aud = true;
+        self.validation.required_spec_claims.insert("aud".into());
         self
     }
 
-    /// Accepts only tokens whose `iss` is one of `issuers`.
+    /// Accepts only tokens whose `iss` is one of `issuers` (a token
+    /// without `iss` is refused).
     pub fn issuer<S: ToString>(mut self, issuers: impl IntoIterator<Item = S>) -> Self {
         let iss: Vec<String> = issuers.into_iter().map(|i| i.to_string()).collect();
         self.validation.set_issuer(&iss);
+        self.validation.required_spec_claims.insert("iss".into());
         self
     }
 
@@ -220,6 +224,11 @@ mod tests {
         assert!(jwt.verify(&claims("api", "me")).is_some());
         assert!(jwt.verify(&claims("other", "me")).is_none());
         assert!(jwt.verify(&claims("api", "you")).is_none());
+        // A token that leaves either claim out is refused too.
+        let no_aud = token(b"s", json!({"sub": "a", "exp": now() + 60, "iss": "me"}));
+        let no_iss = token(b"s", json!({"sub": "a", "exp": now() + 60, "aud": "api"}));
+        assert!(jwt.verify(&no_aud).is_none(), "no aud");
+        assert!(jwt.verify(&no_iss).is_none(), "no iss");
     }
 
     #[test]

@@ -302,6 +302,13 @@ fn window_names(rule: &str, windows: &[Rate]) -> Vec<String> {
     }
     windows
         .iter()
-        .map(|w| format!("{rule}/{}s", w.period().as_secs_f64().ceil() as u64))
+        .map(|w| {
+            let p = w.period();
+            if p.subsec_nanos() == 0 {
+                format!("{rule}/{}s", p.as_secs())
+            } else {
+                format!("{rule}/{}ms", p.as_millis())
+            }
+        })
         .collect()
 }

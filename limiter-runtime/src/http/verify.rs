@@ -187,7 +187,7 @@ impl KeySet {
             reason: reason.into(),
         };
         let hex = digest.trim();
-        if hex.len() != 64 {
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(invalid("a SHA-256 digest is 64 hex digits"));
         }
         let mut bytes = [0u8; 32];
@@ -260,8 +260,13 @@ mod tests {
             err.contains("abc") && err.contains("64 hex digits"),
             "{err}"
         );
-        let zs = "z".repeat(64);
-        assert!(KeySet::new().sha256_hex(&zs, "x").is_err());
+        for bad in [
+            "z".repeat(64),
+            "é".repeat(32),
+            format!("+{}", "0".repeat(63)),
+        ] {
+            assert!(KeySet::new().sha256_hex(&bad, "x").is_err(), "{bad}");
+        }
     }
 
     #[tokio::test]
