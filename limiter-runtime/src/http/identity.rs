@@ -335,6 +335,10 @@ impl IdentityConfig {
     }
 }
 
+/// How long an asynchronous verifier may take before its credential counts
+/// as unverified.
+pub(crate) const VERIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The client a credential stands for, if `verifier` accepts it: its
 /// identity under `kind` (bounded in length), in the verifier's class or
 /// `class`.
@@ -346,7 +350,12 @@ async fn verified(
 ) -> Option<Client> {
     let accepted = match verifier.check(credential) {
         Verdict::Ready(v) => v,
-        Verdict::Pending(fut) => fut.await,
+        // A verifier that does not answer in time refuses: the request is
+        // then its address's, and a hung identity service cannot hang it.
+        Verdict::Pending(fut) => tokio::time::timeout(VERIFY_TIMEOUT, fut)
+            .await
+            .ok()
+            .flatten(),
     }?;
     let class = match accepted.class {
         Some(c) if c != ClientClass::Internal && c != ClientClass::Anonymous => c,
@@ -503,6 +512,22 @@ mod tests {
             std::task::Poll::Ready(c) => c,
             std::task::Poll::Pending => panic!("synchronous verifiers decide at once"),
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_verifier_that_hangs_refuses_after_a_second() {
+        let hangs = Verifier::from_async_fn(|_| std::future::pending());
+        let cfg = IdentityConfig {
+            sources: vec![IdentitySource::bearer(hangs), IdentitySource::PeerAddress],
+            ..IdentityConfig::default()
+        };
+        let mut req = Request::new(());
+        req.headers_mut()
+            .insert("authorization", HeaderValue::from_static("Bearer t"));
+        let start = tokio::time::Instant::now();
+        let c = cfg.identify(req.headers(), req.extensions()).await;
+        assert_eq!(c.class, ClientClass::Anonymous);
+        assert_eq!(start.elapsed(), VERIFY_TIMEOUT);
     }
 
     #[test]

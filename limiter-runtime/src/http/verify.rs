@@ -102,7 +102,9 @@ impl Verifier {
 
     /// Accepts what the future of `check` accepts: a lookup in a store, a
     /// call to an identity service. The request waits for it before any
-    /// limit is applied.
+    /// limit is applied, at most a second (then the credential counts as
+    /// unverified); keep it fast or cached, as every request carrying a
+    /// credential runs it.
     pub fn from_async_fn<F, Fut>(check: F) -> Self
     where
         F: Fn(String) -> Fut + Send + Sync + 'static,
