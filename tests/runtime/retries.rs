@@ -111,3 +111,30 @@ async fn retries_after_a_timeout() {
     assert_eq!(r.unwrap(), 2);
     assert_eq!(op.snapshot().counters.timeouts, 1);
 }
+
+/// An error the call's classifier excuses (a client's mistake) is answered
+/// at once: retrying it would only add load.
+#[tokio::test(start_paused = true)]
+async fn excused_errors_are_not_retried() {
+    let (_reg, op) = op_with("retry.excused", retrying(3, Backoff::Exponential));
+    let attempts = Arc::new(Mutex::new(0u32));
+    fn never(_: &LimitError) -> bool {
+        false
+    }
+    let r: Result<(), LimitError> = op
+        .call()
+        .failure(never)
+        .run(|| {
+            let attempts = attempts.clone();
+            async move {
+                *attempts.lock().unwrap() += 1;
+                Err(LimitError::Timeout {
+                    op: "not found".into(),
+                })
+            }
+        })
+        .await;
+    assert!(r.is_err());
+    assert_eq!(*attempts.lock().unwrap(), 1);
+    assert_eq!(op.snapshot().counters.retries, 0);
+}

@@ -330,7 +330,10 @@ where
         admission.finish(core, outcome, end, took);
         *this.admission = None;
         this.strategy.succeeded(op, *this.key, result);
-        if ok || M::ONCE {
+        // An excused error (an inner op's refusal, a client's mistake) is
+        // answered at once: retrying saturation below or a caller's error
+        // only adds load.
+        if ok || M::ONCE || outcome == CallOutcome::Excused {
             return out;
         }
         let Poll::Ready(result) = out else {
