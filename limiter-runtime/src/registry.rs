@@ -311,6 +311,11 @@ impl Registry {
         self.set_shared_state(backend);
     }
 
+    /// The shared store, when one is set.
+    pub(crate) fn store(&self) -> Option<Arc<crate::backend::Store>> {
+        self.shared.store.load_full()
+    }
+
     /// Makes `store` the place where ops with `backend = "redis"` keep
     /// their breaker and rate state (any [`SharedState`](crate::backend::SharedState)
     /// implementation; [`set_redis`](Self::set_redis) sets Redis).

@@ -1104,3 +1104,82 @@ fn sliding_exact_in_redis_is_a_configuration_error() {
         "{err}"
     );
 }
+
+/// Two instances of a service on one Redis, each with its own registry and
+/// `LimiterLayer`: a rule kept in Redis admits one client, alternating
+/// between them, what one instance admits alone.
+#[tokio::test]
+async fn two_instances_share_one_per_client_rule_budget() {
+    use axum::routing::get;
+    use limiter::http::{LimiterLayer, Rule};
+    use limiter::{Backend, Registry};
+
+    let prefix = prefix("rules");
+    let mut bases = Vec::new();
+    for _ in 0..2 {
+        let reg: &'static Registry = Box::leak(Box::new(Registry::new()));
+        reg.set_redis(RedisConfig {
+            prefix: prefix.clone(),
+            timeout: Duration::from_secs(2),
+            ..RedisConfig::new(URL)
+        })
+        .unwrap();
+        let layer = LimiterLayer::builder()
+            .registry(reg)
+            .rule(
+                Rule::new("*")
+                    .name("shared")
+                    .per_minute(10)
+                    .backend(Backend::Redis),
+            )
+            .build()
+            .unwrap();
+        let app = axum::Router::new()
+            .route("/x", get(|| async { "ok" }))
+            .layer(layer);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .await
+            .unwrap();
+        });
+        bases.push(format!("http://{addr}"));
+    }
+    let client = reqwest::Client::new();
+    let mut admitted = 0;
+    for i in 0..30 {
+        let r = client
+            .get(format!("{}/x", bases[i % 2]))
+            .send()
+            .await
+            .unwrap();
+        match r.status().as_u16() {
+            200 => admitted += 1,
+            429 => assert_eq!(r.headers()["ratelimit-policy"], r#""shared";q=10;w=60"#),
+            other => panic!("status {other}"),
+        }
+    }
+    assert_eq!(admitted, 10, "one budget for both instances");
+}
+
+/// A rule kept in Redis cannot use the exact window (kept in process only).
+#[test]
+fn a_redis_rule_with_the_exact_window_is_an_error() {
+    use limiter::http::{LimiterLayer, Rule};
+    let err = LimiterLayer::builder()
+        .registry(Box::leak(Box::new(limiter::Registry::new())))
+        .rule(
+            Rule::new("*")
+                .per_minute(10)
+                .algorithm(Algorithm::SlidingExact)
+                .backend(limiter::Backend::Redis),
+        )
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sliding_exact"), "{err}");
+}

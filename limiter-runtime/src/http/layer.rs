@@ -319,9 +319,9 @@ enum Verdict {
 }
 
 impl Shared {
-    /// What the rules decide for `req`, from `client`, its caller (put in
-    /// the request's extensions for the handlers).
-    fn decide<B>(&self, req: &mut Request<B>, client: Client) -> Verdict {
+    /// What the rules decide for `req`, from `client`, its caller: a
+    /// verdict now, or the rule whose limit is to be checked.
+    fn decide<B>(&self, req: &Request<B>, client: &Client) -> Result<Verdict, &CompiledRule> {
         let path = req.uri().path();
         let method = req.method();
         let mut candidates = self
@@ -329,28 +329,75 @@ impl Shared {
             .iter()
             .filter(|r| r.matches_request(method, path))
             .peekable();
-        let needs_identity = candidates.peek().is_some();
-        let verdict = if !needs_identity {
-            Verdict::Pass(None)
-        } else if client.class == ClientClass::Internal {
+        if candidates.peek().is_none() {
+            return Ok(Verdict::Pass(None));
+        }
+        if client.class == ClientClass::Internal {
             if let Some(r) = candidates.next() {
                 r.stats.count(RuleDecision::Bypassed);
             }
-            Verdict::Pass(None)
-        } else {
-            match candidates.find(|r| r.matches_class(client.class)) {
-                None => Verdict::Pass(None),
-                Some(rule) => self.check(rule, &client),
-            }
-        };
-        req.extensions_mut().insert(client);
-        verdict
+            return Ok(Verdict::Pass(None));
+        }
+        match candidates.find(|r| r.matches_class(client.class)) {
+            None => Ok(Verdict::Pass(None)),
+            Some(rule) => Err(rule),
+        }
     }
 
-    fn check(&self, rule: &CompiledRule, client: &Client) -> Verdict {
-        let key = self.hasher.hash(&client.id.as_str());
-        let now = self.clock.now_ns();
-        let (outcome, (window, left)) = rule.limiter.try_acquire_remaining(key, now);
+    /// Takes one request of `client` from `rule`'s limit: in the shared
+    /// store for a rule kept there (every instance shares the client's
+    /// budget), else, or when the store cannot answer, in process.
+    async fn check(&self, rule: &CompiledRule, client: &Client) -> Verdict {
+        let taken = match (rule.backend, self.registry.store()) {
+            (crate::Backend::Redis, Some(store)) => self.take_shared(rule, client, &**store).await,
+            _ => None,
+        };
+        let (outcome, (window, left)) = match taken {
+            Some(t) => t,
+            None => {
+                let key = self.hasher.hash(&client.id.as_str());
+                rule.limiter.try_acquire_remaining(key, self.clock.now_ns())
+            }
+        };
+        self.verdict(rule, client, outcome, window, left)
+    }
+
+    /// The rule's check in the shared store; `None` when it cannot answer
+    /// (the in-process limit decides then).
+    async fn take_shared(
+        &self,
+        rule: &CompiledRule,
+        client: &Client,
+        store: &dyn crate::backend::SharedState,
+    ) -> Option<(KeyedOutcome, (usize, u64))> {
+        let key = store.key_name(&client.id.as_str());
+        match store
+            .check(&rule.store_name, Some(key), &rule.limiter.spec)
+            .await
+        {
+            Ok(crate::backend::Check::Admitted { remaining }) => {
+                Some((KeyedOutcome::Admitted, (0, remaining)))
+            }
+            Ok(crate::backend::Check::Limited { wait, window }) => Some((
+                KeyedOutcome::Limited(crate::rate::Refusal { wait, window }),
+                (window, 0),
+            )),
+            Err(e) => {
+                tracing::warn!(rule = &*rule.name, error = %e, "the shared store did not answer: the rule's in-process limit decides");
+                None
+            }
+        }
+    }
+
+    /// The verdict of `rule` for `client` once its limit decided.
+    fn verdict(
+        &self,
+        rule: &CompiledRule,
+        client: &Client,
+        outcome: KeyedOutcome,
+        window: usize,
+        left: u64,
+    ) -> Verdict {
         let (refusal, headers) = match outcome {
             KeyedOutcome::Admitted => {
                 rule.stats.count(RuleDecision::Allowed);
@@ -481,7 +528,12 @@ where
                 .identity
                 .identify(req.headers(), req.extensions())
                 .await;
-            let headers = match shared.decide(&mut req, client) {
+            let verdict = match shared.decide(&req, &client) {
+                Ok(v) => v,
+                Err(rule) => shared.check(rule, &client).await,
+            };
+            req.extensions_mut().insert(client);
+            let headers = match verdict {
                 Verdict::Refuse(err, headers) => {
                     let mut resp = err.into_response();
                     if let Some((policy, limit)) = headers {

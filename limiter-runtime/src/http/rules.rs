@@ -9,7 +9,7 @@ use axum::http::Method;
 use crate::error::{ConfigError, QuotaUnit};
 use crate::monitor::RuleStats;
 use crate::rate::KeyedRate;
-use crate::settings::{Algorithm, RateSpec};
+use crate::settings::{Algorithm, Backend, RateSpec};
 use crate::spec::{parse_rate, Rate};
 
 use super::identity::ClientClass;
@@ -45,6 +45,7 @@ pub struct Rule {
     pub(crate) limits: Vec<(&'static str, Result<Rate, String>)>,
     pub(crate) burst: Option<u32>,
     pub(crate) algorithm: Option<Algorithm>,
+    pub(crate) backend: Backend,
     pub(crate) shadow: bool,
 }
 
@@ -61,6 +62,7 @@ impl Rule {
             limits: Vec::new(),
             burst: None,
             algorithm: None,
+            backend: Backend::Local,
             shadow: false,
         }
     }
@@ -120,6 +122,18 @@ impl Rule {
         self
     }
 
+    /// Where the rule keeps each client's budget: in process (the
+    /// default), or in the registry's shared store (`Backend::Redis`, set
+    /// with `Registry::set_redis`), so that every instance of the service
+    /// shares one budget per client. A rule kept in Redis uses the sliding
+    /// window (`sliding_window`) unless it names its algorithm or has a
+    /// burst; when the store cannot answer, the rule's in-process limit
+    /// decides.
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
     /// Requests a client may send at once before the first (shortest)
     /// limit's pace applies (token bucket only; default: that limit's count).
     pub fn burst(mut self, burst: u32) -> Self {
@@ -158,6 +172,9 @@ impl Rule {
 /// A rule ready to apply.
 pub(crate) struct CompiledRule {
     pub(crate) name: Arc<str>,
+    /// Where clients' budgets are kept, and the rule's name there.
+    pub(crate) backend: Backend,
+    pub(crate) store_name: String,
     /// The stable `RateLimit-Policy` name of each window (in the spec's
     /// order): the rule's name for a rule of one window, else the name and
     /// the window (`"anonymous/60s"`).
@@ -209,11 +226,19 @@ impl CompiledRule {
         }
         // The shortest window first: it takes the burst.
         windows.sort_by_key(|w| w.period());
-        let algorithm = match (rule.algorithm, rule.burst) {
-            (Some(a), _) => a,
-            (None, Some(_)) => Algorithm::TokenBucket,
-            (None, None) => Algorithm::SlidingExact,
+        let algorithm = match (rule.algorithm, rule.burst, rule.backend) {
+            (Some(a), _, _) => a,
+            (None, Some(_), _) => Algorithm::TokenBucket,
+            (None, None, Backend::Redis) => Algorithm::SlidingWindow,
+            (None, None, Backend::Local) => Algorithm::SlidingExact,
         };
+        if rule.backend == Backend::Redis && algorithm == Algorithm::SlidingExact {
+            return Err(invalid(
+                "algorithm",
+                "sliding_exact".into(),
+                "is kept in process only; a rule kept in Redis uses token_bucket, sliding_window or fixed_window".into(),
+            ));
+        }
         if let Some(b) = rule.burst {
             if b == 0 {
                 return Err(invalid("burst", "0".into(), "must be at least 1".into()));
@@ -250,6 +275,8 @@ impl CompiledRule {
             .collect::<Vec<_>>()
             .join(", ");
         Ok(Self {
+            backend: rule.backend,
+            store_name: format!("rule {name}"),
             stats: stats(&name, rule.shadow),
             window_names,
             policy,
