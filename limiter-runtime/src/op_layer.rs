@@ -168,8 +168,26 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        self.limited(req, |call| call)
+    }
+}
+
+impl<S: Clone, K, R> OpService<S, K, R> {
+    /// The op's call of `req`: keyed by the layer's key function, its body
+    /// the inner service's call made once admitted (`wrap`ped).
+    fn limited<Req, B, T, E>(
+        &mut self,
+        req: Req,
+        wrap: impl FnOnce(CallLater<S, Req>) -> B,
+    ) -> CallFuture<'static, Once<B>, Cancel>
+    where
+        S: Service<Req>,
+        K: RequestKey<Req>,
+        B: std::future::Future<Output = Result<T, E>>,
+        E: From<LimitError>,
+    {
         let key = self.key.key(&req);
-        let body = CallLater::new(take_ready(&mut self.inner), req);
+        let body = wrap(CallLater::new(take_ready(&mut self.inner), req));
         let call = self.op.call();
         match &key {
             Some(k) => call.key(k).run_once(body),
@@ -306,17 +324,8 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let key = self.key.key(&req);
-        let body = InnerErr {
-            fut: CallLater::new(take_ready(&mut self.inner), req),
-        };
-        let call = self.op.call();
-        let call = match &key {
-            Some(k) => call.key(k).run_once(body),
-            None => call.run_once(body),
-        };
         RefusalResponse {
-            call,
+            call: self.limited(req, |fut| InnerErr { fut }),
             response: self.refusal.0.clone(),
         }
     }

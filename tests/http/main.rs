@@ -69,6 +69,16 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
         .unwrap()
 }
 
+/// The `r` of a `RateLimit` value.
+fn remaining(limit: &str) -> u64 {
+    limit
+        .split(';')
+        .find_map(|p| p.strip_prefix("r="))
+        .unwrap_or_else(|| panic!("no r in {limit}"))
+        .parse()
+        .unwrap()
+}
+
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
@@ -970,13 +980,8 @@ async fn every_window_is_advertised_and_r_never_exceeds_q() {
         let h = resp.headers();
         assert_eq!(header(h, "ratelimit-policy"), policy);
         let limit = header(h, "ratelimit");
-        let mut parts = limit.split(';');
-        let name = parts.next().unwrap();
-        let r: u64 = parts
-            .find_map(|p| p.strip_prefix("r="))
-            .unwrap()
-            .parse()
-            .unwrap();
+        let name = limit.split(';').next().unwrap();
+        let r = remaining(limit);
         assert!(r <= quota(name), "r={r} above q in {limit}");
         seen.push((resp.status().as_u16(), name.to_owned()));
     }
@@ -1008,12 +1013,7 @@ async fn a_rule_admits_at_most_its_quota_in_every_span() {
         let h = resp.headers();
         assert_eq!(header(h, "ratelimit-policy"), r#""minute";q=300;w=60"#);
         let limit = header(h, "ratelimit");
-        let r: u64 = limit
-            .split(';')
-            .find_map(|p| p.strip_prefix("r="))
-            .unwrap()
-            .parse()
-            .unwrap();
+        let r = remaining(limit);
         assert!(r <= 300, "{limit}");
         match resp.status().as_u16() {
             200 => admitted.push(start.elapsed()),

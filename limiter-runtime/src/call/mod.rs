@@ -88,15 +88,20 @@ impl<'a> Call<'a, Cancel> {
 }
 
 impl<'a, S, C> Call<'a, S, C> {
-    fn with<S2>(self) -> Call<'a, S2, C> {
+    /// The same call with strategy `S2` and its classifier mapped.
+    fn rebuild<S2, C2>(self, classify: impl FnOnce(C) -> C2) -> Call<'a, S2, C2> {
         Call {
             op: self.op,
             key: self.key,
             shared_key: self.shared_key,
             priority: self.priority,
             strategy: PhantomData,
-            classify: self.classify,
+            classify: classify(self.classify),
         }
+    }
+
+    fn with<S2>(self) -> Call<'a, S2, C> {
+        self.rebuild(|c| c)
     }
 
     /// Counts only the errors `failure` says are failures against the
@@ -130,14 +135,7 @@ impl<'a, S, C> Call<'a, S, C> {
     /// # }
     /// ```
     pub fn failure<E>(self, failure: fn(&E) -> bool) -> Call<'a, S, FailureFn<E>> {
-        Call {
-            op: self.op,
-            key: self.key,
-            shared_key: self.shared_key,
-            priority: self.priority,
-            strategy: PhantomData,
-            classify: FailureFn::new(failure),
-        }
+        self.rebuild(|_| FailureFn::new(failure))
     }
 
     /// Applies per-key limits to `key` (any `Hash` value: user id, tenant…).

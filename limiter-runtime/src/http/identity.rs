@@ -506,6 +506,11 @@ mod tests {
             ],
             ..IdentityConfig::default()
         };
+        decided_at_once(&cfg, &req)
+    }
+
+    /// The caller of `req` under `cfg`, whose verifiers must decide at once.
+    fn decided_at_once(cfg: &IdentityConfig, req: &Request<()>) -> Client {
         let fut = std::pin::pin!(cfg.identify(req.headers(), req.extensions()));
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         match std::future::Future::poll(fut, &mut cx) {
@@ -550,11 +555,7 @@ mod tests {
                 sources,
                 ..IdentityConfig::default()
             };
-            let fut = std::pin::pin!(cfg.identify(req.headers(), req.extensions()));
-            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-            let std::task::Poll::Ready(c) = std::future::Future::poll(fut, &mut cx) else {
-                panic!("decided at once")
-            };
+            let c = decided_at_once(&cfg, &req);
             assert_eq!(c.class, ClientClass::Anonymous);
             assert_eq!(c.id, "ip:unknown", "no peer address in this request");
         }
