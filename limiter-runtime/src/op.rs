@@ -4,12 +4,14 @@
 mod admission;
 mod permit;
 mod remote;
+mod rule;
 mod snapshot;
 
 pub use admission::Place;
 use admission::TicketGuard;
 pub(crate) use admission::{Admission, Admitted, Deferred};
 pub use permit::Permit;
+pub(crate) use rule::KeyedTerms;
 pub use snapshot::{KeyUsage, OpSnapshot};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -64,6 +66,8 @@ pub(crate) struct OpCore {
     pub(crate) flights: crate::coalesce::Flights,
     pub(crate) adaptive: crate::adaptive::Aimd,
     retries_ignored_warned: std::sync::atomic::AtomicBool,
+    /// The name of the `LimiterLayer` rule this op is the limit of.
+    pub(crate) rule: std::sync::OnceLock<Arc<str>>,
 }
 
 /// The identity of a call to coalesce: its key's hash (see [`Op::call_key`]).
@@ -112,6 +116,7 @@ impl OpCore {
             flights: crate::coalesce::Flights::default(),
             adaptive: crate::adaptive::Aimd::new(cfg.max_concurrent, cfg.adaptive.clone()),
             retries_ignored_warned: std::sync::atomic::AtomicBool::new(false),
+            rule: std::sync::OnceLock::new(),
         }
     }
 

@@ -404,8 +404,12 @@ impl Registry {
                 .key_usage(&key)
                 .or_else(|| int.and_then(|n| op.key_usage(&n)));
             if let Some(u) = usage {
+                let source = match op.core.rule.get() {
+                    Some(rule) => format!("rule {rule}"),
+                    None => format!("op {}", op.name()),
+                };
                 out.push(KeyLimitView {
-                    source: format!("op {}", op.name()),
+                    source,
                     limit: u.limit,
                     available: u.available,
                     in_flight: u.in_flight,
@@ -413,9 +417,8 @@ impl Registry {
                 });
             }
         }
-        for holder in self.monitor.key_limits() {
-            out.extend(holder.usage(key));
-        }
+        // Ops first, then rules, each by name.
+        out.sort_by(|a, b| a.source.cmp(&b.source));
         out
     }
 
@@ -429,9 +432,6 @@ impl Registry {
             let by_str = op.reset_key(&key);
             let by_int = int.is_some_and(|i| op.reset_key(&i));
             n += usize::from(by_str || by_int);
-        }
-        for holder in self.monitor.key_limits() {
-            n += holder.reset(key);
         }
         n
     }

@@ -1173,3 +1173,168 @@ async fn refusing_a_request_with_an_unread_body_closes_the_connection() {
         "no body, the connection stays"
     );
 }
+
+/// A rule is an op of the layer's registry, named by the rule: a run-time
+/// override changes the rule's limit (and what its headers say), its calls
+/// and refusals are in the op metric families, and a second layer with a
+/// rule of the same name gets an op of its own (`name#2`).
+#[tokio::test]
+async fn a_rule_is_an_op_configured_and_monitored_like_any() {
+    use limiter::OpConfig;
+    let reg = registry();
+    let layer = LimiterLayer::builder()
+        .registry(reg)
+        .rule(Rule::new("/users/{id}").name("visitors").per_minute(5))
+        .build()
+        .unwrap();
+    let op = reg.op("visitors");
+    let cfg = op.config();
+    assert_eq!(cfg.rate_per_key.as_ref().unwrap().windows[0].count(), 5);
+    let base = serve(ok_app(layer).merge(monitoring(reg, None))).await;
+    let c = client();
+    let url = format!("{base}/users/1");
+    assert_eq!(count_ok(&c, &url, &[], 8).await, 5);
+
+    // Raised at run time: the rule's per-client table starts afresh under
+    // the new windows (as any op's per-key table does when they change).
+    reg.configure(
+        "visitors",
+        OpConfig::default().with_rate_per_key("7/min").unwrap(),
+    )
+    .unwrap();
+    let resp = c.get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "the raised limit admits again");
+    assert_eq!(
+        header(resp.headers(), "ratelimit-policy"),
+        r#""visitors";q=7;w=60"#
+    );
+    assert_eq!(count_ok(&c, &url, &[], 8).await, 6, "7 in all");
+
+    let snap = reg.op("visitors").snapshot();
+    assert_eq!(snap.counters.calls, 17);
+    assert_eq!(snap.counters.admitted, 12);
+    assert_eq!(snap.counters.rejected_rate_limited, 5);
+    assert_eq!(snap.counters.succeeded, 12);
+
+    let text = c
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let parsed = parse_prometheus(&text).expect("valid exposition");
+    let rejected = parsed.families.get("limiter_op_rejected_total").unwrap();
+    let labels = ["visitors".to_string(), "rate_limited".to_string()];
+    let sample = rejected
+        .get_sample_by_label_values(&labels)
+        .expect("the rule's refusals by op");
+    assert!(matches!(&sample.value, PrometheusValue::Counter(c) if c.value.as_f64() == 5.0));
+
+    // Turned off at run time: the rule limits nothing.
+    reg.configure(
+        "visitors",
+        OpConfig {
+            enabled: Some(false),
+            ..OpConfig::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(count_ok(&c, &url, &[], 3).await, 3);
+
+    // A second layer on the same registry: its own op, its own budget.
+    let second = LimiterLayer::builder()
+        .registry(reg)
+        .rule(Rule::new("*").name("visitors").per_minute(2))
+        .build()
+        .unwrap();
+    let base2 = serve(ok_app(second)).await;
+    assert_eq!(count_ok(&c, &format!("{base2}/users/1"), &[], 4).await, 2);
+    assert_eq!(reg.op("visitors#2").snapshot().counters.admitted, 2);
+}
+
+/// An override that breaks the rule is refused like any op's, naming the
+/// field; a configuration naming the rule before the layer exists applies
+/// once it is built.
+#[tokio::test]
+async fn rule_overrides_are_checked_and_may_come_first() {
+    use limiter::config::settings_from_vars;
+    let reg = registry();
+    let settings = settings_from_vars(
+        [("LIMITER_OP_LOGIN_RATE_PER_KEY", "2/min")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    )
+    .unwrap();
+    reg.apply(&settings).unwrap();
+    let layer = LimiterLayer::builder()
+        .registry(reg)
+        .rule(Rule::new("/login").name("login").per_minute(10))
+        .build()
+        .unwrap();
+    let base = serve(ok_app(layer)).await;
+    let c = client();
+    assert_eq!(
+        count_ok(&c, &format!("{base}/login"), &[], 5).await,
+        2,
+        "the environment wins"
+    );
+    let err = reg
+        .configure(
+            "login",
+            limiter::OpConfig {
+                burst: Some(3),
+                ..limiter::OpConfig::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("burst") && err.contains("sliding_exact"),
+        "{err}"
+    );
+}
+
+/// The layer wraps any HTTP service, not only axum's: responses with
+/// another body type come out with axum's body, and the inner service's
+/// errors pass through as they are (counted as server failures).
+#[tokio::test]
+async fn the_layer_wraps_any_http_service() {
+    use axum::extract::ConnectInfo;
+    use axum::http::Request;
+    use tower::{service_fn, Layer, ServiceExt};
+
+    let layer = LimiterLayer::builder()
+        .registry(registry())
+        .rule(Rule::new("*").name("plain").per_minute(3))
+        .build()
+        .unwrap();
+    let svc = layer.layer(service_fn(|req: Request<()>| async move {
+        if req.uri().path() == "/fail" {
+            Err(std::io::Error::other("backend down"))
+        } else {
+            Ok(axum::http::Response::new(String::from("hello")))
+        }
+    }));
+    let req = |path: &str| {
+        let mut r = Request::builder().uri(path).body(()).unwrap();
+        r.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from(([192, 0, 2, 1], 9))));
+        r
+    };
+    let resp = svc.clone().oneshot(req("/a")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(resp.headers(), "ratelimit"), r#""plain";r=2"#);
+    let body = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();
+    assert_eq!(&body[..], b"hello");
+    let err = svc.clone().oneshot(req("/fail")).await.unwrap_err();
+    assert_eq!(err.to_string(), "backend down");
+    assert_eq!(svc.clone().oneshot(req("/a")).await.unwrap().status(), 200);
+    let refused = svc.clone().oneshot(req("/a")).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(
+        header(refused.headers(), "ratelimit-policy"),
+        r#""plain";q=3;w=60"#
+    );
+}

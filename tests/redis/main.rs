@@ -1080,29 +1080,73 @@ mod fault_modes {
     }
 }
 
-/// The exact sliding window is kept in process only: asking Redis to keep
-/// it is an error naming the algorithm, at configuration.
-#[test]
-fn sliding_exact_in_redis_is_a_configuration_error() {
-    use limiter::{Backend, OpConfig, Registry};
-    let reg = Registry::new();
-    let err = reg
-        .configure(
-            "exact",
-            OpConfig {
-                backend: Some(Backend::Redis),
-                algorithm: Some(Algorithm::SlidingExact),
-                ..OpConfig::default()
+/// The exact sliding window kept in Redis (contract change: it was kept
+/// in process only, and asking Redis for it was a configuration error):
+/// two instances together never admit more than the limit in any span of
+/// the window, and a refusal says when the oldest calls leave it.
+#[tokio::test]
+async fn sliding_exact_in_redis_admits_at_most_the_limit_in_any_span() {
+    let p = prefix("exact");
+    let (a, b) = (backend(&p, URL), backend(&p, URL));
+    let s = spec("6/2s", None, Algorithm::SlidingExact);
+    let start = Instant::now();
+    let mut times = Vec::new();
+    let mut waits = Vec::new();
+    // 2.6 s of calls every 50 ms, alternating instances: every 2 s span
+    // must hold at most 6 admissions.
+    while start.elapsed() < Duration::from_millis(2600) {
+        let inst = if times.len() % 2 == 0 { &a } else { &b };
+        let at = start.elapsed();
+        match inst.check("api", Some(7), &s).await.unwrap() {
+            Check::Admitted { remaining } => {
+                assert!(remaining < 6, "remaining {remaining}");
+                times.push(at);
             }
-            .with_rate("10/s")
-            .unwrap(),
-        )
-        .unwrap_err()
-        .to_string();
+            Check::Limited { wait, window } => {
+                assert_eq!(window, 0);
+                assert!(
+                    wait > Duration::ZERO && wait <= Duration::from_millis(2200),
+                    "{wait:?}"
+                );
+                waits.push(wait);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!waits.is_empty(), "the limit refused some calls");
     assert!(
-        err.contains("algorithm") && err.contains("sliding_exact") && err.contains("in process"),
-        "{err}"
+        times.len() > 6,
+        "calls are admitted again once the first left: {times:?}"
     );
+    for (i, t) in times.iter().enumerate() {
+        let in_span = times[i..]
+            .iter()
+            .take_while(|u| **u < *t + Duration::from_secs(2))
+            .count();
+        assert!(
+            in_span <= 6,
+            "{in_span} admitted in the 2 s from {t:?}: {times:?}"
+        );
+    }
+    let mut conn = raw(URL).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{{{p}:api:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let fields: usize = redis::cmd("HLEN")
+        .arg(&keys[0])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(fields <= 17, "at most one field per sub-window: {fields}");
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&keys[0])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(ttl > 0 && ttl <= 2200, "expires with its window: {ttl}");
 }
 
 /// Two instances of a service on one Redis, each with its own registry and
@@ -1166,20 +1210,67 @@ async fn two_instances_share_one_per_client_rule_budget() {
     assert_eq!(admitted, 10, "one budget for both instances");
 }
 
-/// A rule kept in Redis cannot use the exact window (kept in process only).
-#[test]
-fn a_redis_rule_with_the_exact_window_is_an_error() {
+/// A rule declared in process in code is moved into Redis by
+/// configuration, like any op (`[ops.<rule>] backend = "redis"`): two
+/// instances then share one budget per client, and the rule's op counts
+/// what it admitted and refused.
+#[tokio::test]
+async fn a_rule_moved_to_redis_by_configuration_is_shared() {
+    use axum::routing::get;
+    use limiter::config::settings_from_toml;
     use limiter::http::{LimiterLayer, Rule};
-    let err = LimiterLayer::builder()
-        .registry(Box::leak(Box::new(limiter::Registry::new())))
-        .rule(
-            Rule::new("*")
-                .per_minute(10)
-                .algorithm(Algorithm::SlidingExact)
-                .backend(limiter::Backend::Redis),
-        )
-        .build()
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("sliding_exact"), "{err}");
+    use limiter::Registry;
+
+    let prefix = prefix("rule-config");
+    let toml = format!(
+        "[redis]\nurl = \"{URL}\"\nprefix = \"{prefix}\"\n[ops.visitors]\nbackend = \"redis\"\n"
+    );
+    let settings = settings_from_toml(&toml, "limiter.toml", None).unwrap();
+    let mut bases = Vec::new();
+    let mut regs = Vec::new();
+    for _ in 0..2 {
+        let reg: &'static Registry = Box::leak(Box::new(Registry::new()));
+        reg.apply(&settings).unwrap();
+        let layer = LimiterLayer::builder()
+            .registry(reg)
+            .rule(Rule::new("*").name("visitors").per_minute(8))
+            .build()
+            .unwrap();
+        assert_eq!(reg.op("visitors").config().backend, limiter::Backend::Redis);
+        let app = axum::Router::new()
+            .route("/x", get(|| async { "ok" }))
+            .layer(layer);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .await
+            .unwrap();
+        });
+        bases.push(format!("http://{addr}"));
+        regs.push(reg);
+    }
+    let client = reqwest::Client::new();
+    let mut admitted = 0;
+    for i in 0..24 {
+        let r = client
+            .get(format!("{}/x", bases[i % 2]))
+            .send()
+            .await
+            .unwrap();
+        match r.status().as_u16() {
+            200 => admitted += 1,
+            429 => assert_eq!(r.headers()["ratelimit-policy"], r#""visitors";q=8;w=60"#),
+            other => panic!("status {other}"),
+        }
+    }
+    assert_eq!(admitted, 8, "one budget for both instances");
+    let counted: u64 = regs
+        .iter()
+        .map(|r| r.op("visitors").snapshot().counters.rejected_rate_limited)
+        .sum();
+    assert_eq!(counted, 16, "the rule's ops count their refusals");
 }

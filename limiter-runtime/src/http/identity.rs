@@ -15,7 +15,6 @@ use subtle::ConstantTimeEq;
 use crate::client_id::credential_id;
 
 use super::verify::{Verdict, Verifier};
-pub(crate) use crate::client_id::normalize_id;
 #[cfg(test)]
 use crate::client_id::MAX_CREDENTIAL_ID;
 
@@ -370,6 +369,7 @@ async fn verified(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client_id::normalize_id;
     use axum::http::{HeaderValue, Request};
     use std::hash::Hasher;
 

@@ -1,32 +1,34 @@
 //! `LimiterLayer`: per-client, per-endpoint limits for an axum/tower
 //! service, and per-route metrics keyed by axum's matched path template.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::MatchedPath;
 use axum::http::{header, HeaderName, HeaderValue, Request};
 use axum::response::{IntoResponse, Response};
+use axum::BoxError;
 use ipnet::IpNet;
 use tower::{Layer, Service};
 
+use crate::backend::Check;
 use crate::clock::Clock;
 use crate::error::{ConfigError, LimitError};
 use crate::keys::KeySeed;
-use crate::monitor::{KeyLimitView, KeyLimits, RouteRecorder, RuleDecision, UNMATCHED_ROUTE};
-use crate::rate::KeyedOutcome;
+use crate::monitor::{RouteRecorder, RuleDecision, UNMATCHED_ROUTE};
+use crate::op::{KeyedTerms, Op};
+use crate::rate::{KeyedOutcome, Refusal};
 use crate::registry::{registry, Registry};
+use crate::settings::{Backend, Degradation};
 use crate::timeout::PollWatch;
 
-use super::identity::{
-    normalize_id, Client, ClientClass, ForwardedHeader, IdentityConfig, IdentitySource,
-};
+use super::identity::{Client, ClientClass, ForwardedHeader, IdentityConfig, IdentitySource};
 use super::response::{ceil_secs, RATELIMIT, RATELIMIT_POLICY};
-use super::rules::{CompiledRule, Rule};
+use super::rules::{CompiledRule, Rule, RuleHeaders};
 use super::verify::Verifier;
 
 /// A tower layer that applies per-client limits by rule and records every
@@ -265,7 +267,9 @@ impl LimiterLayerBuilder {
         let monitor = self.registry.monitor();
         let mut rules = Vec::with_capacity(self.rules.len());
         for rule in self.rules {
-            let compiled = CompiledRule::compile(rule, self.max_keys, |n, s| monitor.rule(n, s))?;
+            let compiled = CompiledRule::compile(rule, self.registry, self.max_keys, |n, s| {
+                monitor.rule(n, s)
+            })?;
             if rules.iter().any(|r: &CompiledRule| r.name == compiled.name) {
                 return Err(invalid(
                     "rule",
@@ -284,8 +288,6 @@ impl LimiterLayerBuilder {
             slow_poll_ns: crate::clock::duration_ns(self.slow_poll),
             success_headers: self.success_headers,
         });
-        let weak: Weak<dyn KeyLimits> = Arc::downgrade(&shared) as Weak<dyn KeyLimits>;
-        monitor.register_limits(weak);
         self.registry.start_monitor();
         Ok(LimiterLayer { shared })
     }
@@ -311,8 +313,9 @@ pub struct LimiterService<S> {
 
 /// What the rules decided for a request.
 enum Verdict {
-    /// Let it through, with these `RateLimit-Policy`/`RateLimit` values.
-    Pass(Option<(String, String)>),
+    /// Let it through, with these `RateLimit-Policy`/`RateLimit` values;
+    /// the op of the rule that admitted it records how it ends.
+    Pass(Option<(String, String)>, Option<Op>),
     /// Refuse it, with these `RateLimit-Policy`/`RateLimit` values instead
     /// of the error's own (a rule tells every window).
     Refuse(LimitError, Option<(String, String)>),
@@ -330,101 +333,94 @@ impl Shared {
             .filter(|r| r.matches_request(method, path))
             .peekable();
         if candidates.peek().is_none() {
-            return Ok(Verdict::Pass(None));
+            return Ok(Verdict::Pass(None, None));
         }
         if client.class == ClientClass::Internal {
             if let Some(r) = candidates.next() {
                 r.stats.count(RuleDecision::Bypassed);
             }
-            return Ok(Verdict::Pass(None));
+            return Ok(Verdict::Pass(None, None));
         }
         match candidates.find(|r| r.matches_class(client.class)) {
-            None => Ok(Verdict::Pass(None)),
+            None => Ok(Verdict::Pass(None, None)),
             Some(rule) => Err(rule),
         }
     }
 
-    /// Takes one request of `client` from `rule`'s limit: in the shared
-    /// store for a rule kept there (every instance shares the client's
-    /// budget), else, or when the store cannot answer, in process.
+    /// Takes one request of `client` from `rule`'s limit, its op's per-key
+    /// rate in force: in the shared store for a rule kept there (every
+    /// instance shares the client's budget), else in process; when the
+    /// store cannot answer, the op's degradation decides.
     async fn check(&self, rule: &CompiledRule, client: &Client) -> Verdict {
-        let taken = match (rule.backend, self.registry.store()) {
-            (crate::Backend::Redis, Some(store)) => self.take_shared(rule, client, &**store).await,
-            _ => None,
+        let Some(terms) = rule.op.keyed_terms() else {
+            rule.stats.count(RuleDecision::Allowed);
+            return Verdict::Pass(None, None);
         };
-        let (outcome, (window, left)) = match taken {
-            Some(t) => t,
-            None => {
-                let key = self.hasher.hash(&client.id.as_str());
-                rule.limiter.try_acquire_remaining(key, self.clock.now_ns())
+        let headers = rule.headers(&terms.keyed);
+        let key = rule.op.key_hash(&client.id.as_str());
+        let shared = match (terms.backend, self.registry.store()) {
+            (Backend::Local, _) => None,
+            (Backend::Redis, None) => Some(Err(NO_STORE.to_owned())),
+            (Backend::Redis, Some(store)) => {
+                Some(take_shared(rule, &terms, client, &**store).await)
             }
         };
-        self.verdict(rule, client, outcome, window, left)
-    }
-
-    /// The rule's check in the shared store; `None` when it cannot answer
-    /// (the in-process limit decides then).
-    async fn take_shared(
-        &self,
-        rule: &CompiledRule,
-        client: &Client,
-        store: &dyn crate::backend::SharedState,
-    ) -> Option<(KeyedOutcome, (usize, u64))> {
-        let key = store.key_name(&client.id.as_str());
-        match store
-            .check(&rule.store_name, Some(key), &rule.limiter.spec)
-            .await
-        {
-            Ok(crate::backend::Check::Admitted { remaining }) => {
-                Some((KeyedOutcome::Admitted, (0, remaining)))
+        let taken = match shared {
+            None => Taken::local(&terms, key, rule.op.now_ns()),
+            Some(Ok(taken)) => taken,
+            Some(Err(failure)) => {
+                rule.op.count_fallback();
+                tracing::debug!(rule = &*rule.name, reason = %failure, degradation = %terms.degradation, "the shared store did not answer");
+                match terms.degradation {
+                    Degradation::FailOpen => Taken::Admitted {
+                        window: 0,
+                        left: u64::MAX,
+                    },
+                    Degradation::FailClosed => Taken::Overloaded(terms.retry_after),
+                    Degradation::Local => Taken::local(&terms, key, rule.op.now_ns()),
+                }
             }
-            Ok(crate::backend::Check::Limited { wait, window }) => Some((
-                KeyedOutcome::Limited(crate::rate::Refusal { wait, window }),
-                (window, 0),
-            )),
-            Err(e) => {
-                tracing::warn!(rule = &*rule.name, error = %e, "the shared store did not answer: the rule's in-process limit decides");
-                None
-            }
-        }
+        };
+        self.verdict(rule, &headers, client, taken)
     }
 
     /// The verdict of `rule` for `client` once its limit decided.
     fn verdict(
         &self,
         rule: &CompiledRule,
+        headers: &RuleHeaders,
         client: &Client,
-        outcome: KeyedOutcome,
-        window: usize,
-        left: u64,
+        taken: Taken,
     ) -> Verdict {
-        let (refusal, headers) = match outcome {
-            KeyedOutcome::Admitted => {
+        let op = &rule.op;
+        let (refusal, values) = match taken {
+            Taken::Admitted { window, left } => {
                 rule.stats.count(RuleDecision::Allowed);
-                if !self.success_headers {
-                    return Verdict::Pass(None);
-                }
-                let limit = rule.limit(window, left, None);
-                return Verdict::Pass(Some((rule.policy.clone(), limit)));
+                op.count_admitted();
+                let values = self
+                    .success_headers
+                    .then(|| (headers.policy.clone(), headers.limit(window, left, None)));
+                return Verdict::Pass(values, Some(op.clone()));
             }
-            KeyedOutcome::Limited(r) => {
+            Taken::Limited(r) => {
                 let err = LimitError::RateLimited {
                     op: rule.name.clone(),
                     retry_after: r.wait,
-                    quota: r.quota(&rule.limiter.spec, true),
+                    quota: r.quota(&headers.keyed.spec, true),
                 };
                 let reset = Duration::from_secs(ceil_secs(r.wait).max(1));
-                let limit = rule.limit(r.window, 0, Some(reset));
-                (err, Some((rule.policy.clone(), limit)))
+                let limit = headers.limit(r.window, 0, Some(reset));
+                (err, Some((headers.policy.clone(), limit)))
             }
-            KeyedOutcome::TableFull => {
+            Taken::Overloaded(retry_after) => {
                 let err = LimitError::Overloaded {
                     op: rule.name.clone(),
-                    retry_after: Duration::from_secs(1),
+                    retry_after,
                 };
                 (err, None)
             }
         };
+        op.count_refused(&refusal);
         if rule.shadow {
             rule.stats.count(RuleDecision::ShadowRejected);
             tracing::info!(
@@ -434,14 +430,60 @@ impl Shared {
                 reason = refusal.code(),
                 "shadow mode: the rule would have refused this request"
             );
-            Verdict::Pass(None)
+            Verdict::Pass(None, None)
         } else {
             rule.stats.count(RuleDecision::Rejected);
             tracing::debug!(rule = &*rule.name, client = %self.log_id(client), "request refused");
-            Verdict::Refuse(refusal, headers)
+            Verdict::Refuse(refusal, values)
         }
     }
 }
+
+/// What a rule's limit decided for one request.
+enum Taken {
+    /// Let through; `left` calls are left in window `window`.
+    Admitted { window: usize, left: u64 },
+    /// Over the limit.
+    Limited(Refusal),
+    /// Refused without a verdict of the limit (a full key table, or a
+    /// shared store that cannot answer under `fail_closed`).
+    Overloaded(Duration),
+}
+
+impl Taken {
+    /// The decision of the in-process per-key rate.
+    fn local(terms: &KeyedTerms, key: u64, now: u64) -> Self {
+        match terms.keyed.try_acquire_remaining(key, now) {
+            (KeyedOutcome::Admitted, (window, left)) => Taken::Admitted { window, left },
+            (KeyedOutcome::Limited(r), _) => Taken::Limited(r),
+            (KeyedOutcome::TableFull, _) => Taken::Overloaded(Duration::from_secs(1)),
+        }
+    }
+}
+
+/// The rule's check in the shared store, or why it could not answer.
+async fn take_shared(
+    rule: &CompiledRule,
+    terms: &KeyedTerms,
+    client: &Client,
+    store: &dyn crate::backend::SharedState,
+) -> Result<Taken, String> {
+    let key = store.key_name(&client.id.as_str());
+    match store
+        .check(&rule.store_name, Some(key), &terms.keyed.spec)
+        .await
+    {
+        Ok(Check::Admitted { remaining }) => Ok(Taken::Admitted {
+            window: 0,
+            left: remaining,
+        }),
+        Ok(Check::Limited { wait, window }) => Ok(Taken::Limited(Refusal { wait, window })),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Why a rule kept in the store was decided without it.
+const NO_STORE: &str = "no shared store is set (Registry::set_redis)";
 
 impl Shared {
     /// How a client appears in logs: addresses as they are, API keys and
@@ -454,50 +496,24 @@ impl Shared {
     }
 }
 
-impl KeyLimits for Shared {
-    fn usage(&self, key: &str) -> Vec<KeyLimitView> {
-        let hash = self.hasher.hash(&&*normalize_id(key));
-        let now = self.clock.now_ns();
-        self.rules
-            .iter()
-            .filter_map(|r| {
-                let available = r.limiter.available(hash, now)?;
-                Some(KeyLimitView {
-                    source: format!("rule {}", r.name),
-                    limit: Some(
-                        r.limiter
-                            .spec
-                            .windows
-                            .iter()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    ),
-                    available: Some(available),
-                    in_flight: 0,
-                    queued: 0,
-                })
-            })
-            .collect()
-    }
-
-    fn reset(&self, key: &str) -> usize {
-        let hash = self.hasher.hash(&&*normalize_id(key));
-        self.rules.iter().filter(|r| r.limiter.remove(hash)).count()
-    }
-}
-
-impl<S, B> Service<Request<B>> for LimiterService<S>
+/// Any inner service answering `http::Response`s with any body (axum's,
+/// hyper's, tonic's, `tower-http`'s) and any error: its responses come out
+/// with axum's [`Body`](axum::body::Body) (not boxed again when they have
+/// it already), its errors as they are.
+impl<S, B, ResBody> Service<Request<B>> for LimiterService<S>
 where
-    S: Service<Request<B>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S: Service<Request<B>, Response = axum::http::Response<ResBody>> + Clone + Send + 'static,
+    S::Error: Send + 'static,
     S::Future: Send + 'static,
+    ResBody: HttpBody<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
     B: Send + 'static,
 {
     type Response = Response;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
@@ -515,6 +531,7 @@ where
         recorder.start();
         let mut flight = InFlight {
             recorder,
+            op: None,
             start,
             done: false,
         };
@@ -549,14 +566,25 @@ where
                     flight.finish(resp.status().as_u16());
                     return Ok(resp);
                 }
-                Verdict::Pass(headers) => headers,
+                Verdict::Pass(headers, op) => {
+                    flight.op = op;
+                    headers
+                }
             };
             let fut = TimedPolls {
                 fut: inner.call(req),
                 shared: Arc::clone(&shared),
                 recorder: flight.recorder.clone(),
             };
-            let Ok(mut resp) = fut.await;
+            let mut resp = match fut.await {
+                Ok(resp) => resp.map(Body::new),
+                Err(e) => {
+                    // The server answers the error (hyper: the connection
+                    // is closed): a failure of the service.
+                    flight.finish(500);
+                    return Err(e);
+                }
+            };
             if let Some((policy, limit)) = headers {
                 // An op inside the handler that refused has its own say.
                 if !resp.headers().contains_key(RATELIMIT) {
@@ -591,6 +619,8 @@ fn has_body<B>(req: &Request<B>) -> bool {
 /// before the response (the client went away).
 struct InFlight {
     recorder: RouteRecorder,
+    /// The op of the rule that let the request through.
+    op: Option<Op>,
     start: Instant,
     done: bool,
 }
@@ -598,7 +628,11 @@ struct InFlight {
 impl InFlight {
     fn finish(&mut self, status: u16) {
         self.done = true;
-        self.recorder.finish(status, self.start.elapsed());
+        let took = self.start.elapsed();
+        self.recorder.finish(status, took);
+        if let Some(op) = &self.op {
+            op.count_finished(Some(status >= 500), took);
+        }
     }
 }
 
@@ -606,6 +640,9 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         if !self.done {
             self.recorder.abandon();
+            if let Some(op) = &self.op {
+                op.count_finished(None, self.start.elapsed());
+            }
         }
     }
 }

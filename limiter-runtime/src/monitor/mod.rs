@@ -65,15 +65,6 @@ pub(crate) fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Per-key limits held outside the ops (the limiter layer's rules), so
-/// `GET /monitoring/limits/{key}` can show and reset them.
-pub(crate) trait KeyLimits: Send + Sync {
-    /// What is held for `key`.
-    fn usage(&self, key: &str) -> Vec<KeyLimitView>;
-    /// Forgets `key`; returns how many limits held it.
-    fn reset(&self, key: &str) -> usize;
-}
-
 /// One limit's state for one key (`GET /monitoring/limits/{key}`).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct KeyLimitView {
@@ -94,7 +85,6 @@ pub struct Monitor {
     started: Instant,
     pub(crate) routes: RouteTable,
     rules: RuleTable,
-    limits: Mutex<Vec<std::sync::Weak<dyn KeyLimits>>>,
     state: Mutex<State>,
     sampler: AtomicBool,
 }
@@ -286,7 +276,6 @@ impl Default for Monitor {
             started: Instant::now(),
             routes: RouteTable::default(),
             rules: RuleTable::default(),
-            limits: Mutex::new(Vec::new()),
             state: Mutex::new(State::default()),
             sampler: AtomicBool::new(false),
         }
@@ -322,23 +311,6 @@ impl Monitor {
     /// every layer whose rule has that name and shadow setting).
     pub fn rule(&self, name: &str, shadow: bool) -> Arc<RuleStats> {
         self.rules.get(name, shadow)
-    }
-
-    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
-    pub(crate) fn register_limits(&self, limits: std::sync::Weak<dyn KeyLimits>) {
-        let mut all = self.limits.lock().unwrap_or_else(|e| e.into_inner());
-        all.retain(|w| w.strong_count() > 0);
-        all.push(limits);
-    }
-
-    /// The live per-key limit holders (layers).
-    pub(crate) fn key_limits(&self) -> Vec<Arc<dyn KeyLimits>> {
-        self.limits
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter_map(std::sync::Weak::upgrade)
-            .collect()
     }
 
     /// Decisions of every limiter-layer rule.

@@ -18,8 +18,8 @@
 
 use std::sync::Mutex;
 
-/// Sub-windows per window.
-const SLOTS: u64 = 16;
+/// Sub-windows per window (the Redis script uses the same).
+pub(crate) const SLOTS: u64 = 16;
 /// Counters kept: every sub-window that can overlap the last `period`.
 const RING: usize = SLOTS as usize + 1;
 

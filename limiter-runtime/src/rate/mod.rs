@@ -7,6 +7,8 @@ mod gcra;
 mod keyed;
 mod window;
 
+#[cfg(feature = "redis")]
+pub(crate) use exact::SLOTS as EXACT_SLOTS;
 pub(crate) use keyed::{KeyedOutcome, KeyedRate};
 
 use std::time::Duration;

@@ -240,7 +240,6 @@ impl RedisBackend {
             Algorithm::TokenBucket => "g",
             Algorithm::SlidingWindow => "s",
             Algorithm::FixedWindow => "f",
-            // Refused with this backend by the op's validation.
             Algorithm::SlidingExact => "x",
         };
         (0..spec.windows.len())
@@ -289,15 +288,14 @@ impl RedisBackend {
             Algorithm::TokenBucket => &*scripts::GCRA,
             Algorithm::SlidingWindow => &*scripts::SLIDING,
             Algorithm::FixedWindow => &*scripts::FIXED,
-            Algorithm::SlidingExact => {
-                return Err(BackendError::Redis(
-                    "the sliding_exact algorithm is kept in process only".into(),
-                ))
-            }
+            Algorithm::SlidingExact => &*scripts::EXACT,
         };
         let mut inv = script.prepare_invoke();
         for k in &keys {
             inv.key(k);
+        }
+        if spec.algorithm == Algorithm::SlidingExact {
+            inv.arg(crate::rate::EXACT_SLOTS);
         }
         for (i, w) in spec.windows.iter().enumerate() {
             match spec.algorithm {
@@ -309,6 +307,10 @@ impl RedisBackend {
                     let interval = interval_micros(w);
                     inv.arg(interval)
                         .arg(interval.saturating_mul(u64::from(capacity.max(1))));
+                }
+                Algorithm::SlidingExact => {
+                    let slot = micros(w.period()).div_ceil(crate::rate::EXACT_SLOTS).max(1);
+                    inv.arg(slot).arg(w.count());
                 }
                 _ => {
                     inv.arg(micros(w.period())).arg(w.count());

@@ -119,6 +119,79 @@ return {1, remaining or 0, -1}
     )
 });
 
+/// Exact sliding window over several windows (the in-process
+/// `rate/exact.rs`, kept in Redis): one hash key per window whose fields are
+/// sub-window numbers (`period / slots` µs each) and values their counts.
+/// Every sub-window overlapping the last period is counted (the oldest one
+/// whole), so a call is admitted only while every span of a period ending
+/// now holds fewer than the limit: never more than the limit in any span.
+/// A hash keeps at most `slots + 1` fields (older ones are deleted).
+///
+/// `ARGV`: the sub-windows per window, then for each window its sub-window
+/// length (µs) and limit. Returns `{1, remaining, -1}` or
+/// `{0, wait_us, window}`, the wait lasting until enough of the oldest
+/// sub-windows have left.
+pub(crate) static EXACT: Lazy<Script> = Lazy::new(|| {
+    Script::new(
+        r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local slots = tonumber(ARGV[1])
+local wait, refused = 0, -1
+local remaining = nil
+local cur = {}
+for i = 1, #KEYS do
+  local slot_us = tonumber(ARGV[2 * i])
+  local limit = tonumber(ARGV[2 * i + 1])
+  local slot = math.floor(now / slot_us)
+  local oldest = slot - slots
+  local h = redis.call('HGETALL', KEYS[i])
+  local counts, stale, sum = {}, {}, 0
+  for j = 1, #h, 2 do
+    local s, c = tonumber(h[j]), tonumber(h[j + 1])
+    if s < oldest then
+      stale[#stale + 1] = h[j]
+    else
+      counts[s] = c
+      sum = sum + c
+    end
+  end
+  if #stale > 0 then redis.call('HDEL', KEYS[i], unpack(stale)) end
+  if sum + 1 > limit then
+    local need, w_us = sum + 1 - limit, slot_us
+    for s = oldest, slot do
+      local c = counts[s]
+      if c then
+        need = need - c
+        if need <= 0 then
+          w_us = (s + slots + 1) * slot_us - now
+          break
+        end
+      end
+    end
+    if w_us > wait then
+      wait = w_us
+      refused = i - 1
+    end
+  else
+    local left = limit - sum - 1
+    if remaining == nil or left < remaining then remaining = left end
+  end
+  cur[i] = {slot, slot_us}
+end
+if refused >= 0 then
+  return {0, math.ceil(wait), refused}
+end
+for i = 1, #KEYS do
+  local c = cur[i]
+  redis.call('HINCRBY', KEYS[i], string.format('%.0f', c[1]), 1)
+  redis.call('PEXPIRE', KEYS[i], math.ceil((slots + 1) * c[2] / 1000) + 1)
+end
+return {1, remaining or 0, -1}
+"#,
+    )
+});
+
 /// Fixed-window counter over several windows, one key each, expiring at
 /// the end of its window. Returns `{1, remaining, -1}` or
 /// `{0, wait_us, window}`.

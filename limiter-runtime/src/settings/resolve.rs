@@ -196,6 +196,16 @@ impl OpConfig {
             merged.overlay(&OpConfig::preset(kind));
         }
         merged.kind = kind;
+        // A registry-wide burst (`RATE_LIMIT_BURST_LIMIT`) is for the ops
+        // whose rates are token buckets; an op that chose a window
+        // algorithm itself is not refused for it.
+        let above_defaults = |f: fn(&OpConfig) -> bool| layers.iter().skip(1).any(|l| f(l));
+        if above_defaults(|l| l.algorithm.is_some())
+            && !above_defaults(|l| l.burst.is_some())
+            && merged.algorithm != Some(Algorithm::TokenBucket)
+        {
+            merged.burst = None;
+        }
         merged.validate_resolved(op)
     }
 
@@ -215,7 +225,7 @@ impl OpConfig {
             .unwrap_or(100);
         let timeout = check.positive("timeout", self.timeout)?;
         let adaptive = check.adaptive(&self, max_concurrent, timeout)?;
-        let backend = check.backend(self.backend, algorithm)?;
+        let backend = check.backend(self.backend)?;
         Ok(ResolvedConfig {
             kind: self.kind,
             enabled: self.enabled.unwrap_or(true),
@@ -440,26 +450,14 @@ impl Check<'_> {
         Ok(Some(AdaptivePolicy { min, target }))
     }
 
-    /// The rate-state backend, refusing Redis in a build without it, and
-    /// for the algorithm it has no script for.
-    fn backend(
-        &self,
-        backend: Option<Backend>,
-        algorithm: Algorithm,
-    ) -> Result<Backend, ConfigError> {
+    /// The rate-state backend, refusing Redis in a build without it.
+    fn backend(&self, backend: Option<Backend>) -> Result<Backend, ConfigError> {
         let backend = backend.unwrap_or(Backend::Local);
         if backend == Backend::Redis && !cfg!(feature = "redis") {
             return Err(self.invalid(
                 "backend",
                 "redis".into(),
                 "needs the `redis` feature of limiter",
-            ));
-        }
-        if backend == Backend::Redis && algorithm == Algorithm::SlidingExact {
-            return Err(self.invalid(
-                "algorithm",
-                "sliding_exact".into(),
-                "is kept in process only; with `backend = \"redis\"` use token_bucket, sliding_window or fixed_window",
             ));
         }
         Ok(backend)

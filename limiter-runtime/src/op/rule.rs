@@ -1,0 +1,88 @@
+//! The op side of a `LimiterLayer` rule. A rule is an op whose per-key
+//! rate is the rule's windows, keyed by client id: the layer takes each
+//! request from that rate through these calls, so the op's run-time
+//! overrides (`Registry::configure`, `limiter.toml`, the environment), its
+//! backend and degradation, its on/off switch and its metrics apply to the
+//! rule as to any op.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::LimitError;
+use crate::keys::LimitKey;
+use crate::metrics::{CallOutcome, Entry, OpMetrics};
+use crate::rate::KeyedRate;
+use crate::settings::{Backend, Degradation};
+
+use super::Op;
+
+/// The per-key rate of an op in force, with what decides when it is kept
+/// in the shared store and the store cannot answer.
+pub(crate) struct KeyedTerms {
+    pub(crate) keyed: Arc<KeyedRate>,
+    pub(crate) backend: Backend,
+    pub(crate) degradation: Degradation,
+    /// The hint of a `fail_closed` refusal.
+    pub(crate) retry_after: Duration,
+}
+
+impl Op {
+    /// The per-key rate in force, or `None` when the op limits nothing now
+    /// (turned off, by its configuration or the registry's switch, or no
+    /// per-key rate).
+    pub(crate) fn keyed_terms(&self) -> Option<KeyedTerms> {
+        let core = &*self.core;
+        if !core.shared.enabled.load(Ordering::Relaxed) {
+            return None;
+        }
+        let policy = core.policy();
+        if !policy.cfg.enabled {
+            return None;
+        }
+        Some(KeyedTerms {
+            keyed: Arc::clone(policy.rate_per_key.as_ref()?),
+            backend: policy.cfg.backend,
+            degradation: policy.cfg.degradation,
+            retry_after: policy.cfg.retry_after,
+        })
+    }
+
+    /// `key`'s hash in this op's per-key tables.
+    pub(crate) fn key_hash(&self, key: &dyn LimitKey) -> u64 {
+        self.core.shared.hasher.hash(key)
+    }
+
+    /// A reading of the op's clock (the time its rate state runs on).
+    pub(crate) fn now_ns(&self) -> u64 {
+        self.core.clock.now_ns()
+    }
+
+    /// Counts a request the op let through.
+    pub(crate) fn count_admitted(&self) {
+        self.core.metrics.entered(true);
+    }
+
+    /// Counts a request the op refused.
+    pub(crate) fn count_refused(&self, err: &LimitError) {
+        self.core.metrics.reject(err);
+    }
+
+    /// Counts a decision taken without the shared store, which could not
+    /// answer.
+    pub(crate) fn count_fallback(&self) {
+        OpMetrics::inc(&self.core.metrics.counters.backend_fallbacks);
+    }
+
+    /// Records how a request the op let through ended (`None`: the client
+    /// went away first) and how long it took; counted already on entry.
+    pub(crate) fn count_finished(&self, failed: Option<bool>, latency: Duration) {
+        let outcome = match failed {
+            None => CallOutcome::Cancelled,
+            Some(true) => CallOutcome::Failure,
+            Some(false) => CallOutcome::Success,
+        };
+        let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        self.core.metrics.finish(outcome, ns, 0, Entry::Counted);
+    }
+}
