@@ -1,9 +1,12 @@
 //! Circuit breaker: closed → open → half-open → closed.
 //!
 //! * **Closed**: calls run; outcomes fill a count-based window of the last
-//!   `window` calls. Once it holds `min_calls`, a failure rate at or above
-//!   `failure_rate` opens the breaker; so do `consecutive_failures` failures
-//!   in a row, when set.
+//!   `window` calls. The thresholds are judged after every recorded
+//!   outcome: once the window holds `min_calls`, a failure rate at or above
+//!   `failure_rate` opens the breaker (a success that pushes an older
+//!   success out of the window can be the call that opens it, as in
+//!   resilience4j's count-based window); so do `consecutive_failures`
+//!   failures in a row, when set.
 //! * **Open**: calls are refused with `CircuitOpen` until `recovery` passes.
 //! * **Half-open**: at most `half_open_calls` probes run at once; a failed
 //!   probe opens the breaker again, `success_threshold` successful probes
@@ -252,7 +255,10 @@ impl Breaker {
                 let streak_trips = policy
                     .consecutive_failures
                     .is_some_and(|n| inner.consecutive >= n);
-                if failed && (rate_trips || streak_trips) {
+                // Judged after every recorded outcome, a success too (as
+                // resilience4j's count-based window does): S F F S in a
+                // window of 4 at 50 % opens on the last S.
+                if rate_trips || streak_trips {
                     inner.open_until =
                         now.saturating_add(crate::clock::duration_ns(policy.recovery));
                     self.transition(&mut inner, BreakerState::Open, now);

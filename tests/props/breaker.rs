@@ -233,7 +233,7 @@ impl Model {
                     .s
                     .consecutive_failures
                     .is_some_and(|n| self.consecutive >= n);
-                if failed && (rate_trips || streak_trips) {
+                if rate_trips || streak_trips {
                     self.open_until = now + recovery;
                     self.go(BreakerState::Open);
                 }
@@ -516,6 +516,125 @@ proptest! {
             s,
             groups,
             violations.join("\n")
+        );
+    }
+}
+
+/// resilience4j's count-based sliding window, written from its documented
+/// behaviour: a ring of the last `window` outcomes; after every recorded
+/// outcome, once the ring holds `min(min_calls, window)` calls, a failure
+/// rate at or above the threshold opens the breaker.
+struct CountWindow {
+    window: usize,
+    min_calls: usize,
+    failure_rate: f64,
+    ring: VecDeque<bool>,
+    open: bool,
+}
+
+impl CountWindow {
+    fn record(&mut self, failed: bool) {
+        if self.open {
+            return;
+        }
+        self.ring.push_back(failed);
+        if self.ring.len() > self.window {
+            self.ring.pop_front();
+        }
+        let calls = self.ring.len();
+        let failures = self.ring.iter().filter(|f| **f).count();
+        if calls >= self.min_calls.min(self.window)
+            && failures as f64 * 100.0 / calls as f64 >= self.failure_rate * 100.0
+        {
+            self.open = true;
+        }
+    }
+}
+
+/// Runs `outcomes` one call after another through an op (paused clock, a
+/// recovery far beyond the run) and returns the index of the first call
+/// after which the op's breaker and the reference model disagree.
+fn first_divergence(window: u32, min_calls: u32, rate: f64, outcomes: &[bool]) -> Option<usize> {
+    paused_runtime().block_on(async {
+        let reg = Registry::new();
+        let op = configured(
+            &reg,
+            "r4j",
+            OpConfig {
+                breaker: BreakerConfig {
+                    enabled: Some(true),
+                    failure_rate: Some(rate),
+                    min_calls: Some(min_calls),
+                    window: Some(window),
+                    recovery: Some(Duration::from_secs(3600)),
+                    ..BreakerConfig::default()
+                },
+                ..OpConfig::default()
+            },
+        );
+        let mut model = CountWindow {
+            window: window as usize,
+            min_calls: min_calls as usize,
+            failure_rate: rate,
+            ring: VecDeque::new(),
+            open: false,
+        };
+        for (i, &failed) in outcomes.iter().enumerate() {
+            let out = op
+                .run(None, || async move {
+                    if failed {
+                        Err(LimitError::Timeout { op: "body".into() })
+                    } else {
+                        Ok(())
+                    }
+                })
+                .await;
+            if model.open {
+                // Refused while open, never run.
+                if !matches!(out, Err(LimitError::CircuitOpen { .. })) {
+                    return Some(i);
+                }
+            } else {
+                model.record(failed);
+            }
+            let open = op.snapshot().breaker.state == BreakerState::Open;
+            if open != model.open {
+                return Some(i);
+            }
+        }
+        None
+    })
+}
+
+#[test]
+fn s_f_f_s_opens_a_window_of_four_at_half() {
+    // The window holds 50 % failures after the last success: it opens.
+    assert_eq!(
+        first_divergence(4, 4, 0.5, &[false, true, true, false]),
+        None
+    );
+    assert_eq!(
+        first_divergence(4, 4, 0.5, &[false, true, true, false, false]),
+        None
+    );
+}
+
+proptest! {
+    #![proptest_config(props_config())]
+
+    /// Random outcome sequences against the reference model of
+    /// resilience4j's count-based window: the op's breaker is open after
+    /// exactly the same calls (0 divergences).
+    #[test]
+    fn breaker_matches_a_count_based_reference_window(
+        (window, min_calls) in (1u32..=10).prop_flat_map(|w| (Just(w), 1..=w)),
+        rate in prop_oneof![Just(0.2), Just(0.25), Just(1.0 / 3.0), Just(0.5), Just(0.6), Just(1.0)],
+        outcomes in proptest::collection::vec(proptest::bool::weighted(0.35), 1..=40),
+    ) {
+        let diverged = first_divergence(window, min_calls, rate, &outcomes);
+        prop_assert!(
+            diverged.is_none(),
+            "window {window}, min_calls {min_calls}, rate {rate}: diverged after call {diverged:?} of {outcomes:?}"
         );
     }
 }
