@@ -30,6 +30,7 @@ fn prometheus(reg: &Registry) -> String {
     op_event_counters(&mut x, &snaps);
     op_bulkhead_gauges(&mut x, &snaps);
     op_breaker_states(&mut x, &snaps);
+    op_key_tables(&mut x, &snaps);
     op_durations(&mut x, &ops);
 
     let routes = reg.monitor().routes.all();
@@ -143,6 +144,40 @@ fn op_event_counters(x: &mut Exposition, snaps: &[OpSnapshot]) {
         x.family(name, "counter", help);
         for s in snaps {
             x.sample(name, &[("op", &s.name)], get(&s.counters) as f64);
+        }
+    }
+}
+
+/// The per-key rate tables of ops that have one: keys tracked, evicted,
+/// and evictions that forgot what a key owed.
+fn op_key_tables(x: &mut Exposition, snaps: &[OpSnapshot]) {
+    let keyed: Vec<_> = snaps
+        .iter()
+        .filter_map(|s| s.rate_per_key.as_ref().map(|r| (&s.name, r)))
+        .collect();
+    for (name, kind, help, get) in [
+        (
+            "limiter_op_keys",
+            "gauge",
+            "Keys tracked by the per-key rate limit.",
+            (|r: &crate::rate::RateSnapshot| r.keys.unwrap_or(0) as u64) as fn(&_) -> u64,
+        ),
+        (
+            "limiter_op_keys_evicted_total",
+            "counter",
+            "Keys dropped from the per-key rate table to make room.",
+            |r| r.keys_evicted.unwrap_or(0),
+        ),
+        (
+            "limiter_op_keys_forgotten_total",
+            "counter",
+            "Evictions that dropped what a key owed (it came back with a fresh budget).",
+            |r| r.keys_forgotten.unwrap_or(0),
+        ),
+    ] {
+        x.family(name, kind, help);
+        for (op, r) in &keyed {
+            x.sample(name, &[("op", op)], get(r) as f64);
         }
     }
 }

@@ -3,10 +3,13 @@
 //! A [`KeyTable`] maps the hash of a caller's key (user id, tenant, client
 //! address) to its state, kept in the table's slot (state shared with
 //! users, such as a bulkhead key's counts, is an `Arc` in the slot). It is sharded to keep lock hold times short and
-//! capped: when a shard is full, idle entries are dropped first, then the
-//! least recently used entries nobody holds; only when every entry is in use
-//! does an insert fail (the caller is told `Overloaded`). A flood of distinct
-//! keys therefore cannot grow memory without bound.
+//! capped: when a shard is full, the entries whose state equals a fresh
+//! key's are dropped first; then, if that is not enough, the entries that
+//! owe least, but never one that is refused now (dropping it would let it
+//! through sooner than its state says) and never one in use. Only when no
+//! entry can go does an insert fail (the caller is told `Overloaded`). A
+//! flood of distinct keys therefore cannot grow memory without bound, and
+//! cannot clear a refused key's limit either.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
@@ -85,10 +88,27 @@ struct Entry<V> {
     last_used: AtomicU64,
 }
 
+/// What dropping a key's state would forgive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Owed {
+    /// Nothing: the state equals a fresh key's (a full bucket, no counts).
+    Nothing,
+    /// Something, ranked: the lower, the less the key owes (it would be
+    /// admitted now, with less than a fresh key's budget).
+    Some(u64),
+    /// The key is refused now, or its state is in use: dropping it would
+    /// let it through sooner than its state says. Never dropped.
+    Everything,
+}
+
 /// State kept per key.
 pub(crate) trait KeyState: Send + Sync {
-    /// Whether dropping this state loses nothing (a full bucket, no counts).
-    fn is_idle(&self, now_ns: u64) -> bool;
+    /// What the table knows of every key's state (a token bucket's
+    /// parameters, kept once).
+    type Ctx: Send + Sync;
+
+    /// What dropping this state at `now_ns` would forgive.
+    fn owed(&self, ctx: &Self::Ctx, now_ns: u64) -> Owed;
 
     /// Whether someone outside the table holds this state now (it is then
     /// never evicted).
@@ -99,15 +119,19 @@ pub(crate) trait KeyState: Send + Sync {
 
 /// State kept apart from the slot (a multi-window rate's cells).
 impl<T: KeyState + ?Sized> KeyState for Box<T> {
-    fn is_idle(&self, now_ns: u64) -> bool {
-        (**self).is_idle(now_ns)
+    type Ctx = T::Ctx;
+
+    fn owed(&self, ctx: &T::Ctx, now_ns: u64) -> Owed {
+        (**self).owed(ctx, now_ns)
     }
 }
 
 /// State shared with its users (a bulkhead key's counts, held by permits).
 impl<T: KeyState> KeyState for Arc<T> {
-    fn is_idle(&self, now_ns: u64) -> bool {
-        (**self).is_idle(now_ns)
+    type Ctx = T::Ctx;
+
+    fn owed(&self, ctx: &T::Ctx, now_ns: u64) -> Owed {
+        (**self).owed(ctx, now_ns)
     }
 
     fn is_held(&self) -> bool {
@@ -118,19 +142,37 @@ impl<T: KeyState> KeyState for Arc<T> {
 const SHARDS: usize = 16;
 
 /// A sharded, capped map from key hash to `Arc<V>`.
-pub(crate) struct KeyTable<V> {
+pub(crate) struct KeyTable<V: KeyState> {
     shards: Box<[Mutex<Map<V>>]>,
     cap_per_shard: AtomicUsize,
+    ctx: V::Ctx,
     evicted: AtomicU64,
+    /// Evictions that dropped state a fresh key does not have.
+    forgotten: AtomicU64,
 }
 
 impl<V: KeyState> KeyTable<V> {
-    pub(crate) fn new(cap: usize) -> Self {
+    pub(crate) fn new(cap: usize) -> Self
+    where
+        V::Ctx: Default,
+    {
+        Self::with_ctx(cap, V::Ctx::default())
+    }
+
+    /// A table whose keys' states are judged with `ctx`.
+    pub(crate) fn with_ctx(cap: usize, ctx: V::Ctx) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(Map::default())).collect(),
             cap_per_shard: AtomicUsize::new(Self::per_shard(cap)),
+            ctx,
             evicted: AtomicU64::new(0),
+            forgotten: AtomicU64::new(0),
         }
+    }
+
+    /// Whether the entry `e` can go at `now_ns` without losing anything.
+    fn is_free(&self, e: &Entry<V>, now_ns: u64) -> bool {
+        !e.value.is_held() && e.value.owed(&self.ctx, now_ns) == Owed::Nothing
     }
 
     fn per_shard(cap: usize) -> usize {
@@ -204,27 +246,37 @@ impl<V: KeyState> KeyTable<V> {
         Some(out)
     }
 
-    /// Frees places in a full shard: first every idle entry nobody holds,
-    /// then, if that freed less than an eighth, the least recently used
-    /// entries nobody holds (their state is lost: a rate-limited key that is
-    /// evicted starts again with a full bucket).
+    /// Frees places in a full shard: first every entry whose state equals
+    /// a fresh key's; then, if that freed less than an eighth, the entries
+    /// that owe least (least recently used first among equals), counted as
+    /// `forgotten`. An entry that is refused now or in use is never
+    /// dropped: a flood of other keys cannot clear a refused key's limit.
     fn make_room(&self, map: &mut Map<V>, cap: usize, now_ns: u64) {
         let before = map.len();
-        map.retain(|_, e| e.value.is_held() || !e.value.is_idle(now_ns));
-        let target = cap - cap / 8;
-        if map.len() > target.min(cap - 1) {
-            let mut free: Vec<(u64, u64)> = map
-                .iter()
-                .filter(|(_, e)| !e.value.is_held())
-                .map(|(k, e)| (e.last_used.load(Ordering::Relaxed), *k))
-                .collect();
-            let excess = (map.len() - target.min(cap - 1)).min(free.len());
-            if excess > 0 {
-                free.select_nth_unstable(excess - 1);
-                for (_, k) in &free[..excess] {
-                    map.remove(k);
-                }
+        // One judgement per entry: the free ones go now, the owing ones are
+        // ranked in case that is not enough.
+        let mut owing: Vec<(u64, u64, u64)> = Vec::new();
+        map.retain(|k, e| {
+            if e.value.is_held() {
+                return true;
             }
+            match e.value.owed(&self.ctx, now_ns) {
+                Owed::Nothing => false,
+                Owed::Some(rank) => {
+                    owing.push((rank, e.last_used.load(Ordering::Relaxed), *k));
+                    true
+                }
+                Owed::Everything => true,
+            }
+        });
+        let target = (cap - cap / 8).min(cap - 1);
+        let excess = map.len().saturating_sub(target).min(owing.len());
+        if excess > 0 {
+            owing.select_nth_unstable(excess - 1);
+            for (_, _, k) in &owing[..excess] {
+                map.remove(k);
+            }
+            self.forgotten.fetch_add(excess as u64, Ordering::Relaxed);
         }
         self.evicted
             .fetch_add((before - map.len()) as u64, Ordering::Relaxed);
@@ -236,7 +288,7 @@ impl<V: KeyState> KeyTable<V> {
         for shard in self.shards.iter() {
             let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
             let before = map.len();
-            map.retain(|_, e| e.value.is_held() || !e.value.is_idle(now_ns));
+            map.retain(|_, e| !self.is_free(e, now_ns));
             dropped += before - map.len();
         }
         self.evicted.fetch_add(dropped as u64, Ordering::Relaxed);
@@ -295,6 +347,12 @@ impl<V: KeyState> KeyTable<V> {
     pub(crate) fn evicted(&self) -> u64 {
         self.evicted.load(Ordering::Relaxed)
     }
+
+    /// Evictions so far that dropped state a fresh key does not have (a
+    /// key that owed part of its budget, let through again with all of it).
+    pub(crate) fn forgotten(&self) -> u64 {
+        self.forgotten.load(Ordering::Relaxed)
+    }
 }
 
 #[cfg(test)]
@@ -302,10 +360,16 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicBool;
 
+    /// Idle when its flag is set, else owing a little.
     struct S(AtomicBool);
     impl KeyState for S {
-        fn is_idle(&self, _: u64) -> bool {
-            self.0.load(Ordering::Relaxed)
+        type Ctx = ();
+        fn owed(&self, _: &(), _: u64) -> Owed {
+            if self.0.load(Ordering::Relaxed) {
+                Owed::Nothing
+            } else {
+                Owed::Some(1)
+            }
         }
     }
 
@@ -358,8 +422,13 @@ mod loom_tests {
     #[derive(Default)]
     struct Uses(AtomicU64);
     impl KeyState for Uses {
-        fn is_idle(&self, _: u64) -> bool {
-            self.0.load(Ordering::Relaxed) == 0
+        type Ctx = ();
+        fn owed(&self, _: &(), _: u64) -> Owed {
+            if self.0.load(Ordering::Relaxed) == 0 {
+                Owed::Nothing
+            } else {
+                Owed::Everything
+            }
         }
     }
 

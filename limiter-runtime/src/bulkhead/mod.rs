@@ -30,7 +30,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::error::{LimitError, QueueScope, Quota};
-use crate::keys::{KeyState, KeyTable};
+use crate::keys::{KeyState, KeyTable, Owed};
 use crate::settings::{OverloadPolicy, ResolvedConfig};
 use crate::sync::{Mutex, MutexGuard};
 use gate::Gate;
@@ -53,8 +53,16 @@ impl KeySlot {
 }
 
 impl KeyState for KeySlot {
-    fn is_idle(&self, _now_ns: u64) -> bool {
-        self.in_flight.load(Ordering::Relaxed) == 0 && self.queued.load(Ordering::Relaxed) == 0
+    type Ctx = ();
+
+    /// Nothing with no call running or queued; otherwise the slot is in
+    /// use and never dropped.
+    fn owed(&self, _: &(), _now_ns: u64) -> Owed {
+        if self.in_flight.load(Ordering::Relaxed) == 0 && self.queued.load(Ordering::Relaxed) == 0 {
+            Owed::Nothing
+        } else {
+            Owed::Everything
+        }
     }
 }
 

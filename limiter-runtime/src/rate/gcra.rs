@@ -122,6 +122,11 @@ impl GcraCell {
         self.tat.load(Ordering::Relaxed) <= now
     }
 
+    /// Nanoseconds until the bucket is full again.
+    pub(crate) fn debt_ns(&self, now: u64) -> u64 {
+        self.tat.load(Ordering::Relaxed).saturating_sub(now)
+    }
+
     /// Tokens available at `now`.
     pub(crate) fn available(&self, p: &GcraParams, now: u64) -> u64 {
         let tat = self.tat.load(Ordering::Relaxed).max(now);

@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use crate::keys::{KeyState, KeyTable};
+use crate::keys::{KeyState, KeyTable, Owed};
 use crate::settings::{Algorithm, RateSpec};
 
 use super::gcra::{GcraCell, GcraParams};
@@ -45,18 +45,28 @@ pub(crate) enum KeyedOutcome {
 }
 
 impl KeyState for GcraCell {
-    fn is_idle(&self, now_ns: u64) -> bool {
-        GcraCell::is_idle(self, now_ns)
+    type Ctx = GcraParams;
+
+    /// Nothing with a full bucket; everything when the bucket refuses now;
+    /// else ranked by the time until it is full again.
+    fn owed(&self, p: &GcraParams, now_ns: u64) -> Owed {
+        if self.is_idle(now_ns) {
+            Owed::Nothing
+        } else if self.available(p, now_ns) == 0 {
+            Owed::Everything
+        } else {
+            Owed::Some(self.debt_ns(now_ns))
+        }
     }
 }
 
 impl KeyedRate {
     pub(crate) fn new(spec: RateSpec, max_keys: usize) -> Self {
         let table = match (&*spec.windows, spec.algorithm) {
-            ([w], Algorithm::TokenBucket) => Table::Gcra(
-                GcraParams::new(w, spec.burst.unwrap_or(w.count())),
-                KeyTable::new(max_keys),
-            ),
+            ([w], Algorithm::TokenBucket) => {
+                let params = GcraParams::new(w, spec.burst.unwrap_or(w.count()));
+                Table::Gcra(params, KeyTable::with_ctx(max_keys, params))
+            }
             _ => Table::Cells(KeyTable::new(max_keys)),
         };
         Self { spec, table }
@@ -166,6 +176,15 @@ impl KeyedRate {
         match &self.table {
             Table::Gcra(_, t) => t.evicted(),
             Table::Cells(t) => t.evicted(),
+        }
+    }
+
+    /// Evictions so far that dropped a key's debt (see
+    /// [`KeyTable::forgotten`]).
+    pub(crate) fn forgotten(&self) -> u64 {
+        match &self.table {
+            Table::Gcra(_, t) => t.forgotten(),
+            Table::Cells(t) => t.forgotten(),
         }
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::error::Quota;
-use crate::keys::KeyState;
+use crate::keys::{KeyState, Owed};
 use crate::settings::{Algorithm, RateSpec};
 use exact::{ExactCell, ExactParams};
 use gcra::{GcraCell, GcraParams};
@@ -200,8 +200,19 @@ impl RateState {
 }
 
 impl KeyState for RateState {
-    fn is_idle(&self, now_ns: u64) -> bool {
-        self.cells.iter().all(|c| c.is_idle(now_ns))
+    type Ctx = ();
+
+    /// Nothing when every window is as a fresh key's; everything when a
+    /// window refuses now; else ranked by the calls left in the tightest
+    /// window (the more left, the less owed).
+    fn owed(&self, _: &(), now_ns: u64) -> Owed {
+        if self.cells.iter().all(|c| c.is_idle(now_ns)) {
+            return Owed::Nothing;
+        }
+        match self.tightest(now_ns) {
+            (_, 0) => Owed::Everything,
+            (_, left) => Owed::Some(u64::MAX - left),
+        }
     }
 }
 
@@ -216,6 +227,10 @@ pub struct RateSnapshot {
     pub keys: Option<usize>,
     /// Keys evicted so far (per-key limits only).
     pub keys_evicted: Option<u64>,
+    /// Evictions so far that dropped what a key owed (per-key limits only):
+    /// the key came back with a fresh budget. Only keys the limit would
+    /// admit now are ever dropped so; a refused key never is.
+    pub keys_forgotten: Option<u64>,
 }
 
 #[cfg(test)]
