@@ -4,6 +4,7 @@
 mod admission;
 mod permit;
 mod remote;
+#[cfg(feature = "axum")]
 mod rule;
 mod snapshot;
 
@@ -11,6 +12,7 @@ pub use admission::Place;
 use admission::TicketGuard;
 pub(crate) use admission::{Admission, Admitted, Deferred};
 pub use permit::Permit;
+#[cfg(feature = "axum")]
 pub(crate) use rule::KeyedTerms;
 pub use snapshot::{KeyUsage, OpSnapshot};
 

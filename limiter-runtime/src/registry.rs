@@ -312,6 +312,7 @@ impl Registry {
     }
 
     /// The shared store, when one is set.
+    #[cfg(feature = "axum")]
     pub(crate) fn store(&self) -> Option<Arc<crate::backend::Store>> {
         self.shared.store.load_full()
     }
