@@ -1,7 +1,8 @@
 //! Monotonic time as nanoseconds since a base instant, so lock-free state can
 //! keep time in one `AtomicU64`.
 //!
-//! Two sources, chosen when a [`Clock`] is made:
+//! Three sources, picked by the registry's [`ClockSource`] when an op's
+//! [`Clock`] is made:
 //!
 //! * **Fast** (the usual case): the CPU's time-stamp counter through
 //!   [`quanta`], about 10 ns a reading against about 25 ns for
@@ -9,16 +10,78 @@
 //!   twice (admission and end), so this is a third of the runtime's per-call
 //!   cost saved. quanta falls back to the OS clock where the counter is not
 //!   invariant.
-//! * **Tokio**: `tokio::time::Instant`, when the clock is made inside a
-//!   runtime whose clock is paused (`tokio::time::pause()`,
-//!   `#[tokio::test(start_paused = true)]`). Tests that pause tokio's clock
-//!   then drive every limiter deterministically with `advance` and `sleep`.
-//!   A paused clock cannot be asked whether it is paused; it is recognised
-//!   by not moving while real time does (a 2 µs wait, once per clock).
+//! * **Tokio**: `tokio::time::Instant`, paused or not, so tests that pause
+//!   tokio's clock drive every limiter deterministically with `advance` and
+//!   `sleep`.
+//! * **Manual**: a [`ManualClock`] the test moves by hand (governor's
+//!   `FakeRelativeClock`), for tests without a runtime or with one whose
+//!   clock runs.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+/// The time a registry's ops read (see [`crate::Registry::with_clock`]).
+///
+/// ```
+/// use std::time::Duration;
+/// use limiter_runtime::{ClockSource, LimitError, ManualClock, OpConfig, Registry};
+///
+/// let clock = ManualClock::new();
+/// let reg = Registry::with_clock(ClockSource::Manual(clock.clone()));
+/// reg.configure("send", OpConfig::default().with_rate_per_key("1/min").unwrap()).unwrap();
+/// let op = reg.op("send");
+/// op.check_key(&"alice").unwrap();
+/// assert!(matches!(op.check_key(&"alice"), Err(LimitError::RateLimited { .. })));
+/// clock.advance(Duration::from_secs(60));
+/// op.check_key(&"alice").unwrap();
+/// ```
+#[derive(Debug, Clone, Default)]
+pub enum ClockSource {
+    /// The CPU's time-stamp counter; or tokio's clock for an op first used
+    /// inside a tokio runtime whose clock is paused then (recognised by two
+    /// readings of tokio's clock being equal: a running clock moves
+    /// between two readings; mistaking one for paused only costs readings
+    /// of the same time at tokio's price). The default.
+    #[default]
+    Auto,
+    /// The CPU's time-stamp counter, always.
+    System,
+    /// `tokio::time::Instant`, always: follows tokio's clock whether it is
+    /// paused before or after the ops are made.
+    Tokio,
+    /// A clock moved by hand. It drives what the limits count (rates, the
+    /// breaker's recovery, latencies, slow calls); timers (timeouts, queue
+    /// waits) still run on tokio's clock, so pair them with `Tokio` and a
+    /// paused runtime instead.
+    Manual(ManualClock),
+}
+
+/// A clock that moves only when told: every clone reads and moves the same
+/// time. Starts at zero.
+#[derive(Debug, Clone, Default)]
+pub struct ManualClock {
+    ns: Arc<AtomicU64>,
+}
+
+impl ManualClock {
+    /// A clock at zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Moves the clock `by` forward.
+    pub fn advance(&self, by: Duration) {
+        self.ns.fetch_add(duration_ns(by), Ordering::Relaxed);
+    }
+
+    /// The time since the clock started.
+    pub fn elapsed(&self) -> Duration {
+        Duration::from_nanos(self.ns.load(Ordering::Relaxed))
+    }
+}
 
 /// Where readings come from.
 #[derive(Debug, Clone)]
@@ -31,6 +94,7 @@ enum Source {
     Tokio {
         base: Instant,
     },
+    Manual(Arc<AtomicU64>),
 }
 
 /// A base instant; readings are nanoseconds since it.
@@ -43,15 +107,24 @@ pub(crate) struct Clock {
 
 impl Clock {
     /// A clock following tokio's when tokio's clock is paused here, else the
-    /// fast one.
+    /// fast one ([`ClockSource::Auto`]).
+    #[cfg(test)]
     pub(crate) fn new() -> Self {
+        Self::of(&ClockSource::Auto)
+    }
+
+    /// A clock reading `source`.
+    pub(crate) fn of(source: &ClockSource) -> Self {
         let tokio_base = Instant::now();
-        let source = if tokio_paused() {
-            Source::Tokio { base: tokio_base }
-        } else {
-            let clock = quanta::Clock::new();
-            let base = clock.raw();
-            Source::Fast { clock, base }
+        let source = match source {
+            ClockSource::Auto if tokio_paused() => Source::Tokio { base: tokio_base },
+            ClockSource::Tokio => Source::Tokio { base: tokio_base },
+            ClockSource::Auto | ClockSource::System => {
+                let clock = quanta::Clock::new();
+                let base = clock.raw();
+                Source::Fast { clock, base }
+            }
+            ClockSource::Manual(m) => Source::Manual(Arc::clone(&m.ns)),
         };
         Self { source, tokio_base }
     }
@@ -69,6 +142,7 @@ impl Clock {
             // `Instant` or `Duration` on the way.
             Source::Fast { clock, base } => clock.delta_as_nanos(*base, clock.raw()),
             Source::Tokio { base } => duration_ns(Instant::now().saturating_duration_since(*base)),
+            Source::Manual(ns) => ns.load(Ordering::Relaxed),
         }
     }
 
@@ -78,7 +152,8 @@ impl Clock {
     pub(crate) fn instant_at(&self, ns: u64) -> Instant {
         match &self.source {
             Source::Tokio { base } => deadline(*base, Duration::from_nanos(ns)),
-            Source::Fast { .. } => {
+            // Timers run on tokio's clock, from the present.
+            Source::Fast { .. } | Source::Manual(_) => {
                 // Re-anchor on the present so drift does not accumulate.
                 let now_ns = self.now_ns();
                 let now = Instant::now();
@@ -94,17 +169,13 @@ impl Clock {
 }
 
 /// Whether the current thread is in a tokio runtime whose clock is paused:
-/// the clock does not move while real time passes.
+/// two readings of it are equal (a running clock, read at nanosecond
+/// resolution, moves between two readings). No waiting.
 fn tokio_paused() -> bool {
     if tokio::runtime::Handle::try_current().is_err() {
         return false;
     }
-    let before = Instant::now();
-    let real = std::time::Instant::now();
-    while real.elapsed() < Duration::from_micros(2) {
-        std::hint::spin_loop();
-    }
-    Instant::now() == before
+    Instant::now() == Instant::now()
 }
 
 /// A duration in nanoseconds, saturating at `u64::MAX` (584 years).
@@ -159,5 +230,26 @@ mod tests {
     #[test]
     fn outside_a_runtime_is_fast() {
         assert!(!Clock::new().follows_tokio());
+    }
+
+    #[tokio::test]
+    async fn an_explicit_tokio_clock_follows_a_pause_after_it_was_made() {
+        let c = Clock::of(&ClockSource::Tokio);
+        assert!(!Clock::new().follows_tokio(), "running: auto is fast");
+        tokio::time::pause();
+        let t0 = c.now_ns();
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert_eq!(c.now_ns() - t0, 3_000_000_000);
+        tokio::time::resume();
+    }
+
+    #[test]
+    fn a_manual_clock_moves_when_told() {
+        let m = ManualClock::new();
+        let c = Clock::of(&ClockSource::Manual(m.clone()));
+        assert_eq!(c.now_ns(), 0);
+        m.advance(Duration::from_millis(1500));
+        assert_eq!(c.now_ns(), 1_500_000_000);
+        assert_eq!(m.elapsed(), Duration::from_millis(1500));
     }
 }

@@ -92,6 +92,7 @@ pub use background::{
 pub use breaker::{BreakerSnapshot, BreakerState};
 pub use bulkhead::BulkheadSnapshot;
 pub use call::{strategy, Call, CallFuture};
+pub use clock::{ClockSource, ManualClock};
 pub use config::{
     Algorithm, Backend, Backoff, BreakerConfig, Degradation, OpConfig, OpKind, OverloadPolicy,
     ResolvedConfig, RetryConfig, Settings, TimeoutStrategy,

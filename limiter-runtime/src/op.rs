@@ -104,13 +104,14 @@ impl std::fmt::Debug for Op {
 impl OpCore {
     pub(crate) fn new(name: Arc<str>, shared: Arc<Shared>, cfg: ResolvedConfig) -> Self {
         let policy = Policy::build(&cfg, None);
+        let clock = Clock::of(&shared.clock);
         Self {
             breaker: Breaker::new(name.clone(), cfg.breaker.clone()),
             bulkhead: Arc::new(Bulkhead::new(name.clone(), Limits::of(&cfg), cfg.max_keys)),
             cache: ValueCache::new(cfg.max_keys),
             name,
             shared,
-            clock: Clock::new(),
+            clock,
             layers: Mutex::new(Layers::default()),
             policies: boxcar::Vec::from_iter([policy]),
             current: AtomicUsize::new(0),

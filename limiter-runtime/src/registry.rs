@@ -9,6 +9,7 @@ use once_cell::sync::Lazy;
 use serde::Serialize;
 
 use crate::background::{BackgroundSnapshot, ShutdownReport, TaskManager};
+use crate::clock::ClockSource;
 use crate::error::ConfigError;
 use crate::keys::KeySeed;
 use crate::monitor::{KeyLimitView, Monitor, Summary, TaskTotals};
@@ -87,6 +88,29 @@ impl Registry {
     /// A registry with the built-in defaults (see
     /// [`OpConfig::builtin_defaults`]); it reads no environment.
     pub fn new() -> Self {
+        Self::with_clock(ClockSource::Auto)
+    }
+
+    /// A registry whose ops (and `LimiterLayer`s) read `clock`: for tests,
+    /// [`ClockSource::Tokio`] (follows a paused tokio clock whenever it was
+    /// paused) or a [`ManualClock`](crate::ManualClock) moved by hand.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    /// use limiter_runtime::{ClockSource, OpConfig, Registry};
+    /// let reg = Registry::with_clock(ClockSource::Tokio);
+    /// reg.configure("db", OpConfig::default().with_rate("1/s").unwrap()).unwrap();
+    /// let op = reg.op("db"); // made before the pause: follows it all the same
+    /// tokio::time::pause();
+    /// assert!(op.acquire(None).await.is_ok());
+    /// assert!(op.acquire(None).await.is_err());
+    /// tokio::time::advance(Duration::from_secs(1)).await;
+    /// assert!(op.acquire(None).await.is_ok());
+    /// # }
+    /// ```
+    pub fn with_clock(clock: ClockSource) -> Self {
         Self {
             shared: Arc::new(Shared {
                 tasks: TaskManager::new(),
@@ -94,6 +118,7 @@ impl Registry {
                 hasher: KeySeed::default(),
                 enabled: AtomicBool::new(true),
                 store: arc_swap::ArcSwapOption::empty(),
+                clock,
             }),
             ops: RwLock::new(HashMap::new()),
             monitor: Monitor::default(),
@@ -309,6 +334,12 @@ impl Registry {
         let backend = Arc::new(backend);
         self.redis.store(Some(Arc::clone(&backend)));
         self.set_shared_state(backend);
+    }
+
+    /// A new reading of the registry's clock source (what its ops read).
+    #[cfg(feature = "axum")]
+    pub(crate) fn clock(&self) -> crate::clock::Clock {
+        crate::clock::Clock::of(&self.shared.clock)
     }
 
     /// The shared store, when one is set.

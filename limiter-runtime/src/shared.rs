@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::backend::Store;
 use crate::background::TaskManager;
+use crate::clock::ClockSource;
 use crate::keys::KeySeed;
 use crate::offload::Offload;
 
@@ -18,4 +19,6 @@ pub(crate) struct Shared {
     pub(crate) enabled: AtomicBool,
     /// Where ops with `backend = redis` keep their breaker and rate state.
     pub(crate) store: arc_swap::ArcSwapOption<Store>,
+    /// The time every op of the registry reads.
+    pub(crate) clock: ClockSource,
 }

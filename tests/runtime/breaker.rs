@@ -240,3 +240,77 @@ async fn an_inner_ops_refusals_never_open_the_outer_breaker() {
     }
     assert_eq!(state(&control), BreakerState::Open);
 }
+
+/// A registry on a manual clock: no runtime clock involved, the test moves
+/// time by hand (governor's `FakeRelativeClock`), and the breaker's
+/// recovery and the rate limit follow it exactly.
+#[tokio::test]
+async fn a_manual_clock_drives_recovery_and_rates() {
+    use limiter::{ClockSource, ManualClock, Registry};
+    let clock = ManualClock::new();
+    let reg = Registry::with_clock(ClockSource::Manual(clock.clone()));
+    reg.configure(
+        "manual",
+        breaker_cfg(BreakerConfig {
+            failure_rate: Some(1.0),
+            min_calls: Some(1),
+            window: Some(1),
+            recovery: Some(secs(30)),
+            ..BreakerConfig::default()
+        }),
+    )
+    .unwrap();
+    let op = reg.op("manual");
+    outcome(&op, true).await.unwrap();
+    clock.advance(secs(29));
+    match outcome(&op, false).await {
+        Err(LimitError::CircuitOpen { retry_after, .. }) => assert_eq!(retry_after, secs(1)),
+        other => panic!("expected CircuitOpen, got {other:?}"),
+    }
+    clock.advance(secs(1));
+    outcome(&op, false).await.unwrap();
+    assert_eq!(state(&op), BreakerState::Closed);
+
+    reg.configure(
+        "paced",
+        OpConfig::default().with_rate_per_key("2/min").unwrap(),
+    )
+    .unwrap();
+    let paced = reg.op("paced");
+    paced.check_key(&"k").unwrap();
+    clock.advance(secs(30));
+    paced.check_key(&"k").unwrap();
+    match paced.check_key(&"k") {
+        Err(LimitError::RateLimited { retry_after, .. }) => assert_eq!(retry_after, secs(30)),
+        other => panic!("expected RateLimited, got {other:?}"),
+    }
+    clock.advance(secs(30));
+    paced.check_key(&"k").unwrap();
+}
+
+/// `ClockSource::Tokio` follows tokio's clock even when it is paused after
+/// the op was made (the automatic choice is made at the op's first use).
+#[tokio::test]
+async fn a_tokio_clock_follows_a_later_pause() {
+    use limiter::{ClockSource, Registry};
+    let reg = Registry::with_clock(ClockSource::Tokio);
+    reg.configure(
+        "later",
+        breaker_cfg(BreakerConfig {
+            failure_rate: Some(1.0),
+            min_calls: Some(1),
+            window: Some(1),
+            recovery: Some(secs(10)),
+            ..BreakerConfig::default()
+        }),
+    )
+    .unwrap();
+    let op = reg.op("later");
+    outcome(&op, false).await.unwrap();
+    tokio::time::pause();
+    outcome(&op, true).await.unwrap();
+    assert_eq!(state(&op), BreakerState::Open);
+    tokio::time::advance(secs(10)).await;
+    outcome(&op, false).await.unwrap();
+    assert_eq!(state(&op), BreakerState::Closed);
+}

@@ -284,7 +284,7 @@ impl LimiterLayerBuilder {
             rules,
             identity,
             hasher: KeySeed::default(),
-            clock: Clock::new(),
+            clock: self.registry.clock(),
             slow_poll_ns: crate::clock::duration_ns(self.slow_poll),
             success_headers: self.success_headers,
         });
