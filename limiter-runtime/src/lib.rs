@@ -45,6 +45,7 @@ pub mod call;
 mod client_id;
 mod clock;
 mod coalesce;
+mod health;
 mod load;
 mod settings;
 
@@ -93,6 +94,7 @@ pub use breaker::{BreakerSnapshot, BreakerState};
 pub use bulkhead::BulkheadSnapshot;
 pub use call::{strategy, Call, CallFuture};
 pub use clock::{ClockSource, ManualClock};
+pub use health::{Health, HealthReason};
 pub use config::{
     Algorithm, Backend, Backoff, BreakerConfig, Degradation, OpConfig, OpKind, OverloadPolicy,
     ResolvedConfig, RetryConfig, Settings, TimeoutStrategy,

@@ -336,6 +336,11 @@ impl Registry {
         self.set_shared_state(backend);
     }
 
+    /// Whether a shared store (Redis, or another `SharedState`) is set.
+    pub(crate) fn has_shared_state(&self) -> bool {
+        self.shared.store.load().is_some()
+    }
+
     /// A new reading of the registry's clock source (what its ops read).
     #[cfg(feature = "axum")]
     pub(crate) fn clock(&self) -> crate::clock::Clock {

@@ -1338,3 +1338,60 @@ async fn the_layer_wraps_any_http_service() {
         r#""plain";q=3;w=60"#
     );
 }
+
+/// Readiness follows the breakers: 200, then 503 naming the op while its
+/// breaker is open, then 200 once it closes; liveness stays 200.
+#[tokio::test]
+async fn health_is_503_while_a_breaker_is_open() {
+    use limiter::{BreakerConfig, OpConfig};
+    let reg = registry();
+    reg.configure(
+        "payments",
+        OpConfig {
+            breaker: BreakerConfig {
+                enabled: Some(true),
+                failure_rate: Some(0.5),
+                min_calls: Some(2),
+                window: Some(2),
+                recovery: Some(Duration::from_millis(200)),
+                ..BreakerConfig::default()
+            },
+            ..OpConfig::default()
+        },
+    )
+    .unwrap();
+    let op = reg.op("payments");
+    let base = serve(monitoring(reg, Some("admin"))).await;
+    let c = client();
+    let health = |c: reqwest::Client| {
+        let url = format!("{base}/monitoring/health");
+        async move {
+            let r = c.get(url).send().await.unwrap();
+            let status = r.status().as_u16();
+            assert_eq!(header(r.headers(), "cache-control"), "no-store");
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = health(c.clone()).await;
+    assert_eq!((status, &body["status"]), (200, &Value::from("ok")), "{body}");
+
+    for _ in 0..2 {
+        let _ = op
+            .run(None, || async { Err::<(), _>(LimitError::Timeout { op: "body".into() }) })
+            .await;
+    }
+    let (status, body) = health(c.clone()).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "unavailable");
+    let reason = &body["reasons"][0];
+    assert_eq!((&reason["kind"], &reason["op"]), (&Value::from("breaker_open"), &Value::from("payments")));
+    let live = c.get(format!("{base}/monitoring/health/live")).send().await.unwrap();
+    assert_eq!(live.status(), 200, "liveness does not follow dependencies");
+
+    // After the recovery time a successful probe closes the breaker.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    op.run(None, || async { Ok::<_, LimitError>(()) }).await.unwrap();
+    let (status, body) = health(c.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["reasons"], Value::Array(vec![]));
+}

@@ -214,8 +214,11 @@ impl Monitoring {
         let client = Router::new()
             .route("/monitoring/limits/{key}", get(limits))
             .route_layer(middleware::from_fn_with_state(auth, require_for_client));
+        // What load balancers and probes read: never behind the token.
         Ok(Router::new()
             .route("/monitoring/dashboard", get(dashboard))
+            .route("/monitoring/health", get(health))
+            .route("/monitoring/health/live", get(live))
             .merge(reads)
             .merge(writes)
             .merge(client)
@@ -337,6 +340,28 @@ async fn dashboard() -> Response {
         (header::REFERRER_POLICY, "no-referrer"),
     ];
     (headers, DASHBOARD).into_response()
+}
+
+/// Readiness: 200 with `{"status": "ok", "reasons": []}`, or 503 with the
+/// reasons (critical alerts, open breakers, a down Redis), never cached.
+async fn health(State(s): State<AppState>) -> Response {
+    let report = s.registry.health();
+    let status = if report.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut resp = (status, Json(report)).into_response();
+    resp.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    resp
+}
+
+/// Liveness: 200 while the process answers, whatever its dependencies do.
+async fn live() -> Response {
+    Json(serde_json::json!({ "status": "alive" })).into_response()
 }
 
 async fn summary(State(s): State<AppState>) -> Response {
