@@ -94,12 +94,12 @@ pub use breaker::{BreakerSnapshot, BreakerState};
 pub use bulkhead::BulkheadSnapshot;
 pub use call::{strategy, Call, CallFuture};
 pub use clock::{ClockSource, ManualClock};
-pub use health::{Health, HealthReason};
 pub use config::{
     Algorithm, Backend, Backoff, BreakerConfig, Degradation, OpConfig, OpKind, OverloadPolicy,
     ResolvedConfig, RetryConfig, Settings, TimeoutStrategy,
 };
 pub use error::{ConfigError, LimitError, QueueScope, Quota, QuotaUnit};
+pub use health::{Health, HealthReason};
 pub use keys::{KeySeed, LimitKey};
 pub use metrics::{CountersSnapshot, LatencySnapshot};
 pub use op::{CallKey, KeyUsage, Op, OpSnapshot, Permit};

@@ -2,6 +2,7 @@
 //! and admission (breaker → rate → bulkhead).
 
 mod admission;
+mod blocking;
 mod permit;
 mod remote;
 #[cfg(feature = "axum")]

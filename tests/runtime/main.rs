@@ -3,6 +3,7 @@
 
 mod adaptive;
 mod background;
+mod blocking;
 mod breaker;
 mod bulkhead;
 mod coalesce;

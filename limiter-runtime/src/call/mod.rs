@@ -175,16 +175,22 @@ impl<'a, S, C> Call<'a, S, C> {
 
     /// Waits for a place under every limit and returns it as a guard.
     pub async fn acquire(self) -> Result<Permit, LimitError> {
-        let core = &self.op.core;
-        let admitted = core
-            .admit(
-                Arc::clone(&core.bulkhead),
-                self.key,
-                self.shared_key,
-                self.priority,
-            )
-            .await?;
-        Ok(Permit::new(Arc::clone(core), admitted))
+        self.acquire_owned().await
+    }
+
+    /// [`acquire`](Self::acquire) as a future that owns what it needs
+    /// (`'static`), so it can be finished on another thread.
+    pub(crate) fn acquire_owned(
+        self,
+    ) -> impl Future<Output = Result<Permit, LimitError>> + Send + 'static {
+        let core = Arc::clone(&self.op.core);
+        let (key, shared_key, priority) = (self.key, self.shared_key, self.priority);
+        async move {
+            let admitted = core
+                .admit(Arc::clone(&core.bulkhead), key, shared_key, priority)
+                .await?;
+            Ok(Permit::new(Arc::clone(&core), admitted))
+        }
     }
 
     /// The future of this call running the bodies `attempts` makes.

@@ -31,6 +31,9 @@ pub struct Permit {
     terms: Terms,
     start: u64,
     failed: bool,
+    /// How the work ended, when set by the runtime (a sync body that ran
+    /// past its timeout).
+    outcome: Option<CallOutcome>,
 }
 
 impl Permit {
@@ -43,7 +46,21 @@ impl Permit {
             terms: *a.terms,
             start: a.start,
             failed: false,
+            outcome: None,
         }
+    }
+
+    /// Records the work as ending with `outcome` when the permit is dropped.
+    pub(crate) fn set_outcome(&mut self, outcome: CallOutcome) {
+        self.outcome = Some(outcome);
+    }
+
+    /// Whether the work has run past the op's timeout.
+    pub(crate) fn overran(&self) -> bool {
+        let elapsed = self.core.clock.now_ns().saturating_sub(self.start);
+        self.terms
+            .timeout()
+            .is_some_and(|t| u128::from(elapsed) > t.as_nanos())
     }
 
     /// Records the guarded work as failed when the permit is dropped.
@@ -67,6 +84,8 @@ impl Drop for Permit {
     fn drop(&mut self) {
         let outcome = if std::thread::panicking() {
             CallOutcome::Panic
+        } else if let Some(outcome) = self.outcome {
+            outcome
         } else if self.failed {
             CallOutcome::Failure
         } else {
