@@ -93,7 +93,7 @@ impl Server {
             let err = out.try_clone().expect("server log file");
             let child = Command::new(example("server"))
                 .args(["--chaos", "--addr", &addr.to_string()])
-                .env_remove("LIMITER_EXAMPLE_ADDR")
+                .env_remove("EXAMPLE_ADDR")
                 .stdin(Stdio::null())
                 .stdout(out)
                 .stderr(err)

@@ -3,7 +3,7 @@
 //! by `examples/server/main.rs` and the dashboard browser test.
 //!
 //! With [`Options::chaos`] (off by default; `--chaos` or
-//! `LIMITER_EXAMPLE_CHAOS=1` on the server) two more routes misbehave on
+//! `EXAMPLE_CHAOS=1` on the server) two more routes misbehave on
 //! purpose, for the soak test (`tests/soak.rs`):
 //!
 //! - `GET /chaos`: op `chaos`, an `async fn` with a 100 ms timeout, 16 in

@@ -14,17 +14,22 @@
 //! at `level = Ultra` (coalesced, cached) and a `#[background_task]`
 //! cleanup job. `LimiterLayer` rules limit clients by class.
 //!
-//! With `--chaos` (or `LIMITER_EXAMPLE_CHAOS=1`) it also serves `GET /chaos`
+//! With `--chaos` (or `EXAMPLE_CHAOS=1`) it also serves `GET /chaos`
 //! and `GET /chaos/{key}`, whose handlers panic, hang past their timeout or
 //! fail at random (see `app.rs`); `cargo run --example load -- --routes
 //! chaos --disconnect 0.1` drives them, and `tests/soak.rs` checks that no
 //! permit, queue place or memory is lost.
 //!
 //! Flags and environment: `--addr 127.0.0.1:3000` (or
-//! `LIMITER_EXAMPLE_ADDR`), `--chaos` (or `LIMITER_EXAMPLE_CHAOS=1`),
-//! `LIMITER_ADMIN_TOKEN`, `LIMITER_INTERNAL_SECRET`,
-//! `LIMITER_TRUSTED_PROXIES` (comma-separated), plus every `LIMITS_*` /
-//! `LIMITER_OP_*` variable of the README.
+//! `EXAMPLE_ADDR`), `--chaos` (or `EXAMPLE_CHAOS=1`),
+//! `EXAMPLE_ADMIN_TOKEN`, `EXAMPLE_INTERNAL_SECRET`,
+//! `EXAMPLE_TRUSTED_PROXIES` (comma-separated), plus every `LIMITS_*` /
+//! `LIMITER_*` variable of the README. The example's own settings are
+//! under `EXAMPLE_*`: `limiter::config::load_env` refuses any `LIMITER_*`
+//! name it does not know (a typo must not pass silently). Logs go to stderr
+//! through `tracing-subscriber`, filtered by `RUST_LOG` (default `info`).
+//! Ctrl-C and SIGTERM both stop taking connections, drain in-flight
+//! requests and background tasks, then exit.
 
 #[path = "app.rs"]
 mod app;
@@ -38,13 +43,13 @@ fn env_or(name: &str, default: &str) -> String {
 
 /// Command line and environment: the address and whether chaos is on.
 fn args() -> Result<(SocketAddr, bool), String> {
-    let mut addr = env_or("LIMITER_EXAMPLE_ADDR", "127.0.0.1:3000");
-    let mut chaos = match std::env::var("LIMITER_EXAMPLE_CHAOS").as_deref() {
+    let mut addr = env_or("EXAMPLE_ADDR", "127.0.0.1:3000");
+    let mut chaos = match std::env::var("EXAMPLE_CHAOS").as_deref() {
         Err(_) | Ok("" | "0" | "false") => false,
         Ok("1" | "true") => true,
         Ok(other) => {
             return Err(format!(
-                "LIMITER_EXAMPLE_CHAOS: `{other}` is not 1, true, 0 or false"
+                "EXAMPLE_CHAOS: `{other}` is not 1, true, 0 or false"
             ))
         }
     };
@@ -70,26 +75,68 @@ fn args() -> Result<(SocketAddr, bool), String> {
     }
     let addr = addr
         .parse()
-        .map_err(|_| format!("--addr / LIMITER_EXAMPLE_ADDR: `{addr}` is not HOST:PORT"))?;
+        .map_err(|_| format!("--addr / EXAMPLE_ADDR: `{addr}` is not HOST:PORT"))?;
     Ok((addr, chaos))
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let (addr, chaos) = match args() {
         Ok(a) => a,
         Err(e) => {
             eprintln!("server: {e}");
-            std::process::exit(2);
+            return std::process::ExitCode::from(2);
         }
     };
+    // Start-up errors are sentences (`Display`), not debug structs.
+    match run(addr, chaos).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("server: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Ctrl-C or SIGTERM (what `docker stop` and Kubernetes send).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+}
+
+async fn run(addr: SocketAddr, chaos: bool) -> Result<(), Box<dyn std::error::Error>> {
     // LIMITS_*, RATE_LIMIT_*, LIMITER_OP_*, LIMITER_CONFIG: bad values stop
     // the start with the variable and value named.
     limiter::config::load_env()?;
     let opts = app::Options {
-        admin_token: env_or("LIMITER_ADMIN_TOKEN", "demo-admin-token"),
-        internal_secret: env_or("LIMITER_INTERNAL_SECRET", "demo-internal-secret"),
-        trusted_proxies: std::env::var("LIMITER_TRUSTED_PROXIES")
+        admin_token: env_or("EXAMPLE_ADMIN_TOKEN", "demo-admin-token"),
+        internal_secret: env_or("EXAMPLE_INTERNAL_SECRET", "demo-internal-secret"),
+        trusted_proxies: std::env::var("EXAMPLE_TRUSTED_PROXIES")
             .map(|v| {
                 v.split(',')
                     .map(|s| s.trim().to_owned())
@@ -126,9 +173,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
+    .with_graceful_shutdown(shutdown_signal())
     .await?;
     let report = limiter::shutdown(Duration::from_secs(5)).await;
     println!(

@@ -239,6 +239,9 @@ impl Registry {
         // Checked before anything changes; installed after the ops.
         #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
         let redis = self.redis_from(&settings.redis)?;
+        if redis.is_none() && !self.has_shared_state() {
+            needs_no_store(settings)?;
+        }
         let _reconfig = self.reconfig();
         let mut defaults = self.defaults();
         defaults.overlay(&settings.defaults);
@@ -499,6 +502,25 @@ impl Registry {
     /// Drains or cancels the background tasks (see [`TaskManager::shutdown`]).
     pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
         self.shared.tasks.shutdown(grace).await
+    }
+}
+
+/// An op configured to keep its state in Redis while no Redis is known
+/// (neither in the settings nor set on the registry) would fall back on
+/// every call without a word: a start-up error instead.
+fn needs_no_store(settings: &Settings) -> Result<(), ConfigError> {
+    let redis = Some(crate::settings::Backend::Redis);
+    let first = std::iter::once(("<defaults>", &settings.defaults))
+        .chain(settings.ops.iter().map(|(n, c)| (n.as_str(), c)))
+        .find(|(_, cfg)| cfg.backend == redis);
+    match first {
+        None => Ok(()),
+        Some((op, _)) => Err(ConfigError::Invalid {
+            op: op.to_owned(),
+            field: "backend",
+            value: "redis".into(),
+            reason: "no Redis is configured: set LIMITER_REDIS_URL (or `url` in [redis] of limiter.toml), or call Registry::set_redis before applying".into(),
+        }),
     }
 }
 

@@ -150,3 +150,23 @@ fn bad_configuration_is_an_error_naming_field_and_value() {
         "op `db`: breaker.min_calls = 50: must not exceed breaker.window (10), or the breaker could never open"
     );
 }
+
+/// An op moved to Redis by configuration while no Redis is configured is a
+/// start-up error naming the op and the fix, not a silent fallback on every
+/// call.
+#[test]
+fn a_redis_backend_without_a_redis_is_a_startup_error() {
+    let vars = [("LIMITER_OP_FILES_BACKEND", "redis")];
+    let s = settings_from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap();
+    let reg = limiter::Registry::new();
+    let err = reg.apply(&s).unwrap_err().to_string();
+    assert!(
+        err.contains("files") && err.contains("backend") && err.contains("LIMITER_REDIS_URL"),
+        "{err}"
+    );
+    assert_eq!(
+        reg.op("files").config().backend,
+        limiter::Backend::Local,
+        "nothing applied"
+    );
+}
