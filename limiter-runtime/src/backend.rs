@@ -58,6 +58,28 @@ pub trait SharedState: Send + Sync + Debug + 'static {
     /// Holds the breaker of `op` open (`true`) until it is reset
     /// (`false`: closed, its window cleared).
     fn breaker_set<'a>(&'a self, op: &'a str, open: bool) -> StoreFuture<'a, ()>;
+
+    /// The state of the breaker of `op` kept in the store, for monitoring
+    /// (`None`: the store keeps none for it). Changes nothing. The default
+    /// knows none.
+    fn breaker_view<'a>(&'a self, op: &'a str) -> StoreFuture<'a, Option<SharedBreakerView>> {
+        let _ = op;
+        Box::pin(async { Ok(None) })
+    }
+}
+
+/// What monitoring shows of a breaker kept in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SharedBreakerView {
+    /// Its state.
+    pub state: SharedBreakerState,
+    /// Time until probes are let through, while open (none when held open
+    /// until reset).
+    pub retry_after: Option<Duration>,
+    /// Outcomes in its window.
+    pub window_calls: u32,
+    /// Failures in its window.
+    pub window_failures: u32,
 }
 
 /// The store of a registry, once one is set.

@@ -71,6 +71,9 @@ pub(crate) struct OpCore {
     retries_ignored_warned: std::sync::atomic::AtomicBool,
     /// The name of the `LimiterLayer` rule this op is the limit of.
     pub(crate) rule: std::sync::OnceLock<Arc<str>>,
+    /// The breaker kept in the shared store as last read by monitoring
+    /// (ops with `backend = redis` and a breaker).
+    pub(crate) shared_breaker: Mutex<Option<crate::backend::SharedBreakerView>>,
 }
 
 /// The identity of a call to coalesce: its key's hash (see [`Op::call_key`]).
@@ -121,6 +124,7 @@ impl OpCore {
             adaptive: crate::adaptive::Aimd::new(cfg.max_concurrent, cfg.adaptive.clone()),
             retries_ignored_warned: std::sync::atomic::AtomicBool::new(false),
             rule: std::sync::OnceLock::new(),
+            shared_breaker: Mutex::new(None),
         }
     }
 

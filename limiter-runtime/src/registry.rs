@@ -493,10 +493,22 @@ impl Registry {
             let _claim = claim;
             loop {
                 tokio::time::sleep(self.monitor.sample_interval()).await;
+                self.refresh_shared_breakers().await;
                 self.refresh_monitor();
             }
         });
         true
+    }
+
+    /// Reads the breakers that ops kept in the shared store (Redis) have
+    /// there, so that snapshots, `/monitoring/breakers`, the dashboard and
+    /// Prometheus show the breaker every instance shares, not this
+    /// process's. The monitor's sampler does it at every interval and the
+    /// monitoring router before answering; never on a call's path.
+    pub async fn refresh_shared_breakers(&self) {
+        for op in self.ops() {
+            op.core.refresh_shared_breaker().await;
+        }
     }
 
     /// Drains or cancels the background tasks (see [`TaskManager::shutdown`]).

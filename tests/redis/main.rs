@@ -101,8 +101,11 @@ async fn two_instances_share_one_gcra_limit_exactly() {
         i += 1;
     }
     let expected = 1.0 + 50.0 * start.elapsed().as_secs_f64();
+    // Never more than the rate allows; fewer only when a check was held
+    // up (a bucket of 1 loses the tokens of a gap longer than 20 ms, as on
+    // a machine busy building), so that side has room.
     assert!(
-        (ok as f64 - expected).abs() <= 1.5,
+        ok as f64 <= expected + 1.5 && ok as f64 >= expected * 0.8,
         "admitted {ok} of {i}, expected {expected:.1}"
     );
 }
@@ -823,6 +826,83 @@ mod shared_breaker {
                 }
             })
             .await
+    }
+
+    /// The breaker kept in Redis is what monitoring shows: a second
+    /// instance that never called the op reports it open in
+    /// `/monitoring/breakers`, in its snapshot, and in Prometheus.
+    #[tokio::test]
+    async fn a_second_instance_shows_the_shared_breaker_it_never_called() {
+        let p = prefix("viewbreaker");
+        let (a, b): (&'static Registry, &'static Registry) = (
+            Box::leak(Box::new(Registry::new())),
+            Box::leak(Box::new(Registry::new())),
+        );
+        for reg in [a, b] {
+            reg.set_redis(RedisConfig {
+                prefix: p.clone(),
+                ..RedisConfig::new(URL)
+            })
+            .unwrap();
+            reg.configure(
+                "pay",
+                OpConfig {
+                    breaker: BreakerConfig {
+                        recovery: Some(Duration::from_secs(60)),
+                        ..cfg().breaker
+                    },
+                    ..cfg()
+                },
+            )
+            .unwrap();
+        }
+        for fail in [false, true, false, true] {
+            let _ = call(a, fail).await;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let router = limiter::http::Monitoring::new()
+            .registry(b)
+            .router()
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        let body: serde_json::Value = reqwest::get(format!("http://{addr}/monitoring/breakers"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let pay = body["breakers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["op"] == "pay")
+            .unwrap_or_else(|| panic!("{body}"));
+        assert_eq!(pay["state"], "open", "{body}");
+        let left = pay["retry_after_ms"].as_u64().unwrap();
+        assert!(left > 50_000 && left <= 60_000, "{left}");
+        assert_eq!(
+            b.op("pay").snapshot().counters.calls,
+            0,
+            "b never called it"
+        );
+        let metrics = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l == "limiter_op_breaker_state{op=\"pay\",state=\"open\"} 1"),
+            "{metrics}"
+        );
+        let health = reqwest::get(format!("http://{addr}/monitoring/health"))
+            .await
+            .unwrap();
+        assert_eq!(health.status(), 503);
     }
 
     #[tokio::test]

@@ -345,6 +345,7 @@ async fn dashboard() -> Response {
 /// Readiness: 200 with `{"status": "ok", "reasons": []}`, or 503 with the
 /// reasons (critical alerts, open breakers, a down Redis), never cached.
 async fn health(State(s): State<AppState>) -> Response {
+    s.registry.refresh_shared_breakers().await;
     let report = s.registry.health();
     let status = if report.is_ready() {
         StatusCode::OK
@@ -384,6 +385,7 @@ async fn routes(State(s): State<AppState>) -> Response {
 }
 
 async fn ops(State(s): State<AppState>) -> Response {
+    s.registry.refresh_shared_breakers().await;
     #[derive(Serialize)]
     struct Body {
         ops: Vec<crate::OpSnapshot>,
@@ -409,7 +411,10 @@ fn find_op(reg: &Registry, name: &str) -> Result<crate::Op, Problem> {
 
 async fn op(State(s): State<AppState>, Path(name): Path<String>) -> Response {
     match find_op(s.registry, &name) {
-        Ok(op) => Json(op.snapshot()).into_response(),
+        Ok(op) => {
+            op.core.refresh_shared_breaker().await;
+            Json(op.snapshot()).into_response()
+        }
         Err(r) => r.into_response(),
     }
 }
@@ -496,6 +501,7 @@ struct BreakerView {
 }
 
 async fn breakers(State(s): State<AppState>) -> Response {
+    s.registry.refresh_shared_breakers().await;
     #[derive(Serialize)]
     struct Body {
         breakers: Vec<BreakerView>,
@@ -572,6 +578,7 @@ async fn task(State(s): State<AppState>, Path(id): Path<String>) -> Response {
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
+    s.registry.refresh_shared_breakers().await;
     s.registry.refresh_monitor();
     (
         [(

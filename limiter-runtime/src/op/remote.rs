@@ -208,6 +208,29 @@ impl OpCore {
         }
     }
 
+    /// Reads the op's breaker kept in the store, for monitoring (off the
+    /// call path), when the op keeps one there; on a store error the last
+    /// view read stays.
+    pub(crate) async fn refresh_shared_breaker(&self) {
+        let kept_there = {
+            let p = self.policy();
+            p.cfg.backend == Backend::Redis && p.cfg.breaker.is_some()
+        };
+        let store = match (kept_there, self.store()) {
+            (true, Some(store)) => store,
+            _ => return,
+        };
+        match store.breaker_view(&self.name).await {
+            Ok(view) => {
+                *self
+                    .shared_breaker
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = view
+            }
+            Err(e) => tracing::debug!(op = &*self.name, error = %e, "shared breaker not read"),
+        }
+    }
+
     /// Forces open (or resets) the op's breaker in the store, when it
     /// keeps it there; done in the background, like outcomes.
     pub(crate) fn set_shared_breaker(&self, open: bool) {

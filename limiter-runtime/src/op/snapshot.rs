@@ -5,14 +5,15 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::breaker::BreakerSnapshot;
+use crate::backend::SharedBreakerState;
+use crate::breaker::{BreakerSnapshot, BreakerState};
 use crate::bulkhead::BulkheadSnapshot;
 use crate::keys::LimitKey;
 use crate::metrics::{CountersSnapshot, LatencySnapshot};
 use crate::rate::RateSnapshot;
-use crate::settings::ResolvedConfig;
+use crate::settings::{Backend, ResolvedConfig};
 
-use super::Op;
+use super::{Op, OpCore, Policy};
 
 /// What an op holds for one key (see [`Op::key_usage`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -98,7 +99,7 @@ impl Op {
             counters: core.metrics.counters_snapshot(),
             latency: core.metrics.latency_snapshot(),
             bulkhead: core.bulkhead.snapshot(),
-            breaker: core.breaker.snapshot(now),
+            breaker: core.breaker_view(policy, now),
             rate: policy
                 .rate
                 .as_ref()
@@ -125,5 +126,37 @@ impl Op {
                 .as_ref()
                 .map(|_| core.adaptive.current()),
         }
+    }
+}
+
+impl OpCore {
+    /// The breaker as monitoring shows it: the one kept in the shared store
+    /// (as last read) for an op that keeps it there, else this process's.
+    fn breaker_view(&self, policy: &Policy, now: u64) -> BreakerSnapshot {
+        let mut snap = self.breaker.snapshot(now);
+        if policy.cfg.backend != Backend::Redis || policy.cfg.breaker.is_none() {
+            return snap;
+        }
+        let shared = *self
+            .shared_breaker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(view) = shared {
+            snap.state = match (view.state, view.retry_after) {
+                (SharedBreakerState::Closed, _) => BreakerState::Closed,
+                (SharedBreakerState::HalfOpen, _) => BreakerState::HalfOpen,
+                (SharedBreakerState::Open, None) => BreakerState::ForcedOpen,
+                (SharedBreakerState::Open, Some(_)) => BreakerState::Open,
+            };
+            snap.retry_after_ms = view.retry_after.map(|d| d.as_millis() as u64);
+            snap.window_calls = view.window_calls;
+            snap.window_failures = view.window_failures;
+            snap.failure_rate = if view.window_calls == 0 {
+                0.0
+            } else {
+                f64::from(view.window_failures) / f64::from(view.window_calls)
+            };
+        }
+        snap
     }
 }

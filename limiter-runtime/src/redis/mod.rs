@@ -26,7 +26,7 @@ use serde::Serialize;
 use tokio::sync::OnceCell;
 
 pub use crate::backend::{BackendError, Check, SharedBreakerState, SharedTicket};
-use crate::backend::{SharedState, StoreFuture};
+use crate::backend::{SharedBreakerView, SharedState, StoreFuture};
 use crate::error::ConfigError;
 use crate::keys::LimitKey;
 use crate::settings::{Algorithm, BreakerPolicy, RateSpec};
@@ -445,6 +445,25 @@ impl RedisBackend {
         self.invoke::<i64>(&inv).await.map(|_| ())
     }
 
+    /// The state of the breaker of `op` kept here, for monitoring.
+    async fn breaker_view(&self, op: &str) -> Result<Option<SharedBreakerView>, BackendError> {
+        let (hash, window) = self.breaker_keys(op);
+        let mut inv = scripts::BREAKER_VIEW.prepare_invoke();
+        inv.key(&hash).key(&window);
+        let (state, wait, calls, failures) = self.invoke::<(i64, i64, i64, i64)>(&inv).await?;
+        let state = match state {
+            1 => SharedBreakerState::Open,
+            2 => SharedBreakerState::HalfOpen,
+            _ => SharedBreakerState::Closed,
+        };
+        Ok(Some(SharedBreakerView {
+            state,
+            retry_after: u64::try_from(wait).ok().map(Duration::from_micros),
+            window_calls: u32::try_from(calls).unwrap_or(u32::MAX),
+            window_failures: u32::try_from(failures).unwrap_or(u32::MAX),
+        }))
+    }
+
     async fn breaker_settle(
         &self,
         op: &str,
@@ -523,6 +542,10 @@ impl SharedState for RedisBackend {
 
     fn breaker_set<'a>(&'a self, op: &'a str, open: bool) -> StoreFuture<'a, ()> {
         Box::pin(RedisBackend::breaker_set(self, op, open))
+    }
+
+    fn breaker_view<'a>(&'a self, op: &'a str) -> StoreFuture<'a, Option<SharedBreakerView>> {
+        Box::pin(RedisBackend::breaker_view(self, op))
     }
 }
 

@@ -236,6 +236,31 @@ return {1, remaining or 0, -1}
     )
 });
 
+/// The state of a breaker kept in one hash and its outcome list, for
+/// monitoring; writes nothing. Returns `{state, wait_us, calls, failures}`
+/// (`wait_us` -1 when held open until reset, 0 when not open).
+pub(crate) static BREAKER_VIEW: Lazy<Script> = Lazy::new(|| {
+    Script::new(
+        r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local h = redis.call('HMGET', KEYS[1], 'state', 'until')
+local state = tonumber(h[1]) or 0
+local wait = 0
+if state == 1 then
+  local u = tonumber(h[2]) or 0
+  if u >= 9007199254740991 then wait = -1 elseif u > now then wait = u - now end
+end
+local items = redis.call('LRANGE', KEYS[2], 0, -1)
+local f = 0
+for _, v in ipairs(items) do
+  if v == '1' then f = f + 1 end
+end
+return {state, wait, #items, f}
+"#,
+    )
+});
+
 /// Admission through a breaker kept in one hash (`state` 0 closed, 1 open,
 /// 2 half-open; `until` in µs; `probes` in flight; `round`, bumped by every
 /// transition so that outcomes of an earlier round are ignored).
