@@ -1373,24 +1373,39 @@ async fn health_is_503_while_a_breaker_is_open() {
         }
     };
     let (status, body) = health(c.clone()).await;
-    assert_eq!((status, &body["status"]), (200, &Value::from("ok")), "{body}");
+    assert_eq!(
+        (status, &body["status"]),
+        (200, &Value::from("ok")),
+        "{body}"
+    );
 
     for _ in 0..2 {
         let _ = op
-            .run(None, || async { Err::<(), _>(LimitError::Timeout { op: "body".into() }) })
+            .run(None, || async {
+                Err::<(), _>(LimitError::Timeout { op: "body".into() })
+            })
             .await;
     }
     let (status, body) = health(c.clone()).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["status"], "unavailable");
     let reason = &body["reasons"][0];
-    assert_eq!((&reason["kind"], &reason["op"]), (&Value::from("breaker_open"), &Value::from("payments")));
-    let live = c.get(format!("{base}/monitoring/health/live")).send().await.unwrap();
+    assert_eq!(
+        (&reason["kind"], &reason["op"]),
+        (&Value::from("breaker_open"), &Value::from("payments"))
+    );
+    let live = c
+        .get(format!("{base}/monitoring/health/live"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(live.status(), 200, "liveness does not follow dependencies");
 
     // After the recovery time a successful probe closes the breaker.
     tokio::time::sleep(Duration::from_millis(250)).await;
-    op.run(None, || async { Ok::<_, LimitError>(()) }).await.unwrap();
+    op.run(None, || async { Ok::<_, LimitError>(()) })
+        .await
+        .unwrap();
     let (status, body) = health(c.clone()).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["reasons"], Value::Array(vec![]));

@@ -250,10 +250,14 @@ fn op_rejected(s: &OpSnapshot) -> u64 {
 
 fn op_sample(op: &Op, snap: &OpSnapshot, t_ms: u64) -> Sample {
     let c = &snap.counters;
+    // A call moved to the background at its deadline (`strategy =
+    // "background"`) goes on by design, answered 202: it ended as a timeout
+    // for the breaker, but it is no error a user saw.
+    let timeouts = c.timeouts.saturating_sub(c.moved_to_background);
     Sample {
         t_ms,
         calls: c.succeeded + c.failed + c.timeouts + c.panics,
-        errors: c.failed + c.timeouts + c.panics,
+        errors: c.failed + timeouts + c.panics,
         slow_polls: c.slow_polls,
         latency: op.core.metrics.latency_counts(),
     }
@@ -678,6 +682,53 @@ mod tests {
             .find(|a| a.kind == AlertKind::SlowPolls)
             .expect("slow polls alert");
         assert_eq!(slow.level, AlertLevel::Error, "12 slow polls >= 10");
+    }
+
+    /// Calls moved to the background (202, by design) raise no error-rate
+    /// alert; calls that fail do.
+    #[tokio::test(start_paused = true)]
+    async fn background_moves_are_not_errors() {
+        let reg = Registry::new();
+        let mut cfg = MonitorConfig::default();
+        cfg.thresholds.min_calls = 1;
+        reg.monitor().configure(cfg).unwrap();
+        reg.configure(
+            "report",
+            crate::OpConfig {
+                timeout: Some(Duration::from_millis(10)),
+                ..crate::OpConfig::default()
+            },
+        )
+        .unwrap();
+        let op = reg.op("report");
+        for _ in 0..12 {
+            let r = op
+                .call()
+                .background()
+                .run(|| async {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Ok::<_, crate::LimitError>(())
+                })
+                .await;
+            assert!(matches!(r, Err(crate::LimitError::MovedToBackground { .. })));
+        }
+        reg.refresh_monitor();
+        let rate_alerts = |reg: &Registry| {
+            reg.monitor()
+                .alerts()
+                .into_iter()
+                .filter(|a| a.kind == AlertKind::ErrorRate)
+                .count()
+        };
+        assert_eq!(rate_alerts(&reg), 0, "{:#?}", reg.monitor().alerts());
+        for _ in 0..12 {
+            let _ = op
+                .run(None, || async { Err::<(), _>(crate::LimitError::Timeout { op: "x".into() }) })
+                .await;
+        }
+        tokio::time::sleep(reg.monitor().sample_interval()).await;
+        reg.refresh_monitor();
+        assert_eq!(rate_alerts(&reg), 1, "real failures do raise it");
     }
 
     /// The sampler task dies with its runtime; its flag must go with it, or
