@@ -136,6 +136,11 @@ fn op_event_counters(x: &mut Exposition, snaps: &[OpSnapshot]) {
             |c| c.slow_polls,
         ),
         (
+            "limiter_op_offloaded_total",
+            "Bodies started on an offload pool.",
+            |c| c.offloaded,
+        ),
+        (
             "limiter_op_orphans_total",
             "Offloaded calls abandoned by a timeout.",
             |c| c.orphans,

@@ -252,6 +252,7 @@ impl Offloader {
         T: Send + 'static,
         E: Send + 'static,
     {
+        OpMetrics::inc(&self.metrics.counters.offloaded);
         let handoff = Arc::new(Handoff::default());
         let run = Arc::clone(&self.offload).run(
             self.cpu,

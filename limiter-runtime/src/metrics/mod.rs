@@ -98,6 +98,9 @@ counters! {
         coalesced,
         /// Retries made.
         retries,
+        /// Bodies started on an offload pool (`run_blocking`, plain `fn`s
+        /// under `#[limit_blocking]`).
+        offloaded,
         /// Offloaded blocking work abandoned by a timeout (it cannot be aborted).
         orphans,
         /// Abandoned blocking work still running now.

@@ -304,9 +304,17 @@ pub(crate) fn advise_op(t: &Thresholds, op: &OpSnapshot, recent: &Window, out: &
         ));
     }
     if recent.slow_polls >= t.slow_polls[0] {
+        // An op whose body already runs on a blocking pool has nothing to
+        // move there: its polls were slow because the executor thread was
+        // starved (CPU-bound work elsewhere, too few worker threads).
+        let fix = if c.offloaded > 0 {
+            "its body already runs on a blocking pool, so the executor thread itself was starved: \
+             look for CPU-bound or blocking work in other async code, or add worker threads"
+        } else {
+            "make it a plain `fn` so it runs on the blocking pool"
+        };
         out.push(format!(
-            "op `{name}`: {} polls over {} blocked the executor thread (longest {}); make it a plain `fn` \
-             so it runs on the blocking pool",
+            "op `{name}`: {} polls over {} blocked the executor thread (longest {}); {fix}",
             recent.slow_polls,
             human(cfg.slow_poll.as_secs_f64()),
             human(c.max_poll_ns as f64 / 1e9)
@@ -324,12 +332,41 @@ pub(crate) fn advise_op(t: &Thresholds, op: &OpSnapshot, recent: &Window, out: &
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::monitor::history::Window;
 
     #[test]
     fn human_units() {
         assert_eq!(human(4.2), "4.2 s");
         assert_eq!(human(0.34), "340 ms");
         assert_eq!(human(0.000_085), "85 µs");
+    }
+
+    /// Slow polls of an op whose body already runs on a blocking pool are
+    /// not answered with "make it a plain `fn`".
+    #[test]
+    fn slow_poll_advice_knows_offloaded_ops() {
+        let reg = crate::Registry::new();
+        let t = Thresholds::default();
+        let recent = Window {
+            span_ms: 60_000,
+            slow_polls: t.slow_polls[0],
+            ..Window::default()
+        };
+        let advice = |offloaded: u64| {
+            let mut snap = reg.op("files").snapshot();
+            snap.counters.offloaded = offloaded;
+            let mut out = Vec::new();
+            advise_op(&t, &snap, &recent, &mut out);
+            out.into_iter()
+                .find(|a| a.contains("blocked the executor thread"))
+                .expect("slow poll advice")
+        };
+        assert!(advice(0).contains("make it a plain `fn`"), "{}", advice(0));
+        let offloaded = advice(3);
+        assert!(
+            !offloaded.contains("make it a plain") && offloaded.contains("starved"),
+            "{offloaded}"
+        );
     }
 
     #[test]

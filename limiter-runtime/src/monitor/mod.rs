@@ -710,7 +710,10 @@ mod tests {
                     Ok::<_, crate::LimitError>(())
                 })
                 .await;
-            assert!(matches!(r, Err(crate::LimitError::MovedToBackground { .. })));
+            assert!(matches!(
+                r,
+                Err(crate::LimitError::MovedToBackground { .. })
+            ));
         }
         reg.refresh_monitor();
         let rate_alerts = |reg: &Registry| {
@@ -723,7 +726,9 @@ mod tests {
         assert_eq!(rate_alerts(&reg), 0, "{:#?}", reg.monitor().alerts());
         for _ in 0..12 {
             let _ = op
-                .run(None, || async { Err::<(), _>(crate::LimitError::Timeout { op: "x".into() }) })
+                .run(None, || async {
+                    Err::<(), _>(crate::LimitError::Timeout { op: "x".into() })
+                })
                 .await;
         }
         tokio::time::sleep(reg.monitor().sample_interval()).await;
