@@ -79,6 +79,7 @@ mod retry;
 mod shared;
 mod shed;
 mod site;
+pub mod stream;
 mod sync;
 mod timeout;
 
