@@ -517,6 +517,10 @@ fn value(
 async fn prometheus_exposes_the_stream_families() {
     let reg = registry();
     let _keep = busy_stream(reg).await;
+    let _unbounded = reg
+        .streams()
+        .channel::<u8>(StreamConfig::new("events"))
+        .unwrap();
     let text = reg.prometheus();
     let parsed = parse_prometheus(&text).expect("valid exposition");
     let family = |name: &str| {
@@ -543,6 +547,8 @@ async fn prometheus_exposes_the_stream_families() {
         1.0
     );
     assert_eq!(value(family("limiter_stream_max_bytes"), &["tts"]), 100.0);
+    let no_budget = value(family("limiter_stream_max_bytes"), &["events"]);
+    assert!(no_budget.is_infinite() && no_budget > 0.0, "{no_budget}");
     assert_eq!(value(family("limiter_stream_handlers"), &["tts"]), 1.0);
     let wait = family("limiter_stream_queue_wait_seconds");
     assert_eq!(wait.family_type, PrometheusType::Histogram);
