@@ -100,6 +100,7 @@ async fn the_dashboard_renders_live_data_in_a_real_browser() {
                 format!("/api/weather/city{i}"),
                 format!("/api/search?q=term{}", i % 2),
                 "/api/files/readme.txt".to_string(),
+                "/api/speech/20".to_string(),
             ] {
                 let r = c
                     .get(format!("{base}{path}"))
@@ -179,6 +180,10 @@ async fn the_dashboard_renders_live_data_in_a_real_browser() {
         "breaker states"
     );
     assert!(dom.contains("<tr data-task-id="), "background tasks rows");
+    assert!(
+        dom.contains(r#"<tr data-stream="tts.audio""#),
+        "streams table row"
+    );
     assert!(
         !dom.contains(r#"id="error-banner" role="alert" class="#)
             || !dom.contains("Connection error")

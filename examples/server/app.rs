@@ -32,6 +32,7 @@ use limiter::http::{
     Client, ClientClass, ErrorStatus, KeySet, LimiterLayer, Monitoring, Rule, Verified, Verifier,
 };
 use limiter::monitor::MonitorConfig;
+use limiter::stream::{self, Strategy, StreamConfig};
 use limiter::{background_task, limit_blocking, optimize_route, registry, LimitError};
 use serde::{Deserialize, Serialize};
 
@@ -551,6 +552,7 @@ pub fn app(opts: &Options) -> Result<Router, Box<dyn std::error::Error>> {
         .route("/api/reports", post(post_report))
         .route("/api/tasks/{id}", get(get_task))
         .route("/api/search", get(get_search))
+        .route("/api/speech/{words}", get(get_speech))
         .route(
             "/",
             get(|| async { "limiter example: see /monitoring/dashboard\n" }),
@@ -566,4 +568,23 @@ pub fn app(opts: &Options) -> Result<Router, Box<dyn std::error::Error>> {
         .admin_token(opts.admin_token.clone())
         .router()?;
     Ok(api.merge(monitoring))
+}
+
+/// `GET /api/speech/{words}`: synthesized "audio" (1 KiB a word) streamed
+/// through a backpressure handler: a client that reads slower than the
+/// synthesis gets the freshest chunks, the oldest being dropped beyond
+/// 64 KiB buffered; see `/monitoring/backpressure` (stream `tts.audio`).
+async fn get_speech(Path(words): Path<u32>) -> Response {
+    let chunks = futures::stream::iter(
+        (0..words.min(1000))
+            .map(|i| Ok::<_, std::io::Error>(axum::body::Bytes::from(vec![i as u8; 1024]))),
+    );
+    let config = StreamConfig::new("tts.audio")
+        .max_items(64)
+        .max_bytes(64 * 1024)
+        .strategy(Strategy::DropOldest);
+    match stream::weighed_buffered(chunks, config, |c| c.as_ref().map_or(0, |b| b.len())) {
+        Ok(body) => axum::body::Body::from_stream(body).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }

@@ -7,6 +7,7 @@ use crate::breaker::BreakerState;
 use crate::metrics::prometheus::Exposition;
 use crate::monitor::{AlertState, RouteStats};
 use crate::registry::Registry;
+use crate::stream::{DropReason, StreamSnapshot, StreamStats};
 use crate::{CountersSnapshot, Op, OpSnapshot};
 
 impl Registry {
@@ -48,6 +49,11 @@ fn prometheus(reg: &Registry) -> String {
     op_backend_fallbacks(&mut x, &snaps);
 
     background_tasks(&mut x, reg);
+
+    let streams = reg.streams().stats();
+    stream_counters(&mut x, &streams);
+    stream_gauges(&mut x, &streams);
+    stream_durations(&mut x, &streams);
     x.finish()
 }
 
@@ -461,4 +467,116 @@ fn background_tasks(x: &mut Exposition, reg: &Registry) {
         "Background tasks refused.",
     );
     x.sample("limiter_background_rejected_total", &[], bg.rejected as f64);
+}
+
+/// The stream handlers' counters: items in and out, dropped by reason,
+/// and changes of mode of the adaptive ones.
+fn stream_counters(x: &mut Exposition, streams: &[Arc<StreamStats>]) {
+    let snaps: Vec<StreamSnapshot> = streams.iter().map(|s| s.snapshot()).collect();
+    x.family(
+        "limiter_stream_items_total",
+        "counter",
+        "Items taken into stream buffers (in) and delivered to consumers (out).",
+    );
+    for s in &snaps {
+        for (direction, n) in [("in", s.items_in), ("out", s.items_out)] {
+            x.sample(
+                "limiter_stream_items_total",
+                &[("stream", &s.name), ("direction", direction)],
+                n as f64,
+            );
+        }
+    }
+    x.family(
+        "limiter_stream_dropped_total",
+        "counter",
+        "Items that never reached the consumer, by reason.",
+    );
+    for s in &snaps {
+        for reason in DropReason::ALL {
+            x.sample(
+                "limiter_stream_dropped_total",
+                &[("stream", &s.name), ("reason", reason.as_str())],
+                s.dropped.get(reason) as f64,
+            );
+        }
+    }
+    x.family(
+        "limiter_stream_mode_switches_total",
+        "counter",
+        "Changes of mode of adaptive stream handlers, by the mode switched to.",
+    );
+    for s in &snaps {
+        for (to, n) in [
+            ("dropping", s.switches_to_dropping),
+            ("blocking", s.switches_to_blocking),
+        ] {
+            x.sample(
+                "limiter_stream_mode_switches_total",
+                &[("stream", &s.name), ("to", to)],
+                n as f64,
+            );
+        }
+    }
+}
+
+/// The stream handlers' gauges: what is buffered now and the limits.
+fn stream_gauges(x: &mut Exposition, streams: &[Arc<StreamStats>]) {
+    let snaps: Vec<StreamSnapshot> = streams.iter().map(|s| s.snapshot()).collect();
+    for (name, help, get) in [
+        (
+            "limiter_stream_buffered_items",
+            "Items buffered now.",
+            (|s: &StreamSnapshot| s.buffered_items as f64) as fn(&_) -> f64,
+        ),
+        (
+            "limiter_stream_buffered_bytes",
+            "Bytes buffered now.",
+            |s| s.buffered_bytes as f64,
+        ),
+        (
+            "limiter_stream_max_items",
+            "Items one handler may buffer.",
+            |s| s.max_items as f64,
+        ),
+        (
+            "limiter_stream_max_bytes",
+            "Bytes one handler may buffer (+Inf: no byte budget).",
+            |s| s.max_bytes.map_or(f64::INFINITY, |b| b as f64),
+        ),
+        ("limiter_stream_handlers", "Handlers alive.", |s| {
+            s.handlers as f64
+        }),
+        (
+            "limiter_stream_dropping_handlers",
+            "Adaptive handlers dropping the oldest items now.",
+            |s| s.dropping_handlers as f64,
+        ),
+    ] {
+        x.family(name, "gauge", help);
+        for s in &snaps {
+            x.sample(name, &[("stream", &s.name)], get(s));
+        }
+    }
+}
+
+/// The stream handlers' histograms: queue wait and processing time.
+fn stream_durations(x: &mut Exposition, streams: &[Arc<StreamStats>]) {
+    for (name, help, counts) in [
+        (
+            "limiter_stream_queue_wait_seconds",
+            "Time items spent in the buffer.",
+            (|s: &StreamStats| s.wait_counts()) as fn(&_) -> _,
+        ),
+        (
+            "limiter_stream_processing_seconds",
+            "The consumer's time per item (from one pull to the next).",
+            |s| s.processing_counts(),
+        ),
+    ] {
+        x.family(name, "histogram", help);
+        for s in streams {
+            x.histogram(name, &[("stream", s.name())], &counts(s));
+        }
+    }
 }

@@ -80,6 +80,7 @@ mod retry;
 mod shared;
 mod shed;
 mod site;
+pub mod stream;
 mod sync;
 mod timeout;
 

@@ -18,6 +18,7 @@ use crate::op::{Op, OpCore, OpSnapshot};
 use crate::settings::resolve::cpu_count;
 use crate::settings::{OpConfig, Settings};
 use crate::shared::Shared;
+use crate::stream::{StreamSnapshot, StreamTable};
 
 /// A set of named operations with their limits, metrics and background
 /// tasks. Most services use the global one, [`registry()`]; tests and
@@ -44,6 +45,8 @@ pub struct Registry {
     shared: Arc<Shared>,
     ops: RwLock<HashMap<Arc<str>, Op>>,
     monitor: Monitor,
+    /// The statistics of the stream handlers, by name.
+    streams: Arc<StreamTable>,
     /// The registry-wide defaults layer.
     defaults: RwLock<OpConfig>,
     /// Held through every change of configuration, from reading the layers
@@ -122,6 +125,7 @@ impl Registry {
             }),
             ops: RwLock::new(HashMap::new()),
             monitor: Monitor::default(),
+            streams: Arc::new(StreamTable::new()),
             defaults: RwLock::new(OpConfig::default()),
             reconfig: Mutex::new(()),
             #[cfg(feature = "redis")]
@@ -402,6 +406,29 @@ impl Registry {
         }
     }
 
+    /// The stream handlers (backpressure) of this registry: make them
+    /// with [`StreamTable::channel`] and [`StreamTable::buffered`]. The
+    /// global registry's table is the one [`crate::stream::channel`] and
+    /// [`crate::stream::buffered`] use.
+    ///
+    /// ```
+    /// use limiter_runtime::{stream::StreamConfig, Registry};
+    /// let reg = Registry::new();
+    /// let (tx, _rx) = reg.streams().channel::<u32>(StreamConfig::new("events")).unwrap();
+    /// tx.try_send(7).unwrap();
+    /// let stats = reg.backpressure();
+    /// assert_eq!((stats[0].name.as_str(), stats[0].buffered_items), ("events", 1));
+    /// ```
+    pub fn streams(&self) -> &StreamTable {
+        &self.streams
+    }
+
+    /// The statistics of every stream handler name, sorted by name (what
+    /// `GET /monitoring/backpressure` serves).
+    pub fn backpressure(&self) -> Vec<StreamSnapshot> {
+        self.streams.snapshots()
+    }
+
     /// The performance monitor: route metrics, alerts, recommendations.
     pub fn monitor(&self) -> &Monitor {
         &self.monitor
@@ -536,7 +563,10 @@ fn needs_no_store(settings: &Settings) -> Result<(), ConfigError> {
     }
 }
 
-static GLOBAL: Lazy<Registry> = Lazy::new(Registry::new);
+static GLOBAL: Lazy<Registry> = Lazy::new(|| Registry {
+    streams: crate::stream::global_table(),
+    ..Registry::new()
+});
 
 /// The process-wide registry, built on first use with the built-in
 /// defaults. Apply the environment or a file with

@@ -891,6 +891,7 @@ async fn admin_endpoints_refuse_every_wrong_token() {
         ("/monitoring/limits/ip:127.0.0.1", 200),
         ("/monitoring/background", 200),
         ("/monitoring/background/1", 404),
+        ("/monitoring/backpressure", 200),
         ("/metrics", 200),
     ];
     for (path, expected) in reads {

@@ -93,6 +93,7 @@ impl Default for Monitoring {
 /// | `GET /monitoring/breakers`, `POST /monitoring/breakers/{op}/reset` | breakers |
 /// | `GET /monitoring/limits/{key}`, `POST /monitoring/limits/{key}/reset` | one client's limits |
 /// | `GET /monitoring/background`, `GET /monitoring/background/{id}` | background tasks |
+/// | `GET /monitoring/backpressure` | stream handlers: buffers, drops, waits |
 /// | `GET /metrics` | Prometheus text exposition |
 /// | `GET /monitoring/dashboard` | live HTML dashboard |
 pub fn monitoring_router() -> Router {
@@ -195,6 +196,7 @@ impl Monitoring {
             .route("/monitoring/breakers", get(breakers))
             .route("/monitoring/background", get(background))
             .route("/monitoring/background/{id}", get(task))
+            .route("/monitoring/backpressure", get(backpressure))
             .route("/metrics", get(metrics))
             .route_layer(middleware::from_fn_with_state(
                 Arc::clone(&auth),
@@ -575,6 +577,17 @@ async fn task(State(s): State<AppState>, Path(id): Path<String>) -> Response {
         )
         .into_response(),
     }
+}
+
+async fn backpressure(State(s): State<AppState>) -> Response {
+    #[derive(Serialize)]
+    struct Body {
+        streams: Vec<crate::stream::StreamSnapshot>,
+    }
+    Json(Body {
+        streams: s.registry.backpressure(),
+    })
+    .into_response()
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
