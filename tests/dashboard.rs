@@ -175,6 +175,14 @@ async fn the_dashboard_renders_live_data_in_a_real_browser() {
             "ops row {op}"
         );
     }
+    // The Timeout column shows the configured timeout (the API writes it
+    // as the config does: "300ms").
+    let db_row = dom
+        .split(r#"<tr data-op="db""#)
+        .nth(1)
+        .and_then(|s| s.split("</tr>").next())
+        .unwrap_or("");
+    assert!(db_row.contains(">300 ms<"), "db's timeout column: {db_row}");
     assert!(
         dom.contains(r#"id="breakers-table""#) && dom.contains(r#"data-state="closed""#),
         "breaker states"
