@@ -1,16 +1,30 @@
 //! The attributes of [`limiter`](https://docs.rs/limiter). Use them through
 //! the `limiter` crate, whose documentation describes them in full.
+//!
+//! Each attribute is a pipeline of stages (`entry`): the arguments parse
+//! into typed models that keep their spans (`attr`) and the function into
+//! one whose body may stay unparsed tokens (`item`); validation checks
+//! everything and collects every error (`valid`) into checked models
+//! (`spec`); expansion generates code from them and checks nothing
+//! (`expand`). After errors the function is expanded with the default
+//! settings, next to the errors.
 
 #![forbid(unsafe_code)]
 
 mod attr;
+mod entry;
+mod error;
 mod expand;
-mod route;
+mod item;
 mod scan;
-mod task;
+mod spec;
+mod types;
+mod valid;
+
+#[cfg(test)]
+mod tests;
 
 use proc_macro::TokenStream;
-use quote::quote;
 
 /// Limits and watches a function: rate limit, circuit breaker, bulkhead
 /// with queue, timeout with a strategy, retries, offloading, metrics — all
@@ -98,18 +112,29 @@ use quote::quote;
 /// (`std::thread::sleep`, `std::fs::*`, `TcpStream::connect`,
 /// `Command::output`, `reqwest::blocking`, `ureq`, `rusqlite`, `postgres`,
 /// `diesel`, `block_on`, `blocking_lock`, …) are reported as warnings at the
-/// call; `.await`ed calls are not blocking.
+/// call (errors under `deny_blocking`); `.await`ed calls are not blocking.
+/// A name that async libraries use too (`sleep`, `fs::read`, `File::open`,
+/// …) is reported only where its value is thrown away (a statement, `let _
+/// =`, `?`): bound, passed on or returned, it may be a future awaited later.
+///
+/// ```
+/// use std::time::Duration;
+/// use limiter::limit_blocking;
+///
+/// #[limit_blocking(deny_blocking)]
+/// async fn wait_for(flag: tokio::sync::oneshot::Receiver<()>, wait: Duration) -> bool {
+///     use tokio::time::sleep;
+///     let timer = sleep(wait); // a future, kept: not a blocking call
+///     tokio::pin!(timer);
+///     tokio::select! {
+///         _ = &mut timer => false,
+///         _ = flag => true,
+///     }
+/// }
+/// ```
 #[proc_macro_attribute]
 pub fn limit_blocking(args: TokenStream, item: TokenStream) -> TokenStream {
-    entry(item, "#[limit_blocking] goes on a function with a body (a free fn, or a method in an impl block)", |func| {
-        // An `#[async_trait]` method is checked as the `async fn` it was.
-        let mut sig = func.sig.clone();
-        if expand::async_trait_parts(&func).is_some() {
-            sig.asyncness = Some(Default::default());
-        }
-        let spec = attr::parse(args.into()).and_then(|a| attr::check(a, &sig))?;
-        Ok(expand::limit_blocking(&spec, func))
-    })
+    entry::limit_blocking(args.into(), item.into()).into()
 }
 
 /// Turns an `async fn` into a tracked background task: calling it spawns the
@@ -140,11 +165,7 @@ pub fn limit_blocking(args: TokenStream, item: TokenStream) -> TokenStream {
 /// ```
 #[proc_macro_attribute]
 pub fn background_task(args: TokenStream, item: TokenStream) -> TokenStream {
-    entry(
-        item,
-        "#[background_task] goes on an `async fn` with a body",
-        |func| task::background_task(args.into(), func),
-    )
+    entry::background_task(args.into(), item.into()).into()
 }
 
 /// A preset of [`macro@limit_blocking`] for request handlers, with a
@@ -179,40 +200,5 @@ pub fn background_task(args: TokenStream, item: TokenStream) -> TokenStream {
 /// ```
 #[proc_macro_attribute]
 pub fn optimize_route(args: TokenStream, item: TokenStream) -> TokenStream {
-    entry(
-        item,
-        "#[optimize_route] goes on an `async fn` request handler",
-        |func| route::optimize_route(args.into(), func),
-    )
-}
-
-/// The shared shape of the three entry points: parse the item as a function
-/// (else `not_a_fn`, at the item), expand it, and on any error emit the
-/// errors *and* the original item, so the rest of the crate (and the IDE)
-/// keeps working while the attribute is wrong.
-fn entry(
-    item: TokenStream,
-    not_a_fn: &str,
-    expand: impl FnOnce(syn::ItemFn) -> darling::Result<proc_macro2::TokenStream>,
-) -> TokenStream {
-    let item = proc_macro2::TokenStream::from(item);
-    let errors = match syn::parse2::<syn::ItemFn>(item.clone()) {
-        Ok(func) => match expand(func) {
-            Ok(tokens) => return tokens.into(),
-            Err(errors) => errors.write_errors(),
-        },
-        Err(_) => {
-            // Point at the item itself (`struct`, or the bodiless `fn`).
-            let span = item
-                .clone()
-                .into_iter()
-                .find_map(|t| match t {
-                    proc_macro2::TokenTree::Ident(i) if i != "pub" => Some(i.span()),
-                    _ => None,
-                })
-                .unwrap_or_else(proc_macro2::Span::call_site);
-            syn::Error::new(span, not_a_fn).to_compile_error()
-        }
-    };
-    quote!(#errors #item).into()
+    entry::optimize_route(args.into(), item.into()).into()
 }

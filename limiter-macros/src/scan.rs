@@ -1,45 +1,94 @@
 //! The blocking scan: calls in an `async fn` body that block the executor
 //! thread, reported as warnings (or errors under `deny_blocking`).
 //!
-//! A call whose result is `.await`ed is not blocking
-//! (`tokio::time::sleep(d).await`).
+//! A call is reported when it certainly blocks: a path from `std`,
+//! `thread::sleep`, `block_on`, a blocking-only client library, a
+//! `blocking_*` method. A name that an async library exports too
+//! (`sleep`, `fs::read`, `File::open`, `TcpStream::connect`, …) may be
+//! that library's future: it is reported only where its value is thrown
+//! away (a statement, `let _ =`, or `?`, which a future does not take),
+//! not where it is bound, passed on or returned to be awaited later
+//! (`let d = sleep(x); tokio::pin!(d);`). A call whose result is
+//! `.await`ed is never blocking (`tokio::time::sleep(d).await`).
 
 use proc_macro2::Span;
 use syn::spanned::Spanned;
 use syn::visit::{self, Visit};
-use syn::{Expr, ExprCall, ExprMethodCall, ExprPath};
+use syn::{Expr, ExprCall, ExprMethodCall, ExprPath, Local, Pat, Stmt};
 
 /// One blocking call found in a body.
+#[derive(Debug, Clone)]
 pub(crate) struct Finding {
     pub(crate) span: Span,
     pub(crate) call: String,
     pub(crate) category: &'static str,
 }
 
+impl Finding {
+    /// What the warning (or error) says.
+    pub(crate) fn message(&self) -> String {
+        format!(
+            "blocking call `{}` ({}) inside an async fn blocks the executor thread; move it to a plain `fn` under #[limit_blocking] (it then runs on the blocking pool), use its async equivalent, or add `allow_blocking`",
+            self.call, self.category
+        )
+    }
+}
+
+/// How sure a match is that the call blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Certainty {
+    /// Wherever it is.
+    Certain,
+    /// Only where its value is thrown away: an async library has a
+    /// function of that name too.
+    IfDiscarded,
+}
+
 /// Path suffixes of blocking calls and their categories. A call matches
-/// when its path ends with the listed segments.
-const PATHS: &[(&[&str], &str)] = &[
-    (&["thread", "sleep"], "sleep"),
-    (&["fs", "read"], "file I/O"),
-    (&["fs", "read_to_string"], "file I/O"),
-    (&["fs", "write"], "file I/O"),
-    (&["fs", "copy"], "file I/O"),
-    (&["fs", "remove_file"], "file I/O"),
-    (&["fs", "create_dir_all"], "file I/O"),
-    (&["fs", "read_dir"], "file I/O"),
-    (&["fs", "metadata"], "file I/O"),
-    (&["File", "open"], "file I/O"),
-    (&["File", "create"], "file I/O"),
-    (&["TcpStream", "connect"], "network I/O"),
-    (&["UdpSocket", "bind"], "network I/O"),
-    (&["net", "lookup_host"], "network I/O"),
-    (&["io", "stdin"], "terminal I/O"),
-    (&["block_on"], "blocking on a future"),
-    (&["Connection", "open"], "database"),
-    (&["Client", "connect"], "database"),
+/// when its path ends with the listed segments; it is certainly blocking
+/// when its path starts at `std` or `core`, or when the entry says so
+/// (no async library has a `thread::sleep`).
+const PATHS: &[(&[&str], &str, Certainty)] = &[
+    (&["thread", "sleep"], "sleep", Certainty::Certain),
+    (&["fs", "read"], "file I/O", Certainty::IfDiscarded),
+    (
+        &["fs", "read_to_string"],
+        "file I/O",
+        Certainty::IfDiscarded,
+    ),
+    (&["fs", "write"], "file I/O", Certainty::IfDiscarded),
+    (&["fs", "copy"], "file I/O", Certainty::IfDiscarded),
+    (&["fs", "remove_file"], "file I/O", Certainty::IfDiscarded),
+    (
+        &["fs", "create_dir_all"],
+        "file I/O",
+        Certainty::IfDiscarded,
+    ),
+    (&["fs", "read_dir"], "file I/O", Certainty::IfDiscarded),
+    (&["fs", "metadata"], "file I/O", Certainty::IfDiscarded),
+    (&["File", "open"], "file I/O", Certainty::IfDiscarded),
+    (&["File", "create"], "file I/O", Certainty::IfDiscarded),
+    (
+        &["TcpStream", "connect"],
+        "network I/O",
+        Certainty::IfDiscarded,
+    ),
+    (
+        &["UdpSocket", "bind"],
+        "network I/O",
+        Certainty::IfDiscarded,
+    ),
+    (
+        &["net", "lookup_host"],
+        "network I/O",
+        Certainty::IfDiscarded,
+    ),
+    (&["io", "stdin"], "terminal I/O", Certainty::IfDiscarded),
+    (&["Connection", "open"], "database", Certainty::IfDiscarded),
+    (&["Client", "connect"], "database", Certainty::IfDiscarded),
 ];
 
-/// Path prefixes of blocking client libraries.
+/// Path prefixes of blocking-only client libraries.
 const PREFIXES: &[(&[&str], &str)] = &[
     (
         &["reqwest", "blocking"],
@@ -62,6 +111,9 @@ const ASYNC_ROOTS: &[&str] = &[
     "sqlx",
 ];
 
+/// Roots of the standard library: what matches there is the blocking API.
+const STD_ROOTS: &[&str] = &["std", "core"];
+
 /// Calls whose closure argument runs elsewhere: not scanned.
 const RUNS_ELSEWHERE: &[&str] = &["spawn_blocking", "block_in_place", "spawn"];
 
@@ -75,11 +127,18 @@ const METHODS: &[(&str, &str)] = &[
     ("blocking_write", "lock"),
 ];
 
+/// The visitor: what it found, and the expressions whose position decides
+/// about the calls they are.
 struct Scan {
+    /// Operands of `.await`.
     awaited: Vec<*const Expr>,
+    /// Expressions whose value is thrown away: statements, `let _ =`
+    /// initialisers, operands of `?`.
+    discarded: Vec<*const Expr>,
     found: Vec<Finding>,
 }
 
+/// The segments of a path, as strings.
 fn segments(p: &ExprPath) -> Vec<String> {
     p.path
         .segments
@@ -88,82 +147,147 @@ fn segments(p: &ExprPath) -> Vec<String> {
         .collect()
 }
 
-fn matches_path(segs: &[String]) -> Option<&'static str> {
-    if segs.len() == 1 && segs[0] == "sleep" {
-        return Some("sleep"); // `use std::thread::sleep;` (an awaited async `sleep` is exempt)
-    }
-    if segs.last().is_some_and(|l| l == "block_on") {
-        return Some("blocking on a future");
-    }
-    if segs
-        .first()
-        .is_some_and(|root| ASYNC_ROOTS.contains(&root.as_str()))
-    {
-        return None;
-    }
-    for (suffix, cat) in PATHS {
-        if segs.len() >= suffix.len()
-            && segs[segs.len() - suffix.len()..]
-                .iter()
-                .zip(suffix.iter())
-                .all(|(a, b)| a == b)
-        {
-            return Some(cat);
-        }
-    }
-    for (prefix, cat) in PREFIXES {
-        if segs.len() >= prefix.len() && segs.iter().zip(prefix.iter()).all(|(a, b)| a == b) {
-            return Some(cat);
-        }
-    }
-    None
+/// Whether `segs` ends with `suffix`.
+fn ends_with(segs: &[String], suffix: &[&str]) -> bool {
+    segs.len() >= suffix.len()
+        && segs[segs.len() - suffix.len()..]
+            .iter()
+            .zip(suffix)
+            .all(|(a, b)| a == b)
 }
 
-/// Whether `e` is (a method chain starting with) `Command::new(..)`.
-fn is_command(e: &Expr) -> bool {
+/// The category of a blocking call by its path, and how sure that is.
+fn matches_path(segs: &[String]) -> Option<(&'static str, Certainty)> {
+    if segs.len() == 1 && segs[0] == "sleep" {
+        // `use std::thread::sleep;`, or `use tokio::time::sleep;`
+        return Some(("sleep", Certainty::IfDiscarded));
+    }
+    if segs.last().is_some_and(|l| l == "block_on") {
+        return Some(("blocking on a future", Certainty::Certain));
+    }
+    let root = segs.first().map_or("", String::as_str);
+    if ASYNC_ROOTS.contains(&root) {
+        return None;
+    }
+    let blocking_library = PREFIXES.iter().find(|(prefix, _)| {
+        segs.len() >= prefix.len() && segs.iter().zip(prefix.iter()).all(|(a, b)| a == b)
+    });
+    if let Some((_, cat)) = blocking_library {
+        return Some((cat, Certainty::Certain));
+    }
+    let (_, cat, certainty) = PATHS.iter().find(|(suffix, ..)| ends_with(segs, suffix))?;
+    if STD_ROOTS.contains(&root) {
+        Some((cat, Certainty::Certain))
+    } else {
+        Some((cat, *certainty))
+    }
+}
+
+/// Whether `e` is (a method chain starting with) `Command::new(..)`, and
+/// how sure it is the standard library's (`tokio::process::Command` has
+/// async `output` and `status`).
+fn command(e: &Expr) -> Option<Certainty> {
     match e {
-        Expr::Call(ExprCall { func, .. }) => {
-            matches!(&**func, Expr::Path(p) if segments(p).ends_with(&["Command".into(), "new".into()]))
-        }
-        Expr::MethodCall(m) => is_command(&m.receiver),
-        Expr::Reference(r) => is_command(&r.expr),
-        Expr::Paren(p) => is_command(&p.expr),
-        _ => false,
+        Expr::Call(ExprCall { func, .. }) => match &**func {
+            Expr::Path(p) => {
+                let segs = segments(p);
+                if !ends_with(&segs, &["Command", "new"]) {
+                    None
+                } else if STD_ROOTS.contains(&segs[0].as_str()) {
+                    Some(Certainty::Certain)
+                } else if ASYNC_ROOTS.contains(&segs[0].as_str()) {
+                    None
+                } else {
+                    Some(Certainty::IfDiscarded)
+                }
+            }
+            _ => None,
+        },
+        Expr::MethodCall(m) => command(&m.receiver),
+        Expr::Reference(r) => command(&r.expr),
+        Expr::Paren(p) => command(&p.expr),
+        _ => None,
     }
 }
 
 impl Scan {
+    /// Whether `e` is the operand of an `.await`.
     fn is_awaited(&self, e: &Expr) -> bool {
         self.awaited.contains(&(e as *const Expr))
+    }
+
+    /// Whether a call of `certainty` at `e` is reported.
+    fn reports(&self, e: &Expr, certainty: Certainty) -> bool {
+        certainty == Certainty::Certain || self.discarded.contains(&(e as *const Expr))
+    }
+
+    /// A call of a path.
+    fn call(&mut self, e: &Expr, c: &ExprCall) {
+        let Expr::Path(p) = &*c.func else { return };
+        let segs = segments(p);
+        let Some((category, certainty)) = matches_path(&segs) else {
+            return;
+        };
+        if self.reports(e, certainty) {
+            let span = p
+                .path
+                .segments
+                .last()
+                .map_or_else(|| c.span(), |s| s.ident.span());
+            self.found.push(Finding {
+                span,
+                call: segs.join("::"),
+                category,
+            });
+        }
+    }
+
+    /// A method call.
+    fn method(&mut self, e: &Expr, m: &ExprMethodCall) {
+        let name = m.method.to_string();
+        if let Some((_, category)) = METHODS.iter().find(|(n, _)| *n == name) {
+            self.found.push(Finding {
+                span: m.method.span(),
+                call: format!(".{name}()"),
+                category,
+            });
+        } else if (name == "output" || name == "status")
+            && command(&m.receiver).is_some_and(|c| self.reports(e, c))
+        {
+            self.found.push(Finding {
+                span: m.method.span(),
+                call: format!("Command::{name}"),
+                category: "subprocess",
+            });
+        }
     }
 }
 
 impl<'ast> Visit<'ast> for Scan {
+    fn visit_stmt(&mut self, s: &'ast Stmt) {
+        if let Stmt::Expr(e, Some(_)) = s {
+            self.discarded.push(e as *const Expr);
+        }
+        visit::visit_stmt(self, s);
+    }
+
+    fn visit_local(&mut self, l: &'ast Local) {
+        if let (Pat::Wild(_), Some(init)) = (&l.pat, &l.init) {
+            self.discarded.push(&*init.expr as *const Expr);
+        }
+        visit::visit_local(self, l);
+    }
+
     fn visit_expr(&mut self, e: &'ast Expr) {
         match e {
             Expr::Await(a) => self.awaited.push(&*a.base as *const Expr),
+            Expr::Try(t) => self.discarded.push(&*t.expr as *const Expr),
             Expr::Call(c) if matches!(&*c.func, Expr::Path(p) if segments(p).last().is_some_and(|l| RUNS_ELSEWHERE.contains(&l.as_str()))) =>
             {
                 return; // `spawn_blocking(|| ...)` and the like run their closure elsewhere
             }
-            Expr::Call(c) if !self.is_awaited(e) => {
-                if let Expr::Path(p) = &*c.func {
-                    let segs = segments(p);
-                    if let Some(category) = matches_path(&segs) {
-                        let last = p
-                            .path
-                            .segments
-                            .last()
-                            .map_or_else(|| c.span(), |s| s.ident.span());
-                        self.found.push(Finding {
-                            span: last,
-                            call: segs.join("::"),
-                            category,
-                        });
-                    }
-                }
-            }
-            Expr::MethodCall(m) if !self.is_awaited(e) => self.method(m),
+            Expr::Call(c) if !self.is_awaited(e) => self.call(e, c),
+            Expr::MethodCall(m) if !self.is_awaited(e) => self.method(e, m),
             _ => {}
         }
         visit::visit_expr(self, e);
@@ -185,29 +309,11 @@ impl<'ast> Visit<'ast> for Scan {
     }
 }
 
-impl Scan {
-    fn method(&mut self, m: &ExprMethodCall) {
-        let name = m.method.to_string();
-        if let Some((_, category)) = METHODS.iter().find(|(n, _)| *n == name) {
-            self.found.push(Finding {
-                span: m.method.span(),
-                call: format!(".{name}()"),
-                category,
-            });
-        } else if (name == "output" || name == "status") && is_command(&m.receiver) {
-            self.found.push(Finding {
-                span: m.method.span(),
-                call: format!("Command::{name}"),
-                category: "subprocess",
-            });
-        }
-    }
-}
-
 /// Blocking calls in `block`, in source order.
 pub(crate) fn scan(block: &syn::Block) -> Vec<Finding> {
     let mut s = Scan {
         awaited: Vec::new(),
+        discarded: Vec::new(),
         found: Vec::new(),
     };
     s.visit_block(block);
@@ -276,5 +382,50 @@ mod tests {
             }"#
         )
         .is_empty());
+    }
+
+    #[test]
+    fn futures_kept_for_later_are_not_blocking() {
+        assert!(calls(
+            r#"{
+                let d = sleep(x);
+                tokio::pin!(d);
+                let t = timeout(x, sleep(x));
+                let read = fs::read_to_string(path);
+                let stream = TcpStream::connect(addr);
+                let out = Command::new("ls").output();
+                futures::join!(read, stream, out);
+                let f = || sleep(x);
+                select(sleep(x), other).await;
+                sleep(x)
+            }"#
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn thrown_away_values_are_blocking() {
+        assert_eq!(
+            calls(
+                r#"{
+                    sleep(x);
+                    let _ = fs::read_to_string(path);
+                    let text = fs::read_to_string(path)?;
+                    Command::new("ls").status();
+                    let n = std::fs::read(path);
+                    let f = || std::thread::sleep(x);
+                    thread::sleep(x)
+                }"#
+            ),
+            [
+                "sleep (sleep)",
+                "fs::read_to_string (file I/O)",
+                "fs::read_to_string (file I/O)",
+                "Command::status (subprocess)",
+                "std::fs::read (file I/O)",
+                "std::thread::sleep (sleep)",
+                "thread::sleep (sleep)",
+            ]
+        );
     }
 }
