@@ -158,6 +158,25 @@ impl Drop for Server {
 }
 
 /// A plain HTTP/1.0 GET: status and body.
+/// Sends the start of a request and no more; returns how long the server
+/// kept the connection open (it closes it, perhaps after a 408).
+fn half_sent_request_is_closed(addr: SocketAddr) -> Duration {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("read timeout");
+    let start = Instant::now();
+    conn.write_all(b"GET /api/users/1 HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .expect("half a request");
+    let mut buf = [0u8; 1024];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => return start.elapsed(),
+            Ok(_) => {} // a 408 before the close
+        }
+    }
+}
+
 fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -372,8 +391,16 @@ fn chaos_under_load_leaves_nothing_held_and_memory_flat() {
                 std::thread::sleep(Duration::from_millis(250));
             }
         });
+        // A client that sends half a request's headers and waits is cut
+        // off by the server's header read timeout (10 s), during the soak.
+        let half_sent = s.spawn(|| half_sent_request_is_closed(server.addr));
         let report = load(&server, SOAK);
         stop.store(true, Ordering::Relaxed);
+        let closed_after = half_sent.join().expect("the half-sent request check");
+        assert!(
+            closed_after >= Duration::from_secs(9) && closed_after < Duration::from_secs(20),
+            "a half-sent request was closed after {closed_after:?}"
+        );
         report
     });
     let settled_in = settle(&server);

@@ -105,6 +105,71 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// How long a client may take to send a request's headers, and how long an
+/// idle keep-alive connection is kept: a client that sends half a request
+/// and waits holds a connection no longer than this.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long in-flight requests get to finish once shutdown begins.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves `router` on `listener` until Ctrl-C or SIGTERM, then drains. Not
+/// `axum::serve`, which sets no header read timeout: hyper's connection
+/// builder with a timer closes connections whose headers do not arrive
+/// within [`HEADER_READ_TIMEOUT`] (and idle keep-alive connections as well).
+async fn serve(listener: tokio::net::TcpListener, router: axum::Router) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let graceful = GracefulShutdown::new();
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait, go on.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                // What `into_make_service_with_connect_info` would add: the
+                // peer address for `LimiterLayer` and handlers.
+                let app = router
+                    .clone()
+                    .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(app))
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(DRAIN_TIMEOUT) => {
+            tracing::warn!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}");
+        }
+    }
+}
+
 /// Ctrl-C or SIGTERM (what `docker stop` and Kubernetes send).
 async fn shutdown_signal() {
     #[cfg(unix)]
@@ -169,12 +234,7 @@ async fn run(addr: SocketAddr, chaos: bool) -> Result<(), Box<dyn std::error::Er
     println!(
         "load it:     cargo run --release --example load -- --url http://{local} --duration 20s"
     );
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    serve(listener, router).await;
     let report = limiter::shutdown(Duration::from_secs(5)).await;
     println!(
         "shut down: {} background tasks drained, {} cancelled",
