@@ -90,7 +90,7 @@ use proc_macro::TokenStream;
 /// | `op = "db"` | registry key (default: the function's path; required on methods, which two impls in one module would otherwise share) |
 /// | `kind = database` | preset: `database`, `file_io`, `network_io`, `cpu_intensive`, `memory`, `external_api`, `sleep`, `subprocess` |
 /// | `timeout = "10s"` | deadline of one attempt |
-/// | `strategy = "cancel"` | on timeout: `cancel`, `background` (owned arguments only), `cache_fallback` (the value must be `Clone`) |
+/// | `strategy = "cancel"` | on timeout: `cancel`, `background` (owned arguments only), `drain` (answer `Timeout`, let the body finish holding its place for at most the op's `drain_timeout`; owned arguments only), `cache_fallback` (the value must be `Clone`) |
 /// | `rate = "100/s"`, `burst`, `algorithm` | rate limit (per key when `key` is given) |
 /// | `key = param` | a parameter (`Hash`) keying per-key limits |
 /// | `max_concurrent`, `max_concurrent_per_key`, `queue`, `queue_timeout`, `overload` | bulkhead |

@@ -142,6 +142,16 @@ fn op_event_counters(x: &mut Exposition, snaps: &[OpSnapshot]) {
             |c| c.slow_polls,
         ),
         (
+            "limiter_op_drained_total",
+            "Timed-out drain bodies that finished holding their place (results discarded).",
+            |c| c.drained,
+        ),
+        (
+            "limiter_op_drain_dropped_total",
+            "Timed-out drain bodies dropped at drain_timeout.",
+            |c| c.drain_dropped,
+        ),
+        (
             "limiter_op_offloaded_total",
             "Bodies started on an offload pool.",
             |c| c.offloaded,

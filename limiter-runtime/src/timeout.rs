@@ -40,6 +40,26 @@ pub mod strategy {
     /// the same key, else `Timeout`.
     #[derive(Debug, Clone, Copy, Default)]
     pub struct CacheFallback;
+    /// Return `Timeout` at the deadline, but let the future finish on the
+    /// runtime, holding its bulkhead place, for at most the op's
+    /// `drain_timeout` (then it is dropped); its late result is discarded.
+    /// For async database clients: a query dropped mid-flight keeps
+    /// running on the server, and its connection goes back to the pool
+    /// busy; drained, the next caller gets a clean connection.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct Drain;
+
+    /// The strategies whose bodies go on after the deadline (they must be
+    /// `Send + 'static`): [`Background`] and [`Drain`]. Sealed.
+    pub trait Detaching: Default + Copy + sealed::Sealed {}
+    impl Detaching for Background {}
+    impl Detaching for Drain {}
+
+    mod sealed {
+        pub trait Sealed {}
+        impl Sealed for super::Background {}
+        impl Sealed for super::Drain {}
+    }
 }
 
 /// The timing of one poll: started just before it, stopped just after.

@@ -127,6 +127,9 @@ named_enum! {
         Background => "background",
         /// Return the last good value for the same key, else `Timeout`.
         CacheFallback => "cache_fallback",
+        /// Return `Timeout`, and let the future finish holding its place
+        /// (at most `drain_timeout`), its result discarded.
+        Drain => "drain",
     }
     what = "strategy";
 }

@@ -74,6 +74,34 @@ async fn weather(city: String, slow: bool) -> u32 {
     city.len() as u32
 }
 
+#[limit_blocking(
+    op = "attr.drain",
+    timeout = "100ms",
+    strategy = "drain",
+    max_concurrent = 1
+)]
+async fn query(ms: u64) -> u64 {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    ms
+}
+
+/// `strategy = "drain"`: `Timeout` at the deadline, the body finishes
+/// holding the op's one place (the next call waits for it).
+#[tokio::test(start_paused = true)]
+async fn drain_strategy() {
+    let start = tokio::time::Instant::now();
+    assert!(matches!(query(300).await, Err(LimitError::Timeout { .. })));
+    assert_eq!(start.elapsed(), Duration::from_millis(100));
+    assert_eq!(query(10).await.unwrap(), 10);
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(310),
+        "waited for the drained body"
+    );
+    let c = limiter::registry().op("attr.drain").snapshot().counters;
+    assert_eq!((c.drained, c.timeouts), (1, 1));
+}
+
 #[tokio::test(start_paused = true)]
 async fn each_timeout_strategy() {
     assert!(matches!(slow().await, Err(LimitError::Timeout { .. })));

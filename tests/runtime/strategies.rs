@@ -252,3 +252,75 @@ async fn blocking_panic_is_resumed_in_the_caller() {
     );
     assert_eq!(op.load(), (0, 0, 0));
 }
+
+/// `drain`: the caller gets `Timeout` at the deadline, the body finishes
+/// on the runtime holding its place (the next caller waits for it), its
+/// late result discarded and counted; a body still running at
+/// `drain_timeout` is dropped, counted, and its place given back then.
+#[tokio::test(start_paused = true)]
+async fn drain_answers_timeout_and_finishes_the_body_holding_its_place() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use tokio::time::Instant;
+    let cfg = OpConfig {
+        timeout: Some(ms(50)),
+        max_concurrent: Some(1),
+        queue: Some(1),
+        queue_timeout: Some(secs(5)),
+        drain_timeout: Some(secs(1)),
+        ..OpConfig::default()
+    };
+    let (_reg, op) = op_with("pg", cfg);
+    let finished = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let body_done = Arc::clone(&finished);
+    let r = op
+        .call()
+        .drain()
+        .run(move || {
+            let done = Arc::clone(&body_done);
+            async move {
+                tokio::time::sleep(ms(200)).await;
+                done.store(true, Ordering::SeqCst);
+                Ok::<_, LimitError>(1)
+            }
+        })
+        .await;
+    assert!(matches!(r, Err(LimitError::Timeout { .. })), "{r:?}");
+    assert_eq!(start.elapsed(), ms(50), "answered at the deadline");
+    assert_eq!(op.snapshot().counters.draining, 1);
+    // The drained body holds the one place: the next caller waits for it.
+    let next = op.acquire(None).await.unwrap();
+    assert!(
+        finished.load(Ordering::SeqCst),
+        "admitted only after the body ended"
+    );
+    assert_eq!(start.elapsed(), ms(200));
+    drop(next);
+    let c = op.snapshot().counters;
+    assert_eq!(
+        (c.drained, c.drain_dropped, c.draining, c.timeouts),
+        (1, 0, 0, 1)
+    );
+
+    // A body that outlives drain_timeout is dropped then, place given back.
+    let start = Instant::now();
+    let r = op
+        .call()
+        .drain()
+        .run(|| async {
+            tokio::time::sleep(secs(60)).await;
+            Ok::<_, LimitError>(2)
+        })
+        .await;
+    assert!(matches!(r, Err(LimitError::Timeout { .. })), "{r:?}");
+    let next = op.acquire(None).await.unwrap();
+    assert_eq!(
+        start.elapsed(),
+        ms(1050),
+        "the place came back at drain_timeout"
+    );
+    drop(next);
+    let c = op.snapshot().counters;
+    assert_eq!((c.drained, c.drain_dropped, c.draining), (1, 1, 0));
+}

@@ -214,6 +214,7 @@ fn call(spec: &LimitSpec, sig: &Signature, out: &Output, route: bool) -> TokenSt
         TimeoutStrategy::Cancel => {}
         TimeoutStrategy::Background => call.extend(quote!(.background())),
         TimeoutStrategy::CacheFallback => call.extend(quote!(.cache_fallback())),
+        TimeoutStrategy::Drain => call.extend(quote!(.drain())),
     }
     if let ReturnType::Type(_, ret) = &sig.output {
         call.extend(classifier(spec, ret, out, route));

@@ -14,8 +14,11 @@ use crate::types;
 pub(super) fn check(args: &LimitArgs, strategy: TimeoutStrategy, func: &Func, errors: &mut Errors) {
     let sig = &func.sig;
     failure_needs_result(args, sig, errors);
-    if strategy == TimeoutStrategy::Background {
-        background_owned(args, sig, errors);
+    if matches!(
+        strategy,
+        TimeoutStrategy::Background | TimeoutStrategy::Drain
+    ) {
+        background_owned(args, sig, strategy, errors);
     }
     if sig.asyncness.is_none() {
         plain_fn_owned(sig, errors);
@@ -57,15 +60,21 @@ fn failure_needs_result(args: &LimitArgs, sig: &Signature, errors: &mut Errors) 
     }
 }
 
-/// `strategy = "background"` keeps the call running after its caller left.
-fn background_owned(args: &LimitArgs, sig: &Signature, errors: &mut Errors) {
+/// `strategy = "background"` and `"drain"` keep the call running after its
+/// caller left.
+fn background_owned(
+    args: &LimitArgs,
+    sig: &Signature,
+    strategy: TimeoutStrategy,
+    errors: &mut Errors,
+) {
     for arg in sig.inputs.iter().filter(|a| types::borrows(a)) {
         errors.spanned(
             arg,
-            "`strategy = \"background\"` keeps the call running after the caller left, so its arguments must be owned; this one is a reference",
+            format!("`strategy = \"{strategy}\"` keeps the call running after the caller left, so its arguments must be owned; this one is a reference"),
         );
-        if let Some(strategy) = &args.strategy {
-            errors.at(strategy.span(), "background strategy chosen here");
+        if let Some(chosen) = &args.strategy {
+            errors.at(chosen.span(), format!("{strategy} strategy chosen here"));
         }
     }
 }

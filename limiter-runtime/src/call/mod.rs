@@ -30,7 +30,7 @@ pub use attempts::{
 pub use future::{AnyError, CallFuture, Classify, FailureFn};
 pub use on_timeout::{Keep, Strategy};
 
-use crate::timeout::strategy::{Background, CacheFallback, Cancel};
+use crate::timeout::strategy::{Background, CacheFallback, Cancel, Detaching, Drain};
 
 /// A call being set up on an [`Op`]: key, priority and timeout strategy.
 ///
@@ -160,6 +160,13 @@ impl<'a, S, C> Call<'a, S, C> {
 
     /// On timeout, keep running as a tracked background task.
     pub fn background(self) -> Call<'a, Background, C> {
+        self.with()
+    }
+
+    /// On timeout, answer `Timeout` but let the body finish holding its
+    /// place, for at most the op's `drain_timeout` (see
+    /// [`strategy::Drain`](crate::strategy::Drain)).
+    pub fn drain(self) -> Call<'a, Drain, C> {
         self.with()
     }
 
@@ -334,41 +341,43 @@ impl<'a, C> Call<'a, Cancel, C> {
     }
 }
 
-impl<'a, C> Call<'a, Background, C> {
-    /// Like [`Call::run`], but on timeout the future goes on as a tracked
-    /// background task (holding its bulkhead place until it ends) and the
-    /// call fails with `MovedToBackground { task_id }`.
-    pub fn run<T, E, F, Fut>(self, f: F) -> CallFuture<'a, Detached<Repeat<F>>, Background, C>
+/// The bodies of [`Call::background`] and [`Call::drain`] calls go on
+/// after the deadline: they must be `Send + 'static`.
+impl<'a, S: Detaching, C> Call<'a, S, C> {
+    /// Like [`Call::run`], but on timeout the future goes on: as a tracked
+    /// background task (`MovedToBackground { task_id }`), or drained
+    /// (`Timeout`), holding its bulkhead place until it ends.
+    pub fn run<T, E, F, Fut>(self, f: F) -> CallFuture<'a, Detached<Repeat<F>>, S, C>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
         T: Send + 'static,
         E: From<LimitError> + Debug + Send + 'static,
     {
-        self.future(Detached(Repeat(f)), Background)
+        self.future(Detached(Repeat(f)), S::default())
     }
 
     /// Like [`Call::run_blocking`], but on timeout the work is tracked as a
     /// background task instead of being abandoned.
-    pub fn run_blocking<T, E, F>(self, f: F) -> CallFuture<'a, Detached<Blocking<F>>, Background, C>
+    pub fn run_blocking<T, E, F>(self, f: F) -> CallFuture<'a, Detached<Blocking<F>>, S, C>
     where
         F: Fn() -> Result<T, E> + Send + Sync + 'static,
         T: Send + 'static,
         E: From<LimitError> + Debug + Send + 'static,
     {
         let attempts = self.blocking(f);
-        self.future(Detached(attempts), Background)
+        self.future(Detached(attempts), S::default())
     }
 
     /// Like [`Call::run_once`], but on timeout the future goes on as a
     /// tracked background task.
-    pub fn run_once<T, E, Fut>(self, fut: Fut) -> CallFuture<'a, Detached<Once<Fut>>, Background, C>
+    pub fn run_once<T, E, Fut>(self, fut: Fut) -> CallFuture<'a, Detached<Once<Fut>>, S, C>
     where
         Fut: Future<Output = Result<T, E>> + Send + 'static,
         T: Send + 'static,
         E: From<LimitError> + Debug + Send + 'static,
     {
-        self.future(Detached(Once(Some(fut))), Background)
+        self.future(Detached(Once(Some(fut))), S::default())
     }
 
     /// Like [`Call::run_blocking_once`], but on timeout the work is tracked
@@ -376,14 +385,14 @@ impl<'a, C> Call<'a, Background, C> {
     pub fn run_blocking_once<T, E, F>(
         self,
         f: F,
-    ) -> CallFuture<'a, Detached<BlockingOnce<T, E>>, Background, C>
+    ) -> CallFuture<'a, Detached<BlockingOnce<T, E>>, S, C>
     where
         F: FnOnce() -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: From<LimitError> + Debug + Send + 'static,
     {
         let attempts = self.blocking_once(f);
-        self.future(Detached(attempts), Background)
+        self.future(Detached(attempts), S::default())
     }
 }
 

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use crate::error::LimitError;
 use crate::metrics::OpMetrics;
 use crate::op::Op;
-use crate::timeout::strategy::{Background, CacheFallback, Cancel};
+use crate::timeout::strategy::{Background, CacheFallback, Cancel, Drain};
 
 use super::attempts::Detachable;
 use super::Place;
@@ -47,6 +47,7 @@ mod sealed {
     impl Sealed for super::Cancel {}
     impl Sealed for super::Background {}
     impl Sealed for super::CacheFallback {}
+    impl Sealed for super::Drain {}
 }
 
 /// The `Timeout` error of `op`.
@@ -139,6 +140,51 @@ where
             task_id,
         };
         (Err(moved), None)
+    }
+}
+
+impl<F, T, E> Strategy<Detachable<F>> for Drain
+where
+    F: Future<Output = Result<T, E>> + Send + 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    fn timed_out(
+        &mut self,
+        op: &Op,
+        body: Pin<&mut Detachable<F>>,
+        place: Place,
+        _: Option<u64>,
+        keep: Keep<Detachable<F>>,
+    ) -> (Result<Result<T, E>, LimitError>, Option<Place>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return (Err(timed_out(op)), Some(place)); // nowhere to drain: cancel
+        };
+        let Some(inner) = body.get_mut().0.take() else {
+            return (Err(timed_out(op)), Some(place));
+        };
+        let held = Held {
+            body: Detachable(Some(inner)),
+            place: Some(place),
+            keep,
+        };
+        let core = std::sync::Arc::clone(&op.core);
+        let limit = core.policy().cfg.drain_timeout;
+        OpMetrics::inc(&core.metrics.counters.draining);
+        runtime.spawn(async move {
+            // Dropped at the limit: the place goes as an abandoned body's.
+            let drained = tokio::time::timeout(limit, held).await.is_ok();
+            let c = &core.metrics.counters;
+            OpMetrics::inc(if drained {
+                &c.drained
+            } else {
+                &c.drain_dropped
+            });
+            c.draining
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        });
+        tracing::debug!(op = op.name(), "timed out; draining the body");
+        (Err(timed_out(op)), None)
     }
 }
 

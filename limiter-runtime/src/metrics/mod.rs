@@ -90,6 +90,13 @@ counters! {
         rejected_overloaded,
         /// Timed out and carried on as background tasks.
         moved_to_background,
+        /// Timed out (`strategy = "drain"`) and finished afterwards, holding
+        /// their place; their late results were discarded.
+        drained,
+        /// Timed out (`strategy = "drain"`) and dropped at `drain_timeout`.
+        drain_dropped,
+        /// Timed-out bodies draining now.
+        draining,
         /// Timed out and answered from the fallback cache.
         cache_fallbacks,
         /// Answered from a fresh cached response without running.

@@ -96,6 +96,9 @@ pub struct ResolvedConfig {
     /// Longest wait in the queue.
     #[serde(serialize_with = "ser_duration")]
     pub queue_timeout: Duration,
+    /// Longest a timed-out `drain` body runs on.
+    #[serde(serialize_with = "ser_duration")]
+    pub drain_timeout: Duration,
     /// Overload policy.
     pub overload: OverloadPolicy,
     /// Where the op-wide rate state lives.
@@ -150,6 +153,7 @@ impl OpConfig {
             queue: Some(500),
             queue_per_key: Some(10),
             queue_timeout: Some(Duration::from_secs(30)),
+            drain_timeout: Some(Duration::from_secs(30)),
             overload: Some(OverloadPolicy::DropNewest),
             retry_after: Some(Duration::from_secs(5)),
             retry: RetryConfig {
@@ -239,6 +243,7 @@ impl OpConfig {
             queue: self.queue.unwrap_or(0),
             queue_per_key: self.queue_per_key.unwrap_or(0),
             queue_timeout: required(check.positive("queue_timeout", self.queue_timeout)?),
+            drain_timeout: required(check.positive("drain_timeout", self.drain_timeout)?),
             overload: self.overload.unwrap_or(OverloadPolicy::DropNewest),
             backend,
             degradation: self.degradation.unwrap_or(Degradation::Local),

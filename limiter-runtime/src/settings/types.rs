@@ -96,6 +96,9 @@ pub struct OpConfig {
     pub queue_per_key: Option<u32>,
     /// Longest wait for a place.
     pub queue_timeout: Option<Duration>,
+    /// Longest a timed-out body of a `drain` call may run on, holding its
+    /// place, before it is dropped.
+    pub drain_timeout: Option<Duration>,
     /// What a full queue does to new calls.
     pub overload: Option<OverloadPolicy>,
     /// Retry hint returned with `QueueFull` and `Overloaded`.
@@ -157,6 +160,7 @@ impl OpConfig {
         take!(queue);
         take!(queue_per_key);
         take!(queue_timeout);
+        take!(drain_timeout);
         take!(overload);
         take!(retry_after);
         take!(retry.retries);
