@@ -1229,12 +1229,49 @@ async fn sliding_exact_in_redis_admits_at_most_the_limit_in_any_span() {
     assert!(ttl > 0 && ttl <= 2200, "expires with its window: {ttl}");
 }
 
+/// Serves `/x` behind `layer` over TCP; returns its base URL.
+async fn serve_layer(layer: limiter::http::LimiterLayer) -> String {
+    let app = axum::Router::new()
+        .route("/x", axum::routing::get(|| async { "ok" }))
+        .layer(layer);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    format!("http://{addr}")
+}
+
+/// Sends `n` requests of one client alternating between `bases`; returns
+/// how many were admitted, checking that each refusal names `policy`.
+async fn alternate(bases: &[String], n: usize, policy: &str) -> usize {
+    let client = reqwest::Client::new();
+    let mut admitted = 0;
+    for i in 0..n {
+        let r = client
+            .get(format!("{}/x", bases[i % bases.len()]))
+            .send()
+            .await
+            .unwrap();
+        match r.status().as_u16() {
+            200 => admitted += 1,
+            429 => assert_eq!(r.headers()["ratelimit-policy"], policy),
+            other => panic!("status {other}"),
+        }
+    }
+    admitted
+}
+
 /// Two instances of a service on one Redis, each with its own registry and
 /// `LimiterLayer`: a rule kept in Redis admits one client, alternating
 /// between them, what one instance admits alone.
 #[tokio::test]
 async fn two_instances_share_one_per_client_rule_budget() {
-    use axum::routing::get;
     use limiter::http::{LimiterLayer, Rule};
     use limiter::{Backend, Registry};
 
@@ -1258,35 +1295,9 @@ async fn two_instances_share_one_per_client_rule_budget() {
             )
             .build()
             .unwrap();
-        let app = axum::Router::new()
-            .route("/x", get(|| async { "ok" }))
-            .layer(layer);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .await
-            .unwrap();
-        });
-        bases.push(format!("http://{addr}"));
+        bases.push(serve_layer(layer).await);
     }
-    let client = reqwest::Client::new();
-    let mut admitted = 0;
-    for i in 0..30 {
-        let r = client
-            .get(format!("{}/x", bases[i % 2]))
-            .send()
-            .await
-            .unwrap();
-        match r.status().as_u16() {
-            200 => admitted += 1,
-            429 => assert_eq!(r.headers()["ratelimit-policy"], r#""shared";q=10;w=60"#),
-            other => panic!("status {other}"),
-        }
-    }
+    let admitted = alternate(&bases, 30, r#""shared";q=10;w=60"#).await;
     assert_eq!(admitted, 10, "one budget for both instances");
 }
 
@@ -1296,7 +1307,6 @@ async fn two_instances_share_one_per_client_rule_budget() {
 /// what it admitted and refused.
 #[tokio::test]
 async fn a_rule_moved_to_redis_by_configuration_is_shared() {
-    use axum::routing::get;
     use limiter::config::settings_from_toml;
     use limiter::http::{LimiterLayer, Rule};
     use limiter::Registry;
@@ -1317,36 +1327,10 @@ async fn a_rule_moved_to_redis_by_configuration_is_shared() {
             .build()
             .unwrap();
         assert_eq!(reg.op("visitors").config().backend, limiter::Backend::Redis);
-        let app = axum::Router::new()
-            .route("/x", get(|| async { "ok" }))
-            .layer(layer);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .await
-            .unwrap();
-        });
-        bases.push(format!("http://{addr}"));
+        bases.push(serve_layer(layer).await);
         regs.push(reg);
     }
-    let client = reqwest::Client::new();
-    let mut admitted = 0;
-    for i in 0..24 {
-        let r = client
-            .get(format!("{}/x", bases[i % 2]))
-            .send()
-            .await
-            .unwrap();
-        match r.status().as_u16() {
-            200 => admitted += 1,
-            429 => assert_eq!(r.headers()["ratelimit-policy"], r#""visitors";q=8;w=60"#),
-            other => panic!("status {other}"),
-        }
-    }
+    let admitted = alternate(&bases, 24, r#""visitors";q=8;w=60"#).await;
     assert_eq!(admitted, 8, "one budget for both instances");
     let counted: u64 = regs
         .iter()

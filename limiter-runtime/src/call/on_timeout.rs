@@ -119,15 +119,11 @@ where
         _: Option<u64>,
         keep: Keep<Detachable<F>>,
     ) -> (Result<Result<T, E>, LimitError>, Option<Place>) {
-        let Some(inner) = body.get_mut().0.take() else {
-            return (Err(timed_out(op)), Some(place));
+        let held = match Held::take(body, place, keep) {
+            Ok(held) => held,
+            Err(place) => return (Err(timed_out(op)), Some(place)),
         };
         let core = &op.core;
-        let held = Held {
-            body: Detachable(Some(inner)),
-            place: Some(place),
-            keep,
-        };
         let Some(task_id) = core.shared.tasks.adopt(core.name.clone(), held) else {
             // Shutting down: nothing may start in the background any more
             // (the refused task was dropped: see `Held`'s drop).
@@ -160,13 +156,9 @@ where
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return (Err(timed_out(op)), Some(place)); // nowhere to drain: cancel
         };
-        let Some(inner) = body.get_mut().0.take() else {
-            return (Err(timed_out(op)), Some(place));
-        };
-        let held = Held {
-            body: Detachable(Some(inner)),
-            place: Some(place),
-            keep,
+        let held = match Held::take(body, place, keep) {
+            Ok(held) => held,
+            Err(place) => return (Err(timed_out(op)), Some(place)),
         };
         let core = std::sync::Arc::clone(&op.core);
         let limit = core.policy().cfg.drain_timeout;
@@ -197,6 +189,25 @@ struct Held<F> {
     body: Detachable<F>,
     place: Option<Place>,
     keep: Keep<Detachable<F>>,
+}
+
+impl<F> Held<F> {
+    /// Takes the body out of the call with its place, to go on elsewhere;
+    /// the place back when the body is gone already.
+    fn take(
+        body: Pin<&mut Detachable<F>>,
+        place: Place,
+        keep: Keep<Detachable<F>>,
+    ) -> Result<Self, Place> {
+        match body.get_mut().0.take() {
+            Some(inner) => Ok(Held {
+                body: Detachable(Some(inner)),
+                place: Some(place),
+                keep,
+            }),
+            None => Err(place),
+        }
+    }
 }
 
 impl<F: Future> Future for Held<F> {
