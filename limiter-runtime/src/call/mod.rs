@@ -20,7 +20,7 @@ use crate::keys::LimitKey;
 use crate::metrics::OpMetrics;
 use crate::offload::Handoff;
 pub use crate::op::Place;
-use crate::op::{Op, Permit};
+use crate::op::{Op, OpCore, Permit};
 pub use crate::timeout::strategy;
 
 pub use attempts::{
@@ -182,7 +182,7 @@ impl<'a, S, C> Call<'a, S, C> {
 
     /// Waits for a place under every limit and returns it as a guard.
     pub async fn acquire(self) -> Result<Permit, LimitError> {
-        self.acquire_owned().await
+        permit(&self.op.core, self.key, self.shared_key, self.priority).await
     }
 
     /// [`acquire`](Self::acquire) as a future that owns what it needs
@@ -192,12 +192,7 @@ impl<'a, S, C> Call<'a, S, C> {
     ) -> impl Future<Output = Result<Permit, LimitError>> + Send + 'static {
         let core = Arc::clone(&self.op.core);
         let (key, shared_key, priority) = (self.key, self.shared_key, self.priority);
-        async move {
-            let admitted = core
-                .admit(Arc::clone(&core.bulkhead), key, shared_key, priority)
-                .await?;
-            Ok(Permit::new(Arc::clone(&core), admitted))
-        }
+        async move { permit(&core, key, shared_key, priority).await }
     }
 
     /// The future of this call running the bodies `attempts` makes.
@@ -241,6 +236,19 @@ impl<'a, S, C> Call<'a, S, C> {
     {
         Offloaded(Once(Some(self.offloader().start(f))))
     }
+}
+
+/// A place under every limit of `core`, as a guard.
+async fn permit(
+    core: &Arc<OpCore>,
+    key: Option<u64>,
+    shared_key: Option<u64>,
+    priority: i64,
+) -> Result<Permit, LimitError> {
+    let admitted = core
+        .admit(Arc::clone(&core.bulkhead), key, shared_key, priority)
+        .await?;
+    Ok(Permit::new(Arc::clone(core), admitted))
 }
 
 /// The offload pool of one op.
