@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion};
 use limiter::config::RateSpec;
-use limiter::redis::{RedisBackend, RedisConfig};
+use limiter::redis::{RedisBackend, RedisConfig, Take};
 use limiter::spec::parse_rates;
 use limiter::{Algorithm, LimitError, OpConfig, Registry};
 
@@ -56,7 +56,7 @@ fn latency(c: &mut Criterion) {
         g.bench_function(name, |bench| {
             bench
                 .to_async(&rt)
-                .iter(|| async { b.check("bench", None, &s).await.unwrap() })
+                .iter(|| async { b.check("bench", None, &s, Take::Tokens(1)).await.unwrap() })
         });
     }
     g.finish();
@@ -84,14 +84,16 @@ fn throughput(tasks: usize, span: Duration) -> f64 {
     let s = Arc::new(spec(Algorithm::TokenBucket));
     let done = Arc::new(AtomicU64::new(0));
     rt.block_on(async {
-        b.check("warm", None, &s).await.unwrap();
+        b.check("warm", None, &s, Take::Tokens(1)).await.unwrap();
         let start = Instant::now();
         let mut handles = Vec::new();
         for _ in 0..tasks {
             let (b, s, done) = (Arc::clone(&b), Arc::clone(&s), Arc::clone(&done));
             handles.push(tokio::spawn(async move {
                 while start.elapsed() < span {
-                    b.check("throughput", None, &s).await.unwrap();
+                    b.check("throughput", None, &s, Take::Tokens(1))
+                        .await
+                        .unwrap();
                     done.fetch_add(1, Ordering::Relaxed);
                 }
             }));

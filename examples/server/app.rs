@@ -312,6 +312,93 @@ async fn get_task(Path(id): Path<u64>) -> Result<Json<limiter::TaskInfo>, AppErr
         .ok_or_else(|| AppError::NotFound(format!("no task {id}")))
 }
 
+// ---- batches and answers priced by their size ---------------------------
+
+/// Embeds a batch of texts: each item takes one token from the client's
+/// budget (`cost = items.len()`), so a batch of 20 takes 20, not 1. The
+/// budget is 600 a minute, 100 of which may be spent at once: a batch
+/// larger than 100 is admitted only from a full budget and the next calls
+/// wait out the rest; one larger than a minute's 600 is refused with 413;
+/// one larger than what is left waits for it (429 with `retry-after`).
+#[limit_blocking(
+    op = "batch",
+    key = client,
+    rate = "600/min",
+    burst = 100,
+    cost = items.len(),
+    timeout = "2s"
+)]
+async fn embed_batch(client: String, items: Vec<String>) -> Result<Vec<Embedding>, AppError> {
+    tokio::time::sleep(Duration::from_millis(5 + 2 * items.len() as u64)).await;
+    let _ = client;
+    Ok(items
+        .into_iter()
+        .map(|text| Embedding {
+            dims: 8,
+            norm: (text.len() as f64).sqrt(),
+            text,
+        })
+        .collect())
+}
+
+/// One embedded text.
+#[derive(Debug, Clone, Serialize)]
+pub struct Embedding {
+    text: String,
+    dims: u32,
+    norm: f64,
+}
+
+/// `POST /api/batch` with a JSON array of texts.
+async fn post_batch(
+    Extension(client): Extension<Client>,
+    Json(items): Json<Vec<String>>,
+) -> Result<Json<Vec<Embedding>>, AppError> {
+    Ok(Json(embed_batch(client.id, items).await?))
+}
+
+/// A generated answer and what it used.
+#[derive(Debug, Clone, Serialize)]
+pub struct Answer {
+    text: String,
+    tokens: u32,
+}
+
+/// Prompt query.
+#[derive(Debug, Deserialize)]
+pub struct PromptQuery {
+    prompt: String,
+}
+
+/// `GET /api/complete?prompt=…`: an LLM-like answer whose size is known
+/// only once it is written. The call takes 1 from the client's budget of
+/// 2 000 tokens a minute and is charged the answer's tokens afterwards
+/// (`Call::charge`): a client that used more than its budget owes it, and
+/// its next calls wait until the debt is paid.
+async fn get_complete(
+    Extension(client): Extension<Client>,
+    Query(q): Query<PromptQuery>,
+) -> Result<Json<Answer>, AppError> {
+    let answer = registry()
+        .op("llm")
+        .call()
+        .key(&client.id)
+        .charge(|a: &Answer| a.tokens)
+        .run(|| {
+            let prompt = q.prompt.clone();
+            async move {
+                let tokens = 20 + (prompt.len() as u32 * 7 + (next() % 200) as u32);
+                tokio::time::sleep(Duration::from_millis(u64::from(tokens) / 4)).await;
+                Ok::<_, AppError>(Answer {
+                    text: format!("an answer to {prompt:?} in {tokens} tokens"),
+                    tokens,
+                })
+            }
+        })
+        .await?;
+    Ok(Json(answer))
+}
+
 // ---- search: coalesced and cached ---------------------------------------
 
 /// Search query.
@@ -495,6 +582,16 @@ pub fn app(opts: &Options) -> Result<Router, Box<dyn std::error::Error>> {
         sample_interval: opts.sample_interval,
         ..monitor.config()
     })?;
+    // The LLM-like route's budget: 2 000 tokens a minute per client, which
+    // may be spent at once; answers are charged after they are written.
+    registry().configure(
+        "llm",
+        limiter::OpConfig {
+            burst: Some(2000),
+            timeout: Some(Duration::from_secs(2)),
+            ..limiter::OpConfig::default().with_rate_per_key("2000/min")?
+        },
+    )?;
     let layer = LimiterLayer::builder()
         // Shadow mode: see what a 50/s limit on search would refuse.
         .rule(
@@ -553,6 +650,8 @@ pub fn app(opts: &Options) -> Result<Router, Box<dyn std::error::Error>> {
         .route("/api/tasks/{id}", get(get_task))
         .route("/api/search", get(get_search))
         .route("/api/speech/{words}", get(get_speech))
+        .route("/api/batch", post(post_batch))
+        .route("/api/complete", get(get_complete))
         .route(
             "/",
             get(|| async { "limiter example: see /monitoring/dashboard\n" }),

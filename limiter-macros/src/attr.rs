@@ -50,6 +50,51 @@ type Name = Option<IdentArg>;
 type FnPath = Option<PathArg>;
 /// `breaker`, `breaker = true` or `breaker(...)`, with its span.
 type Breaker = Option<SpannedValue<BreakerArg>>;
+/// An optional expression argument: `cost = items.len()`.
+type Cost = Option<CostArg>;
+
+/// `cost = expr`: what one call takes from the rate limits, an unsigned
+/// integer expression over the parameters (its type is checked where the
+/// expansion passes it to `Call::cost`). Literals are checked here.
+#[derive(Debug, Clone)]
+pub(crate) struct CostArg(pub(crate) Expr);
+
+impl FromMeta for CostArg {
+    fn from_expr(expr: &Expr) -> darling::Result<Self> {
+        let wrong = |what: &str| {
+            Err(Error::custom(format!(
+                "`cost` takes an unsigned integer expression, not {what}; e.g. `cost = items.len()` or `cost = 5`"
+            ))
+            .with_span(expr))
+        };
+        match expr {
+            Expr::Lit(syn::ExprLit { lit, .. }) => match lit {
+                syn::Lit::Int(i) if i.base10_digits().starts_with('-') => wrong("a negative number"),
+                syn::Lit::Int(i) => match i.base10_parse::<u32>() {
+                    Ok(0) => Err(Error::custom(
+                        "`cost = 0` takes nothing from the rate limit; remove it, or compute the cost from the parameters",
+                    )
+                    .with_span(expr)),
+                    Ok(_) => Ok(CostArg(expr.clone())),
+                    Err(_) => Err(Error::custom(format!(
+                        "`cost = {i}` is more than a rate window can hold (at most {})",
+                        u32::MAX
+                    ))
+                    .with_span(expr)),
+                },
+                syn::Lit::Str(_) => wrong("a string (write the expression without quotes)"),
+                syn::Lit::Float(_) => wrong("a float"),
+                syn::Lit::Bool(_) => wrong("a bool"),
+                _ => wrong("this literal"),
+            },
+            Expr::Unary(syn::ExprUnary {
+                op: syn::UnOp::Neg(_),
+                ..
+            }) => wrong("a negative number"),
+            _ => Ok(CostArg(expr.clone())),
+        }
+    }
+}
 
 /// An identifier argument: `key = user_id`, `kind = database`.
 #[derive(Debug, Clone)]
@@ -163,6 +208,7 @@ arguments! {
         rate: Text,
         burst: Count,
         algorithm: Text,
+        cost: Cost,
         key: Name,
         max_concurrent: Count,
         max_concurrent_per_key: Count,
@@ -338,7 +384,7 @@ mod tests {
         accepts::<LimitArgs>(ARGUMENTS, "\"x\"");
         accepts::<TaskArgs>(TASK_ARGUMENTS, "\"x\"");
         accepts::<BreakerFields>(BREAKER_FIELDS, "\"x\"");
-        assert_eq!(ARGUMENTS.len(), 24);
+        assert_eq!(ARGUMENTS.len(), 25);
         assert_eq!(ARGUMENTS.last(), Some(&"crate"));
         assert_eq!(ROUTE_ARGUMENTS, ["level", "name", "cache_ttl"]);
         assert_eq!(TASK_ARGUMENTS.last(), Some(&"crate"));

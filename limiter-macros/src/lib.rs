@@ -92,6 +92,7 @@ use proc_macro::TokenStream;
 /// | `timeout = "10s"` | deadline of one attempt |
 /// | `strategy = "cancel"` | on timeout: `cancel`, `background` (owned arguments only), `drain` (answer `Timeout`, let the body finish holding its place for at most the op's `drain_timeout`; owned arguments only), `cache_fallback` (the value must be `Clone`) |
 /// | `rate = "100/s"`, `burst`, `algorithm` | rate limit (per key when `key` is given) |
+/// | `cost = expr` | what one call takes from the rate limits: an unsigned integer expression over the parameters (`items.len()`), evaluated before the body runs (default 1); a cost no window holds is refused with `CostExceedsLimit` |
 /// | `key = param` | a parameter (`Hash`) keying per-key limits |
 /// | `max_concurrent`, `max_concurrent_per_key`, `queue`, `queue_timeout`, `overload` | bulkhead |
 /// | `priority = param` | an integer parameter ordering waiters, higher first |

@@ -167,6 +167,8 @@ pub(crate) struct LimitSpec {
     pub(crate) key: Option<Ident>,
     /// An integer parameter ordering waiters.
     pub(crate) priority: Option<Ident>,
+    /// `cost = expr`: what one call takes from the rate limits.
+    pub(crate) cost: Option<syn::Expr>,
     /// The body runs once per attempt, on clones of the arguments.
     pub(crate) retries: bool,
     pub(crate) fallback: Fallback,
@@ -194,6 +196,7 @@ impl LimitSpec {
             strategy: TimeoutStrategy::Cancel,
             key: None,
             priority: None,
+            cost: None,
             retries: false,
             fallback: if keeps_output {
                 Fallback::Recovery

@@ -26,14 +26,16 @@ pub trait SharedState: Send + Sync + Debug + 'static {
     /// The name of `key` in the store: the same in every instance.
     fn key_name(&self, key: &dyn LimitKey) -> u64;
 
-    /// Takes one call from every window of `spec` for `op` (and `key`, a
-    /// name from [`key_name`](Self::key_name)), or says how long until
-    /// every window would admit it.
+    /// Takes `take` from every window of `spec` for `op` (and `key`, a
+    /// name from [`key_name`](Self::key_name)): the tokens of one call
+    /// (or says how long until every window would admit it), or a charge
+    /// after the fact, taken whatever is left (always `Admitted`).
     fn check<'a>(
         &'a self,
         op: &'a str,
         key: Option<u64>,
         spec: &'a RateSpec,
+        take: Take,
     ) -> StoreFuture<'a, Check>;
 
     /// Asks the breaker of `op` for a place: `Ok(Err(wait))` while it is
@@ -97,6 +99,31 @@ pub enum BackendError {
     /// Redis failed recently; it is left alone until the pause ends.
     #[error("redis is paused after repeated failures")]
     Paused,
+}
+
+/// What a shared rate check takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    /// A call of this cost (1 for a plain call): admitted when every
+    /// window has that many left, else refused.
+    Tokens(u32),
+    /// A charge after the fact: taken whatever is left, so a window may
+    /// go into debt and refuse until it is paid back.
+    Charge(u32),
+}
+
+impl Take {
+    /// How many tokens it takes.
+    pub fn tokens(self) -> u32 {
+        match self {
+            Take::Tokens(n) | Take::Charge(n) => n,
+        }
+    }
+
+    /// Whether it is taken whatever is left.
+    pub fn forced(self) -> bool {
+        matches!(self, Take::Charge(_))
+    }
 }
 
 /// What a shared rate check decided.

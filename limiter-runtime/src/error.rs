@@ -149,6 +149,21 @@ pub enum LimitError {
         /// Id of the background task, see [`crate::TaskManager::get`].
         task_id: u64,
     },
+    /// The call costs more than a window of the rate limit can ever hold
+    /// (a batch of 500 under `"100/min"`): it is never admitted, whatever
+    /// the wait. Split the work, or raise the limit (or its burst).
+    #[error(
+        "op `{op}`: a call of cost {cost} can never be admitted: the limit holds {} per window",
+        quota.limit
+    )]
+    CostExceedsLimit {
+        /// Operation name.
+        op: Arc<str>,
+        /// What the call would take.
+        cost: u64,
+        /// The window it does not fit in.
+        quota: Quota,
+    },
     /// The service sheds load as a whole: the key table is full of busy keys,
     /// the background manager is shutting down, or limits refuse new work.
     #[error("op `{op}`: overloaded, retry after {}", wait(retry_after))]
@@ -170,6 +185,7 @@ impl LimitError {
             | LimitError::CircuitOpen { op, .. }
             | LimitError::Timeout { op }
             | LimitError::MovedToBackground { op, .. }
+            | LimitError::CostExceedsLimit { op, .. }
             | LimitError::Overloaded { op, .. } => op,
         }
     }
@@ -183,17 +199,18 @@ impl LimitError {
             | LimitError::Overloaded { retry_after, .. } => Some(*retry_after),
             LimitError::QueueTimeout { .. }
             | LimitError::Timeout { .. }
+            | LimitError::CostExceedsLimit { .. }
             | LimitError::MovedToBackground { .. } => None,
         }
     }
 
     /// The quota that refused the call, for the variants that have one
-    /// (`RateLimited`, `QueueFull`).
+    /// (`RateLimited`, `QueueFull`, `CostExceedsLimit`).
     pub fn quota(&self) -> Option<Quota> {
         match self {
-            LimitError::RateLimited { quota, .. } | LimitError::QueueFull { quota, .. } => {
-                Some(*quota)
-            }
+            LimitError::RateLimited { quota, .. }
+            | LimitError::QueueFull { quota, .. }
+            | LimitError::CostExceedsLimit { quota, .. } => Some(*quota),
             _ => None,
         }
     }
@@ -208,6 +225,7 @@ impl LimitError {
             LimitError::CircuitOpen { .. } => "circuit_open",
             LimitError::Timeout { .. } => "timeout",
             LimitError::MovedToBackground { .. } => "moved_to_background",
+            LimitError::CostExceedsLimit { .. } => "cost_exceeds_limit",
             LimitError::Overloaded { .. } => "overloaded",
         }
     }

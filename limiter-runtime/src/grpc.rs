@@ -22,7 +22,9 @@ use crate::op_layer::{AsResponse, NoKey, OpLayer};
 impl From<LimitError> for Status {
     fn from(e: LimitError) -> Self {
         let code = match &e {
+            // As gRPC itself answers a message over its size limit.
             LimitError::RateLimited { .. }
+            | LimitError::CostExceedsLimit { .. }
             | LimitError::QueueFull {
                 scope: QueueScope::Key,
                 ..

@@ -45,6 +45,7 @@ pub mod call;
 mod client_id;
 mod clock;
 mod coalesce;
+mod cost;
 mod health;
 mod load;
 mod settings;
@@ -93,12 +94,13 @@ pub use background::{
 };
 pub use breaker::{BreakerSnapshot, BreakerState};
 pub use bulkhead::BulkheadSnapshot;
-pub use call::{strategy, Call, CallFuture};
+pub use call::{strategy, AnyError, Call, CallFuture, Charged, Classify, FailureFn};
 pub use clock::{ClockSource, ManualClock};
 pub use config::{
     Algorithm, Backend, Backoff, BreakerConfig, Degradation, OpConfig, OpKind, OverloadPolicy,
     ResolvedConfig, RetryConfig, Settings, TimeoutStrategy,
 };
+pub use cost::IntoCost;
 pub use error::{ConfigError, LimitError, QueueScope, Quota, QuotaUnit};
 pub use health::{Health, HealthReason};
 pub use keys::{KeySeed, LimitKey};

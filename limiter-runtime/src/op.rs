@@ -3,6 +3,7 @@
 
 mod admission;
 mod blocking;
+mod charge;
 mod permit;
 mod remote;
 #[cfg(feature = "axum")]
@@ -504,7 +505,7 @@ impl Op {
         let Some(keyed) = &policy.rate_per_key else {
             return Ok(());
         };
-        let err = match keyed.try_acquire(hash, now) {
+        let err = match keyed.try_acquire(hash, now, 1) {
             KeyedOutcome::Admitted => return Ok(()),
             KeyedOutcome::Limited(refusal) => LimitError::RateLimited {
                 op: core.name.clone(),
@@ -517,6 +518,60 @@ impl Op {
             },
         };
         Err(core.reject(err))
+    }
+
+    /// Calls the in-process rate limit would admit now: `key`'s (`None`
+    /// when the op has no per-key rate, or the key is not tracked: it
+    /// has its whole budget), or with no key the op-wide rate's (`None`
+    /// when the op has none). For an op kept in Redis this is the limiter
+    /// its `degradation = "local"` falls back to.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use limiter_runtime::{OpConfig, Registry};
+    /// let reg = Registry::new();
+    /// reg.configure("send", OpConfig::default().with_rate_per_key("5/s")?)?;
+    /// let op = reg.op("send");
+    /// op.check_key(&"alice")?;
+    /// assert_eq!(op.available(Some(&"alice")), Some(4));
+    /// assert_eq!(op.available(Some(&"bob")), None);
+    /// # Ok(()) }
+    /// ```
+    pub fn available(&self, key: Option<&dyn LimitKey>) -> Option<u64> {
+        let core = &*self.core;
+        let now = core.clock.now_ns();
+        let policy = core.policy();
+        match key {
+            Some(key) => {
+                let hash = core.shared.hasher.hash(key);
+                policy.rate_per_key.as_ref()?.available(hash, now)
+            }
+            None => policy.rate.as_ref().map(|r| r.available(now)),
+        }
+    }
+
+    /// Charges `n` calls to the op-wide rate and to `key`'s rate after the
+    /// fact, whatever is left: for work whose size was known only once it
+    /// ran, when the call was not made through [`Call::charge`](crate::Call::charge)
+    /// (a stream's total, a job finished elsewhere). A key charged past
+    /// its budget is refused until the debt is paid back. For an op kept
+    /// in Redis the charge is sent off the caller's path.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use limiter_runtime::{OpConfig, Registry};
+    /// let reg = Registry::new();
+    /// reg.configure("llm", OpConfig::default().with_rate_per_key("100/min")?)?;
+    /// let op = reg.op("llm");
+    /// op.charge(Some(&"alice"), 150u32);
+    /// assert!(op.check_key(&"alice").is_err(), "alice owes 50 tokens");
+    /// # Ok(()) }
+    /// ```
+    pub fn charge(&self, key: Option<&dyn LimitKey>, n: impl crate::cost::IntoCost) {
+        let core = &self.core;
+        let hash = key.map(|k| core.shared.hasher.hash(k));
+        let shared_key = key.and_then(|k| core.shared_key_name(k));
+        core.charge(hash, shared_key, n.into_cost());
     }
 
     /// Forgets the per-key state of `key`: its rate limit state, and its

@@ -42,6 +42,7 @@ pub(crate) fn delay_after_limit(
 ) -> Option<Duration> {
     match err {
         LimitError::MovedToBackground { .. }
+        | LimitError::CostExceedsLimit { .. }
         | LimitError::Overloaded { .. }
         | LimitError::QueueFull { .. }
         | LimitError::QueueTimeout { .. } => None,

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use limiter::config::RateSpec;
-use limiter::redis::{BackendError, Check, RedisBackend, RedisConfig};
+use limiter::redis::{BackendError, Check, RedisBackend, RedisConfig, Take};
 use limiter::spec::parse_rates;
 use limiter::Algorithm;
 
@@ -48,7 +48,7 @@ fn spec(rates: &str, burst: Option<u32>, algorithm: Algorithm) -> RateSpec {
 async fn admitted(b: &RedisBackend, op: &str, key: Option<u64>, s: &RateSpec, n: usize) -> usize {
     let mut ok = 0;
     for _ in 0..n {
-        if let Check::Admitted { .. } = b.check(op, key, s).await.unwrap() {
+        if let Check::Admitted { .. } = b.check(op, key, s, Take::Tokens(1)).await.unwrap() {
             ok += 1;
         }
     }
@@ -72,12 +72,13 @@ async fn two_instances_share_one_gcra_limit_exactly() {
     let mut ok = 0;
     for i in 0..40 {
         let inst = if i % 2 == 0 { &a } else { &b };
-        if let Check::Admitted { .. } = inst.check("api", None, &s).await.unwrap() {
+        if let Check::Admitted { .. } = inst.check("api", None, &s, Take::Tokens(1)).await.unwrap()
+        {
             ok += 1;
         }
     }
     assert_eq!(ok, 5, "the two instances together admit what one would");
-    match a.check("api", None, &s).await.unwrap() {
+    match a.check("api", None, &s, Take::Tokens(1)).await.unwrap() {
         Check::Limited { wait, window } => {
             assert_eq!(window, 0);
             assert!(
@@ -95,7 +96,8 @@ async fn two_instances_share_one_gcra_limit_exactly() {
     let mut i = 0;
     while start.elapsed() < Duration::from_millis(600) {
         let inst = if i % 2 == 0 { &a } else { &b };
-        if let Check::Admitted { .. } = inst.check("fast", None, &s).await.unwrap() {
+        if let Check::Admitted { .. } = inst.check("fast", None, &s, Take::Tokens(1)).await.unwrap()
+        {
             ok += 1;
         }
         i += 1;
@@ -130,7 +132,7 @@ async fn several_windows_all_must_admit() {
     // Plenty per second, 4 per minute.
     let s = spec("100/s, 4/min", Some(100), Algorithm::TokenBucket);
     assert_eq!(admitted(&b, "op", None, &s, 10).await, 4);
-    match b.check("op", None, &s).await.unwrap() {
+    match b.check("op", None, &s, Take::Tokens(1)).await.unwrap() {
         Check::Limited { window, .. } => assert_eq!(window, 1, "the minute window refused"),
         other => panic!("{other:?}"),
     }
@@ -147,7 +149,7 @@ async fn sliding_window_counts_the_previous_window_by_overlap() {
     let _ = secs;
     tokio::time::sleep(Duration::from_micros(1_000_000 - micros + 20_000)).await;
     assert_eq!(admitted(&b, "op", None, &s, 15).await, 10);
-    match b.check("op", None, &s).await.unwrap() {
+    match b.check("op", None, &s, Take::Tokens(1)).await.unwrap() {
         // Past the window's end, until the 10 of this window weigh 9.
         Check::Limited { wait, .. } => assert!(
             wait > Duration::from_millis(1_000) && wait <= Duration::from_millis(1_100),
@@ -170,7 +172,7 @@ async fn keys_carry_expiry_and_disappear_when_idle() {
     let p = prefix("expiry");
     let b = backend(&p, URL);
     let s = spec("10/s", Some(1), Algorithm::TokenBucket);
-    b.check("op", None, &s).await.unwrap();
+    b.check("op", None, &s, Take::Tokens(1)).await.unwrap();
     let key = format!("{{{p}:op}}:g0");
     let mut con = raw(URL).await;
     let ttl: i64 = redis::cmd("PTTL")
@@ -188,7 +190,7 @@ async fn keys_carry_expiry_and_disappear_when_idle() {
     assert_eq!(exists, 0, "an idle key expires");
 
     let s = spec("10/1s", None, Algorithm::SlidingWindow);
-    b.check("op", None, &s).await.unwrap();
+    b.check("op", None, &s, Take::Tokens(1)).await.unwrap();
     let ttl: i64 = redis::cmd("PTTL")
         .arg(format!("{{{p}:op}}:s0"))
         .query_async(&mut con)
@@ -203,7 +205,7 @@ async fn scripts_are_reloaded_after_a_script_flush() {
     let b = backend(&p, URL);
     let s = spec("100/s", None, Algorithm::TokenBucket);
     assert!(matches!(
-        b.check("op", None, &s).await,
+        b.check("op", None, &s, Take::Tokens(1)).await,
         Ok(Check::Admitted { .. })
     ));
     let mut con = raw(URL).await;
@@ -213,7 +215,7 @@ async fn scripts_are_reloaded_after_a_script_flush() {
         .await
         .unwrap();
     assert!(matches!(
-        b.check("op", None, &s).await,
+        b.check("op", None, &s, Take::Tokens(1)).await,
         Ok(Check::Admitted { .. })
     ));
     assert_eq!(b.stats().errors, 0);
@@ -287,7 +289,7 @@ async fn a_dead_or_stalled_redis_costs_at_most_the_timeout_and_recovers_by_itsel
     .unwrap();
     let s = spec("1000/s", None, Algorithm::TokenBucket);
     assert!(matches!(
-        b.check("op", None, &s).await,
+        b.check("op", None, &s, Take::Tokens(1)).await,
         Ok(Check::Admitted { .. })
     ));
 
@@ -301,7 +303,7 @@ async fn a_dead_or_stalled_redis_costs_at_most_the_timeout_and_recovers_by_itsel
         .await
         .unwrap();
     let t = Instant::now();
-    let err = b.check("op", None, &s).await.unwrap_err();
+    let err = b.check("op", None, &s, Take::Tokens(1)).await.unwrap_err();
     assert_eq!(err, BackendError::Timeout(Duration::from_millis(50)));
     assert!(
         t.elapsed() < Duration::from_millis(150),
@@ -310,7 +312,7 @@ async fn a_dead_or_stalled_redis_costs_at_most_the_timeout_and_recovers_by_itsel
     );
     tokio::time::sleep(Duration::from_millis(450)).await;
     assert!(matches!(
-        b.check("op", None, &s).await,
+        b.check("op", None, &s, Take::Tokens(1)).await,
         Ok(Check::Admitted { .. })
     ));
 
@@ -318,7 +320,7 @@ async fn a_dead_or_stalled_redis_costs_at_most_the_timeout_and_recovers_by_itsel
     server.stop();
     for _ in 0..3 {
         let t = Instant::now();
-        assert!(b.check("op", None, &s).await.is_err());
+        assert!(b.check("op", None, &s, Take::Tokens(1)).await.is_err());
         assert!(
             t.elapsed() < Duration::from_millis(150),
             "{:?}",
@@ -327,7 +329,7 @@ async fn a_dead_or_stalled_redis_costs_at_most_the_timeout_and_recovers_by_itsel
     }
     let t = Instant::now();
     assert_eq!(
-        b.check("op", None, &s).await.unwrap_err(),
+        b.check("op", None, &s, Take::Tokens(1)).await.unwrap_err(),
         BackendError::Paused
     );
     assert!(
@@ -341,7 +343,7 @@ async fn a_dead_or_stalled_redis_costs_at_most_the_timeout_and_recovers_by_itsel
     let _server = Server::start(port);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Ok(Check::Admitted { .. }) = b.check("op", None, &s).await {
+        if let Ok(Check::Admitted { .. }) = b.check("op", None, &s, Take::Tokens(1)).await {
             break;
         }
         assert!(
@@ -372,21 +374,21 @@ async fn a_restarted_redis_is_used_again_within_a_second() {
     .unwrap();
     let s = spec("1000/s", None, Algorithm::TokenBucket);
     assert!(matches!(
-        b.check("op", None, &s).await,
+        b.check("op", None, &s, Take::Tokens(1)).await,
         Ok(Check::Admitted { .. })
     ));
     server.stop();
     // Three seconds of calls against a dead Redis.
     let down_until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < down_until {
-        assert!(b.check("op", None, &s).await.is_err());
+        assert!(b.check("op", None, &s, Take::Tokens(1)).await.is_err());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(b.stats().paused);
     let _server = Server::start(port);
     let up = Instant::now();
     loop {
-        if let Ok(Check::Admitted { .. }) = b.check("op", None, &s).await {
+        if let Ok(Check::Admitted { .. }) = b.check("op", None, &s, Take::Tokens(1)).await {
             break;
         }
         assert!(
@@ -1046,7 +1048,9 @@ mod cluster {
         for i in 0..20 {
             let inst = if i % 2 == 0 { &a } else { &b };
             for op in ["alpha", "beta", "gamma"] {
-                if let Check::Admitted { .. } = inst.check(op, None, &s).await.unwrap() {
+                if let Check::Admitted { .. } =
+                    inst.check(op, None, &s, Take::Tokens(1)).await.unwrap()
+                {
                     ok += 1;
                 }
             }
@@ -1177,7 +1181,11 @@ async fn sliding_exact_in_redis_admits_at_most_the_limit_in_any_span() {
     while start.elapsed() < Duration::from_millis(2600) {
         let inst = if times.len() % 2 == 0 { &a } else { &b };
         let at = start.elapsed();
-        match inst.check("api", Some(7), &s).await.unwrap() {
+        match inst
+            .check("api", Some(7), &s, Take::Tokens(1))
+            .await
+            .unwrap()
+        {
             Check::Admitted { remaining } => {
                 assert!(remaining < 6, "remaining {remaining}");
                 times.push(at);
@@ -1337,4 +1345,154 @@ async fn a_rule_moved_to_redis_by_configuration_is_shared() {
         .map(|r| r.op("visitors").snapshot().counters.rejected_rate_limited)
         .sum();
     assert_eq!(counted, 16, "the rule's ops count their refusals");
+}
+
+/// Costs and charges kept in Redis: every script takes `n`, a charge is
+/// taken whatever is left, and the debt delays the key's next calls.
+mod costs {
+    use super::*;
+    use limiter::{Backend, Degradation, LimitError, OpConfig, Registry};
+
+    const ALGORITHMS: [(Algorithm, Option<u32>); 4] = [
+        (Algorithm::TokenBucket, Some(100)),
+        (Algorithm::FixedWindow, None),
+        (Algorithm::SlidingWindow, None),
+        (Algorithm::SlidingExact, None),
+    ];
+
+    async fn take(b: &RedisBackend, s: &RateSpec, take: Take) -> Check {
+        b.check("batch", Some(7), s, take).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_20_under_100_a_minute_leaves_80_in_every_script() {
+        for (algorithm, burst) in ALGORITHMS {
+            let b = backend(&prefix("cost"), URL);
+            let s = spec("100/min", burst, algorithm);
+            match take(&b, &s, Take::Tokens(20)).await {
+                Check::Admitted { remaining } => assert_eq!(remaining, 80, "{algorithm:?}"),
+                other => panic!("{algorithm:?}: {other:?}"),
+            }
+            assert!(
+                matches!(take(&b, &s, Take::Tokens(81)).await, Check::Limited { .. }),
+                "{algorithm:?}: 81 of 80"
+            );
+            let mut ok = 0;
+            for _ in 0..81 {
+                ok += u32::from(matches!(
+                    take(&b, &s, Take::Tokens(1)).await,
+                    Check::Admitted { .. }
+                ));
+            }
+            assert_eq!(ok, 80, "{algorithm:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_charge_goes_into_debt_and_the_wait_covers_it() {
+        for (algorithm, burst) in ALGORITHMS {
+            let b = backend(&prefix("charge"), URL);
+            let s = spec("100/min", burst, algorithm);
+            assert!(matches!(
+                take(&b, &s, Take::Tokens(1)).await,
+                Check::Admitted { .. }
+            ));
+            // Forced past the limit: admitted, nothing left.
+            assert_eq!(
+                take(&b, &s, Take::Charge(500)).await,
+                Check::Admitted { remaining: 0 },
+                "{algorithm:?}"
+            );
+            let Check::Limited { wait, .. } = take(&b, &s, Take::Tokens(1)).await else {
+                panic!("{algorithm:?}: a key in debt admitted");
+            };
+            // 401 tokens past the minute's 100 are paid at 100 a minute:
+            // at least 4 more minutes for every algorithm (the token bucket
+            // and the windows pay the same rate).
+            assert!(
+                wait >= Duration::from_secs(230) && wait <= Duration::from_secs(361),
+                "{algorithm:?}: {wait:?}"
+            );
+        }
+    }
+
+    fn shared(reg: &Registry, p: &str) -> limiter::Op {
+        reg.set_redis(RedisConfig {
+            prefix: p.to_owned(),
+            ..RedisConfig::new(URL)
+        })
+        .unwrap();
+        let cfg = OpConfig {
+            backend: Some(Backend::Redis),
+            degradation: Some(Degradation::FailClosed),
+            ..OpConfig::default()
+        }
+        .with_rate_per_key("100/min")
+        .unwrap();
+        reg.configure("llm", cfg).unwrap();
+        reg.op("llm")
+    }
+
+    async fn call(op: &limiter::Op, cost: u32) -> Result<(), LimitError> {
+        op.call()
+            .key(&"alice")
+            .cost(cost)
+            .run(|| async { Ok::<_, LimitError>(()) })
+            .await
+    }
+
+    #[tokio::test]
+    async fn ops_kept_in_redis_take_costs_and_charges_across_instances() {
+        let p = prefix("op-cost");
+        let (a, b) = (Registry::new(), Registry::new());
+        let (op_a, op_b) = (shared(&a, &p), shared(&b, &p));
+        // The default burst of "100/min" is 2: a batch of 20 needs the
+        // whole bucket, and one no window holds is refused outright, even
+        // from a full bucket.
+        assert!(matches!(
+            call(&op_a, 101).await,
+            Err(LimitError::CostExceedsLimit { cost: 101, .. })
+        ));
+        call(&op_a, 20).await.unwrap();
+        assert!(matches!(
+            call(&op_b, 1).await,
+            Err(LimitError::RateLimited { .. })
+        ));
+        assert!(matches!(
+            call(&op_b, 101).await,
+            Err(LimitError::CostExceedsLimit { cost: 101, .. })
+        ));
+        // A charge made on one instance delays the key on the other.
+        let c = op_b
+            .call()
+            .key(&"bob")
+            .charge(|tokens: &u32| *tokens)
+            .run(|| async { Ok::<u32, LimitError>(500) })
+            .await
+            .unwrap();
+        assert_eq!(c, 500);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let wait = loop {
+            let r = op_a
+                .call()
+                .key(&"bob")
+                .run(|| async { Ok::<_, LimitError>(()) })
+                .await;
+            match r {
+                Err(LimitError::RateLimited { retry_after, .. }) => break retry_after,
+                Ok(()) if Instant::now() < deadline => {
+                    // The charge is sent off the caller's path: give it a
+                    // moment, and take the admitted call back out of the
+                    // reckoning below by allowing for it.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => panic!("the charge never reached Redis: {other:?}"),
+            }
+        };
+        // 500 tokens of 0.6 s.
+        assert!(
+            wait >= Duration::from_secs(295) && wait <= Duration::from_secs(302),
+            "{wait:?}"
+        );
+    }
 }

@@ -8,6 +8,7 @@ mod breaker;
 mod bulkhead;
 mod coalesce;
 mod config;
+mod cost;
 mod drop_order;
 mod keys;
 mod metrics;

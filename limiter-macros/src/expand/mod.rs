@@ -210,6 +210,11 @@ fn call(spec: &LimitSpec, sig: &Signature, out: &Output, route: bool) -> TokenSt
             quote_spanned!(priority.span()=> .priority(#private::Priority::priority(&#priority))),
         );
     }
+    if let Some(cost) = &spec.cost {
+        // Evaluated before the body takes the parameters; its type is
+        // checked by `IntoCost` at the expression.
+        call.extend(quote_spanned!(cost.span()=> .cost(#cost)));
+    }
     match spec.strategy {
         TimeoutStrategy::Cancel => {}
         TimeoutStrategy::Background => call.extend(quote!(.background())),

@@ -56,6 +56,7 @@ pub(crate) fn limit_with(
         strategy,
         key,
         priority,
+        cost: args.cost.map(|c| c.0),
         retries: args.retries.is_some_and(|r| *r > 0),
         fallback: args
             .fallback

@@ -75,6 +75,8 @@ pin_project! {
         key: Option<u64>,
         shared_key: Option<u64>,
         priority: i64,
+        // What each attempt takes from the rate limits.
+        cost: u32,
         attempt: u32,
         // Set when the body's poll unwound (it panicked).
         panicked: bool,
@@ -123,9 +125,8 @@ fn abandon<M: Attempts>(mut stage: Pin<&mut Stage<'_, M::Body>>, place: super::P
 impl<'a, M: Attempts, S, C> CallFuture<'a, M, S, C> {
     pub(crate) fn new(
         op: &'a Op,
-        key: Option<u64>,
-        shared_key: Option<u64>,
-        priority: i64,
+        (key, shared_key): (Option<u64>, Option<u64>),
+        (priority, cost): (i64, u32),
         attempts: M,
         strategy: S,
         classify: C,
@@ -141,16 +142,27 @@ impl<'a, M: Attempts, S, C> CallFuture<'a, M, S, C> {
             key,
             shared_key,
             priority,
+            cost,
             attempt: 0,
             panicked: false,
         }
     }
 }
 
-/// Which outputs of a body are failures for the breaker.
+/// What a call makes of its body's output: which outputs are failures
+/// for the breaker, and what an output is charged after the fact (see
+/// [`Call::charge`](super::Call::charge)).
 pub trait Classify<O> {
     /// Whether `out` is a failure.
     fn is_failure(&self, out: &O) -> bool;
+
+    /// What `out` takes from the op's rate limits after the call (0, the
+    /// default: nothing beyond the call's cost).
+    #[inline]
+    fn charge(&self, out: &O) -> u32 {
+        let _ = out;
+        0
+    }
 }
 
 /// Every `Err` is a failure (the default of a call).
@@ -242,7 +254,7 @@ where
         let mut this = self.as_mut().project();
         let op = *this.op;
         let core = &*op.core;
-        match core.enter(&*core.bulkhead, *this.key, this.admission) {
+        match core.enter(&*core.bulkhead, *this.key, *this.cost, this.admission) {
             Ok(()) => {
                 start_body(
                     this.stage.as_mut(),
@@ -316,6 +328,7 @@ where
         core.metrics
             .check_slow_poll(took, admission.terms.slow_poll_ns, &core.name);
         let ok = result.is_ok();
+        let owed = this.classify.charge(result);
         let outcome = if ok {
             CallOutcome::Success
         } else if crate::shed::seen() != refusals || !this.classify.is_failure(result) {
@@ -329,6 +342,9 @@ where
         this.stage.set(Stage::Done);
         admission.finish(core, outcome, end, took);
         *this.admission = None;
+        if owed > 0 {
+            op.core.charge(*this.key, *this.shared_key, owed);
+        }
         this.strategy.succeeded(op, *this.key, result);
         // An excused error (an inner op's refusal, a client's mistake) is
         // answered at once: retrying saturation below or a caller's error

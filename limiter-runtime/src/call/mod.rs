@@ -7,6 +7,7 @@
 //! path: success, error, timeout, panic, and the caller dropping the future.
 
 mod attempts;
+mod cost;
 mod future;
 mod on_timeout;
 
@@ -27,6 +28,7 @@ pub use attempts::{
     Attempts, Blocking, BlockingBody, BlockingOnce, Detachable, Detached, Jobs, Offloaded, Once,
     Repeat,
 };
+pub use cost::Charged;
 pub use future::{AnyError, CallFuture, Classify, FailureFn};
 pub use on_timeout::{Keep, Strategy};
 
@@ -69,6 +71,8 @@ pub struct Call<'a, S = Cancel, C = AnyError> {
     /// The key's name in Redis, for ops keeping per-key rates there.
     shared_key: Option<u64>,
     priority: i64,
+    /// What the call takes from the rate limits (see [`Call::cost`]).
+    cost: u32,
     strategy: PhantomData<S>,
     /// Which errors of the body count as failures for the breaker.
     classify: C,
@@ -81,6 +85,7 @@ impl<'a> Call<'a, Cancel> {
             key: None,
             shared_key: None,
             priority: 0,
+            cost: 1,
             strategy: PhantomData,
             classify: AnyError,
         }
@@ -95,6 +100,7 @@ impl<'a, S, C> Call<'a, S, C> {
             key: self.key,
             shared_key: self.shared_key,
             priority: self.priority,
+            cost: self.cost,
             strategy: PhantomData,
             classify: classify(self.classify),
         }
@@ -191,6 +197,7 @@ impl<'a, S, C> Call<'a, S, C> {
                 self.key,
                 self.shared_key,
                 self.priority,
+                self.cost,
             )
             .await?;
         Ok(Permit::new(Arc::clone(core), admitted))
@@ -202,17 +209,17 @@ impl<'a, S, C> Call<'a, S, C> {
         self,
     ) -> impl Future<Output = Result<Permit, LimitError>> + Send + 'static {
         let core = Arc::clone(&self.op.core);
-        let (key, shared_key, priority) = (self.key, self.shared_key, self.priority);
-        async move { permit(&core, key, shared_key, priority).await }
+        let (key, shared_key) = (self.key, self.shared_key);
+        let (priority, cost) = (self.priority, self.cost);
+        async move { permit(&core, (key, shared_key), priority, cost).await }
     }
 
     /// The future of this call running the bodies `attempts` makes.
     fn future<M: Attempts, S2>(self, attempts: M, strategy: S2) -> CallFuture<'a, M, S2, C> {
         CallFuture::new(
             self.op,
-            self.key,
-            self.shared_key,
-            self.priority,
+            (self.key, self.shared_key),
+            (self.priority, self.cost),
             attempts,
             strategy,
             self.classify,
@@ -252,12 +259,12 @@ impl<'a, S, C> Call<'a, S, C> {
 /// A place under every limit of `core`, as a guard.
 async fn permit(
     core: &Arc<OpCore>,
-    key: Option<u64>,
-    shared_key: Option<u64>,
+    (key, shared_key): (Option<u64>, Option<u64>),
     priority: i64,
+    cost: u32,
 ) -> Result<Permit, LimitError> {
     let admitted = core
-        .admit(Arc::clone(&core.bulkhead), key, shared_key, priority)
+        .admit(Arc::clone(&core.bulkhead), key, shared_key, priority, cost)
         .await?;
     Ok(Permit::new(Arc::clone(core), admitted))
 }

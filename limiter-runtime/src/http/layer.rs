@@ -470,7 +470,12 @@ async fn take_shared(
 ) -> Result<Taken, String> {
     let key = store.key_name(&client.id.as_str());
     match store
-        .check(&rule.store_name, Some(key), &terms.keyed.spec)
+        .check(
+            &rule.store_name,
+            Some(key),
+            &terms.keyed.spec,
+            crate::backend::Take::Tokens(1),
+        )
         .await
     {
         Ok(Check::Admitted { remaining }) => Ok(Taken::Admitted {

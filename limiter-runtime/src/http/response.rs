@@ -94,6 +94,8 @@ pub fn status_of(err: &LimitError) -> StatusCode {
         LimitError::QueueTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
         LimitError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         LimitError::MovedToBackground { .. } => StatusCode::ACCEPTED,
+        // Too large for the quota, ever: the request must be split.
+        LimitError::CostExceedsLimit { .. } => StatusCode::PAYLOAD_TOO_LARGE,
     }
 }
 

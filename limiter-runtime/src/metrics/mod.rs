@@ -189,7 +189,9 @@ impl OpMetrics {
     pub(crate) fn reject(&self, err: &LimitError) {
         let c = &self.counters;
         let counter = match err {
-            LimitError::RateLimited { .. } => &c.rejected_rate_limited,
+            LimitError::RateLimited { .. } | LimitError::CostExceedsLimit { .. } => {
+                &c.rejected_rate_limited
+            }
             LimitError::QueueFull {
                 scope: QueueScope::Key,
                 ..

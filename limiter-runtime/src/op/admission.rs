@@ -9,7 +9,8 @@ use crate::breaker::Ticket;
 use crate::bulkhead::{BulkPermit, Bulkhead};
 use crate::error::LimitError;
 use crate::metrics::{CallOutcome, Entry};
-use crate::rate::{KeyedOutcome, Refusal};
+use crate::rate::{capacity, KeyedOutcome, Refusal};
+use crate::settings::RateSpec;
 
 use super::{OpCore, Policy, Terms};
 
@@ -22,11 +23,12 @@ impl OpCore {
         key: Option<u64>,
         shared_key: Option<u64>,
         priority: i64,
+        cost: u32,
     ) -> Result<Admitted<'_, B>, LimitError>
     where
         B: std::ops::Deref<Target = Bulkhead>,
     {
-        match self.enter_now(bulkhead, key) {
+        match self.enter_now(bulkhead, key, cost) {
             Ok(a) => Ok(a),
             Err(Deferred::Refused(e)) => Err(e),
             Err(Deferred::Later(later)) => {
@@ -38,12 +40,17 @@ impl OpCore {
     /// [`enter`](Self::enter) with the admission returned (kept out of
     /// [`admit`](Self::admit)'s state across its await).
     #[inline]
-    fn enter_now<B>(&self, bulkhead: B, key: Option<u64>) -> Result<Admitted<'_, B>, Deferred<B>>
+    fn enter_now<B>(
+        &self,
+        bulkhead: B,
+        key: Option<u64>,
+        cost: u32,
+    ) -> Result<Admitted<'_, B>, Deferred<B>>
     where
         B: std::ops::Deref<Target = Bulkhead>,
     {
         let mut slot = None;
-        self.enter(bulkhead, key, &mut slot)?;
+        self.enter(bulkhead, key, cost, &mut slot)?;
         match slot {
             Some(a) => Ok(a),
             None => unreachable!("`enter` fills the slot when it admits"),
@@ -61,11 +68,16 @@ impl OpCore {
     /// The admission is written into its owner's `slot` (a call's future
     /// keeps it there until the call ends), not returned: it is made in
     /// place instead of being copied out and in again.
+    ///
+    /// `cost` is what the call takes from the rate limits (1 for a plain
+    /// call, `n` for a batch of `n`); the breaker and the bulkhead count it
+    /// as one call.
     #[inline]
     pub(crate) fn enter<'p, B>(
         &'p self,
         bulkhead: B,
         key: Option<u64>,
+        cost: u32,
         slot: &mut Option<Admitted<'p, B>>,
     ) -> Result<(), Deferred<B>>
     where
@@ -74,15 +86,15 @@ impl OpCore {
         let now = self.clock.now_ns();
         let policy = self.policy();
         if !(policy.local && self.shared.enabled.load(Ordering::Relaxed)) {
-            return self.enter_unlimited_or_shared(policy, bulkhead, now, slot);
+            return self.enter_unlimited_or_shared(policy, bulkhead, now, cost, slot);
         }
         let ticket = match self.breaker.admit(now) {
             Ok(t) => t,
             Err(wait) => return Err(Deferred::Refused(self.refuse_open(wait))),
         };
-        if let Err(miss) = take_rates(policy, key, now) {
+        if let Err(miss) = take_rates(policy, key, now, u64::from(cost)) {
             self.release_ticket(ticket);
-            return Err(Deferred::Refused(self.refuse_rate(policy, miss)));
+            return Err(Deferred::Refused(self.refuse_rate(policy, miss, cost)));
         }
         match Bulkhead::try_acquire(bulkhead, key, now) {
             Ok(bulk) => {
@@ -99,6 +111,7 @@ impl OpCore {
                 bulkhead,
                 ticket: Some(ticket),
                 now,
+                cost,
             })),
         }
     }
@@ -111,6 +124,7 @@ impl OpCore {
         policy: &'p Policy,
         bulkhead: B,
         now: u64,
+        cost: u32,
         slot: &mut Option<Admitted<'p, B>>,
     ) -> Result<(), Deferred<B>>
     where
@@ -130,6 +144,7 @@ impl OpCore {
             bulkhead,
             ticket: None,
             now,
+            cost,
         }))
     }
 
@@ -144,24 +159,41 @@ impl OpCore {
 
     /// A rate limit's refusal, counted.
     #[cold]
-    fn refuse_rate(&self, policy: &Policy, miss: RateMiss) -> LimitError {
+    fn refuse_rate(&self, policy: &Policy, miss: RateMiss, cost: u32) -> LimitError {
         let err = match (miss, &policy.cfg.rate, &policy.rate_per_key) {
-            (RateMiss::Op(r), Some(spec), _) => LimitError::RateLimited {
-                op: self.name.clone(),
-                retry_after: r.wait,
-                quota: r.quota(spec, false),
-            },
-            (RateMiss::Key(r), _, Some(keyed)) => LimitError::RateLimited {
-                op: self.name.clone(),
-                retry_after: r.wait,
-                quota: r.quota(&keyed.spec, true),
-            },
+            (RateMiss::Op(r), Some(spec), _) => self.rate_refusal(spec, r, false, cost),
+            (RateMiss::Key(r), _, Some(keyed)) => self.rate_refusal(&keyed.spec, r, true, cost),
             _ => LimitError::Overloaded {
                 op: self.name.clone(),
                 retry_after: policy.cfg.retry_after,
             },
         };
         self.reject(err)
+    }
+
+    /// The refusal of window `r.window` of `spec` for a call of `cost`:
+    /// `CostExceedsLimit` when that window can never hold it, else
+    /// `RateLimited` with the wait.
+    pub(super) fn rate_refusal(
+        &self,
+        spec: &RateSpec,
+        r: Refusal,
+        per_key: bool,
+        cost: u32,
+    ) -> LimitError {
+        let quota = r.quota(spec, per_key);
+        if u64::from(cost) > capacity(spec, r.window) {
+            return LimitError::CostExceedsLimit {
+                op: self.name.clone(),
+                cost: u64::from(cost),
+                quota,
+            };
+        }
+        LimitError::RateLimited {
+            op: self.name.clone(),
+            retry_after: r.wait,
+            quota,
+        }
     }
 
     /// The rest of an admission [`enter`](Self::enter) could not finish:
@@ -181,10 +213,11 @@ impl OpCore {
             bulkhead,
             ticket,
             now,
+            cost,
         } = later;
         let Some(ticket) = ticket else {
             return self
-                .admit_shared(bulkhead, key, shared_key, priority, now)
+                .admit_shared(bulkhead, key, shared_key, priority, now, cost)
                 .await;
         };
         let ticket = TicketGuard { core: self, ticket };
@@ -283,6 +316,8 @@ pub(crate) struct Later<B> {
     /// Redis, whose admission starts over.
     ticket: Option<Ticket>,
     now: u64,
+    /// What the call takes from the rate limits.
+    cost: u32,
 }
 
 /// What admission granted.
@@ -361,14 +396,14 @@ pub(super) enum RateMiss {
     TableFull,
 }
 
-/// Takes one call from the op-wide rate, then from the key's.
+/// Takes a call of `cost` from the op-wide rate, then from the key's.
 #[inline]
-fn take_rates(policy: &Policy, key: Option<u64>, now: u64) -> Result<(), RateMiss> {
+fn take_rates(policy: &Policy, key: Option<u64>, now: u64, cost: u64) -> Result<(), RateMiss> {
     if let Some(rate) = &policy.rate {
-        rate.try_acquire(now).map_err(RateMiss::Op)?;
+        rate.try_acquire(now, cost).map_err(RateMiss::Op)?;
     }
     if let (Some(key), Some(keyed)) = (key, &policy.rate_per_key) {
-        match keyed.try_acquire(key, now) {
+        match keyed.try_acquire(key, now, cost) {
             KeyedOutcome::Admitted => {}
             KeyedOutcome::Limited(refusal) => return Err(RateMiss::Key(refusal)),
             KeyedOutcome::TableFull => return Err(RateMiss::TableFull),

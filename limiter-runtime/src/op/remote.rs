@@ -6,13 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::{BackendError, Check, SharedTicket, Store, StoreFuture};
+use crate::backend::{BackendError, Check, SharedTicket, Store, StoreFuture, Take};
 use crate::breaker::Ticket;
 use crate::bulkhead::Bulkhead;
-use crate::error::{LimitError, Quota};
+use crate::error::LimitError;
 use crate::keys::LimitKey;
 use crate::metrics::OpMetrics;
-use crate::rate::{KeyedOutcome, KeyedRate, RateState, Refusal};
+use crate::rate::{too_costly, KeyedOutcome, KeyedRate, RateState, Refusal};
 use crate::settings::{Backend, BreakerPolicy, Degradation, RateSpec};
 
 use super::{Admitted, OpCore, TicketGuard};
@@ -54,23 +54,12 @@ impl OpCore {
         shared_key: Option<u64>,
         priority: i64,
         now: u64,
+        cost: u32,
     ) -> Result<Admitted<'_, B>, LimitError>
     where
         B: std::ops::Deref<Target = Bulkhead>,
     {
-        let (remote, terms) = {
-            let p = self.policy();
-            let remote = Remote {
-                breaker: p.cfg.breaker.clone(),
-                rate: p.cfg.rate.clone(),
-                rate_per_key: p.cfg.rate_per_key.clone(),
-                degradation: p.cfg.degradation,
-                retry_after: p.cfg.retry_after,
-                local: p.rate.clone(),
-                local_keyed: p.rate_per_key.clone(),
-            };
-            (remote, &p.terms)
-        };
+        let (remote, terms) = (self.remote(), &self.policy().terms);
         let ticket = match &remote.breaker {
             Some(breaker) => match self.shared_breaker_admit(breaker, &remote, now).await {
                 Ok(ticket) => TicketGuard { core: self, ticket },
@@ -78,11 +67,26 @@ impl OpCore {
             },
             None => self.admit_breaker(now)?,
         };
-        if let Err(e) = self.check_shared(&remote, key, shared_key, now).await {
+        let take = Take::Tokens(cost);
+        if let Err(e) = self.check_shared(&remote, key, shared_key, now, take).await {
             return Err(self.reject(e));
         }
         self.wait_place(ticket, terms, bulkhead, key, priority, now)
             .await
+    }
+
+    /// What a shared admission needs of the policy now.
+    fn remote(&self) -> Remote {
+        let p = self.policy();
+        Remote {
+            breaker: p.cfg.breaker.clone(),
+            rate: p.cfg.rate.clone(),
+            rate_per_key: p.cfg.rate_per_key.clone(),
+            degradation: p.cfg.degradation,
+            retry_after: p.cfg.retry_after,
+            local: p.rate.clone(),
+            local_keyed: p.rate_per_key.clone(),
+        }
     }
 
     /// Admission through the op's shared breaker, degraded as configured
@@ -113,34 +117,71 @@ impl OpCore {
         Ok(ticket)
     }
 
-    /// The op-wide and per-key rates kept in the store.
+    /// The op-wide and per-key rates kept in the store: a call's take
+    /// (admitted or refused), or a charge after the fact (never refused).
     async fn check_shared(
         &self,
         r: &Remote,
         key: Option<u64>,
         shared_key: Option<u64>,
         now: u64,
+        take: Take,
     ) -> Result<(), LimitError> {
+        let n = u64::from(take.tokens());
         if let Some(spec) = &r.rate {
             let local = r.local.as_deref();
-            self.check_shared_rate(spec, None, false, r, || match local {
-                Some(l) => l.try_acquire(now),
-                None => Ok(()),
+            self.check_shared_rate(spec, None, false, r, take, || match (local, take) {
+                (Some(l), Take::Tokens(_)) => l.try_acquire(now, n),
+                (Some(l), Take::Charge(_)) => {
+                    l.charge(now, n);
+                    Ok(())
+                }
+                (None, _) => Ok(()),
             })
             .await?;
         }
         if let (Some(spec), Some(local_key)) = (&r.rate_per_key, key) {
             let local = r.local_keyed.as_deref();
-            self.check_shared_rate(spec, shared_key, true, r, || match local {
-                Some(k) => match k.try_acquire(local_key, now) {
+            self.check_shared_rate(spec, shared_key, true, r, take, || match (local, take) {
+                (Some(k), Take::Tokens(_)) => match k.try_acquire(local_key, now, n) {
                     KeyedOutcome::Admitted | KeyedOutcome::TableFull => Ok(()),
                     KeyedOutcome::Limited(refusal) => Err(refusal),
                 },
-                None => Ok(()),
+                (Some(k), Take::Charge(_)) => {
+                    k.charge(local_key, now, n);
+                    Ok(())
+                }
+                (None, _) => Ok(()),
             })
             .await?;
         }
         Ok(())
+    }
+
+    /// Charges a call's key (and the op-wide rate) `n` after the fact,
+    /// in the store, off the caller's path; degraded as a check is when
+    /// the store cannot answer (`local`: the in-process limiter is
+    /// charged).
+    pub(crate) fn charge_shared(
+        self: &Arc<Self>,
+        key: Option<u64>,
+        shared_key: Option<u64>,
+        n: u32,
+    ) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            // No runtime to send it from (a plain thread): the local
+            // limiter is charged, as when the store cannot answer.
+            self.charge_local(key, n);
+            return;
+        };
+        let core = Arc::clone(self);
+        rt.spawn(async move {
+            let remote = core.remote();
+            let now = core.clock.now_ns();
+            let _ = core
+                .check_shared(&remote, key, shared_key, now, Take::Charge(n))
+                .await;
+        });
     }
 
     /// One rate kept in the store, degraded as configured when the store
@@ -152,30 +193,34 @@ impl OpCore {
         shared_key: Option<u64>,
         per_key: bool,
         r: &Remote,
+        take: Take,
         local: impl FnOnce() -> Result<(), Refusal>,
     ) -> Result<(), LimitError> {
+        let cost = take.tokens();
+        if let (Take::Tokens(n), Some(window)) = (take, too_costly(spec, cost)) {
+            // Refused before the round trip: a take no window ever holds
+            // would be admitted into debt by a full bucket's script.
+            let refusal = Refusal {
+                wait: Duration::MAX,
+                window,
+            };
+            return Err(self.rate_refusal(spec, refusal, per_key, n));
+        }
         let failure = match (self.store(), per_key, shared_key) {
             (None, _, _) => NO_STORE.to_owned(),
             (Some(_), true, None) => "the key has no name in the store".to_owned(),
-            (Some(store), _, key) => match store.check(&self.name, key, spec).await {
+            (Some(store), _, key) => match store.check(&self.name, key, spec, take).await {
                 Ok(Check::Admitted { .. }) => return Ok(()),
                 Ok(Check::Limited { wait, window }) => {
-                    let w = spec.windows[window.min(spec.windows.len() - 1)];
-                    return Err(LimitError::RateLimited {
-                        op: self.name.clone(),
-                        retry_after: wait,
-                        quota: Quota::rate(u64::from(w.count()), w.period(), per_key),
-                    });
+                    let window = window.min(spec.windows.len() - 1);
+                    let refusal = Refusal { wait, window };
+                    return Err(self.rate_refusal(spec, refusal, per_key, cost));
                 }
                 Err(e) => e.to_string(),
             },
         };
         self.degrade("rate limit", &failure, r, || {
-            local().map_err(|refusal| LimitError::RateLimited {
-                op: self.name.clone(),
-                retry_after: refusal.wait,
-                quota: refusal.quota(spec, per_key),
-            })
+            local().map_err(|refusal| self.rate_refusal(spec, refusal, per_key, cost))
         })
     }
 

@@ -17,6 +17,9 @@ pub(crate) struct GcraParams {
     pub(crate) interval_ns: u64,
     /// `B·T`: how far ahead of `now` the arrival time may run.
     pub(crate) horizon_ns: u64,
+    /// The largest take admitted (from a full bucket): the window's count,
+    /// or its burst when larger, times `T`.
+    pub(crate) max_cost_ns: u64,
 }
 
 impl GcraParams {
@@ -27,10 +30,29 @@ impl GcraParams {
         let interval_ns = crate::clock::duration_ns(rate.period())
             .div_ceil(u64::from(rate.count()))
             .max(1);
+        let capacity = u64::from(capacity.max(1));
         Self {
             interval_ns,
-            horizon_ns: interval_ns.saturating_mul(u64::from(capacity.max(1))),
+            horizon_ns: interval_ns.saturating_mul(capacity),
+            max_cost_ns: interval_ns.saturating_mul(capacity.max(u64::from(rate.count()))),
         }
+    }
+
+    /// The arrival time `n` tokens take: `n·T`.
+    #[inline(always)]
+    fn cost_ns(&self, n: u64) -> u64 {
+        self.interval_ns.saturating_mul(n)
+    }
+
+    /// The part of a take of `cost_ns` that must be in the bucket for it
+    /// to be admitted: all of it, or the whole bucket when it costs more
+    /// (up to the window's count; more is never admitted).
+    #[inline(always)]
+    fn needed_ns(&self, cost_ns: u64) -> u64 {
+        if cost_ns > self.max_cost_ns {
+            return u64::MAX;
+        }
+        cost_ns.min(self.horizon_ns)
     }
 }
 
@@ -41,17 +63,24 @@ pub(crate) struct GcraCell {
 }
 
 impl GcraCell {
-    /// Takes one token at `now`: the arrival time it installed, for
-    /// [`refund`](Self::refund), or the nanoseconds until one is free.
+    /// Takes `n` tokens at `now`: the arrival time it installed, for
+    /// [`refund`](Self::refund), or the nanoseconds until they are free.
+    ///
+    /// A call costing more than the bucket holds (`n > B`) is admitted
+    /// from a full bucket and leaves it in debt for the rest, which the
+    /// next calls wait out (Guava's `RateLimiter` rule: the size of a
+    /// request delays the next one, not itself).
     #[inline]
-    pub(crate) fn try_acquire(&self, p: &GcraParams, now: u64) -> Result<u64, u64> {
+    pub(crate) fn try_acquire(&self, p: &GcraParams, now: u64, n: u64) -> Result<u64, u64> {
+        let cost = p.cost_ns(n);
         let mut tat = self.tat.load(Ordering::Relaxed);
         loop {
-            let next = tat.max(now).saturating_add(p.interval_ns);
-            let ahead = next - now;
+            let from = tat.max(now);
+            let ahead = from.saturating_add(p.needed_ns(cost)) - now;
             if ahead > p.horizon_ns {
                 return Err(ahead - p.horizon_ns);
             }
+            let next = from.saturating_add(cost);
             match self
                 .tat
                 .compare_exchange_weak(tat, next, Ordering::AcqRel, Ordering::Relaxed)
@@ -67,21 +96,42 @@ impl GcraCell {
     /// and a store instead of a compare-and-swap, as nothing can write
     /// between them.
     #[inline]
-    pub(crate) fn try_acquire_exclusive(&self, p: &GcraParams, now: u64) -> Result<u64, u64> {
-        let tat = self.tat.load(Ordering::Relaxed);
-        let next = tat.max(now).saturating_add(p.interval_ns);
-        let ahead = next - now;
+    pub(crate) fn try_acquire_exclusive(
+        &self,
+        p: &GcraParams,
+        now: u64,
+        n: u64,
+    ) -> Result<u64, u64> {
+        let from = self.tat.load(Ordering::Relaxed).max(now);
+        let cost = p.cost_ns(n);
+        let ahead = from.saturating_add(p.needed_ns(cost)) - now;
         if ahead > p.horizon_ns {
             return Err(ahead - p.horizon_ns);
         }
+        let next = from.saturating_add(cost);
         self.tat.store(next, Ordering::Relaxed);
         Ok(next)
     }
 
-    /// Nanoseconds until a call would be admitted (0: now), taking nothing.
-    pub(crate) fn time_to_admit(&self, p: &GcraParams, now: u64) -> u64 {
+    /// Nanoseconds until `n` tokens would be admitted (0: now), taking
+    /// nothing.
+    pub(crate) fn time_to_admit(&self, p: &GcraParams, now: u64, n: u64) -> u64 {
         let tat = self.tat.load(Ordering::Relaxed);
-        (tat.max(now).saturating_add(p.interval_ns) - now).saturating_sub(p.horizon_ns)
+        let needed = p.needed_ns(p.cost_ns(n));
+        (tat.max(now).saturating_add(needed) - now).saturating_sub(p.horizon_ns)
+    }
+
+    /// Takes `n` tokens at `now` whatever is left: a charge for work
+    /// whose size was known only after it ran. The arrival time may run
+    /// past the horizon: the bucket is then in debt, and refuses until
+    /// the debt is paid at the bucket's rate.
+    pub(crate) fn charge(&self, p: &GcraParams, now: u64, n: u64) {
+        let cost = p.cost_ns(n);
+        let _ = self
+            .tat
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |tat| {
+                Some(tat.max(now).saturating_add(cost))
+            });
     }
 
     /// Gives back the token whose take installed arrival time `installed`
@@ -108,10 +158,10 @@ impl GcraCell {
     /// than had the take never happened. Admission is monotone in `tat`, so
     /// the calls admitted and not refunded are ones a sequential GCRA would
     /// admit.
-    pub(crate) fn refund(&self, p: &GcraParams, installed: u64) {
+    pub(crate) fn refund(&self, p: &GcraParams, installed: u64, n: u64) {
         let _ = self.tat.compare_exchange(
             installed,
-            installed.saturating_sub(p.interval_ns),
+            installed.saturating_sub(p.cost_ns(n)),
             Ordering::AcqRel,
             Ordering::Relaxed,
         );
@@ -149,8 +199,12 @@ mod tests {
         for step in 0..200u64 {
             // Pauses of 0 to 60 ms: faster than 10/s on average.
             now += (step * 7919 % 13) * 5_000_000;
-            let a = shared.try_acquire(&p, now);
-            assert_eq!(a, exclusive.try_acquire_exclusive(&p, now), "step {step}");
+            let a = shared.try_acquire(&p, now, 1);
+            assert_eq!(
+                a,
+                exclusive.try_acquire_exclusive(&p, now, 1),
+                "step {step}"
+            );
             refused += u32::from(a.is_err());
             admitted += u32::from(a.is_ok());
         }
@@ -167,14 +221,14 @@ mod tests {
         let cell = GcraCell::default();
         let t0 = 1_000_000_000;
         for _ in 0..5 {
-            assert!(cell.try_acquire(&p, t0).is_ok());
+            assert!(cell.try_acquire(&p, t0, 1).is_ok());
         }
-        let wait = cell.try_acquire(&p, t0).unwrap_err();
+        let wait = cell.try_acquire(&p, t0, 1).unwrap_err();
         assert_eq!(wait, 100_000_000);
-        let installed = cell.try_acquire(&p, t0 + wait).unwrap();
-        assert!(cell.try_acquire(&p, t0 + wait).is_err());
-        cell.refund(&p, installed);
-        assert!(cell.try_acquire(&p, t0 + wait).is_ok());
+        let installed = cell.try_acquire(&p, t0 + wait, 1).unwrap();
+        assert!(cell.try_acquire(&p, t0 + wait, 1).is_err());
+        cell.refund(&p, installed, 1);
+        assert!(cell.try_acquire(&p, t0 + wait, 1).is_ok());
         assert!(!cell.is_idle(t0 + wait));
         assert!(cell.is_idle(t0 + 10_000_000_000));
         assert_eq!(cell.available(&p, t0 + 10_000_000_000), 5);
@@ -190,13 +244,13 @@ mod tests {
         let p = GcraParams::new(&rate, 1);
         let cell = GcraCell::default();
         let t0 = 1_000_000_000;
-        let a = cell.try_acquire(&p, t0).unwrap();
+        let a = cell.try_acquire(&p, t0, 1).unwrap();
         assert_eq!(a, t0 + p.interval_ns);
         let t1 = t0 + 10 * p.interval_ns;
-        assert!(cell.try_acquire(&p, t1).is_ok()); // B
-        cell.refund(&p, a);
+        assert!(cell.try_acquire(&p, t1, 1).is_ok()); // B
+        cell.refund(&p, a, 1);
         assert!(
-            cell.try_acquire(&p, t1).is_err(),
+            cell.try_acquire(&p, t1, 1).is_err(),
             "a burst of one admitted two"
         );
         assert_eq!(cell.available(&p, t1), 0);
@@ -210,12 +264,12 @@ mod tests {
         let p = GcraParams::new(&rate, 3);
         let cell = GcraCell::default();
         let t0 = 1_000_000_000;
-        let a = cell.try_acquire(&p, t0).unwrap();
-        let b = cell.try_acquire(&p, t0).unwrap();
-        cell.refund(&p, a); // B took since: skipped
+        let a = cell.try_acquire(&p, t0, 1).unwrap();
+        let b = cell.try_acquire(&p, t0, 1).unwrap();
+        cell.refund(&p, a, 1); // B took since: skipped
         assert_eq!(cell.available(&p, t0), 1);
-        cell.refund(&p, b);
-        cell.refund(&p, a);
+        cell.refund(&p, b, 1);
+        cell.refund(&p, a, 1);
         assert_eq!(cell.available(&p, t0), 3);
     }
 }
@@ -244,7 +298,7 @@ mod loom_tests {
             let takers: Vec<_> = (0..3)
                 .map(|_| {
                     let cell = Arc::clone(&cell);
-                    thread::spawn(move || cell.try_acquire(&p, now))
+                    thread::spawn(move || cell.try_acquire(&p, now, 1))
                 })
                 .collect();
             let results: Vec<_> = takers.into_iter().map(|t| t.join().unwrap()).collect();
@@ -267,14 +321,14 @@ mod loom_tests {
             let p = params(1);
             let cell = Arc::new(GcraCell::default());
             let now = 1_000_000_000;
-            let installed = cell.try_acquire(&p, now).unwrap();
+            let installed = cell.try_acquire(&p, now, 1).unwrap();
             let refunder = {
                 let cell = Arc::clone(&cell);
-                thread::spawn(move || cell.refund(&p, installed))
+                thread::spawn(move || cell.refund(&p, installed, 1))
             };
             let taker = {
                 let cell = Arc::clone(&cell);
-                thread::spawn(move || cell.try_acquire(&p, now))
+                thread::spawn(move || cell.try_acquire(&p, now, 1))
             };
             refunder.join().unwrap();
             let took = taker.join().unwrap().is_ok();
@@ -294,21 +348,21 @@ mod loom_tests {
             let cell = Arc::new(GcraCell::default());
             let t0 = 1_000_000_000;
             let t1 = t0 + 10 * p.interval_ns;
-            let stale = cell.try_acquire(&p, t0).unwrap();
+            let stale = cell.try_acquire(&p, t0, 1).unwrap();
             let refunder = {
                 let cell = Arc::clone(&cell);
-                thread::spawn(move || cell.refund(&p, stale))
+                thread::spawn(move || cell.refund(&p, stale, 1))
             };
             let taker = {
                 let cell = Arc::clone(&cell);
                 thread::spawn(move || {
-                    u64::from(cell.try_acquire(&p, t1).is_ok())
-                        + u64::from(cell.try_acquire(&p, t1).is_ok())
+                    u64::from(cell.try_acquire(&p, t1, 1).is_ok())
+                        + u64::from(cell.try_acquire(&p, t1, 1).is_ok())
                 })
             };
             refunder.join().unwrap();
             let mut admitted = taker.join().unwrap();
-            admitted += u64::from(cell.try_acquire(&p, t1).is_ok());
+            admitted += u64::from(cell.try_acquire(&p, t1, 1).is_ok());
             assert_eq!(admitted, 1);
         });
     }

@@ -72,17 +72,17 @@ impl KeyedRate {
         Self { spec, table }
     }
 
-    /// Takes one call from `key`'s limit at `now`.
+    /// Takes `n` calls (one call of cost `n`) from `key`'s limit at `now`.
     #[inline]
-    pub(crate) fn try_acquire(&self, key: u64, now: u64) -> KeyedOutcome {
+    pub(crate) fn try_acquire(&self, key: u64, now: u64, n: u64) -> KeyedOutcome {
         let taken = match &self.table {
             // Under the shard's lock: the only writer of the cell.
             Table::Gcra(p, table) => table.with(key, now, GcraCell::default, |cell| {
-                cell.try_acquire_exclusive(p, now)
+                cell.try_acquire_exclusive(p, now, n)
                     .map(drop)
                     .map_err(gcra_refusal)
             }),
-            Table::Cells(table) => table.with(key, now, || self.fresh(), |s| s.try_acquire(now)),
+            Table::Cells(table) => table.with(key, now, || self.fresh(), |s| s.try_acquire(now, n)),
         };
         match taken {
             Some(Ok(())) => KeyedOutcome::Admitted,
@@ -102,7 +102,7 @@ impl KeyedRate {
         };
         let checked = match &self.table {
             Table::Gcra(p, table) => table.with(key, now, GcraCell::default, |cell| {
-                let taken = cell.try_acquire_exclusive(p, now);
+                let taken = cell.try_acquire_exclusive(p, now, 1);
                 outcome(taken.map(drop).map_err(gcra_refusal), &|| {
                     (0, cell.available(p, now))
                 })
@@ -111,10 +111,25 @@ impl KeyedRate {
                 key,
                 now,
                 || self.fresh(),
-                |s| outcome(s.try_acquire(now), &|| s.tightest(now)),
+                |s| outcome(s.try_acquire(now, 1), &|| s.tightest(now)),
             ),
         };
         checked.unwrap_or((KeyedOutcome::TableFull, (0, 0)))
+    }
+
+    /// Charges `key` `n` calls at `now` whatever it has left (work whose
+    /// size was known only after it ran): the key may go into debt, which
+    /// refuses its next calls until paid back. `false` when the key could
+    /// not be tracked (the table is full of keys that owe more).
+    pub(crate) fn charge(&self, key: u64, now: u64, n: u64) -> bool {
+        match &self.table {
+            Table::Gcra(p, table) => table
+                .with(key, now, GcraCell::default, |cell| cell.charge(p, now, n))
+                .is_some(),
+            Table::Cells(table) => table
+                .with(key, now, || self.fresh(), |s| s.charge(now, n))
+                .is_some(),
+        }
     }
 
     /// Calls `key` would be admitted now; `None` when the key is not

@@ -31,36 +31,48 @@ enum Cell {
 }
 
 impl Cell {
-    /// Takes one call at `now`: what was taken (for [`Cell::refund`]), or
-    /// the nanoseconds until a call would be admitted.
+    /// Takes `n` calls at `now`: what was taken (for [`Cell::refund`]),
+    /// or the nanoseconds until they would be admitted.
     #[inline]
-    fn try_acquire(&self, now: u64) -> Result<u64, u64> {
+    fn try_acquire(&self, now: u64, n: u64) -> Result<u64, u64> {
         match self {
-            Cell::Gcra(p, c) => c.try_acquire(p, now),
-            Cell::Fixed(p, c) => c.try_acquire(p, now),
-            Cell::Sliding(p, c) => c.try_acquire(p, now),
-            Cell::Exact(p, c) => c.try_acquire(p, now),
+            Cell::Gcra(p, c) => c.try_acquire(p, now, n),
+            Cell::Fixed(p, c) => c.try_acquire(p, now, n),
+            Cell::Sliding(p, c) => c.try_acquire(p, now, n),
+            Cell::Exact(p, c) => c.try_acquire(p, now, n),
         }
     }
 
-    /// Nanoseconds until this window would admit a call (0: now).
-    fn time_to_admit(&self, now: u64) -> u64 {
+    /// Takes `n` calls at `now` whatever is left (a charge after the
+    /// fact): the window may go into debt.
+    fn charge(&self, now: u64, n: u64) {
         match self {
-            Cell::Gcra(p, c) => c.time_to_admit(p, now),
-            Cell::Fixed(p, c) => c.time_to_admit(p, now),
-            Cell::Sliding(p, c) => c.time_to_admit(p, now),
-            Cell::Exact(p, c) => c.time_to_admit(p, now),
+            Cell::Gcra(p, c) => c.charge(p, now, n),
+            Cell::Fixed(p, c) => c.charge(p, now, n),
+            Cell::Sliding(p, c) => c.charge(p, now, n),
+            Cell::Exact(p, c) => c.charge(p, now, n),
         }
     }
 
-    /// Gives back the take `taken` (an `Ok` of [`Cell::try_acquire`]) if
-    /// the window still holds it; skipped otherwise (never over-admits).
-    fn refund(&self, taken: u64) {
+    /// Nanoseconds until this window would admit `n` calls (0: now).
+    fn time_to_admit(&self, now: u64, n: u64) -> u64 {
         match self {
-            Cell::Gcra(p, c) => c.refund(p, taken),
-            Cell::Fixed(_, c) => c.refund(taken),
-            Cell::Sliding(_, c) => c.refund(taken),
-            Cell::Exact(_, c) => c.refund(taken),
+            Cell::Gcra(p, c) => c.time_to_admit(p, now, n),
+            Cell::Fixed(p, c) => c.time_to_admit(p, now, n),
+            Cell::Sliding(p, c) => c.time_to_admit(p, now, n),
+            Cell::Exact(p, c) => c.time_to_admit(p, now, n),
+        }
+    }
+
+    /// Gives back the take `taken` of `n` (an `Ok` of
+    /// [`Cell::try_acquire`]) if the window still holds it; skipped
+    /// otherwise (never over-admits).
+    fn refund(&self, taken: u64, n: u64) {
+        match self {
+            Cell::Gcra(p, c) => c.refund(p, taken, n),
+            Cell::Fixed(_, c) => c.refund(taken, n),
+            Cell::Sliding(_, c) => c.refund(taken, n),
+            Cell::Exact(_, c) => c.refund(taken, n),
         }
     }
 
@@ -97,6 +109,23 @@ impl Refusal {
     pub(crate) fn quota(&self, spec: &RateSpec, per_key: bool) -> Quota {
         let w = spec.windows[self.window];
         Quota::rate(u64::from(w.count()), w.period(), per_key)
+    }
+}
+
+/// The first window of `spec` that never admits a call of cost `n`.
+pub(crate) fn too_costly(spec: &RateSpec, n: u32) -> Option<usize> {
+    (0..spec.windows.len()).find(|&w| u64::from(n) > capacity(spec, w))
+}
+
+/// The largest call window `window` of `spec` ever admits: its count (or
+/// a token bucket's burst, when larger). A call costing more is never
+/// admitted. (A token bucket admits a call costing more than its burst,
+/// up to its count, from a full bucket, leaving it in debt.)
+pub(crate) fn capacity(spec: &RateSpec, window: usize) -> u64 {
+    let count = spec.windows.get(window).map_or(0, |w| w.count());
+    match (spec.algorithm, window, spec.burst) {
+        (Algorithm::TokenBucket, 0, Some(burst)) => u64::from(burst.max(count)),
+        _ => u64::from(count),
     }
 }
 
@@ -138,15 +167,16 @@ impl RateState {
         Self { cells }
     }
 
-    /// Admits one call at `now` in every window, or returns how long until
-    /// every window would admit it and which window refused. A window that
-    /// admitted before a later one refused gets its token back: exactly the
-    /// one it handed out, if it still holds it (see [`Cell::refund`]).
+    /// Admits `n` calls (a call of cost `n`) at `now` in every window, or
+    /// returns how long until every window would admit them and which
+    /// window refused. A window that admitted before a later one refused
+    /// gets its tokens back: exactly the ones it handed out, if it still
+    /// holds them (see [`Cell::refund`]).
     #[inline]
-    pub(crate) fn try_acquire(&self, now: u64) -> Result<(), Refusal> {
+    pub(crate) fn try_acquire(&self, now: u64, n: u64) -> Result<(), Refusal> {
         if let [cell] = &*self.cells {
             // One window (the usual case): nothing to give back on refusal.
-            return match cell.try_acquire(now) {
+            return match cell.try_acquire(now, n) {
                 Ok(_) => Ok(()),
                 Err(wait) => Err(Refusal {
                     wait: Duration::from_nanos(wait),
@@ -154,29 +184,39 @@ impl RateState {
                 }),
             };
         }
-        Self::acquire_from(&self.cells, 0, now).map_err(|(wait, window)| Refusal {
+        Self::acquire_from(&self.cells, 0, now, n).map_err(|(wait, window)| Refusal {
             wait: Duration::from_nanos(wait),
             window,
         })
+    }
+
+    /// Takes `n` calls at `now` from every window whatever is left: a
+    /// charge for work whose size was known only after it ran. A window
+    /// left in debt refuses until it is paid back (see each algorithm's
+    /// `charge`).
+    pub(crate) fn charge(&self, now: u64, n: u64) {
+        for cell in &*self.cells {
+            cell.charge(now, n);
+        }
     }
 
     /// Takes a call from `cells` (indices from `first`) in order; on a
     /// refusal gives back what the earlier ones took, unwinding. Recursion
     /// keeps each take on the stack: no allocation, nothing more on the
     /// admitting path than the calls themselves.
-    fn acquire_from(cells: &[Cell], first: usize, now: u64) -> Result<(), (u64, usize)> {
+    fn acquire_from(cells: &[Cell], first: usize, now: u64, n: u64) -> Result<(), (u64, usize)> {
         let Some((cell, rest)) = cells.split_first() else {
             return Ok(());
         };
-        match cell.try_acquire(now) {
-            Ok(taken) => Self::acquire_from(rest, first + 1, now).inspect_err(|_| {
-                cell.refund(taken);
+        match cell.try_acquire(now, n) {
+            Ok(taken) => Self::acquire_from(rest, first + 1, now, n).inspect_err(|_| {
+                cell.refund(taken, n);
             }),
             Err(wait) => {
                 // The later windows must admit it too: wait for the slowest.
                 let wait = rest
                     .iter()
-                    .map(|c| c.time_to_admit(now))
+                    .map(|c| c.time_to_admit(now, n))
                     .fold(wait, u64::max);
                 Err((wait, first))
             }
@@ -253,7 +293,7 @@ mod tests {
         let mut admitted = 0;
         for step in 0..600u64 {
             let now = step * 100_000_000; // every 100 ms for a minute
-            if s.try_acquire(now).is_ok() {
+            if s.try_acquire(now, 1).is_ok() {
                 admitted += 1;
             }
         }
@@ -265,10 +305,10 @@ mod tests {
     #[test]
     fn refused_call_refunds_earlier_windows() {
         let s = RateState::new(&spec("2/s, 2/min", Some(2), Algorithm::TokenBucket));
-        assert!(s.try_acquire(0).is_ok());
-        assert!(s.try_acquire(0).is_ok());
+        assert!(s.try_acquire(0, 1).is_ok());
+        assert!(s.try_acquire(0, 1).is_ok());
         assert!(
-            s.try_acquire(2_000_000_000).is_err(),
+            s.try_acquire(2_000_000_000, 1).is_err(),
             "minute quota used up"
         );
         // The per-second window got its token back: both would admit at once
@@ -285,18 +325,133 @@ mod tests {
         for algorithm in [Algorithm::FixedWindow, Algorithm::SlidingWindow] {
             let s = RateState::new(&spec("10/s, 100/min", None, algorithm));
             let sec = 1_000_000_000;
-            let a = s.cells[0].try_acquire(sec - sec / 1000).unwrap();
-            assert!(s.try_acquire(sec).is_ok()); // B
-            s.cells[0].refund(a); // the minute window refused A
+            let a = s.cells[0].try_acquire(sec - sec / 1000, 1).unwrap();
+            assert!(s.try_acquire(sec, 1).is_ok()); // B
+            s.cells[0].refund(a, 1); // the minute window refused A
             let mut admitted = 1; // B
             for i in 0..20 {
-                admitted += u32::from(s.try_acquire(sec + i * sec / 20).is_ok());
+                admitted += u32::from(s.try_acquire(sec + i * sec / 20, 1).is_ok());
             }
             if matches!(algorithm, Algorithm::SlidingWindow) {
                 // The sliding counter still weighs all of second 1 at 2.0 s.
-                admitted += u32::from(s.try_acquire(2 * sec).is_ok());
+                admitted += u32::from(s.try_acquire(2 * sec, 1).is_ok());
             }
             assert_eq!(admitted, 10, "{algorithm:?}: 10/s admitted more");
+        }
+    }
+
+    const SEC: u64 = 1_000_000_000;
+
+    fn every_algorithm(text: &str) -> Vec<(Algorithm, RateState)> {
+        [
+            Algorithm::TokenBucket,
+            Algorithm::FixedWindow,
+            Algorithm::SlidingWindow,
+            Algorithm::SlidingExact,
+        ]
+        .into_iter()
+        .map(|a| (a, RateState::new(&spec(text, None, a))))
+        .collect()
+    }
+
+    /// Seed 002: a batch of 20 takes 20 from the budget, not 1.
+    #[test]
+    fn a_cost_takes_that_many_in_every_algorithm() {
+        for (algorithm, s) in every_algorithm("100/min") {
+            assert!(s.try_acquire(SEC, 20).is_ok(), "{algorithm:?}");
+            assert_eq!(s.available(SEC), 80, "{algorithm:?}");
+            assert!(s.try_acquire(SEC, 81).is_err(), "{algorithm:?}: 81 of 80");
+            assert_eq!(
+                s.available(SEC),
+                80,
+                "{algorithm:?}: a refusal takes nothing"
+            );
+            assert!(s.try_acquire(SEC, 80).is_ok(), "{algorithm:?}");
+            assert!(s.try_acquire(SEC, 1).is_err(), "{algorithm:?}");
+        }
+    }
+
+    /// A refused cost gives back what earlier windows took: all of it.
+    #[test]
+    fn a_refused_cost_is_refunded_whole() {
+        let s = RateState::new(&spec("50/s, 60/min", None, Algorithm::TokenBucket));
+        assert!(s.try_acquire(0, 40).is_ok());
+        assert!(
+            s.try_acquire(0, 30).is_err(),
+            "the minute window has 20 left"
+        );
+        assert_eq!(
+            s.cells[0].available(0),
+            10,
+            "the second window got its 30 back"
+        );
+    }
+
+    /// After a charge, the refusal's wait is exact: refused just before it,
+    /// admitted at it, whatever the algorithm and the size of the debt.
+    #[test]
+    fn the_wait_after_a_charge_is_when_the_debt_is_paid() {
+        for charge in [30, 99, 100, 250, 1000] {
+            for (algorithm, s) in every_algorithm("100/min") {
+                let t0 = 7 * SEC;
+                s.try_acquire(t0, 1).unwrap();
+                s.charge(t0, charge);
+                let wait = match s.try_acquire(t0, 1) {
+                    Err(r) => r.wait.as_nanos() as u64,
+                    Ok(()) => {
+                        assert!(charge < 99, "{algorithm:?}: {charge} left room");
+                        continue;
+                    }
+                };
+                let at = t0 + wait;
+                assert!(
+                    s.try_acquire(at - 1, 1).is_err(),
+                    "{algorithm:?} {charge}: early"
+                );
+                assert!(
+                    s.try_acquire(at, 1).is_ok(),
+                    "{algorithm:?} {charge}: at {wait}"
+                );
+            }
+        }
+    }
+
+    /// A token bucket carries the whole debt: 500 charged under 100/min
+    /// after one call is paid back 0.6 s per token.
+    #[test]
+    fn a_token_bucket_carries_the_whole_debt() {
+        let s = RateState::new(&spec("100/min", None, Algorithm::TokenBucket));
+        s.try_acquire(0, 1).unwrap();
+        s.charge(0, 500);
+        let refusal = s.try_acquire(0, 1).unwrap_err();
+        // 501 taken from a bucket of 100: 402 intervals of 0.6 s until one
+        // more fits.
+        assert_eq!(refusal.wait, Duration::from_millis(402 * 600));
+    }
+
+    /// Window counters carry a debt past one window's limit into the
+    /// next windows at the limit per window; the exact window holds a
+    /// charge for one period.
+    #[test]
+    fn window_debts_are_paid_a_limit_per_window() {
+        let fixed = RateState::new(&spec("100/min", None, Algorithm::FixedWindow));
+        fixed.charge(0, 250);
+        assert!(fixed.try_acquire(60 * SEC, 1).is_err(), "150 still owed");
+        assert_eq!(fixed.available(120 * SEC), 50);
+        let exact = RateState::new(&spec("100/min", None, Algorithm::SlidingExact));
+        exact.charge(0, 250);
+        assert!(exact.try_acquire(119 * SEC, 1).is_err(), "150 still owed");
+        assert_eq!(exact.available(130 * SEC), 50);
+    }
+
+    /// A cost of 0 takes nothing but is refused while in debt.
+    #[test]
+    fn a_free_call_is_refused_in_debt() {
+        for (algorithm, s) in every_algorithm("10/s") {
+            assert!(s.try_acquire(0, 0).is_ok(), "{algorithm:?}");
+            assert_eq!(s.available(0), 10, "{algorithm:?}");
+            s.charge(0, 15);
+            assert!(s.try_acquire(0, 0).is_err(), "{algorithm:?}: in debt");
         }
     }
 }

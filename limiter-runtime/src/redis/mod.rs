@@ -25,7 +25,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Serialize;
 use tokio::sync::OnceCell;
 
-pub use crate::backend::{BackendError, Check, SharedBreakerState, SharedTicket};
+pub use crate::backend::{BackendError, Check, SharedBreakerState, SharedTicket, Take};
 use crate::backend::{SharedBreakerView, SharedState, StoreFuture};
 use crate::error::ConfigError;
 use crate::keys::LimitKey;
@@ -274,14 +274,16 @@ impl RedisBackend {
         Ok(conn.clone())
     }
 
-    /// Checks one call against `spec` for `op` (and `key`, already turned
-    /// into its name by [`RedisBackend::key_name`]), in one round trip,
-    /// bounded by the timeout.
+    /// Checks one call's `take` (its cost, or a charge after the fact)
+    /// against `spec` for `op` (and `key`, already turned into its name by
+    /// [`RedisBackend::key_name`]), in one round trip, bounded by the
+    /// timeout.
     pub async fn check(
         &self,
         op: &str,
         key: Option<u64>,
         spec: &RateSpec,
+        take: Take,
     ) -> Result<Check, BackendError> {
         let keys = self.keys(op, key, spec);
         let script = match spec.algorithm {
@@ -317,6 +319,8 @@ impl RedisBackend {
                 }
             }
         }
+        // Every script reads the take from its last two arguments.
+        inv.arg(take.tokens()).arg(u8::from(take.forced()));
         let (admitted, n, window) = self.invoke::<(i64, i64, i64)>(&inv).await?;
         Ok(if admitted == 1 {
             Check::Admitted {
@@ -516,8 +520,9 @@ impl SharedState for RedisBackend {
         op: &'a str,
         key: Option<u64>,
         spec: &'a RateSpec,
+        take: Take,
     ) -> StoreFuture<'a, Check> {
-        Box::pin(RedisBackend::check(self, op, key, spec))
+        Box::pin(RedisBackend::check(self, op, key, spec, take))
     }
 
     fn breaker_admit<'a>(

@@ -13,14 +13,17 @@ use redis::Script;
 /// GCRA over several windows, one key each (all under one hash tag).
 ///
 /// `ARGV`: for each window its emission interval `T` and horizon `B·T`,
-/// in µs. Admits when every window would: each key's theoretical arrival
-/// time `tat` moves to `max(tat, now) + T` and expires when the bucket is
-/// full again. Returns `{1, remaining, -1}` or `{0, wait_us, window}`.
+/// in µs, then the take `n` and whether it is forced (a charge). Admits
+/// when every window would: each key's theoretical arrival time `tat`
+/// moves to `max(tat, now) + n·T` and expires when the bucket is full
+/// again. Returns `{1, remaining, -1}` or `{0, wait_us, window}`.
 pub(crate) static GCRA: Lazy<Script> = Lazy::new(|| {
     Script::new(
         r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local n = tonumber(ARGV[#ARGV - 1])
+local force = ARGV[#ARGV] == '1'
 local next_tats = {}
 local wait, refused = 0, -1
 local remaining = nil
@@ -29,15 +32,17 @@ for i = 1, #KEYS do
   local horizon = tonumber(ARGV[2 * i])
   local tat = tonumber(redis.call('GET', KEYS[i]) or now)
   if tat < now then tat = now end
-  local nxt = tat + interval
-  local ahead = nxt - now
-  if ahead > horizon then
+  -- A take costing more than the bucket holds needs a full bucket and
+  -- leaves it in debt (the in-process rule).
+  local nxt = tat + n * interval
+  local ahead = tat + math.min(n * interval, horizon) - now
+  if ahead > horizon and not force then
     if ahead - horizon > wait then
       wait = ahead - horizon
       refused = i - 1
     end
   else
-    local left = math.floor((horizon - ahead) / interval)
+    local left = math.max(0, math.floor((horizon - (nxt - now)) / interval))
     if remaining == nil or left < remaining then remaining = left end
   end
   next_tats[i] = nxt
@@ -58,15 +63,19 @@ return {1, remaining or 0, -1}
 /// one hash tag) holding the window index `w`, its count `c` and the
 /// previous window's count `p`.
 ///
-/// `ARGV`: for each window its period (µs) and limit. The estimate is
-/// `p · (1 − elapsed/period) + c`; a call is admitted when the estimate plus
-/// one stays within the limit in every window. Returns `{1, remaining, -1}`
-/// or `{0, wait_us, window}`.
+/// `ARGV`: for each window its period (µs) and limit, then the take `n`
+/// and whether it is forced. The estimate is `p · (1 − elapsed/period) +
+/// c`; a call is admitted when the estimate plus `n` stays within the
+/// limit in every window. A count past the limit (a charge's debt) moves
+/// on into the next windows, `limit` paid per window. Returns
+/// `{1, remaining, -1}` or `{0, wait_us, window}`.
 pub(crate) static SLIDING: Lazy<Script> = Lazy::new(|| {
     Script::new(
         r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local n = tonumber(ARGV[#ARGV - 1])
+local force = ARGV[#ARGV] == '1'
 local state = {}
 local wait, refused = 0, -1
 local remaining = nil
@@ -78,22 +87,27 @@ for i = 1, #KEYS do
   local w, c, p = tonumber(h[1]), tonumber(h[2]) or 0, tonumber(h[3]) or 0
   if w == nil then
     c, p = 0, 0
-  elseif w == idx - 1 then
-    p, c = c, 0
-  elseif w ~= idx then
-    c, p = 0, 0
+  elseif w < idx then
+    -- Each window passed pays `limit` of a debt a charge left.
+    local passed = idx - w
+    p = math.min(math.max(0, c - limit * (passed - 1)), limit)
+    c = math.max(0, c - limit * passed)
   end
   local elapsed = now - idx * period
   local weight = 1 - elapsed / period
   local estimate = p * weight + c
-  if estimate + 1 > limit then
+  if estimate + n > limit and not force then
     local w_us
-    if c + 1 > limit then
-      -- Not before the next window, and then the previous count weighs in.
-      w_us = (period - elapsed) + period * math.max(0, 1 - (limit - 1) / math.max(c, 1))
+    if c + n > limit then
+      -- Not before the window where the debt is paid, and then the
+      -- previous count weighs in.
+      local windows = math.max(1, math.ceil((c + n - limit) / limit))
+      local prev = math.min(c - limit * (windows - 1), limit)
+      w_us = (period - elapsed) + period * (windows - 1)
+        + period * math.max(0, 1 - (limit - n - math.max(0, c - limit * windows)) / math.max(prev, 1))
     else
       -- When the previous window's share has shrunk enough.
-      local f = 1 - (limit - 1 - c) / p
+      local f = 1 - (limit - n - c) / p
       w_us = math.max(1, f * period - elapsed)
     end
     if w_us > wait then
@@ -101,7 +115,7 @@ for i = 1, #KEYS do
       refused = i - 1
     end
   else
-    local left = math.floor(limit - estimate - 1)
+    local left = math.max(0, math.floor(limit - estimate - n))
     if remaining == nil or left < remaining then remaining = left end
   end
   state[i] = {idx, c, p, period}
@@ -111,8 +125,9 @@ if refused >= 0 then
 end
 for i = 1, #KEYS do
   local s = state[i]
-  redis.call('HSET', KEYS[i], 'w', string.format('%.0f', s[1]), 'c', s[2] + 1, 'p', s[3])
-  redis.call('PEXPIRE', KEYS[i], math.ceil(2 * s[4] / 1000) + 1)
+  redis.call('HSET', KEYS[i], 'w', string.format('%.0f', s[1]), 'c', s[2] + n, 'p', s[3])
+  local windows = math.max(2, math.ceil((s[2] + n) / tonumber(ARGV[2 * i])) + 1)
+  redis.call('PEXPIRE', KEYS[i], math.ceil(windows * s[4] / 1000) + 1)
 end
 return {1, remaining or 0, -1}
 "#,
@@ -128,14 +143,18 @@ return {1, remaining or 0, -1}
 /// A hash keeps at most `slots + 1` fields (older ones are deleted).
 ///
 /// `ARGV`: the sub-windows per window, then for each window its sub-window
-/// length (µs) and limit. Returns `{1, remaining, -1}` or
-/// `{0, wait_us, window}`, the wait lasting until enough of the oldest
-/// sub-windows have left.
+/// length (µs) and limit, then the take `n` and whether it is forced.
+/// Returns `{1, remaining, -1}` or `{0, wait_us, window}`, the wait
+/// lasting until enough of the oldest sub-windows have left. A charge
+/// past the limit is kept as a debt (field `d`) counted in as room frees
+/// up.
 pub(crate) static EXACT: Lazy<Script> = Lazy::new(|| {
     Script::new(
         r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local n = tonumber(ARGV[#ARGV - 1])
+local force = ARGV[#ARGV] == '1'
 local slots = tonumber(ARGV[1])
 local wait, refused = 0, -1
 local remaining = nil
@@ -146,19 +165,33 @@ for i = 1, #KEYS do
   local slot = math.floor(now / slot_us)
   local oldest = slot - slots
   local h = redis.call('HGETALL', KEYS[i])
-  local counts, stale, sum = {}, {}, 0
+  local counts, stale, sum, d = {}, {}, 0, 0
   for j = 1, #h, 2 do
-    local s, c = tonumber(h[j]), tonumber(h[j + 1])
-    if s < oldest then
-      stale[#stale + 1] = h[j]
+    if h[j] == 'd' then
+      d = tonumber(h[j + 1])
     else
-      counts[s] = c
-      sum = sum + c
+      local s, c = tonumber(h[j]), tonumber(h[j + 1])
+      if s < oldest then
+        stale[#stale + 1] = h[j]
+      else
+        counts[s] = c
+        sum = sum + c
+      end
     end
   end
   if #stale > 0 then redis.call('HDEL', KEYS[i], unpack(stale)) end
-  if sum + 1 > limit then
-    local need, w_us = sum + 1 - limit, slot_us
+  if d > 0 and sum < limit then
+    -- A debt is counted in as room frees up (never faster than the
+    -- limit per period: the window stays full until it is paid).
+    local paid = math.min(d, limit - sum)
+    d = d - paid
+    sum = sum + paid
+    counts[slot] = (counts[slot] or 0) + paid
+    redis.call('HINCRBY', KEYS[i], string.format('%.0f', slot), paid)
+    if d > 0 then redis.call('HSET', KEYS[i], 'd', d) else redis.call('HDEL', KEYS[i], 'd') end
+  end
+  if (d > 0 or sum + n > limit) and not force then
+    local need, w_us = sum + d + n - limit, nil
     for s = oldest, slot do
       local c = counts[s]
       if c then
@@ -169,23 +202,32 @@ for i = 1, #KEYS do
         end
       end
     end
+    if w_us == nil then
+      -- Past this window: whole periods of the limit pay the rest.
+      w_us = (slot + 1) * slot_us - now + math.ceil(need / limit) * (slots + 1) * slot_us
+    end
     if w_us > wait then
       wait = w_us
       refused = i - 1
     end
   else
-    local left = limit - sum - 1
+    local left = math.max(0, limit - sum - n)
+    if d > 0 then left = 0 end
     if remaining == nil or left < remaining then remaining = left end
   end
-  cur[i] = {slot, slot_us}
+  local counted = n
+  if force then counted = math.min(n, math.max(0, limit - sum)) end
+  cur[i] = {slot, slot_us, counted, d + n - counted, limit}
 end
 if refused >= 0 then
   return {0, math.ceil(wait), refused}
 end
 for i = 1, #KEYS do
   local c = cur[i]
-  redis.call('HINCRBY', KEYS[i], string.format('%.0f', c[1]), 1)
-  redis.call('PEXPIRE', KEYS[i], math.ceil((slots + 1) * c[2] / 1000) + 1)
+  if c[3] > 0 then redis.call('HINCRBY', KEYS[i], string.format('%.0f', c[1]), c[3]) end
+  if c[4] > 0 then redis.call('HSET', KEYS[i], 'd', c[4]) end
+  local periods = 1 + math.ceil(c[4] / c[5])
+  redis.call('PEXPIRE', KEYS[i], math.ceil(periods * (slots + 1) * c[2] / 1000) + 1)
 end
 return {1, remaining or 0, -1}
 "#,
@@ -193,13 +235,17 @@ return {1, remaining or 0, -1}
 });
 
 /// Fixed-window counter over several windows, one key each, expiring at
-/// the end of its window. Returns `{1, remaining, -1}` or
+/// the end of its window (or of the window a charge's debt is paid in).
+/// `ARGV`: for each window its period (µs) and limit, then the take `n`
+/// and whether it is forced. Returns `{1, remaining, -1}` or
 /// `{0, wait_us, window}`.
 pub(crate) static FIXED: Lazy<Script> = Lazy::new(|| {
     Script::new(
         r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local n = tonumber(ARGV[#ARGV - 1])
+local force = ARGV[#ARGV] == '1'
 local wait, refused = 0, -1
 local remaining = nil
 local ends = {}
@@ -209,26 +255,33 @@ for i = 1, #KEYS do
   local idx = math.floor(now / period)
   local key = KEYS[i]
   local h = redis.call('HMGET', key, 'w', 'c')
-  local c = 0
-  if tonumber(h[1]) == idx then c = tonumber(h[2]) or 0 end
+  local c, w = 0, tonumber(h[1])
+  if w == idx then
+    c = tonumber(h[2]) or 0
+  elseif w ~= nil and w < idx then
+    -- Each window passed pays `limit` of a debt a charge left.
+    c = math.max(0, (tonumber(h[2]) or 0) - limit * (idx - w))
+  end
   local left_us = (idx + 1) * period - now
-  if c + 1 > limit then
-    if left_us > wait then
-      wait = left_us
+  if c + n > limit and not force then
+    local windows = math.max(1, math.ceil((c + n - limit) / limit))
+    local w_us = left_us + (windows - 1) * period
+    if w_us > wait then
+      wait = w_us
       refused = i - 1
     end
   else
-    local left = limit - c - 1
+    local left = math.max(0, limit - c - n)
     if remaining == nil or left < remaining then remaining = left end
   end
-  ends[i] = {idx, c, left_us}
+  ends[i] = {idx, c, left_us + math.max(0, math.ceil((c + n - limit) / limit)) * period}
 end
 if refused >= 0 then
   return {0, math.ceil(wait), refused}
 end
 for i = 1, #KEYS do
   local e = ends[i]
-  redis.call('HSET', KEYS[i], 'w', string.format('%.0f', e[1]), 'c', e[2] + 1)
+  redis.call('HSET', KEYS[i], 'w', string.format('%.0f', e[1]), 'c', e[2] + n)
   redis.call('PEXPIRE', KEYS[i], math.ceil(e[3] / 1000) + 1)
 end
 return {1, remaining or 0, -1}
