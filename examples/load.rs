@@ -20,6 +20,15 @@
 //! p50/p95/p99 latencies, then a word on what the 429s and 503s mean and the
 //! `Retry-After`/`RateLimit` headers of the first 429 as an example.
 //!
+//! Streams and batches: `speech` asks `GET /api/speech/{words}` for a
+//! chunked "audio" stream and reads it to the end, one request in four
+//! slowly (a pause between chunks, as a client playing it back would), so
+//! the server's backpressure handler has to drop chunks; the summary says
+//! how many bytes arrived of those synthesized. `batch` posts 1-20 items to
+//! `POST /api/batch`, which charges one per item against the client's
+//! budget: a 429 there is a refusal, like any other. A server without that
+//! route answers 404 or 405, shown in the `other` column.
+//!
 //! Chaos: the route `chaos` (only when named in `--routes`) calls the
 //! misbehaving `GET /chaos` and `GET /chaos/{key}` of a server started with
 //! `--chaos`; its panics show as `err` (the connection drops), its hangs as
@@ -60,10 +69,10 @@ Options:
   --duration <D>       how long to run, e.g. 500ms, 20s, 2m [default: 20s]
   --rate <N>           cap on requests per second, all workers together
                        [default: no cap]
-  --routes <LIST>      comma-separated subset of
-                       users,weather,files,hash,reports,search,chaos
-                       [default: all but chaos; weights 40,15,12,8,5,20,40];
-                       chaos needs a server started with --chaos
+  --routes <LIST>      comma-separated subset of users,weather,files,hash,
+                       reports,search,speech,batch,chaos [default: all but
+                       chaos; weights 40,15,12,8,5,20,6,10,40]; chaos needs
+                       a server started with --chaos
   --disconnect <F>     fraction of requests (0 to 1, e.g. 0.1) that give up
                        after 1-50 ms, dropping the connection mid-call
                        [default: 0]
@@ -85,6 +94,16 @@ const CITIES: [&str; 8] = [
 const FILES: [&str; 3] = ["readme.txt", "config.toml", "missing.txt"];
 /// Few distinct terms, so that coalescing and caching have something to do.
 const TERMS: [&str; 5] = ["rust", "tokio", "limits", "breaker", "bulkhead"];
+/// Bytes of one spoken word in `GET /api/speech/{words}`.
+const SPEECH_WORD_BYTES: u64 = 1024;
+/// Words asked of the speech route: most streams are short, a slow
+/// reader's long enough to fill the server's 64 KiB buffer and more.
+const SPEECH_WORDS: (u64, u64) = (10, 100);
+const SPEECH_WORDS_SLOW: (u64, u64) = (300, 1000);
+/// A slow reader's pause after each chunk it reads.
+const SLOW_READ_PAUSE: Duration = Duration::from_millis(5);
+/// Items in one `POST /api/batch` (the server accepts 1 to 20).
+const BATCH_ITEMS: (u64, u64) = (1, 20);
 
 // ---------------------------------------------------------------- routes ---
 
@@ -96,17 +115,21 @@ enum Route {
     Hash,
     Reports,
     Search,
+    Speech,
+    Batch,
     Chaos,
 }
 
 impl Route {
-    const ALL: [Route; 7] = [
+    const ALL: [Route; 9] = [
         Route::Users,
         Route::Weather,
         Route::Files,
         Route::Hash,
         Route::Reports,
         Route::Search,
+        Route::Speech,
+        Route::Batch,
         Route::Chaos,
     ];
     /// What runs without `--routes`: every route but the last, chaos,
@@ -122,6 +145,8 @@ impl Route {
             Route::Hash => "hash",
             Route::Reports => "reports",
             Route::Search => "search",
+            Route::Speech => "speech",
+            Route::Batch => "batch",
             Route::Chaos => "chaos",
         }
     }
@@ -135,6 +160,8 @@ impl Route {
             Route::Hash => "POST /api/hash",
             Route::Reports => "POST /api/reports",
             Route::Search => "GET /api/search?q={q}",
+            Route::Speech => "GET /api/speech/{words}",
+            Route::Batch => "POST /api/batch",
             Route::Chaos => "GET /chaos[/{key}]",
         }
     }
@@ -148,6 +175,8 @@ impl Route {
             Route::Hash => 8,
             Route::Reports => 5,
             Route::Search => 20,
+            Route::Speech => 6,
+            Route::Batch => 10,
             Route::Chaos => 40,
         }
     }
@@ -330,10 +359,8 @@ fn parse_routes(value: &str) -> Result<Vec<Route>, String> {
             .into_iter()
             .find(|r| r.name() == name)
             .ok_or_else(|| {
-                format!(
-                    "unknown route `{name}`; choose from \
-                     users,weather,files,hash,reports,search,chaos"
-                )
+                let names: Vec<&str> = Route::ALL.iter().map(|r| r.name()).collect();
+                format!("unknown route `{name}`; choose from {}", names.join(","))
             })?;
         if !routes.contains(&route) {
             routes.push(route);
@@ -539,10 +566,52 @@ impl RouteStats {
     }
 }
 
+/// What the stream and batch routes add to the report.
+#[derive(Clone, Copy, Default)]
+struct Extras {
+    /// Speech streams answered 200 and read to the end.
+    streams: u64,
+    /// Of those, streams read slowly.
+    slow_streams: u64,
+    /// Bytes the server synthesized for those streams, and bytes received.
+    synthesized: u64,
+    received: u64,
+    /// Batch items answered (200) and refused (429).
+    items_ok: u64,
+    items_refused: u64,
+}
+
+impl Extras {
+    /// Counts what `sent` came back with: its status and the body's length.
+    fn count(&mut self, sent: &Sent, status: u16, received: u64) {
+        match (sent.route, status) {
+            (Route::Speech, 200) => {
+                self.streams += 1;
+                self.slow_streams += u64::from(matches!(sent.read, Read::Slowly(_)));
+                self.synthesized += sent.units * SPEECH_WORD_BYTES;
+                self.received += received;
+            }
+            (Route::Batch, 200) => self.items_ok += sent.units,
+            (Route::Batch, 429) => self.items_refused += sent.units,
+            _ => {}
+        }
+    }
+
+    fn merge(&mut self, other: &Extras) {
+        self.streams += other.streams;
+        self.slow_streams += other.slow_streams;
+        self.synthesized += other.synthesized;
+        self.received += other.received;
+        self.items_ok += other.items_ok;
+        self.items_refused += other.items_refused;
+    }
+}
+
 /// What one worker saw; merged at the end, so the hot path takes no lock.
 #[derive(Clone)]
 struct Stats {
     routes: Vec<RouteStats>,
+    extras: Extras,
     /// 429s by client class (api, authenticated, anonymous).
     limited: [u64; 3],
     /// Requests still in flight when the run was cut short (not counted).
@@ -553,6 +622,7 @@ impl Stats {
     fn new() -> Stats {
         Stats {
             routes: vec![RouteStats::default(); Route::ALL.len()],
+            extras: Extras::default(),
             limited: [0; 3],
             abandoned: 0,
         }
@@ -565,6 +635,7 @@ impl Stats {
         for (a, b) in self.limited.iter_mut().zip(other.limited) {
             *a += b;
         }
+        self.extras.merge(&other.extras);
         self.abandoned += other.abandoned;
     }
 }
@@ -584,10 +655,30 @@ enum Phase {
 
 #[derive(Clone, Copy)]
 enum Reply {
-    Status(u16),
+    /// A status, and the bytes of the body read to its end.
+    Status(u16, u64),
     Failed(ErrorKind),
     /// The client gave up on purpose (`--disconnect`).
     Gone,
+}
+
+/// How a response body is read.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Read {
+    /// As fast as it comes.
+    Whole,
+    /// Chunk by chunk with a pause after each: a slow consumer.
+    Slowly(Duration),
+}
+
+/// What the report needs to know of a request sent.
+#[derive(Clone, Copy, Debug)]
+struct Sent {
+    route: Route,
+    class: Class,
+    read: Read,
+    /// Words asked of the speech route, items sent to the batch route.
+    units: u64,
 }
 
 /// The first 429, kept as an example of the headers the server sends.
@@ -630,11 +721,12 @@ impl Shared {
     }
 
     /// A request with realistic parameters for a random route and identity.
-    fn plan(&self, rng: &mut Rng) -> (Route, Class, reqwest::RequestBuilder) {
+    fn plan(&self, rng: &mut Rng) -> (Sent, reqwest::RequestBuilder) {
         let route = self.pick_route(rng);
         let user = rng.range(1, self.users);
         let class = Class::of(user);
         let (base, client) = (&self.base, &self.client);
+        let (mut read, mut units) = (Read::Whole, 0);
         let request = match route {
             Route::Users => client.get(format!("{base}/api/users/{}", rng.range(1, 1000))),
             Route::Weather => client.get(format!("{base}/api/weather/{}", rng.pick(&CITIES))),
@@ -659,6 +751,27 @@ impl Shared {
                     .json(&serde_json::json!({ "rows": rows }))
             }
             Route::Search => client.get(format!("{base}/api/search?q={}", rng.pick(&TERMS))),
+            Route::Speech => {
+                // One listener in four plays it back as it comes: slowly.
+                let slow = rng.below(4) == 0;
+                let (lo, hi) = if slow {
+                    SPEECH_WORDS_SLOW
+                } else {
+                    SPEECH_WORDS
+                };
+                units = rng.range(lo, hi);
+                if slow {
+                    read = Read::Slowly(SLOW_READ_PAUSE);
+                }
+                client.get(format!("{base}/api/speech/{units}"))
+            }
+            Route::Batch => {
+                units = rng.range(BATCH_ITEMS.0, BATCH_ITEMS.1);
+                let items: Vec<String> = (0..units)
+                    .map(|i| format!("{} {i}", rng.pick(&TERMS)))
+                    .collect();
+                client.post(format!("{base}/api/batch")).json(&items)
+            }
             // Two in three to the async op, the rest to the keyed blocking one.
             Route::Chaos if rng.below(3) < 2 => client.get(format!("{base}/chaos")),
             Route::Chaos => client.get(format!("{base}/chaos/{}", rng.range(1, 8))),
@@ -668,10 +781,17 @@ impl Shared {
             Class::Authenticated => request.bearer_auth(format!("user-{user}")),
             Class::Anonymous => request,
         };
-        (route, class, request)
+        let sent = Sent {
+            route,
+            class,
+            read,
+            units,
+        };
+        (sent, request)
     }
 
-    async fn execute(&self, route: Route, class: Class, request: reqwest::RequestBuilder) -> Reply {
+    async fn execute(&self, sent: Sent, request: reqwest::RequestBuilder) -> Reply {
+        let Sent { route, class, .. } = sent;
         let response = match request.send().await {
             Ok(response) => response,
             Err(e) => return Reply::Failed(self.failed(&e)),
@@ -705,8 +825,8 @@ impl Shared {
             }
         }
         // Read the body, so the connection goes back to the pool.
-        match response.bytes().await {
-            Ok(_) => Reply::Status(status),
+        match read_body(response, sent.read).await {
+            Ok(bytes) => Reply::Status(status, bytes),
             Err(e) => Reply::Failed(self.failed(&e)),
         }
     }
@@ -719,6 +839,21 @@ impl Shared {
             ErrorKind::Connect
         } else {
             ErrorKind::Other
+        }
+    }
+}
+
+/// Reads a response body to its end, as `read` says; returns its length.
+async fn read_body(mut response: reqwest::Response, read: Read) -> Result<u64, reqwest::Error> {
+    match read {
+        Read::Whole => Ok(response.bytes().await?.len() as u64),
+        Read::Slowly(pause) => {
+            let mut total = 0;
+            while let Some(chunk) = response.chunk().await? {
+                total += chunk.len() as u64;
+                tokio::time::sleep(pause).await;
+            }
+            Ok(total)
         }
     }
 }
@@ -749,14 +884,15 @@ async fn worker(id: u64, shared: Arc<Shared>, mut phase: watch::Receiver<Phase>)
                 Err(_) => break,
             }
         }
-        let (route, class, request) = shared.plan(&mut rng);
+        let (sent, request) = shared.plan(&mut rng);
+        let route = sent.route;
         let give_up = rng
             .chance(shared.disconnect)
             .then(|| Duration::from_millis(rng.range(DISCONNECT_MS.0, DISCONNECT_MS.1)));
         shared.in_flight.fetch_add(1, Relaxed);
         let started = Instant::now();
         let call = async {
-            let execute = shared.execute(route, class, request);
+            let execute = shared.execute(sent, request);
             match give_up {
                 // Dropping the request future drops its connection: the
                 // server sees the client go away mid-call.
@@ -778,14 +914,15 @@ async fn worker(id: u64, shared: Arc<Shared>, mut phase: watch::Receiver<Phase>)
         let elapsed = started.elapsed();
         let route_stats = &mut stats.routes[route.index()];
         match reply {
-            Reply::Status(status) => {
+            Reply::Status(status, received) => {
+                stats.extras.count(&sent, status, received);
                 let outcome = Outcome::of(status);
                 route_stats.counts[outcome as usize] += 1;
                 route_stats.latency.record(elapsed.as_micros() as u64);
                 match outcome {
                     Outcome::Other => *route_stats.other.entry(status).or_default() += 1,
                     Outcome::TooMany => {
-                        stats.limited[class as usize] += 1;
+                        stats.limited[sent.class as usize] += 1;
                         shared.too_many.fetch_add(1, Relaxed);
                     }
                     Outcome::Unavailable => {
@@ -1261,6 +1398,11 @@ fn report(
             "202s: slow reports moved to the background; poll the Location{example}."
         ));
     }
+    notes.extend(speech_note(&stats.extras));
+    notes.extend(batch_note(
+        &stats.extras,
+        &stats.routes[Route::Batch.index()],
+    ));
     if count(Outcome::Other) > 0 {
         let codes: Vec<String> = total
             .other
@@ -1268,7 +1410,7 @@ fn report(
             .map(|(code, n)| format!("{code} x{n}"))
             .collect();
         let files_404 = if total.other.contains_key(&404) && cfg.routes.contains(&Route::Files) {
-            " (404s are expected: one file name is missing.txt)"
+            " (the files route's 404s are expected: one file name is missing.txt)"
         } else {
             ""
         };
@@ -1335,6 +1477,55 @@ fn report(
     ExitCode::SUCCESS
 }
 
+/// What the speech streams got: bytes received of those synthesized (a
+/// slow reader's stream loses its oldest chunks to the server's buffer).
+fn speech_note(x: &Extras) -> Option<String> {
+    if x.streams == 0 {
+        return None;
+    }
+    let kib = |b: u64| b.div_ceil(1024);
+    let lost = x.synthesized.saturating_sub(x.received);
+    let dropped = if lost > 0 {
+        format!(
+            "; the server's backpressure dropped {} KiB for readers that fell behind \
+             (see /monitoring/backpressure, stream tts.audio)",
+            kib(lost)
+        )
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "speech: {} streams read to the end ({} slowly, {} ms between chunks): \
+         {} KiB received of {} KiB synthesized{dropped}.",
+        x.streams,
+        x.slow_streams,
+        SLOW_READ_PAUSE.as_millis(),
+        kib(x.received),
+        kib(x.synthesized)
+    ))
+}
+
+/// What the batches got: items answered and refused, or word that the
+/// server has no batch route.
+fn batch_note(x: &Extras, batch: &RouteStats) -> Option<String> {
+    let missing: u64 = [404, 405]
+        .iter()
+        .filter_map(|code| batch.other.get(code))
+        .sum();
+    if missing > 0 {
+        return Some(format!(
+            "batch: {missing} batches answered 404/405: this server has no POST /api/batch."
+        ));
+    }
+    (x.items_ok + x.items_refused > 0).then(|| {
+        format!(
+            "batch: {} items answered, {} refused (429: a batch costs one per item \
+             against the client's budget).",
+            x.items_ok, x.items_refused
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1378,6 +1569,48 @@ mod tests {
         assert_eq!(cfg.disconnect, 0.0);
         assert!(args("--disconnect 1.5").is_err());
         assert!(args("--disconnect x").is_err());
+    }
+
+    #[test]
+    fn stream_and_batch_routes_with_their_notes() {
+        let Ok(Cli::Run(cfg)) = args("--routes batch,speech") else {
+            panic!()
+        };
+        assert_eq!(cfg.routes, vec![Route::Speech, Route::Batch]);
+        let Ok(Cli::Run(cfg)) = args("") else {
+            panic!()
+        };
+        assert!(cfg.routes.contains(&Route::Speech) && cfg.routes.contains(&Route::Batch));
+
+        let mut old_server = RouteStats::default();
+        old_server.other.insert(405, 3);
+        let note = batch_note(&Extras::default(), &old_server).unwrap();
+        assert!(note.contains("3 batches answered 404/405"), "{note}");
+        let x = Extras {
+            items_ok: 30,
+            items_refused: 12,
+            ..Extras::default()
+        };
+        let note = batch_note(&x, &RouteStats::default()).unwrap();
+        assert!(note.contains("30 items answered, 12 refused"), "{note}");
+
+        let mut x = Extras::default();
+        let sent = |read| Sent {
+            route: Route::Speech,
+            class: Class::Api,
+            read,
+            units: 4,
+        };
+        x.count(&sent(Read::Whole), 200, 4096);
+        x.count(&sent(Read::Slowly(SLOW_READ_PAUSE)), 200, 1024);
+        x.count(&sent(Read::Whole), 429, 0);
+        let note = speech_note(&x).unwrap();
+        assert!(
+            note.contains("2 streams read to the end (1 slowly")
+                && note.contains("5 KiB received of 8 KiB synthesized")
+                && note.contains("dropped 3 KiB"),
+            "{note}"
+        );
     }
 
     #[test]

@@ -122,6 +122,13 @@ fn next() -> u64 {
     jitter(CALLS.fetch_add(1, Ordering::Relaxed))
 }
 
+/// What the ops' breakers (and the monitor's error rates) count as a
+/// failure: a server-side error. A missing user or file is an answer, the
+/// client's mistake, not an outage of the store.
+fn is_server_failure(e: &AppError) -> bool {
+    e.status().is_server_error()
+}
+
 // ---- the database -------------------------------------------------------
 
 /// A user row.
@@ -141,7 +148,13 @@ pub struct User {
     max_concurrent = 8,
     queue = 16,
     queue_timeout = "250ms",
-    breaker(failure_rate = 0.6, min_calls = 20, window = 50, recovery = "5s")
+    breaker(
+        failure_rate = 0.6,
+        min_calls = 20,
+        window = 50,
+        recovery = "5s",
+        failure = is_server_failure
+    )
 )]
 async fn query_user(id: u64) -> Result<User, AppError> {
     let r = next();
@@ -223,7 +236,14 @@ fn data_dir() -> std::path::PathBuf {
 
 /// A blocking read from disk (with a slow disk simulated): a plain `fn`,
 /// so the attribute runs it on the blocking pool, bounded.
-#[limit_blocking(op = "files", kind = file_io, timeout = "1s", max_concurrent = 4, queue = 8)]
+#[limit_blocking(
+    op = "files",
+    kind = file_io,
+    timeout = "1s",
+    max_concurrent = 4,
+    queue = 8,
+    breaker(recovery = "5s", failure = is_server_failure)
+)]
 fn read_file(name: String) -> Result<String, AppError> {
     if name.contains(['/', '\\']) || name.starts_with('.') {
         return Err(AppError::NotFound(format!("no file {name:?}")));

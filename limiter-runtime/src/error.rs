@@ -215,6 +215,22 @@ impl LimitError {
         }
     }
 
+    /// Whether a limit refused the call before its body ran (rate limit,
+    /// full queue, queue timeout, open breaker, overload): load shedding by
+    /// design, which monitoring counts as rejected, never as a failure.
+    /// A timeout and a move to the background are not refusals: the body
+    /// ran.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            LimitError::RateLimited { .. }
+            | LimitError::QueueFull { .. }
+            | LimitError::QueueTimeout { .. }
+            | LimitError::CircuitOpen { .. }
+            | LimitError::Overloaded { .. } => true,
+            LimitError::Timeout { .. } | LimitError::MovedToBackground { .. } => false,
+        }
+    }
+
     /// A short machine-readable name of the variant (`rate_limited`, …), as
     /// used in metrics labels and JSON bodies.
     pub fn code(&self) -> &'static str {

@@ -588,6 +588,9 @@ async fn alert_lifecycle_and_admin_token_over_http() {
     let reg = registry();
     let mut cfg = MonitorConfig::default();
     cfg.thresholds.min_calls = 5;
+    // Raised and called critical at the first evaluation.
+    cfg.thresholds.sustain = Duration::ZERO;
+    cfg.thresholds.critical_after = Duration::ZERO;
     reg.monitor().configure(cfg).unwrap();
     let layer = LimiterLayer::builder().registry(reg).build().unwrap();
     let app = Router::new()

@@ -19,6 +19,7 @@ use crate::backend::Check;
 use crate::clock::Clock;
 use crate::error::{ConfigError, LimitError};
 use crate::keys::KeySeed;
+use crate::metrics::CallOutcome;
 use crate::monitor::{RouteRecorder, RuleDecision, UNMATCHED_ROUTE};
 use crate::op::{KeyedTerms, Op};
 use crate::rate::{KeyedOutcome, Refusal};
@@ -27,7 +28,7 @@ use crate::settings::{Backend, Degradation};
 use crate::timeout::PollWatch;
 
 use super::identity::{Client, ClientClass, ForwardedHeader, IdentityConfig, IdentitySource};
-use super::response::{ceil_secs, RATELIMIT, RATELIMIT_POLICY};
+use super::response::{ceil_secs, Refused, RATELIMIT, RATELIMIT_POLICY};
 use super::rules::{CompiledRule, Rule, RuleHeaders};
 use super::verify::Verifier;
 
@@ -568,7 +569,7 @@ where
                         resp.headers_mut()
                             .insert(header::CONNECTION, HeaderValue::from_static("close"));
                     }
-                    flight.finish(resp.status().as_u16());
+                    flight.finish(&resp);
                     return Ok(resp);
                 }
                 Verdict::Pass(headers, op) => {
@@ -586,7 +587,7 @@ where
                 Err(e) => {
                     // The server answers the error (hyper: the connection
                     // is closed): a failure of the service.
-                    flight.finish(500);
+                    flight.end(500, false);
                     return Err(e);
                 }
             };
@@ -596,7 +597,7 @@ where
                     set_rate_limit(resp.headers_mut(), &policy, &limit);
                 }
             }
-            flight.finish(resp.status().as_u16());
+            flight.finish(&resp);
             Ok(resp)
         })
     }
@@ -631,12 +632,30 @@ struct InFlight {
 }
 
 impl InFlight {
-    fn finish(&mut self, status: u16) {
+    /// Counts the response: a limit's refusal (marked [`Refused`]) as
+    /// rejected, any other 5xx as a failure.
+    fn finish(&mut self, resp: &Response) {
+        let refused = resp.extensions().get::<Refused>().is_some();
+        self.end(resp.status().as_u16(), refused);
+    }
+
+    fn end(&mut self, status: u16, refused: bool) {
         self.done = true;
         let took = self.start.elapsed();
-        self.recorder.finish(status, took);
+        if refused {
+            self.recorder.refused(status, took);
+        } else {
+            self.recorder.finish(status, took);
+        }
         if let Some(op) = &self.op {
-            op.count_finished(Some(status >= 500), took);
+            let outcome = if refused {
+                CallOutcome::Excused
+            } else if status >= 500 {
+                CallOutcome::Failure
+            } else {
+                CallOutcome::Success
+            };
+            op.count_finished(outcome, took);
         }
     }
 }
@@ -646,7 +665,7 @@ impl Drop for InFlight {
         if !self.done {
             self.recorder.abandon();
             if let Some(op) = &self.op {
-                op.count_finished(None, self.start.elapsed());
+                op.count_finished(CallOutcome::Cancelled, self.start.elapsed());
             }
         }
     }

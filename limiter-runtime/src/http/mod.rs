@@ -34,7 +34,7 @@ pub use jwt::Jwt;
 pub use layer::{LimiterLayer, LimiterLayerBuilder, LimiterService};
 pub use pattern::{PathPattern, PatternError};
 pub use response::{
-    rate_limit_headers, status_of, ErrorBody, ErrorStatus, RATELIMIT, RATELIMIT_POLICY,
+    rate_limit_headers, status_of, ErrorBody, ErrorStatus, Refused, RATELIMIT, RATELIMIT_POLICY,
     TASK_LOCATION_PREFIX,
 };
 pub use router::{monitoring_router, Monitoring};

@@ -32,6 +32,17 @@ pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 /// monitoring router serves `GET /monitoring/background/{id}`.
 pub const TASK_LOCATION_PREFIX: &str = "/monitoring/background/";
 
+/// A response extension marking a limit's refusal (see
+/// [`LimitError::is_refusal`]): the limiter layer counts such a response as
+/// rejected, not as a server error, even when its status is 503. A
+/// `LimitError` answered through its `IntoResponse` carries it; a handler
+/// that builds its own response for a refusal can insert it too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused {
+    /// The refusal's [`LimitError::code`], e.g. `queue_full`.
+    pub code: &'static str,
+}
+
 /// The status an error answers with, so that a route breaker
 /// (`#[optimize_route]`) counts only server failures (5xx), not a client's
 /// mistakes (4xx). Implement it for a handler's error type:
@@ -231,6 +242,9 @@ impl IntoResponse for LimitError {
     fn into_response(self) -> Response {
         let status = status_of(&self);
         let mut resp = (status, axum::Json(ErrorBody::of(&self))).into_response();
+        if self.is_refusal() {
+            resp.extensions_mut().insert(Refused { code: self.code() });
+        }
         let headers = resp.headers_mut();
         rate_limit_headers(&self, headers);
         if let LimitError::MovedToBackground { task_id, .. } = self {

@@ -70,6 +70,11 @@ counters! {
         succeeded,
         /// Calls whose body returned an error.
         failed,
+        /// Of `failed`: errors that are no failure of what the op protects
+        /// (an op the body called refused it, or the call's classifier
+        /// excuses the error, a client's mistake). Neither the breaker nor
+        /// the monitor's error rate counts them.
+        excused,
         /// Calls that ran out of time.
         timeouts,
         /// Calls whose body panicked.
@@ -268,7 +273,9 @@ impl OpMetrics {
         s.admitted += sum(|x| &x.admitted);
         s.succeeded += sum(|x| &x.outcomes[CallOutcome::Success as usize]);
         s.failed += sum(|x| &x.outcomes[CallOutcome::Failure as usize]);
-        s.failed += sum(|x| &x.outcomes[CallOutcome::Excused as usize]);
+        let excused = sum(|x| &x.outcomes[CallOutcome::Excused as usize]);
+        s.failed += excused;
+        s.excused += excused;
         s.timeouts += sum(|x| &x.outcomes[CallOutcome::Timeout as usize]);
         s.panics += sum(|x| &x.outcomes[CallOutcome::Panic as usize]);
         s.cancelled += sum(|x| &x.outcomes[CallOutcome::Cancelled as usize]);

@@ -106,16 +106,8 @@ pub(crate) fn check(t: &Thresholds, v: &View<'_>) -> Vec<Finding> {
             ));
         }
     }
-    let [warn, err] = t.slow_polls;
     let slow = r.slow_polls;
-    let slow_level = if slow >= err {
-        Some((AlertLevel::Error, err))
-    } else if slow >= warn {
-        Some((AlertLevel::Warning, warn))
-    } else {
-        None
-    };
-    if let Some((level, limit)) = slow_level {
+    if let Some((level, limit)) = slow_poll_level(t, r) {
         out.push(finding(
             AlertKind::SlowPolls,
             level,
@@ -146,6 +138,22 @@ pub(crate) fn check(t: &Thresholds, v: &View<'_>) -> Vec<Finding> {
         ));
     }
     out
+}
+
+/// The level of a window's slow polls: their count against the thresholds,
+/// once they are also `slow_poll_share` of its calls.
+fn slow_poll_level(t: &Thresholds, r: &Window) -> Option<(AlertLevel, u64)> {
+    let [warn, err] = t.slow_polls;
+    let slow = r.slow_polls;
+    if (slow as f64) < t.slow_poll_share * r.calls as f64 {
+        None
+    } else if slow >= err {
+        Some((AlertLevel::Error, err))
+    } else if slow >= warn {
+        Some((AlertLevel::Warning, warn))
+    } else {
+        None
+    }
 }
 
 /// Recent p95, baseline p95 and their ratio, when the recent one is worse
@@ -220,7 +228,7 @@ pub(crate) fn advise_route(t: &Thresholds, v: &View<'_>, out: &mut Vec<String>) 
             ));
         }
     }
-    if r.slow_polls >= t.slow_polls[0] {
+    if slow_poll_level(t, r).is_some() {
         out.push(format!(
             "{}: {} polls blocked the executor thread in the last {window}; move the blocking work into \
              a plain `fn` under `#[limit_blocking]` so it runs on the blocking pool",
@@ -303,7 +311,7 @@ pub(crate) fn advise_op(t: &Thresholds, op: &OpSnapshot, recent: &Window, out: &
             op.breaker.opened
         ));
     }
-    if recent.slow_polls >= t.slow_polls[0] {
+    if slow_poll_level(t, recent).is_some() {
         // An op whose body already runs on a blocking pool has nothing to
         // move there: its polls were slow because the executor thread was
         // starved (CPU-bound work elsewhere, too few worker threads).
@@ -367,6 +375,52 @@ mod tests {
             !offloaded.contains("make it a plain") && offloaded.contains("starved"),
             "{offloaded}"
         );
+    }
+
+    /// A few slow polls among many calls (a preempted thread now and then)
+    /// are no finding; the same few among fewer calls are.
+    #[test]
+    fn slow_polls_count_as_a_share_of_the_calls() {
+        let t = Thresholds::default();
+        let window = |calls, slow_polls| Window {
+            span_ms: 60_000,
+            calls,
+            slow_polls,
+            ..Window::default()
+        };
+        let kinds = |w: &Window| {
+            let view = View {
+                subject: "route GET /x",
+                recent: w,
+                baseline: None,
+            };
+            check(&t, &view)
+                .into_iter()
+                .map(|f| (f.kind, f.level))
+                .collect::<Vec<_>>()
+        };
+        assert!(kinds(&window(10_000, 12)).is_empty(), "0.12% of the calls");
+        assert_eq!(
+            kinds(&window(1_000, 12)),
+            [(AlertKind::SlowPolls, AlertLevel::Error)],
+            "1.2% of the calls"
+        );
+        assert_eq!(
+            kinds(&window(100, 3)),
+            [(AlertKind::SlowPolls, AlertLevel::Warning)]
+        );
+        let mut advice = Vec::new();
+        let busy = window(10_000, 12);
+        advise_route(
+            &t,
+            &View {
+                subject: "route GET /x",
+                recent: &busy,
+                baseline: None,
+            },
+            &mut advice,
+        );
+        assert!(advice.is_empty(), "{advice:?}");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Alerts: raised by threshold checks, kept with an id, a level and a
 //! lifecycle (active → acknowledged → resolved).
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 
 /// How bad a condition is.
@@ -94,6 +96,46 @@ pub(crate) struct Finding {
     pub(crate) threshold: f64,
 }
 
+/// How long a condition must hold before it is raised, and before it is
+/// called critical (from [`Thresholds`](super::Thresholds)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Holds {
+    /// A condition found for less than this raises nothing yet.
+    pub(crate) sustain_ms: u64,
+    /// A critical condition is reported as an error until it has been
+    /// critical for this long.
+    pub(crate) critical_ms: u64,
+}
+
+/// A condition found at every evaluation since `since_ms`, raised or not.
+#[derive(Debug, Clone, Copy)]
+struct Condition {
+    since_ms: u64,
+    /// Since when it has been found at the critical level, without a break.
+    critical_since_ms: Option<u64>,
+}
+
+impl Condition {
+    /// The level to report for a finding at `found`: critical only once it
+    /// has been critical for `holds.critical_ms`.
+    fn level(&self, found: AlertLevel, holds: Holds, now_ms: u64) -> AlertLevel {
+        match self.critical_since_ms {
+            Some(t)
+                if found == AlertLevel::Critical
+                    && now_ms.saturating_sub(t) < holds.critical_ms =>
+            {
+                AlertLevel::Error
+            }
+            _ => found,
+        }
+    }
+
+    /// Whether it has held long enough to be raised.
+    fn sustained(&self, holds: Holds, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.since_ms) >= holds.sustain_ms
+    }
+}
+
 /// Why an alert could not change state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AlertError {
@@ -110,6 +152,9 @@ pub enum AlertError {
 pub(crate) struct AlertBook {
     next_id: u64,
     alerts: Vec<Alert>,
+    /// Conditions found at the last evaluation of their subject, by kind
+    /// and subject: how long each has held.
+    conditions: HashMap<(AlertKind, String), Condition>,
 }
 
 /// Resolved alerts kept for display.
@@ -117,15 +162,19 @@ const RETAIN_RESOLVED: usize = 500;
 
 impl AlertBook {
     /// Applies the findings of one evaluation of `checked` subjects: a
-    /// finding updates the open alert of its kind and subject or raises a
-    /// new one; an open alert of a checked subject with no finding has
-    /// cleared and is resolved.
+    /// finding updates the open alert of its kind and subject, or raises a
+    /// new one once its condition has held for `holds.sustain_ms`; an open
+    /// alert of a checked subject with no finding has cleared and is
+    /// resolved. A critical finding is reported as an error until it has
+    /// been critical for `holds.critical_ms`.
     pub(crate) fn apply(
         &mut self,
         findings: Vec<Finding>,
         checked: &dyn Fn(&str) -> bool,
         now_ms: u64,
+        holds: Holds,
     ) {
+        self.track(&findings, checked, now_ms);
         for a in self.alerts.iter_mut().filter(|a| a.is_open()) {
             let still = findings
                 .iter()
@@ -136,7 +185,9 @@ impl AlertBook {
                 a.resolution = Some("cleared");
             }
         }
-        for f in findings {
+        for mut f in findings {
+            let cond = self.conditions[&(f.kind, f.subject.clone())];
+            f.level = cond.level(f.level, holds, now_ms);
             let open = self
                 .alerts
                 .iter_mut()
@@ -154,6 +205,7 @@ impl AlertBook {
                     a.last_seen_ms = now_ms;
                     a.occurrences += 1;
                 }
+                None if !cond.sustained(holds, now_ms) => {}
                 None => {
                     self.next_id += 1;
                     tracing::warn!(
@@ -194,6 +246,32 @@ impl AlertBook {
                     true
                 }
             });
+        }
+    }
+
+    /// Updates how long each condition has held: a finding starts or
+    /// continues its condition; a condition of a checked subject that was
+    /// not found again is over.
+    fn track(&mut self, findings: &[Finding], checked: &dyn Fn(&str) -> bool, now_ms: u64) {
+        self.conditions.retain(|(kind, subject), _| {
+            !checked(subject)
+                || findings
+                    .iter()
+                    .any(|f| f.kind == *kind && f.subject == *subject)
+        });
+        for f in findings {
+            let cond = self
+                .conditions
+                .entry((f.kind, f.subject.clone()))
+                .or_insert(Condition {
+                    since_ms: now_ms,
+                    critical_since_ms: None,
+                });
+            cond.critical_since_ms = if f.level == AlertLevel::Critical {
+                cond.critical_since_ms.or(Some(now_ms))
+            } else {
+                None
+            };
         }
     }
 
@@ -250,8 +328,9 @@ mod tests {
     fn lifecycle() {
         let mut book = AlertBook::default();
         let all = |_: &str| true;
-        book.apply(vec![finding(AlertLevel::Warning)], &all, 1);
-        book.apply(vec![finding(AlertLevel::Warning)], &all, 2);
+        let now = Holds::default();
+        book.apply(vec![finding(AlertLevel::Warning)], &all, 1, now);
+        book.apply(vec![finding(AlertLevel::Warning)], &all, 2, now);
         assert_eq!(book.all().len(), 1, "the same condition updates one alert");
         let a = &book.all()[0];
         assert_eq!(
@@ -261,7 +340,7 @@ mod tests {
 
         let acked = book.acknowledge(1, 3).unwrap();
         assert_eq!(acked.state, AlertState::Acknowledged);
-        book.apply(vec![finding(AlertLevel::Error)], &all, 4);
+        book.apply(vec![finding(AlertLevel::Error)], &all, 4, now);
         assert_eq!(
             book.all()[0].state,
             AlertState::Active,
@@ -273,19 +352,82 @@ mod tests {
         assert_eq!(book.resolve(1, 6), Err(AlertError::Resolved(1)));
         assert_eq!(book.acknowledge(9, 6), Err(AlertError::NotFound(9)));
 
-        book.apply(vec![finding(AlertLevel::Warning)], &all, 7);
+        book.apply(vec![finding(AlertLevel::Warning)], &all, 7, now);
         assert_eq!(
             book.all().len(),
             2,
             "a condition that persists is raised anew"
         );
-        book.apply(Vec::new(), &|_| false, 8);
+        book.apply(Vec::new(), &|_| false, 8, now);
         assert_eq!(
             book.all()[1].state,
             AlertState::Active,
             "unchecked subjects stay"
         );
-        book.apply(Vec::new(), &all, 9);
+        book.apply(Vec::new(), &all, 9, now);
         assert_eq!(book.all()[1].resolution, Some("cleared"));
+    }
+
+    const HOLDS: Holds = Holds {
+        sustain_ms: 10_000,
+        critical_ms: 30_000,
+    };
+
+    /// A condition is raised only once it has held for `sustain`; one that
+    /// goes away before starts over.
+    #[test]
+    fn conditions_are_raised_once_sustained() {
+        let mut book = AlertBook::default();
+        let all = |_: &str| true;
+        let warn = || vec![finding(AlertLevel::Warning)];
+        book.apply(warn(), &all, 0, HOLDS);
+        book.apply(warn(), &all, 5_000, HOLDS);
+        book.apply(Vec::new(), &all, 6_000, HOLDS);
+        book.apply(warn(), &all, 8_000, HOLDS);
+        book.apply(warn(), &all, 16_000, HOLDS);
+        assert!(book.all().is_empty(), "broken off at 6 s, held 8 s since");
+        book.apply(warn(), &all, 18_000, HOLDS);
+        let a = &book.all()[0];
+        assert_eq!(
+            (a.level, a.first_seen_ms, a.occurrences),
+            (AlertLevel::Warning, 18_000, 1)
+        );
+        // An unchecked subject keeps its condition's clock running.
+        book.apply(Vec::new(), &|_| false, 19_000, HOLDS);
+        book.apply(warn(), &all, 20_000, HOLDS);
+        assert_eq!(book.all()[0].occurrences, 2);
+        assert_eq!(book.all()[0].state, AlertState::Active);
+    }
+
+    /// Critical is for a condition that stays critical: until then the
+    /// alert says error, and a dip below critical restarts the clock.
+    #[test]
+    fn critical_only_when_sustained() {
+        let mut book = AlertBook::default();
+        let all = |_: &str| true;
+        let at = |level| vec![finding(level)];
+        book.apply(at(AlertLevel::Critical), &all, 0, HOLDS);
+        book.apply(at(AlertLevel::Critical), &all, 10_000, HOLDS);
+        assert_eq!(
+            book.all()[0].level,
+            AlertLevel::Error,
+            "critical for 10 s only"
+        );
+        book.apply(at(AlertLevel::Error), &all, 20_000, HOLDS);
+        book.apply(at(AlertLevel::Critical), &all, 30_000, HOLDS);
+        book.apply(at(AlertLevel::Critical), &all, 50_000, HOLDS);
+        assert_eq!(
+            book.all()[0].level,
+            AlertLevel::Error,
+            "critical again for 20 s"
+        );
+        book.acknowledge(1, 55_000).unwrap();
+        book.apply(at(AlertLevel::Critical), &all, 60_000, HOLDS);
+        let a = &book.all()[0];
+        assert_eq!(
+            (a.level, a.state),
+            (AlertLevel::Critical, AlertState::Active)
+        );
+        assert_eq!(book.all().len(), 1, "one alert, escalated");
     }
 }

@@ -14,6 +14,7 @@
 //! let reg = Registry::new();
 //! let mut cfg = reg.monitor().config();
 //! cfg.thresholds.min_calls = 1;
+//! cfg.thresholds.sustain = Duration::ZERO; // raise at the first evaluation
 //! reg.monitor().configure(cfg).unwrap();
 //!
 //! let route = reg.monitor().route("GET", "/users/{id}");
@@ -53,7 +54,7 @@ pub use rules::{RuleDecision, RuleSnapshot, RuleStats};
 pub use thresholds::{MonitorConfig, Thresholds};
 
 use advice::View;
-use alerts::AlertBook;
+use alerts::{AlertBook, Holds};
 use history::{Sample, Series, Window};
 use route::RouteTable;
 use rules::RuleTable;
@@ -116,6 +117,19 @@ impl RouteRecorder {
     /// counted by [`RouteRecorder::start`] (or, without one, counting it
     /// now).
     pub fn finish(&self, status: u16, latency: Duration) {
+        self.end(status, latency, false);
+    }
+
+    /// Counts a response that was a limit's refusal (see
+    /// [`LimitError::is_refusal`](crate::LimitError::is_refusal)), ending a
+    /// request as [`RouteRecorder::finish`] does: rejected by design, it
+    /// never counts as an error, whatever its status (503 for a full queue
+    /// or an open breaker).
+    pub fn refused(&self, status: u16, latency: Duration) {
+        self.end(status, latency, true);
+    }
+
+    fn end(&self, status: u16, latency: Duration, refused: bool) {
         let sub = self
             .stats
             .in_flight
@@ -124,7 +138,7 @@ impl RouteRecorder {
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
         }
         self.stats
-            .finish(status, crate::clock::duration_ns(latency));
+            .finish(status, crate::clock::duration_ns(latency), refused);
     }
 
     /// Counts one poll of the handler that blocked the thread for longer
@@ -254,10 +268,13 @@ fn op_sample(op: &Op, snap: &OpSnapshot, t_ms: u64) -> Sample {
     // "background"`) goes on by design, answered 202: it ended as a timeout
     // for the breaker, but it is no error a user saw.
     let timeouts = c.timeouts.saturating_sub(c.moved_to_background);
+    // An excused error (an inner op's refusal, a client's mistake by the
+    // call's classifier) is no failure of what the op protects.
+    let failed = c.failed.saturating_sub(c.excused);
     Sample {
         t_ms,
         calls: c.succeeded + c.failed + c.timeouts + c.panics,
-        errors: c.failed + timeouts + c.panics,
+        errors: failed + timeouts + c.panics,
         slow_polls: c.slow_polls,
         latency: op.core.metrics.latency_counts(),
     }
@@ -490,7 +507,11 @@ impl Monitor {
             st.last_sample_ms = now;
         }
         let is_checked = |s: &str| checked.iter().any(|c| c == s);
-        st.alerts.apply(findings, &is_checked, now);
+        let holds = Holds {
+            sustain_ms: t.sustain.as_millis() as u64,
+            critical_ms: t.critical_after.as_millis() as u64,
+        };
+        st.alerts.apply(findings, &is_checked, now, holds);
         st.recommendations = advice;
     }
 
@@ -546,6 +567,7 @@ mod tests {
     use super::*;
     use crate::Registry;
 
+    /// A monitor sampling every second that raises conditions at once.
     fn monitor(recent_s: u64, baseline_s: u64) -> Monitor {
         let m = Monitor::default();
         let mut cfg = MonitorConfig {
@@ -555,8 +577,82 @@ mod tests {
         };
         cfg.thresholds.recent = Duration::from_secs(recent_s);
         cfg.thresholds.baseline = Duration::from_secs(baseline_s);
+        cfg.thresholds.sustain = Duration::ZERO;
+        cfg.thresholds.critical_after = Duration::ZERO;
         m.configure(cfg).unwrap();
         m
+    }
+
+    /// A route failing every call, evaluated every second from `t0`: the
+    /// alerts of its error rate by second.
+    fn failing_route(m: &Monitor, seconds: u64, t0: u64) -> Vec<Option<(AlertLevel, u64)>> {
+        let route = m.route("GET", "/down");
+        (0..=seconds)
+            .map(|sec| {
+                for _ in 0..20 {
+                    route.finish(500, Duration::from_millis(3));
+                }
+                m.refresh_at(&[], t0 + sec * 1000);
+                m.alerts()
+                    .iter()
+                    .find(|a| a.kind == AlertKind::ErrorRate)
+                    .map(|a| (a.level, a.first_seen_ms))
+            })
+            .collect()
+    }
+
+    /// With the default holds a failing route raises nothing for 10 s, then
+    /// an error, and critical only after 30 s at the critical level.
+    #[test]
+    fn alerts_wait_for_sustained_conditions() {
+        let m = Monitor::default();
+        m.configure(MonitorConfig {
+            sample_interval: Duration::from_secs(1),
+            ..MonitorConfig::default()
+        })
+        .unwrap();
+        let t0 = 5_000_000;
+        let by_second = failing_route(&m, 45, t0);
+        assert!(by_second[..10].iter().all(Option::is_none), "{by_second:?}");
+        assert_eq!(by_second[10], Some((AlertLevel::Error, t0 + 10_000)));
+        assert_eq!(by_second[29], Some((AlertLevel::Error, t0 + 10_000)));
+        assert_eq!(by_second[30], Some((AlertLevel::Critical, t0 + 10_000)));
+        assert_eq!(m.alerts().len(), 1, "{:#?}", m.alerts());
+    }
+
+    /// Zero holds raise at the first evaluation, at the level found.
+    #[test]
+    fn zero_holds_raise_at_once() {
+        let m = monitor(60, 600);
+        let by_second = failing_route(&m, 1, 1_000);
+        assert_eq!(by_second[0], Some((AlertLevel::Critical, 1_000)));
+    }
+
+    /// 503s that were a limit's refusals (a full queue, an open breaker)
+    /// are rejections by design: no error-rate alert, whatever their share.
+    #[test]
+    fn refusals_raise_no_error_rate_alert() {
+        let m = monitor(60, 600);
+        let route = m.route("POST", "/reports");
+        for _ in 0..40 {
+            route.refused(503, Duration::from_millis(1));
+            route.finish(200, Duration::from_millis(5));
+        }
+        m.refresh_at(&[], 1_000);
+        assert!(m.alerts().is_empty(), "{:#?}", m.alerts());
+        for _ in 0..40 {
+            route.finish(502, Duration::from_millis(5));
+        }
+        m.refresh_at(&[], 2_000);
+        let alerts = m.alerts();
+        assert_eq!(alerts.len(), 1, "{alerts:#?}");
+        // The window starts at the first sample: the 40 failures since.
+        assert_eq!(alerts[0].kind, AlertKind::ErrorRate);
+        assert!(
+            alerts[0].message.contains("100.0% of the last 40 calls"),
+            "{}",
+            alerts[0].message
+        );
     }
 
     #[test]
@@ -632,6 +728,9 @@ mod tests {
     #[tokio::test]
     async fn op_recommendations_are_sentences_with_numbers() {
         let reg = Registry::new();
+        let mut cfg = MonitorConfig::default();
+        cfg.thresholds.sustain = Duration::ZERO;
+        reg.monitor().configure(cfg).unwrap();
         reg.configure(
             "db",
             crate::OpConfig {
@@ -691,6 +790,7 @@ mod tests {
         let reg = Registry::new();
         let mut cfg = MonitorConfig::default();
         cfg.thresholds.min_calls = 1;
+        cfg.thresholds.sustain = Duration::ZERO;
         reg.monitor().configure(cfg).unwrap();
         reg.configure(
             "report",
@@ -734,6 +834,55 @@ mod tests {
         tokio::time::sleep(reg.monitor().sample_interval()).await;
         reg.refresh_monitor();
         assert_eq!(rate_alerts(&reg), 1, "real failures do raise it");
+    }
+
+    /// Errors the call's classifier excuses (a client's mistake) are no
+    /// failures of the op: no error-rate alert, while failures do raise one.
+    #[tokio::test]
+    async fn excused_errors_are_not_op_errors() {
+        #[derive(Debug)]
+        enum DbError {
+            NotFound,
+            Down,
+            Limit,
+        }
+        impl From<crate::LimitError> for DbError {
+            fn from(_: crate::LimitError) -> Self {
+                DbError::Limit
+            }
+        }
+        let reg = Registry::new();
+        let mut cfg = MonitorConfig::default();
+        cfg.thresholds.sustain = Duration::ZERO;
+        reg.monitor().configure(cfg).unwrap();
+        let op = reg.op("db");
+        let run = |err: fn() -> DbError| {
+            op.call()
+                .failure(|e: &DbError| matches!(e, DbError::Down))
+                .run(move || async move { Err::<(), _>(err()) })
+        };
+        for _ in 0..20 {
+            assert!(matches!(
+                run(|| DbError::NotFound).await,
+                Err(DbError::NotFound)
+            ));
+        }
+        reg.refresh_monitor();
+        let snap = op.snapshot();
+        assert_eq!((snap.counters.failed, snap.counters.excused), (20, 20));
+        let rate_alerts = || {
+            reg.monitor()
+                .alerts()
+                .into_iter()
+                .filter(|a| a.kind == AlertKind::ErrorRate)
+                .count()
+        };
+        assert_eq!(rate_alerts(), 0, "{:#?}", reg.monitor().alerts());
+        for _ in 0..20 {
+            assert!(matches!(run(|| DbError::Down).await, Err(DbError::Down)));
+        }
+        reg.refresh_monitor();
+        assert_eq!(rate_alerts(), 1, "real failures do raise it");
     }
 
     /// The sampler task dies with its runtime; its flag must go with it, or

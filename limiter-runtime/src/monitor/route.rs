@@ -33,6 +33,9 @@ pub(crate) struct RouteStats {
     /// Responses by status code, 100..=599 (index = code - 100).
     by_code: Box<[AtomicU64]>,
     pub(crate) slow_polls: AtomicU64,
+    /// 5xx responses that were a limit's refusal (a full queue, an open
+    /// breaker): rejected by design, not counted as errors.
+    refused_5xx: AtomicU64,
     pub(crate) latency: Histogram,
 }
 
@@ -45,20 +48,26 @@ impl RouteStats {
             in_flight: AtomicU64::new(0),
             by_code: (100..600).map(|_| AtomicU64::new(0)).collect(),
             slow_polls: AtomicU64::new(0),
+            refused_5xx: AtomicU64::new(0),
             latency: Histogram::default(),
         }
     }
 
-    /// Records a finished response.
-    pub(crate) fn finish(&self, status: u16, latency_ns: u64) {
-        let i = usize::from(status.clamp(100, 599) - 100);
-        self.by_code[i].fetch_add(1, Ordering::Relaxed);
+    /// Records a finished response; `refused`: it was a limit's refusal.
+    pub(crate) fn finish(&self, status: u16, latency_ns: u64, refused: bool) {
+        let status = status.clamp(100, 599);
+        self.by_code[usize::from(status - 100)].fetch_add(1, Ordering::Relaxed);
+        if refused && status >= 500 {
+            self.refused_5xx.fetch_add(1, Ordering::Relaxed);
+        }
         self.latency.record(latency_ns);
     }
 
-    /// Responses with a 5xx status: what the error rate counts.
+    /// Responses with a 5xx status that were no limit's refusal: what the
+    /// error rate counts.
     pub(crate) fn errors(&self) -> u64 {
         self.class(5)
+            .saturating_sub(self.refused_5xx.load(Ordering::Relaxed))
     }
 
     /// Responses with status `class`xx.
@@ -110,7 +119,7 @@ impl RouteStats {
                 c2xx: self.class(2),
                 c3xx: self.class(3),
                 c4xx: self.class(4),
-                c5xx: errors,
+                c5xx: self.class(5),
             },
             by_code: self
                 .codes()
@@ -181,9 +190,10 @@ pub struct RouteSnapshot {
     pub status: StatusClasses,
     /// Responses by status code.
     pub by_code: std::collections::BTreeMap<String, u64>,
-    /// 5xx responses.
+    /// 5xx responses, less those that were a limit's refusal (a full
+    /// queue, an open breaker: counted in `by_code`, not as errors).
     pub errors: u64,
-    /// 5xx responses over all responses.
+    /// `errors` over all responses.
     pub error_rate: f64,
     /// Polls of the handler longer than the slow-poll threshold.
     pub slow_polls: u64,
@@ -271,7 +281,7 @@ mod tests {
     fn status_classes_and_rejections() {
         let s = RouteStats::new("GET", "/x".into());
         for code in [200, 200, 202, 404, 429, 503, 504, 999] {
-            s.finish(code, 1_000_000);
+            s.finish(code, 1_000_000, false);
         }
         let snap = s.snapshot(Vec::new());
         assert_eq!(snap.status.c2xx, 3);
@@ -280,5 +290,26 @@ mod tests {
         assert_eq!(s.rejected(), 2);
         assert!((snap.error_rate - 3.0 / 8.0).abs() < 1e-12);
         assert_eq!(snap.by_code["200"], 2);
+    }
+
+    /// A 503 that a limit answered (a full queue, an open breaker) is a
+    /// rejection by design: in the 5xx class, never in the error rate.
+    #[test]
+    fn refusals_are_rejected_not_errors() {
+        let s = RouteStats::new("GET", "/x".into());
+        for (code, refused) in [
+            (200, false),
+            (503, true),
+            (503, true),
+            (429, true),
+            (502, false),
+        ] {
+            s.finish(code, 1_000_000, refused);
+        }
+        let snap = s.snapshot(Vec::new());
+        assert_eq!(snap.status.c5xx, 3);
+        assert_eq!(snap.errors, 1, "only the 502");
+        assert!((snap.error_rate - 1.0 / 5.0).abs() < 1e-12);
+        assert_eq!(s.rejected(), 3);
     }
 }

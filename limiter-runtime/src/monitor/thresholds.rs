@@ -8,7 +8,10 @@ use crate::error::ConfigError;
 use crate::settings::ser_duration;
 
 /// Alert thresholds. The defaults are the seeds': response time 1 s / 5 s /
-/// 10 s, error rate 5 % / 10 % / 20 %, slow polls 3 / 10.
+/// 10 s, error rate 5 % / 10 % / 20 %, slow polls 3 / 10 (and 1 % of the
+/// calls); a condition is
+/// raised once it has held for 10 s, and called critical once it has been
+/// critical for 30 s.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Thresholds {
     /// p95 latency for warning, error and critical.
@@ -18,6 +21,10 @@ pub struct Thresholds {
     pub error_rate: [f64; 3],
     /// Slow polls within the recent window for warning and error.
     pub slow_polls: [u64; 2],
+    /// Share of the recent window's calls the slow polls must also reach:
+    /// a busy route whose thread was preempted in one poll of a thousand
+    /// has nothing to fix.
+    pub slow_poll_share: f64,
     /// Calls a window needs before its latency and error rate are judged.
     pub min_calls: u64,
     /// Recent p95 over baseline p95 that counts as a regression.
@@ -28,6 +35,15 @@ pub struct Thresholds {
     /// The baseline window (before the recent one) regressions compare with.
     #[serde(serialize_with = "ser_duration")]
     pub baseline: Duration,
+    /// How long a condition must be found at every evaluation before its
+    /// alert is raised (zero: at the first). A breaker that opens and
+    /// recovers, or a burst of errors at start-up, within it raises nothing.
+    #[serde(serialize_with = "ser_duration")]
+    pub sustain: Duration,
+    /// How long a condition must stay at the critical level before its
+    /// alert says critical (zero: at once); until then it says error.
+    #[serde(serialize_with = "ser_duration")]
+    pub critical_after: Duration,
 }
 
 fn ser_durations<S: serde::Serializer>(d: &[Duration; 3], s: S) -> Result<S::Ok, S::Error> {
@@ -49,10 +65,13 @@ impl Default for Thresholds {
             ],
             error_rate: [0.05, 0.10, 0.20],
             slow_polls: [3, 10],
+            slow_poll_share: 0.01,
             min_calls: 10,
             regression_ratio: 1.5,
             recent: Duration::from_secs(60),
             baseline: Duration::from_secs(600),
+            sustain: Duration::from_secs(10),
+            critical_after: Duration::from_secs(30),
         }
     }
 }
@@ -120,6 +139,13 @@ impl MonitorConfig {
         }
         if t.slow_polls[0] > t.slow_polls[1] {
             return Err(invalid("thresholds.slow_polls", t.slow_polls, rising));
+        }
+        if !(0.0..=1.0).contains(&t.slow_poll_share) {
+            return Err(invalid(
+                "thresholds.slow_poll_share",
+                t.slow_poll_share,
+                "must be a ratio between 0 and 1",
+            ));
         }
         if !(t.regression_ratio > 1.0 && t.regression_ratio.is_finite()) {
             return Err(invalid(

@@ -74,14 +74,10 @@ impl Op {
         OpMetrics::inc(&self.core.metrics.counters.backend_fallbacks);
     }
 
-    /// Records how a request the op let through ended (`None`: the client
-    /// went away first) and how long it took; counted already on entry.
-    pub(crate) fn count_finished(&self, failed: Option<bool>, latency: Duration) {
-        let outcome = match failed {
-            None => CallOutcome::Cancelled,
-            Some(true) => CallOutcome::Failure,
-            Some(false) => CallOutcome::Success,
-        };
+    /// Records how a request the op let through ended (`Cancelled`: the
+    /// client went away first; `Excused`: an op inside refused it) and how
+    /// long it took; counted already on entry.
+    pub(crate) fn count_finished(&self, outcome: CallOutcome, latency: Duration) {
         let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
         self.core.metrics.finish(outcome, ns, 0, Entry::Counted);
     }
