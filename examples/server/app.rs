@@ -622,7 +622,7 @@ pub fn app(opts: &Options) -> Result<Router, Box<dyn std::error::Error>> {
         )
         .rule(
             Rule::new("/api/hash")
-                .name("hash")
+                .name("hash clients")
                 .methods([Method::POST])
                 .per_second(5)
                 .per_minute(120),

@@ -223,6 +223,7 @@ impl LimitError {
     pub fn is_refusal(&self) -> bool {
         match self {
             LimitError::RateLimited { .. }
+            | LimitError::CostExceedsLimit { .. }
             | LimitError::QueueFull { .. }
             | LimitError::QueueTimeout { .. }
             | LimitError::CircuitOpen { .. }

@@ -35,6 +35,15 @@ impl OpSite {
             // first used at once, one declares and the other keeps its limits.
             match registry().declare_first(name, declared()) {
                 (op, Ok(true)) => op,
+                (op, Ok(false)) if op.core.rule.get().is_some() => {
+                    // A `LimiterLayer` rule of this name was built first and
+                    // took the name for its op.
+                    tracing::error!(
+                        op = name,
+                        "an HTTP rule of the same name declared this op first: the function runs under the rule's limits, not its own; rename the rule or the op"
+                    );
+                    op
+                }
                 (op, Ok(false)) => {
                     // Another function declared this op first: keep its limits.
                     tracing::warn!(op = name, "two functions declare the same op; the first one's limits are kept");

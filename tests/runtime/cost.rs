@@ -194,3 +194,21 @@ async fn a_permit_takes_its_cost_too() {
     drop(permit);
     assert_eq!(op.available(None), Some(70));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_key_refusal_gives_back_the_op_wide_take() {
+    let cfg = OpConfig {
+        algorithm: Some(Algorithm::FixedWindow),
+        ..OpConfig::default()
+            .with_rate("100/min")
+            .unwrap()
+            .with_rate_per_key("10/min")
+            .unwrap()
+    };
+    let (_reg, op) = op_with("shared", cfg);
+    call(&op, "alice", 10).await.unwrap();
+    assert_eq!(op.available(None), Some(90));
+    // Alice's own budget refuses: the others' op-wide budget stays whole.
+    assert!(call(&op, "alice", 5).await.is_err());
+    assert_eq!(op.available(None), Some(90));
+}

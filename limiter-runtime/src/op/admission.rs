@@ -396,18 +396,25 @@ pub(super) enum RateMiss {
     TableFull,
 }
 
-/// Takes a call of `cost` from the op-wide rate, then from the key's.
+/// Takes a call of `cost` from the op-wide rate, then from the key's; a
+/// key that refuses gets the op-wide take given back (a refused client
+/// spends nothing of the others' budget).
 #[inline]
 fn take_rates(policy: &Policy, key: Option<u64>, now: u64, cost: u64) -> Result<(), RateMiss> {
-    if let Some(rate) = &policy.rate {
-        rate.try_acquire(now, cost).map_err(RateMiss::Op)?;
-    }
+    let taken = match &policy.rate {
+        Some(rate) => rate.try_acquire(now, cost).map_err(RateMiss::Op)?,
+        None => None,
+    };
     if let (Some(key), Some(keyed)) = (key, &policy.rate_per_key) {
-        match keyed.try_acquire(key, now, cost) {
-            KeyedOutcome::Admitted => {}
-            KeyedOutcome::Limited(refusal) => return Err(RateMiss::Key(refusal)),
-            KeyedOutcome::TableFull => return Err(RateMiss::TableFull),
+        let miss = match keyed.try_acquire(key, now, cost) {
+            KeyedOutcome::Admitted => return Ok(()),
+            KeyedOutcome::Limited(refusal) => RateMiss::Key(refusal),
+            KeyedOutcome::TableFull => RateMiss::TableFull,
+        };
+        if let Some(rate) = &policy.rate {
+            rate.refund(taken, cost);
         }
+        return Err(miss);
     }
     Ok(())
 }

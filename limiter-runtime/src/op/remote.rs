@@ -131,7 +131,7 @@ impl OpCore {
         if let Some(spec) = &r.rate {
             let local = r.local.as_deref();
             self.check_shared_rate(spec, None, false, r, take, || match (local, take) {
-                (Some(l), Take::Tokens(_)) => l.try_acquire(now, n),
+                (Some(l), Take::Tokens(_)) => l.try_acquire(now, n).map(drop),
                 (Some(l), Take::Charge(_)) => {
                     l.charge(now, n);
                     Ok(())

@@ -82,7 +82,12 @@ impl KeyedRate {
                     .map(drop)
                     .map_err(gcra_refusal)
             }),
-            Table::Cells(table) => table.with(key, now, || self.fresh(), |s| s.try_acquire(now, n)),
+            Table::Cells(table) => table.with(
+                key,
+                now,
+                || self.fresh(),
+                |s| s.try_acquire(now, n).map(drop),
+            ),
         };
         match taken {
             Some(Ok(())) => KeyedOutcome::Admitted,
@@ -111,7 +116,7 @@ impl KeyedRate {
                 key,
                 now,
                 || self.fresh(),
-                |s| outcome(s.try_acquire(now, 1), &|| s.tightest(now)),
+                |s| outcome(s.try_acquire(now, 1).map(drop), &|| s.tightest(now)),
             ),
         };
         checked.unwrap_or((KeyedOutcome::TableFull, (0, 0)))

@@ -172,22 +172,37 @@ impl RateState {
     /// window refused. A window that admitted before a later one refused
     /// gets its tokens back: exactly the ones it handed out, if it still
     /// holds them (see [`Cell::refund`]).
+    ///
+    /// The `Ok` is the take of a single-window limit, for
+    /// [`refund`](Self::refund) should a later limit refuse the call
+    /// (`None` with several windows: not given back, which only
+    /// under-admits).
     #[inline]
-    pub(crate) fn try_acquire(&self, now: u64, n: u64) -> Result<(), Refusal> {
+    pub(crate) fn try_acquire(&self, now: u64, n: u64) -> Result<Option<u64>, Refusal> {
         if let [cell] = &*self.cells {
             // One window (the usual case): nothing to give back on refusal.
             return match cell.try_acquire(now, n) {
-                Ok(_) => Ok(()),
+                Ok(taken) => Ok(Some(taken)),
                 Err(wait) => Err(Refusal {
                     wait: Duration::from_nanos(wait),
                     window: 0,
                 }),
             };
         }
-        Self::acquire_from(&self.cells, 0, now, n).map_err(|(wait, window)| Refusal {
-            wait: Duration::from_nanos(wait),
-            window,
-        })
+        Self::acquire_from(&self.cells, 0, now, n)
+            .map(|()| None)
+            .map_err(|(wait, window)| Refusal {
+                wait: Duration::from_nanos(wait),
+                window,
+            })
+    }
+
+    /// Gives back the take `taken` of `n` (an `Ok` of
+    /// [`try_acquire`](Self::try_acquire)) if the window still holds it.
+    pub(crate) fn refund(&self, taken: Option<u64>, n: u64) {
+        if let ([cell], Some(taken)) = (&*self.cells, taken) {
+            cell.refund(taken, n);
+        }
     }
 
     /// Takes `n` calls at `now` from every window whatever is left: a
@@ -398,7 +413,7 @@ mod tests {
                 s.charge(t0, charge);
                 let wait = match s.try_acquire(t0, 1) {
                     Err(r) => r.wait.as_nanos() as u64,
-                    Ok(()) => {
+                    Ok(_) => {
                         assert!(charge < 99, "{algorithm:?}: {charge} left room");
                         continue;
                     }
