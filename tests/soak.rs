@@ -178,9 +178,14 @@ fn half_sent_request_is_closed(addr: SocketAddr) -> Duration {
 }
 
 fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    get_with(addr, path, "")
+}
+
+/// [`get`] with extra header lines (each ending in `\r\n`).
+fn get_with(addr: SocketAddr, path: &str, headers: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{headers}\r\n")?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw);
@@ -469,4 +474,74 @@ fn chaos_under_load_leaves_nothing_held_and_memory_flat() {
         mb(rss_end),
         mb(bound)
     );
+}
+
+/// Starts the example with `vars` (and its address through `EXAMPLE_ADDR`):
+/// the running server, or its exit status and output when it stopped.
+fn start_with(vars: &[(&str, &str)]) -> Result<Server, (std::process::ExitStatus, String)> {
+    let port = free_port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let log = log_path("env", port);
+    let out = File::create(&log).expect("server log file");
+    let err = out.try_clone().expect("server log file");
+    let mut cmd = Command::new(example("server"));
+    cmd.env("EXAMPLE_ADDR", addr.to_string())
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().expect("the example server starts");
+    let mut server = Server { child, addr, log };
+    if server.wait_ready() {
+        return Ok(server);
+    }
+    let status = server.child.wait().expect("exit status");
+    Err((status, tail(&server.log, 20)))
+}
+
+/// Every variable the example documents (`examples/server/main.rs`, the
+/// README) is accepted and has its effect; a bad value stops it with a
+/// message naming the variable, printed with `Display`.
+#[test]
+fn the_example_starts_with_each_documented_variable() {
+    let admin = "Authorization: Bearer s3cret\r\n";
+    let server = start_with(&[
+        ("EXAMPLE_CHAOS", "1"),
+        ("EXAMPLE_ADMIN_TOKEN", "s3cret"),
+        ("EXAMPLE_INTERNAL_SECRET", "inside"),
+        ("EXAMPLE_TRUSTED_PROXIES", "127.0.0.1,10.0.0.0/8"),
+        ("RUST_LOG", "limiter=debug"),
+        ("LIMITER_OP_FILES_TIMEOUT", "2s"),
+        ("LIMITS_MAX_QUEUE_SIZE_GLOBAL", "400"),
+    ])
+    .unwrap_or_else(|(status, out)| panic!("did not start ({status}):\n{out}"));
+    // EXAMPLE_CHAOS: the chaos routes are served.
+    let (status, _) = get(server.addr, "/chaos/7").expect("GET /chaos/7");
+    assert_ne!(status, 404, "EXAMPLE_CHAOS=1 serves /chaos");
+    // EXAMPLE_ADMIN_TOKEN: the new token opens per-client data, the demo
+    // token no longer does.
+    let path = "/monitoring/limits/customer-1";
+    let (status, body) = get_with(server.addr, path, admin).expect(path);
+    assert_ne!(status, 401, "{body}");
+    let demo = "Authorization: Bearer demo-admin-token\r\n";
+    assert_eq!(get_with(server.addr, path, demo).expect(path).0, 401);
+    // LIMITER_OP_FILES_TIMEOUT reached the op.
+    let files = server.json("/monitoring/ops/files").to_string();
+    assert!(files.contains("\"2s\""), "files' timeout is 2 s: {files}");
+    drop(server);
+
+    for (var, value) in [
+        ("EXAMPLE_CHAOS", "maybe"),
+        ("EXAMPLE_ADDR", "nowhere"),
+        ("LIMITER_OP_FILES_TIMEOUT", "soon"),
+    ] {
+        let Err((status, out)) = start_with(&[(var, value)]) else {
+            panic!("{var}={value} started");
+        };
+        assert!(!status.success(), "{var}={value}: {status}");
+        assert!(out.contains(var), "{var}={value} not named:\n{out}");
+        assert!(!out.contains("Env {"), "printed with Debug:\n{out}");
+    }
 }

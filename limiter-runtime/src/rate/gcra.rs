@@ -44,6 +44,19 @@ impl GcraParams {
         self.interval_ns.saturating_mul(n)
     }
 
+    /// What a take of `n` tokens needs in the bucket to be admitted, and
+    /// the arrival time it takes. One token (a plain call) fits any bucket:
+    /// that case is kept apart, so a call of cost 1 pays for no more than
+    /// before costs existed.
+    #[inline(always)]
+    fn take_ns(&self, n: u64) -> (u64, u64) {
+        if n == 1 {
+            return (self.interval_ns, self.interval_ns);
+        }
+        let cost = self.cost_ns(n);
+        (self.needed_ns(cost), cost)
+    }
+
     /// The part of a take of `cost_ns` that must be in the bucket for it
     /// to be admitted: all of it, or the whole bucket when it costs more
     /// (up to the window's count; more is never admitted).
@@ -72,11 +85,11 @@ impl GcraCell {
     /// request delays the next one, not itself).
     #[inline]
     pub(crate) fn try_acquire(&self, p: &GcraParams, now: u64, n: u64) -> Result<u64, u64> {
-        let cost = p.cost_ns(n);
+        let (needed, cost) = p.take_ns(n);
         let mut tat = self.tat.load(Ordering::Relaxed);
         loop {
             let from = tat.max(now);
-            let ahead = from.saturating_add(p.needed_ns(cost)) - now;
+            let ahead = from.saturating_add(needed) - now;
             if ahead > p.horizon_ns {
                 return Err(ahead - p.horizon_ns);
             }
@@ -103,8 +116,8 @@ impl GcraCell {
         n: u64,
     ) -> Result<u64, u64> {
         let from = self.tat.load(Ordering::Relaxed).max(now);
-        let cost = p.cost_ns(n);
-        let ahead = from.saturating_add(p.needed_ns(cost)) - now;
+        let (needed, cost) = p.take_ns(n);
+        let ahead = from.saturating_add(needed) - now;
         if ahead > p.horizon_ns {
             return Err(ahead - p.horizon_ns);
         }
@@ -117,7 +130,7 @@ impl GcraCell {
     /// nothing.
     pub(crate) fn time_to_admit(&self, p: &GcraParams, now: u64, n: u64) -> u64 {
         let tat = self.tat.load(Ordering::Relaxed);
-        let needed = p.needed_ns(p.cost_ns(n));
+        let (needed, _) = p.take_ns(n);
         (tat.max(now).saturating_add(needed) - now).saturating_sub(p.horizon_ns)
     }
 
