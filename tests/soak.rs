@@ -526,7 +526,8 @@ fn the_example_starts_with_each_documented_variable() {
     let (status, body) = get_with(server.addr, path, admin).expect(path);
     assert_ne!(status, 401, "{body}");
     let demo = "Authorization: Bearer demo-admin-token\r\n";
-    assert_eq!(get_with(server.addr, path, demo).expect(path).0, 401);
+    assert_eq!(get_with(server.addr, path, demo).expect(path).0, 403);
+    assert_eq!(get(server.addr, path).expect(path).0, 401);
     // LIMITER_OP_FILES_TIMEOUT reached the op.
     let files = server.json("/monitoring/ops/files").to_string();
     assert!(files.contains("\"2s\""), "files' timeout is 2 s: {files}");
