@@ -204,6 +204,7 @@ arguments! {
         kind: Name,
         timeout: Text,
         strategy: Text,
+        on_timeout: FnPath,
         fallback: FnPath,
         rate: Text,
         burst: Count,
@@ -384,7 +385,7 @@ mod tests {
         accepts::<LimitArgs>(ARGUMENTS, "\"x\"");
         accepts::<TaskArgs>(TASK_ARGUMENTS, "\"x\"");
         accepts::<BreakerFields>(BREAKER_FIELDS, "\"x\"");
-        assert_eq!(ARGUMENTS.len(), 25);
+        assert_eq!(ARGUMENTS.len(), 26);
         assert_eq!(ARGUMENTS.last(), Some(&"crate"));
         assert_eq!(ROUTE_ARGUMENTS, ["level", "name", "cache_ttl"]);
         assert_eq!(TASK_ARGUMENTS.last(), Some(&"crate"));

@@ -92,6 +92,7 @@ use proc_macro::TokenStream;
 /// | `timeout = "10s"` | deadline of one attempt |
 /// | `strategy = "cancel"` | on timeout: `cancel`, `background` (owned arguments only), `drain` (answer `Timeout`, let the body finish holding its place for at most the op's `drain_timeout`; owned arguments only), `cache_fallback` (the value must be `Clone`) |
 /// | `rate = "100/s"`, `burst`, `algorithm` | rate limit (per key when `key` is given) |
+/// | `on_timeout = path` | cleanup run when a call times out, while its bulkhead place is still held (released only once the body is gone and the cleanup has finished): an `async fn(T)` (or `fn(T) -> impl Future<Output = ()>`) called with what the body registered through `limiter::on_timeout::register(value)`, e.g. tokio-postgres's `CancelToken`, so a server-side cancel can only hit its own query |
 /// | `cost = expr` | what one call takes from the rate limits: an unsigned integer expression over the parameters (`items.len()`), evaluated before the body runs (default 1); a cost no window holds is refused with `CostExceedsLimit` |
 /// | `key = param` | a parameter (`Hash`) keying per-key limits |
 /// | `max_concurrent`, `max_concurrent_per_key`, `queue`, `queue_timeout`, `overload` | bulkhead |

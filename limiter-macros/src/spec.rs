@@ -169,6 +169,8 @@ pub(crate) struct LimitSpec {
     pub(crate) priority: Option<Ident>,
     /// `cost = expr`: what one call takes from the rate limits.
     pub(crate) cost: Option<syn::Expr>,
+    /// `on_timeout = path`: the cleanup run, place held, at a timeout.
+    pub(crate) on_timeout: Option<Path>,
     /// The body runs once per attempt, on clones of the arguments.
     pub(crate) retries: bool,
     pub(crate) fallback: Fallback,
@@ -197,6 +199,7 @@ impl LimitSpec {
             key: None,
             priority: None,
             cost: None,
+            on_timeout: None,
             retries: false,
             fallback: if keeps_output {
                 Fallback::Recovery

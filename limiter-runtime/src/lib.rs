@@ -94,6 +94,7 @@ pub use background::{
 };
 pub use breaker::{BreakerSnapshot, BreakerState};
 pub use bulkhead::BulkheadSnapshot;
+pub use call::cleanup as on_timeout;
 pub use call::{strategy, AnyError, Call, CallFuture, Charged, Classify, FailureFn};
 pub use clock::{ClockSource, ManualClock};
 pub use config::{

@@ -324,3 +324,123 @@ async fn drain_answers_timeout_and_finishes_the_body_holding_its_place() {
     let c = op.snapshot().counters;
     assert_eq!((c.drained, c.drain_dropped, c.draining), (1, 1, 0));
 }
+
+/// A call with a timeout hook and one place: the next caller is admitted
+/// only once both the timed-out body and its hook are done.
+fn hooked_op() -> (limiter::Registry, Op) {
+    let cfg = OpConfig {
+        timeout: Some(ms(50)),
+        max_concurrent: Some(1),
+        queue: Some(1),
+        queue_timeout: Some(secs(5)),
+        drain_timeout: Some(secs(1)),
+        ..OpConfig::default()
+    };
+    op_with("pg", cfg)
+}
+
+/// `on_timeout`: at the deadline the hook gets what the body registered
+/// and runs while the place is held; under `cancel` the body is dropped
+/// at once, so the place comes back when the hook ends.
+#[tokio::test(start_paused = true)]
+async fn on_timeout_runs_the_hook_holding_the_place() {
+    use std::sync::{Arc, Mutex};
+    use tokio::time::Instant;
+    let (_reg, op) = hooked_op();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let hook_log = Arc::clone(&log);
+    let start = Instant::now();
+    let r = op
+        .call()
+        .on_timeout(move |query: u32| {
+            let log = Arc::clone(&hook_log);
+            async move {
+                tokio::time::sleep(ms(100)).await; // a server-side cancel's round trip
+                log.lock().unwrap().push(query);
+            }
+        })
+        .run(|| async {
+            assert!(limiter::on_timeout::register(7u32));
+            tokio::time::sleep(secs(10)).await;
+            Ok::<_, LimitError>(())
+        })
+        .await;
+    assert!(matches!(r, Err(LimitError::Timeout { .. })), "{r:?}");
+    assert_eq!(
+        start.elapsed(),
+        ms(50),
+        "the caller is answered at the deadline"
+    );
+    let next = op.acquire(None).await.unwrap();
+    assert_eq!(
+        *log.lock().unwrap(),
+        [7],
+        "the hook ran with the registered value"
+    );
+    assert_eq!(
+        start.elapsed(),
+        ms(150),
+        "the place came back after the hook"
+    );
+    drop(next);
+    // Outside a hooked call's body, nothing is registered.
+    assert!(!limiter::on_timeout::register(1u32));
+}
+
+/// Under `drain` the place comes back when the later of the body and the
+/// hook ends; a call that ends in time, or registered nothing, runs no
+/// hook.
+#[tokio::test(start_paused = true)]
+async fn on_timeout_with_drain_waits_for_body_and_hook() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    use tokio::time::Instant;
+    let (_reg, op) = hooked_op();
+    let runs = Arc::new(AtomicU32::new(0));
+    let hook = |runs: &Arc<AtomicU32>| {
+        let runs = Arc::clone(runs);
+        move |(): ()| {
+            let runs = Arc::clone(&runs);
+            async move {
+                tokio::time::sleep(ms(30)).await;
+                runs.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    };
+    let start = Instant::now();
+    let r = op
+        .call()
+        .drain()
+        .on_timeout(hook(&runs))
+        .run(|| async {
+            limiter::on_timeout::register(());
+            tokio::time::sleep(ms(200)).await; // the cancelled query ends late
+            Ok::<_, LimitError>(())
+        })
+        .await;
+    assert!(matches!(r, Err(LimitError::Timeout { .. })), "{r:?}");
+    drop(op.acquire(None).await.unwrap());
+    assert_eq!(start.elapsed(), ms(200), "the drained body ended last");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    // In time: no hook, and nothing left over for the next call.
+    op.call()
+        .on_timeout(hook(&runs))
+        .run(|| async {
+            limiter::on_timeout::register(());
+            Ok::<_, LimitError>(())
+        })
+        .await
+        .unwrap();
+    // Timed out with nothing registered: no hook.
+    let r = op
+        .call()
+        .on_timeout(hook(&runs))
+        .run(|| async {
+            tokio::time::sleep(secs(1)).await;
+            Ok::<_, LimitError>(())
+        })
+        .await;
+    assert!(r.is_err());
+    tokio::time::sleep(secs(1)).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}

@@ -210,6 +210,10 @@ fn call(spec: &LimitSpec, sig: &Signature, out: &Output, route: bool) -> TokenSt
             quote_spanned!(priority.span()=> .priority(#private::Priority::priority(&#priority))),
         );
     }
+    if let Some(hook) = &spec.on_timeout {
+        // `Fn(T) -> impl Future<Output = ()>`, checked at the path.
+        call.extend(quote_spanned!(hook.span()=> .on_timeout(#hook)));
+    }
     if let Some(cost) = &spec.cost {
         // Evaluated before the body takes the parameters; its type is
         // checked by `IntoCost` at the expression.

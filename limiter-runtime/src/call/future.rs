@@ -27,6 +27,7 @@ use crate::retry::{backoff_delay, delay_after_limit};
 use crate::timeout::{PollWatch, Timer};
 
 use super::attempts::Attempts;
+use super::cleanup::{self, Cleanup};
 use super::on_timeout::Strategy;
 
 /// An admission that had to wait (a queue place, a Redis round trip).
@@ -77,6 +78,8 @@ pin_project! {
         priority: i64,
         // What each attempt takes from the rate limits.
         cost: u32,
+        // The timeout hook and what the body registered for it.
+        cleanup: Option<Cleanup>,
         attempt: u32,
         // Set when the body's poll unwound (it panicked).
         panicked: bool,
@@ -143,9 +146,17 @@ impl<'a, M: Attempts, S, C> CallFuture<'a, M, S, C> {
             shared_key,
             priority,
             cost,
+            cleanup: None,
             attempt: 0,
             panicked: false,
         }
+    }
+
+    /// The same future with a timeout hook (see
+    /// [`Call::on_timeout`](super::Call::on_timeout)).
+    pub(crate) fn with_cleanup(mut self, cleanup: Option<Cleanup>) -> Self {
+        self.cleanup = cleanup;
+        self
     }
 }
 
@@ -319,7 +330,9 @@ where
         // flag makes that drop end it as panicked, body first.
         let unwinding = Unwinding(this.panicked);
         let refusals = crate::shed::seen();
+        let scope = this.cleanup.as_ref().map(Cleanup::enter);
         let out = body.poll(cx);
+        drop(scope);
         std::mem::forget(unwinding);
         let (end, took) = watch.stop(&core.clock, poll_start);
         let Poll::Ready(result) = &out else {
@@ -340,6 +353,9 @@ where
         };
         // The body goes first, then its place.
         this.stage.set(Stage::Done);
+        if let Some(cleanup) = this.cleanup.as_ref() {
+            cleanup.clear();
+        }
         admission.finish(core, outcome, end, took);
         *this.admission = None;
         if owed > 0 {
@@ -379,11 +395,19 @@ where
             unreachable!("a running call is admitted")
         };
         let place = admission.end_detached(core, CallOutcome::Timeout);
+        let mut hook = this.cleanup.as_ref().and_then(Cleanup::hook);
+        let share = hook.as_ref().map(|_| place.share());
         let mut stage = this.stage.as_mut();
         let StageProj::Running { body } = stage.as_mut().project() else {
             unreachable!("the timed-out body is running")
         };
-        let (answer, place) = this.strategy.timed_out(op, body, place, *this.key, M::keep);
+        let (answer, place) =
+            this.strategy
+                .timed_out(op, body, place, *this.key, M::keep, &mut hook);
+        if let (Some(hook), Some(share)) = (hook, share) {
+            // Not taken by the strategy: run beside, holding the place.
+            cleanup::run_holding(&core.name, hook, share);
+        }
         match place {
             Some(place) => abandon::<M>(stage, place),
             None => stage.set(Stage::Done),

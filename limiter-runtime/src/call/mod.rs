@@ -7,6 +7,7 @@
 //! path: success, error, timeout, panic, and the caller dropping the future.
 
 mod attempts;
+pub mod cleanup;
 mod cost;
 mod future;
 mod on_timeout;
@@ -73,6 +74,8 @@ pub struct Call<'a, S = Cancel, C = AnyError> {
     priority: i64,
     /// What the call takes from the rate limits (see [`Call::cost`]).
     cost: u32,
+    /// What runs when it times out (see [`Call::on_timeout`]).
+    cleanup: Option<cleanup::Cleanup>,
     strategy: PhantomData<S>,
     /// Which errors of the body count as failures for the breaker.
     classify: C,
@@ -86,6 +89,7 @@ impl<'a> Call<'a, Cancel> {
             shared_key: None,
             priority: 0,
             cost: 1,
+            cleanup: None,
             strategy: PhantomData,
             classify: AnyError,
         }
@@ -101,6 +105,7 @@ impl<'a, S, C> Call<'a, S, C> {
             shared_key: self.shared_key,
             priority: self.priority,
             cost: self.cost,
+            cleanup: self.cleanup,
             strategy: PhantomData,
             classify: classify(self.classify),
         }
@@ -224,6 +229,7 @@ impl<'a, S, C> Call<'a, S, C> {
             strategy,
             self.classify,
         )
+        .with_cleanup(self.cleanup)
     }
 
     /// Where this op's blocking work runs.

@@ -13,6 +13,7 @@ use crate::op::Op;
 use crate::timeout::strategy::{Background, CacheFallback, Cancel, Drain};
 
 use super::attempts::Detachable;
+use super::cleanup::HookFuture;
 use super::Place;
 
 /// What a call does with a body that ran out of time. Implemented by the
@@ -28,6 +29,10 @@ pub trait Strategy<B: Future>: sealed::Sealed {
     /// body is dropped (`None`: the body went on elsewhere and took it).
     /// `keep` is how a body that ends early leaves its place (see
     /// [`Attempts::keep`](super::Attempts::keep)).
+    ///
+    /// `hook` is the call's timeout hook, ready to run: a strategy that
+    /// takes it runs it (before the body goes on); one left in place is
+    /// run beside, holding a share of the place.
     fn timed_out(
         &mut self,
         op: &Op,
@@ -35,6 +40,7 @@ pub trait Strategy<B: Future>: sealed::Sealed {
         place: Place,
         key: Option<u64>,
         keep: Keep<B>,
+        hook: &mut Option<HookFuture>,
     ) -> (Result<B::Output, LimitError>, Option<Place>);
 }
 
@@ -66,6 +72,7 @@ impl<B: Future> Strategy<B> for Cancel {
         place: Place,
         _: Option<u64>,
         _: Keep<B>,
+        _: &mut Option<HookFuture>,
     ) -> (Result<B::Output, LimitError>, Option<Place>) {
         (Err(timed_out(op)), Some(place))
     }
@@ -89,6 +96,7 @@ where
         place: Place,
         key: Option<u64>,
         _: Keep<B>,
+        _: &mut Option<HookFuture>,
     ) -> (Result<Result<T, E>, LimitError>, Option<Place>) {
         let answer = match op.core.cache.get::<T>(key, None) {
             Some(value) => {
@@ -118,6 +126,7 @@ where
         place: Place,
         _: Option<u64>,
         keep: Keep<Detachable<F>>,
+        _: &mut Option<HookFuture>,
     ) -> (Result<Result<T, E>, LimitError>, Option<Place>) {
         let held = match Held::take(body, place, keep) {
             Ok(held) => held,
@@ -152,6 +161,7 @@ where
         place: Place,
         _: Option<u64>,
         keep: Keep<Detachable<F>>,
+        hook: &mut Option<HookFuture>,
     ) -> (Result<Result<T, E>, LimitError>, Option<Place>) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return (Err(timed_out(op)), Some(place)); // nowhere to drain: cancel
@@ -163,9 +173,20 @@ where
         let core = std::sync::Arc::clone(&op.core);
         let limit = core.policy().cfg.drain_timeout;
         OpMetrics::inc(&core.metrics.counters.draining);
+        // The hook first, the body polled again only after it: what the
+        // body holds (a pooled connection) stays with it until the hook
+        // (a server-side cancel) is done.
+        let hook = hook.take();
         runtime.spawn(async move {
             // Dropped at the limit: the place goes as an abandoned body's.
-            let drained = tokio::time::timeout(limit, held).await.is_ok();
+            let drained = tokio::time::timeout(limit, async move {
+                if let Some(hook) = hook {
+                    hook.await;
+                }
+                held.await
+            })
+            .await
+            .is_ok();
             let c = &core.metrics.counters;
             OpMetrics::inc(if drained {
                 &c.drained

@@ -230,8 +230,10 @@ pub(crate) fn advise_route(t: &Thresholds, v: &View<'_>, out: &mut Vec<String>) 
     }
     if slow_poll_level(t, r).is_some() {
         out.push(format!(
-            "{}: {} polls blocked the executor thread in the last {window}; move the blocking work into \
-             a plain `fn` under `#[limit_blocking]` so it runs on the blocking pool",
+            "{}: {} polls blocked the executor thread in the last {window}; blocking work in the \
+             handler itself belongs in a plain `fn` under `#[limit_blocking]` (the blocking pool); \
+             if the ops it calls already run there (see their advice), the thread was starved by \
+             CPU-bound work elsewhere",
             v.subject, r.slow_polls
         ));
     }

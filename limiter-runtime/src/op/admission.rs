@@ -369,14 +369,23 @@ impl Admission<'_> {
             self.entry,
         );
         let owner = Arc::clone(&core.bulkhead);
-        Place(self.bulk.map(|b| b.into_owned(owner)))
+        Place(self.bulk.map(|b| Arc::new(b.into_owned(owner))))
     }
 }
 
 /// A bulkhead place held by a call that has ended for its caller (timed
 /// out, or dropped) while its body may still be alive: released when
-/// dropped, which the call does only once the body is gone.
-pub struct Place(Option<BulkPermit<Arc<Bulkhead>>>);
+/// dropped, which the call does only once the body is gone (and, when
+/// shared with a cleanup hook, once that hook has finished too).
+pub struct Place(Option<Arc<BulkPermit<Arc<Bulkhead>>>>);
+
+impl Place {
+    /// A second holder of the same place: it is released when both are
+    /// dropped (a timed-out body and its cleanup hook).
+    pub(crate) fn share(&self) -> Place {
+        Place(self.0.clone())
+    }
+}
 
 impl std::fmt::Debug for Place {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
