@@ -30,6 +30,7 @@ fn prometheus(reg: &Registry) -> String {
     op_rejections(&mut x, &snaps);
     op_event_counters(&mut x, &snaps);
     op_bulkhead_gauges(&mut x, &snaps);
+    op_running_after_timeout(&mut x, &snaps);
     op_breaker_states(&mut x, &snaps);
     op_key_tables(&mut x, &snaps);
     op_durations(&mut x, &ops);
@@ -152,6 +153,11 @@ fn op_event_counters(x: &mut Exposition, snaps: &[OpSnapshot]) {
             |c| c.drain_dropped,
         ),
         (
+            "limiter_op_dropped_at_timeout_total",
+            "Async bodies dropped at their deadline (a database query may run on on the server).",
+            |c| c.dropped_at_timeout,
+        ),
+        (
             "limiter_op_offloaded_total",
             "Bodies started on an offload pool.",
             |c| c.offloaded,
@@ -199,6 +205,28 @@ fn op_key_tables(x: &mut Exposition, snaps: &[OpSnapshot]) {
         x.family(name, kind, help);
         for (op, r) in &keyed {
             x.sample(name, &[("op", op)], get(r) as f64);
+        }
+    }
+}
+
+/// Timed-out bodies still running now: drained ones, holding their
+/// place, and orphaned blocking work.
+fn op_running_after_timeout(x: &mut Exposition, snaps: &[OpSnapshot]) {
+    for (name, help, get) in [
+        (
+            "limiter_op_draining",
+            "Timed-out bodies draining now, holding their place.",
+            (|c: &CountersSnapshot| c.draining) as fn(&_) -> u64,
+        ),
+        (
+            "limiter_op_orphans_running",
+            "Abandoned blocking work still running now.",
+            |c| c.orphans_running,
+        ),
+    ] {
+        x.family(name, "gauge", help);
+        for s in snaps {
+            x.sample(name, &[("op", &s.name)], get(&s.counters) as f64);
         }
     }
 }

@@ -444,3 +444,28 @@ async fn on_timeout_with_drain_waits_for_body_and_hook() {
     tokio::time::sleep(secs(1)).await;
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
+
+/// What runs on after a timeout is counted as such: an async body dropped
+/// at its deadline (`dropped_at_timeout`), a drained one (`draining`, then
+/// `drained`), in the snapshot and in Prometheus.
+#[tokio::test(start_paused = true)]
+async fn bodies_after_their_timeout_are_counted_for_what_they_are() {
+    let (reg, op) = hooked_op();
+    let slow = || async {
+        tokio::time::sleep(ms(200)).await;
+        Ok::<_, LimitError>(())
+    };
+    assert!(op.call().run(slow).await.is_err());
+    assert!(op.call().drain().run(slow).await.is_err());
+    let c = op.snapshot().counters;
+    assert_eq!((c.timeouts, c.dropped_at_timeout, c.draining), (2, 1, 1));
+    let text = reg.prometheus();
+    assert!(
+        text.contains("limiter_op_dropped_at_timeout_total{op=\"pg\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("limiter_op_draining{op=\"pg\"} 1"), "{text}");
+    tokio::time::sleep(secs(1)).await;
+    let c = op.snapshot().counters;
+    assert_eq!((c.drained, c.draining), (1, 0));
+}

@@ -99,7 +99,7 @@ pin_project! {
                 CallOutcome::Cancelled
             };
             let place = admission.end_detached(&this.op.core, outcome);
-            abandon::<M>(this.stage, place);
+            let _ = abandon::<M>(this.stage, place);
         }
     }
 }
@@ -115,14 +115,20 @@ impl<M: Attempts, S, C> std::fmt::Debug for CallFuture<'_, M, S, C> {
 }
 
 /// Drops an abandoned body, then its place, unless the body keeps the
-/// place until it really ends (blocking work).
-fn abandon<M: Attempts>(mut stage: Pin<&mut Stage<'_, M::Body>>, place: super::Place) {
-    let place = match stage.as_mut().project() {
-        StageProj::Running { body } => M::keep(body, place),
-        _ => Some(place),
+/// place until it really ends (blocking work). Returns whether a running
+/// body was dropped.
+fn abandon<M: Attempts>(mut stage: Pin<&mut Stage<'_, M::Body>>, place: super::Place) -> bool {
+    let (place, dropped) = match stage.as_mut().project() {
+        StageProj::Running { body } => {
+            let place = M::keep(body, place);
+            let dropped = place.is_some();
+            (place, dropped)
+        }
+        _ => (Some(place), false),
     };
     stage.set(Stage::Done);
     drop(place);
+    dropped
 }
 
 impl<'a, M: Attempts, S, C> CallFuture<'a, M, S, C> {
@@ -409,7 +415,11 @@ where
             cleanup::run_holding(&core.name, hook, share);
         }
         match place {
-            Some(place) => abandon::<M>(stage, place),
+            Some(place) => {
+                if abandon::<M>(stage, place) {
+                    OpMetrics::inc(&core.metrics.counters.dropped_at_timeout);
+                }
+            }
             None => stage.set(Stage::Done),
         }
         self.answer_or_retry(answer, cx)

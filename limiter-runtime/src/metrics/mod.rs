@@ -77,6 +77,10 @@ counters! {
         excused,
         /// Calls that ran out of time.
         timeouts,
+        /// Of `timeouts`: async bodies dropped at their deadline (`cancel`,
+        /// `cache_fallback`). For a database client the query may have kept
+        /// running on the server, its connection back in the pool busy.
+        dropped_at_timeout,
         /// Calls whose body panicked.
         panics,
         /// Calls whose caller went away mid-run.

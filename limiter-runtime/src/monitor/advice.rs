@@ -330,6 +330,25 @@ pub(crate) fn advise_op(t: &Thresholds, op: &OpSnapshot, recent: &Window, out: &
             human(c.max_poll_ns as f64 / 1e9)
         ));
     }
+    let database = cfg.kind == Some(crate::settings::OpKind::Database);
+    if database && c.dropped_at_timeout > 0 {
+        out.push(format!(
+            "op `{name}`: {} timed-out queries were dropped on the client and may have kept running on \
+             the server, their connections back in the pool busy (the next calls queue behind them); \
+             use `strategy = \"drain\"` or a `statement_timeout` ≤ the op's timeout",
+            c.dropped_at_timeout
+        ));
+    }
+    if c.drained + c.drain_dropped > 0 {
+        out.push(format!(
+            "op `{name}`: {} timed-out calls ran on after their timeout holding their place ({} still \
+             draining, {} dropped at `drain_timeout`); make the work give up sooner (a \
+             `statement_timeout` ≤ the op's timeout, or an `on_timeout` cancel)",
+            c.drained + c.drain_dropped,
+            c.draining,
+            c.drain_dropped
+        ));
+    }
     if c.orphans > 0 {
         out.push(format!(
             "op `{name}`: {} offloaded calls kept running after their timeout ({} still running); \
@@ -377,6 +396,43 @@ mod tests {
             !offloaded.contains("make it a plain") && offloaded.contains("starved"),
             "{offloaded}"
         );
+    }
+
+    /// A database op whose timed-out queries were dropped on the client
+    /// is told why its pool suffers; drained calls are named as such.
+    #[test]
+    fn timed_out_queries_are_named_as_the_cause() {
+        let reg = crate::Registry::new();
+        reg.configure(
+            "db",
+            crate::OpConfig {
+                kind: Some(crate::settings::OpKind::Database),
+                ..crate::OpConfig::default()
+            },
+        )
+        .unwrap();
+        let t = Thresholds::default();
+        let advice = |dropped: u64, drained: u64| {
+            let mut snap = reg.op("db").snapshot();
+            snap.counters.dropped_at_timeout = dropped;
+            snap.counters.drained = drained;
+            let mut out = Vec::new();
+            advise_op(&t, &snap, &Window::default(), &mut out);
+            out
+        };
+        let dropped = advice(873, 0).join("\n");
+        assert!(
+            dropped.contains("873 timed-out queries were dropped on the client")
+                && dropped.contains("strategy = \"drain\"")
+                && dropped.contains("statement_timeout"),
+            "{dropped}"
+        );
+        let drained = advice(0, 12).join("\n");
+        assert!(
+            drained.contains("12 timed-out calls ran on after their timeout holding their place"),
+            "{drained}"
+        );
+        assert!(advice(0, 0).iter().all(|a| !a.contains("timed-out")));
     }
 
     /// A few slow polls among many calls (a preempted thread now and then)
