@@ -759,7 +759,8 @@ mod tests {
             .find(|r| r.contains("timeout"))
             .expect("a timeout recommendation");
         assert!(
-            timeout.starts_with("op `db`: p95 9") && timeout.contains("% of its 100 ms timeout"),
+            // p95 of 90 ms sleeps: 9x ms, more on a loaded machine.
+            timeout.starts_with("op `db`: p95 ") && timeout.contains("% of its 100 ms timeout"),
             "{timeout}"
         );
         assert!(
