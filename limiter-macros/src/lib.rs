@@ -117,7 +117,38 @@ use proc_macro::TokenStream;
 /// call (errors under `deny_blocking`); `.await`ed calls are not blocking.
 /// A name that async libraries use too (`sleep`, `fs::read`, `File::open`,
 /// …) is reported only where its value is thrown away (a statement, `let _
-/// =`, `?`): bound, passed on or returned, it may be a future awaited later.
+/// =`, `?`, `.unwrap()`, `.expect(..)`): bound, passed on or returned, it
+/// may be a future awaited later.
+///
+/// Method calls block on a sync client, reported at the method (not at
+/// the start of the chain) unless `.await`ed. A value is a sync client
+/// when it is bound in the body by a `let` with a plain name (through
+/// `?`, `.unwrap()`, `.expect(..)`) from `postgres::Client::connect`,
+/// `postgres::Config::new()…connect(..)`, `r2d2::Pool::new`,
+/// `r2d2::Pool::builder()…build(..)`, `rusqlite::Connection::open*`,
+/// diesel's `PgConnection` / `SqliteConnection` / `MysqlConnection::establish`,
+/// `redis::Client::open(..)` then `.get_connection()`,
+/// `reqwest::blocking::Client::new()` / `::builder()…build()`,
+/// `ureq::agent()`, or from a client by a method giving one (`pool.get()`
+/// gives a pooled connection, `client.transaction()` a transaction,
+/// `conn.prepare(..)` a rusqlite statement, `http.get(url)` a request);
+/// or when it is a parameter declared with such a type
+/// (`&mut postgres::Client`, `&r2d2::Pool<M>`, `PooledConnection<M>`,
+/// `&mut rusqlite::Connection`, `&mut PgConnection`, `redis::Connection`,
+/// `&reqwest::blocking::Client`, `ureq::Agent`, also inside `Arc`, `Rc`,
+/// `Box`). Its blocking methods: postgres `query`, `query_one`,
+/// `query_opt`, `query_raw`, `execute`, `batch_execute`, `prepare`,
+/// `transaction`, `commit`, `rollback`, `copy_in`, `copy_out`, …; rusqlite
+/// `execute`, `query_row`, `prepare`, the statement's `query_map`, …; r2d2
+/// `get` (also `r2d2::Pool::get(&pool)`, and any `Type::method(&client,
+/// ..)` path form); redis `get`, `set`, … and `cmd.query(&mut con)`;
+/// reqwest `send`, `execute` and the response's `text`, `json`, `bytes`;
+/// ureq `call`, `send_*`; diesel's `load`, `execute`, `get_result`,
+/// `get_results`, `first` given a client as argument (`users.load(&mut
+/// conn)`). A value of unknown origin is never a client, whatever its
+/// methods are called, and async clients (tokio-postgres, sqlx, deadpool,
+/// bb8) are awaited: they stay silent. Closures given to `spawn_blocking`,
+/// `block_in_place` or `spawn` run elsewhere and are not scanned.
 ///
 /// ```
 /// use std::time::Duration;

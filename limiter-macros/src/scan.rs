@@ -10,11 +10,21 @@
 //! not where it is bound, passed on or returned to be awaited later
 //! (`let d = sleep(x); tokio::pin!(d);`). A call whose result is
 //! `.await`ed is never blocking (`tokio::time::sleep(d).await`).
+//!
+//! Method calls block on a value known to be a sync client (`clients`):
+//! bound in the body from a blocking constructor, or a parameter declared
+//! with a client type (`client.query(..)` after
+//! `let mut client = postgres::Client::connect(..)?`, `pool.get()` on an
+//! r2d2 pool); they are reported at the method.
+
+mod clients;
 
 use proc_macro2::Span;
 use syn::spanned::Spanned;
 use syn::visit::{self, Visit};
-use syn::{Expr, ExprCall, ExprMethodCall, ExprPath, Local, Pat, Stmt};
+use syn::{Expr, ExprCall, ExprMethodCall, ExprPath, FnArg, Local, Pat, Stmt};
+
+use clients::Clients;
 
 /// One blocking call found in a body.
 #[derive(Debug, Clone)]
@@ -86,6 +96,26 @@ const PATHS: &[(&[&str], &str, Certainty)] = &[
     (&["io", "stdin"], "terminal I/O", Certainty::IfDiscarded),
     (&["Connection", "open"], "database", Certainty::IfDiscarded),
     (&["Client", "connect"], "database", Certainty::IfDiscarded),
+    (
+        &["Connection", "open_in_memory"],
+        "database",
+        Certainty::IfDiscarded,
+    ),
+    (
+        &["PgConnection", "establish"],
+        "database",
+        Certainty::IfDiscarded,
+    ),
+    (
+        &["SqliteConnection", "establish"],
+        "database",
+        Certainty::IfDiscarded,
+    ),
+    (
+        &["MysqlConnection", "establish"],
+        "database",
+        Certainty::IfDiscarded,
+    ),
 ];
 
 /// Path prefixes of blocking-only client libraries.
@@ -97,6 +127,7 @@ const PREFIXES: &[(&[&str], &str)] = &[
     (&["ureq"], "external API (blocking HTTP client)"),
     (&["rusqlite"], "database"),
     (&["postgres"], "database"),
+    (&["r2d2"], "database"),
 ];
 
 /// Roots of async libraries: their calls return futures, which block
@@ -109,6 +140,11 @@ const ASYNC_ROOTS: &[&str] = &[
     "diesel_async",
     "tokio_postgres",
     "sqlx",
+    "bb8",
+    "deadpool",
+    "deadpool_postgres",
+    "deadpool_redis",
+    "mobc",
 ];
 
 /// Roots of the standard library: what matches there is the blocking API.
@@ -116,6 +152,10 @@ const STD_ROOTS: &[&str] = &["std", "core"];
 
 /// Calls whose closure argument runs elsewhere: not scanned.
 const RUNS_ELSEWHERE: &[&str] = &["spawn_blocking", "block_in_place", "spawn"];
+
+/// Methods whose receiver is a `Result`, not a future: a call there is
+/// not kept to be awaited.
+const UNWRAPS: &[&str] = &["unwrap", "expect"];
 
 /// Methods that block whatever they are called on.
 const METHODS: &[(&str, &str)] = &[
@@ -136,6 +176,8 @@ struct Scan {
     /// initialisers, operands of `?`.
     discarded: Vec<*const Expr>,
     found: Vec<Finding>,
+    /// The values known to be blocking clients.
+    clients: Clients,
 }
 
 /// The segments of a path, as strings.
@@ -173,6 +215,10 @@ fn matches_path(segs: &[String]) -> Option<(&'static str, Certainty)> {
         segs.len() >= prefix.len() && segs.iter().zip(prefix.iter()).all(|(a, b)| a == b)
     });
     if let Some((_, cat)) = blocking_library {
+        // A builder (`postgres::Config::new()`) blocks at its last step.
+        if clients::constructed(segs).is_some_and(clients::Kind::is_builder) {
+            return None;
+        }
         return Some((cat, Certainty::Certain));
     }
     let (_, cat, certainty) = PATHS.iter().find(|(suffix, ..)| ends_with(segs, suffix))?;
@@ -226,6 +272,9 @@ impl Scan {
         let Expr::Path(p) = &*c.func else { return };
         let segs = segments(p);
         let Some((category, certainty)) = matches_path(&segs) else {
+            if let Some(hit) = self.clients.blocking_path_call(c) {
+                self.push(hit);
+            }
             return;
         };
         if self.reports(e, certainty) {
@@ -259,7 +308,18 @@ impl Scan {
                 call: format!("Command::{name}"),
                 category: "subprocess",
             });
+        } else if let Some(hit) = self.clients.blocking_method(m) {
+            self.push(hit);
         }
+    }
+
+    /// A blocking call on a client.
+    fn push(&mut self, hit: clients::Hit) {
+        self.found.push(Finding {
+            span: hit.span,
+            call: hit.call,
+            category: hit.category,
+        });
     }
 }
 
@@ -276,12 +336,19 @@ impl<'ast> Visit<'ast> for Scan {
             self.discarded.push(&*init.expr as *const Expr);
         }
         visit::visit_local(self, l);
+        // Bound after its initialiser is scanned, which may use the name
+        // it shadows.
+        let init = l.init.as_ref().map(|i| &*i.expr);
+        self.clients.bind(&l.pat, init);
     }
 
     fn visit_expr(&mut self, e: &'ast Expr) {
         match e {
             Expr::Await(a) => self.awaited.push(&*a.base as *const Expr),
             Expr::Try(t) => self.discarded.push(&*t.expr as *const Expr),
+            Expr::MethodCall(m) if UNWRAPS.contains(&m.method.to_string().as_str()) => {
+                self.discarded.push(&*m.receiver as *const Expr);
+            }
             Expr::Call(c) if matches!(&*c.func, Expr::Path(p) if segments(p).last().is_some_and(|l| RUNS_ELSEWHERE.contains(&l.as_str()))) =>
             {
                 return; // `spawn_blocking(|| ...)` and the like run their closure elsewhere
@@ -309,12 +376,17 @@ impl<'ast> Visit<'ast> for Scan {
     }
 }
 
-/// Blocking calls in `block`, in source order.
-pub(crate) fn scan(block: &syn::Block) -> Vec<Finding> {
+/// Blocking calls in `block`, the body of a function taking `params`, in
+/// source order.
+pub(crate) fn scan<'a>(
+    params: impl IntoIterator<Item = &'a FnArg>,
+    block: &syn::Block,
+) -> Vec<Finding> {
     let mut s = Scan {
         awaited: Vec::new(),
         discarded: Vec::new(),
         found: Vec::new(),
+        clients: Clients::from_params(params),
     };
     s.visit_block(block);
     s.found
@@ -326,7 +398,7 @@ mod tests {
 
     fn calls(body: &str) -> Vec<String> {
         let block: syn::Block = syn::parse_str(body).unwrap();
-        scan(&block)
+        scan([], &block)
             .into_iter()
             .map(|f| format!("{} ({})", f.call, f.category))
             .collect()
@@ -411,6 +483,7 @@ mod tests {
                     sleep(x);
                     let _ = fs::read_to_string(path);
                     let text = fs::read_to_string(path)?;
+                    let unwrapped = fs::read_to_string(path).unwrap();
                     Command::new("ls").status();
                     let n = std::fs::read(path);
                     let f = || std::thread::sleep(x);
@@ -421,11 +494,239 @@ mod tests {
                 "sleep (sleep)",
                 "fs::read_to_string (file I/O)",
                 "fs::read_to_string (file I/O)",
+                "fs::read_to_string (file I/O)",
                 "Command::status (subprocess)",
                 "std::fs::read (file I/O)",
                 "std::thread::sleep (sleep)",
                 "thread::sleep (sleep)",
             ]
+        );
+    }
+
+    /// The findings of a whole function, with their calls and the text at
+    /// their spans (the method, not the start of the chain).
+    fn client_calls(func: &str) -> Vec<String> {
+        let f: syn::ItemFn = syn::parse_str(func).unwrap();
+        scan(&f.sig.inputs, &f.block)
+            .into_iter()
+            .map(|f| format!("{} @{}", f.call, f.span.source_text().unwrap_or_default()))
+            .collect()
+    }
+
+    #[test]
+    fn postgres_client_methods_are_blocking() {
+        assert_eq!(
+            client_calls(
+                r#"async fn f() {
+                    let mut client = postgres::Client::connect(url, NoTls)?;
+                    let rows = client.query("SELECT 1", &[])?;
+                    let row = client.query_one("SELECT 1", &[]).unwrap();
+                    client.execute("DELETE FROM t", &[]).expect("delete");
+                    let mut tx = client.transaction()?;
+                    tx.batch_execute("SELECT 1")?;
+                    tx.commit()?;
+                    let o = postgres::Client::query_opt(&mut client, "SELECT 1", &[]);
+                }"#
+            ),
+            [
+                "postgres::Client::connect @connect",
+                "client.query() @query",
+                "client.query_one() @query_one",
+                "client.execute() @execute",
+                "client.transaction() @transaction",
+                "tx.batch_execute() @batch_execute",
+                "tx.commit() @commit",
+                "postgres::Client::query_opt @query_opt",
+            ]
+        );
+    }
+
+    #[test]
+    fn config_chain_is_blocking_at_connect() {
+        assert_eq!(
+            client_calls(
+                r#"async fn f() {
+                    let mut c = postgres::Config::new().host("h").user("u").connect(NoTls)?;
+                    c.query("SELECT 1", &[])?;
+                    let mut d = Config::new().host("h").connect(NoTls).unwrap();
+                    d.execute("SELECT 1", &[]);
+                }"#
+            ),
+            [
+                "postgres::Config::new()….connect() @connect",
+                "c.query() @query",
+                "Config::new()….connect() @connect",
+                "d.execute() @execute",
+            ]
+        );
+    }
+
+    #[test]
+    fn r2d2_pools_and_pooled_connections_are_blocking() {
+        assert_eq!(
+            client_calls(
+                r#"async fn f() {
+                    let pool = r2d2::Pool::builder().max_size(3).build(manager)?;
+                    let mut conn = pool.get()?;
+                    conn.query("SELECT 1", &[])?;
+                    let other = r2d2::Pool::get(&pool)?;
+                    other.query_opt("SELECT 1", &[])?;
+                    let third = Pool::get(&pool).unwrap();
+                    pool.get().unwrap().execute("SELECT 1", &[]);
+                    let p2 = r2d2::Pool::new(manager).unwrap();
+                }"#
+            ),
+            [
+                "r2d2::Pool::builder()….build() @build",
+                "pool.get() @get",
+                "conn.query() @query",
+                "r2d2::Pool::get @get",
+                "other.query_opt() @query_opt",
+                "Pool::get @get",
+                "pool….execute() @execute",
+                "pool.get() @get",
+                "r2d2::Pool::new @new",
+            ]
+        );
+    }
+
+    #[test]
+    fn declared_parameters_are_clients() {
+        assert_eq!(
+            client_calls(
+                r#"async fn f(
+                    client: &mut postgres::Client,
+                    pool: &r2d2::Pool<M>,
+                    mut conn: PooledConnection<M>,
+                    db: &mut rusqlite::Connection,
+                    shared: std::sync::Arc<r2d2::Pool<M>>,
+                ) {
+                    client.query_raw("SELECT 1", p)?;
+                    pool.get()?;
+                    conn.copy_in("COPY t FROM STDIN")?;
+                    db.query_row("SELECT 1", [], |r| r.get(0))?;
+                    shared.get()?;
+                }"#
+            ),
+            [
+                "client.query_raw() @query_raw",
+                "pool.get() @get",
+                "conn.copy_in() @copy_in",
+                "db.query_row() @query_row",
+                "shared.get() @get",
+            ]
+        );
+    }
+
+    #[test]
+    fn other_blocking_clients() {
+        assert_eq!(
+            client_calls(
+                r#"async fn f() {
+                    let db = Connection::open_in_memory()?;
+                    let mut stmt = db.prepare("SELECT 1")?;
+                    let names = stmt.query_map([], |r| r.get(0))?;
+                    let mut conn = diesel::PgConnection::establish(url).expect("db");
+                    let all = users.load::<User>(&mut conn)?;
+                    let one = users.first::<User>(&mut conn);
+                    let client = redis::Client::open(url)?;
+                    let mut con = client.get_connection()?;
+                    let v: String = con.get("k")?;
+                    let w: String = redis::cmd("GET").arg("k").query(&mut con)?;
+                    let http = reqwest::blocking::Client::new();
+                    let resp = http.get(url).header("a", "b").send()?;
+                    let text = resp.text()?;
+                    let agent = ureq::agent();
+                    let body = agent.get(url).call()?;
+                }"#
+            ),
+            [
+                "Connection::open_in_memory @open_in_memory",
+                "db.prepare() @prepare",
+                "stmt.query_map() @query_map",
+                "diesel::PgConnection::establish @establish",
+                ".load(conn) @load",
+                ".first(conn) @first",
+                "client.get_connection() @get_connection",
+                "con.get() @get",
+                ".query(con) @query",
+                "reqwest::blocking::Client::new @new",
+                "http….send() @send",
+                "resp.text() @text",
+                "ureq::agent @agent",
+                "agent….call() @call",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_and_async_clients_are_not_blocking() {
+        assert!(client_calls(
+            r#"async fn f(
+                db: &tokio_postgres::Client,
+                pool: &deadpool_postgres::Pool,
+                bb: &bb8::Pool<M>,
+                sq: &sqlx::PgPool,
+                conn: bb8::PooledConnection<'_, M>,
+                other: &Repository,
+            ) {
+                db.query("SELECT 1", &[]).await?;
+                let c = pool.get().await?;
+                c.query_one("SELECT 1", &[]).await?;
+                let b = bb.get().await?;
+                b.execute("SELECT 1", &[]).await?;
+                conn.query("SELECT 1", &[]).await?;
+                sqlx::query("SELECT 1").fetch_one(sq).await?;
+                sqlx::query("SELECT 1").execute(sq).await?;
+                other.query("x")?;
+                other.get()?;
+                let mut unknown = make_client();
+                unknown.query("SELECT 1", &[])?;
+                let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+                client.query("SELECT 1", &[]).await?;
+                let cfg = tokio_postgres::Config::new().host("h").connect(NoTls).await?;
+                let awaited = Client::connect(url).await?;
+                awaited.query("x")?;
+                let p = Pool::builder(manager).build()?;
+                p.get()?;
+                let bp = Pool::builder().build(manager).await?;
+                bp.get().await?;
+            }"#
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn clients_in_spawn_blocking_and_awaited_methods_are_not_blocking() {
+        assert!(client_calls(
+            r#"async fn f(pool: r2d2::Pool<M>) {
+                let p = pool.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut conn = p.get()?;
+                    conn.query("SELECT 1", &[])
+                })
+                .await??;
+                let fut = pool.get().await;
+                let pool = make_pool();
+                pool.get()?;
+            }"#
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn shadowed_names_stop_being_clients() {
+        assert_eq!(
+            client_calls(
+                r#"async fn f(client: &mut postgres::Client) {
+                    let rows = client.query("SELECT 1", &[])?;
+                    let client = unknown_client();
+                    client.query("SELECT 1", &[])?;
+                    let client: postgres::Client = make();
+                    client.execute("SELECT 1", &[])?;
+                }"#
+            ),
+            ["client.query() @query", "client.execute() @execute"]
         );
     }
 }

@@ -146,7 +146,7 @@ fn blocking_calls(args: &LimitArgs, func: &Func, errors: &mut Errors) -> Vec<Fin
         (Some(block), Some(_)) if !allow || deny => block,
         _ => return Vec::new(),
     };
-    let found = scan(block);
+    let found = scan(&func.sig.inputs, block);
     if !deny {
         return found;
     }
