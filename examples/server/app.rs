@@ -690,14 +690,21 @@ pub fn app(opts: &Options) -> Result<Router, Box<dyn std::error::Error>> {
 }
 
 /// `GET /api/speech/{words}`: synthesized "audio" (1 KiB a word) streamed
-/// through a backpressure handler: a client that reads slower than the
-/// synthesis gets the freshest chunks, the oldest being dropped beyond
-/// 64 KiB buffered; see `/monitoring/backpressure` (stream `tts.audio`).
+/// through a backpressure handler, a word synthesized every millisecond:
+/// a client that reads at least that fast gets every chunk; one that reads
+/// slower, once the connection's socket buffers are full too, gets the
+/// freshest, the oldest being dropped beyond 64 KiB buffered; see
+/// `/monitoring/backpressure` (stream `tts.audio`).
 async fn get_speech(Path(words): Path<u32>) -> Response {
-    let chunks = futures::stream::iter(
-        (0..words.min(1000))
-            .map(|i| Ok::<_, std::io::Error>(axum::body::Bytes::from(vec![i as u8; 1024]))),
-    );
+    let words = words.min(1000);
+    let chunks = futures::stream::unfold(0u32, move |i| async move {
+        if i >= words {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await; // synthesis of one word
+        let chunk = axum::body::Bytes::from(vec![i as u8; 1024]);
+        Some((Ok::<_, std::io::Error>(chunk), i + 1))
+    });
     let config = StreamConfig::new("tts.audio")
         .max_items(64)
         .max_bytes(64 * 1024)
