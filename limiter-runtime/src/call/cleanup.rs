@@ -175,11 +175,14 @@ impl<'a, S, C> Call<'a, S, C> {
     /// timed-out attempt. The attribute's `on_timeout = path` calls this.
     ///
     /// With [`drain`](Self::drain) the hook runs first and the body is
-    /// polled again only once it has finished: a body holding a pooled
-    /// database connection keeps it until then, so a server-side cancel
-    /// sent by the hook can only ever reach its own query (never a query
-    /// another call started on the same connection after it went back to
-    /// the pool). Under `cancel` (and `cache_fallback`) the body, and the
+    /// polled again only once it has finished (and 50 ms more, for a
+    /// cancel that reaches the server after the hook returned): a body
+    /// holding a pooled database connection keeps it until then, so a
+    /// server-side cancel sent by the hook reaches its own query (never a
+    /// query another call started on the same connection after it went
+    /// back to the pool) — always when the hook returns once the cancel is
+    /// done (PostgreSQL's `pg_cancel_backend`), and but for a rare late
+    /// one otherwise (tokio-postgres's `CancelToken` confirms nothing). Under `cancel` (and `cache_fallback`) the body, and the
     /// connection it holds, is dropped at the deadline while the hook runs
     /// holding the place: pick `drain` for server-side cancels. Under
     /// `background` the hook runs beside the body, which goes on (a hook

@@ -182,6 +182,13 @@ where
             let drained = tokio::time::timeout(limit, async move {
                 if let Some(hook) = hook {
                     hook.await;
+                    // A server-side cancel may land after the hook returned
+                    // (PostgreSQL confirms nothing: tokio-postgres's
+                    // `cancel_query` returns once the request is written):
+                    // the body, and the connection it holds, waits a little
+                    // more, so that a late cancel finds its own query or an
+                    // idle connection, never the next call's query.
+                    tokio::time::sleep(CANCEL_GRACE).await;
                 }
                 held.await
             })
@@ -200,6 +207,10 @@ where
         (Err(timed_out(op)), None)
     }
 }
+
+/// How long a drained body stays unpolled after its timeout hook returned:
+/// time for a server-side cancel sent by the hook to reach the server.
+const CANCEL_GRACE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// A body moved to the background with its place: the place is released
 /// once the body has ended and been dropped. Dropped before that (the task
