@@ -262,15 +262,7 @@ async fn drain_answers_timeout_and_finishes_the_body_holding_its_place() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     use tokio::time::Instant;
-    let cfg = OpConfig {
-        timeout: Some(ms(50)),
-        max_concurrent: Some(1),
-        queue: Some(1),
-        queue_timeout: Some(secs(5)),
-        drain_timeout: Some(secs(1)),
-        ..OpConfig::default()
-    };
-    let (_reg, op) = op_with("pg", cfg);
+    let (_reg, op) = one_place_op();
     let finished = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
     let body_done = Arc::clone(&finished);
@@ -325,9 +317,9 @@ async fn drain_answers_timeout_and_finishes_the_body_holding_its_place() {
     assert_eq!((c.drained, c.drain_dropped, c.draining), (1, 1, 0));
 }
 
-/// A call with a timeout hook and one place: the next caller is admitted
-/// only once both the timed-out body and its hook are done.
-fn hooked_op() -> (limiter::Registry, Op) {
+/// An op of one place, a 50 ms timeout and a 1 s `drain_timeout`: the
+/// next caller is admitted only once a timed-out call's place comes back.
+fn one_place_op() -> (limiter::Registry, Op) {
     let cfg = OpConfig {
         timeout: Some(ms(50)),
         max_concurrent: Some(1),
@@ -346,7 +338,7 @@ fn hooked_op() -> (limiter::Registry, Op) {
 async fn on_timeout_runs_the_hook_holding_the_place() {
     use std::sync::{Arc, Mutex};
     use tokio::time::Instant;
-    let (_reg, op) = hooked_op();
+    let (_reg, op) = one_place_op();
     let log = Arc::new(Mutex::new(Vec::new()));
     let hook_log = Arc::clone(&log);
     let start = Instant::now();
@@ -395,7 +387,7 @@ async fn on_timeout_with_drain_waits_for_body_and_hook() {
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Arc;
     use tokio::time::Instant;
-    let (_reg, op) = hooked_op();
+    let (_reg, op) = one_place_op();
     let runs = Arc::new(AtomicU32::new(0));
     let hook = |runs: &Arc<AtomicU32>| {
         let runs = Arc::clone(runs);
@@ -450,7 +442,7 @@ async fn on_timeout_with_drain_waits_for_body_and_hook() {
 /// `drained`), in the snapshot and in Prometheus.
 #[tokio::test(start_paused = true)]
 async fn bodies_after_their_timeout_are_counted_for_what_they_are() {
-    let (reg, op) = hooked_op();
+    let (reg, op) = one_place_op();
     let slow = || async {
         tokio::time::sleep(ms(200)).await;
         Ok::<_, LimitError>(())
