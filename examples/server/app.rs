@@ -140,10 +140,13 @@ pub struct User {
 }
 
 /// A simulated database query: 5-40 ms, and one query in 50 hangs for 2 s
-/// (past the 300 ms timeout: 504).
+/// (past the 300 ms timeout: 504). Simulated, so nothing keeps running on
+/// a server after a timeout and `cancel` is right; a real async client
+/// writes `strategy = "drain"` (README, "Databases").
 #[limit_blocking(
     op = "db",
     kind = database,
+    strategy = "cancel",
     timeout = "300ms",
     max_concurrent = 8,
     queue = 16,

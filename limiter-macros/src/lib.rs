@@ -39,8 +39,8 @@ use proc_macro::TokenStream;
 ///     fn from(e: LimitError) -> Self { DbError::Limited(e) }
 /// }
 ///
-/// #[limit_blocking(op = "db.user", kind = database, timeout = "2s", rate = "100/s",
-///                  key = tenant, max_concurrent_per_key = 3)]
+/// #[limit_blocking(op = "db.user", kind = database, timeout = "2s", strategy = "drain",
+///                  rate = "100/s", key = tenant, max_concurrent_per_key = 3)]
 /// async fn load_user(tenant: String, id: u64) -> Result<String, DbError> {
 ///     if id == 0 { return Err(DbError::Missing); }
 ///     Ok(format!("{tenant}/{id}"))
@@ -107,6 +107,20 @@ use proc_macro::TokenStream;
 /// Run-time configuration of the same `op` (`registry().configure`,
 /// `LIMITER_OP_*`, `limiter.toml`) overrides these values, which override
 /// the `kind` preset.
+///
+/// # Databases
+///
+/// The timeout strategy is part of the call's type (draining needs a
+/// `Send + 'static` body), so `kind = database` does not change the
+/// default `cancel`: it asks. An `async fn` of kind `database` that names
+/// neither `strategy` nor `on_timeout` gets a warning at `database`: a
+/// query dropped on the client keeps running on the server and its
+/// connection goes back to the pool busy. The warning says what to write:
+/// `strategy = "drain"` when the arguments are owned, an `on_timeout`
+/// server-side cancel when they are borrowed, or `strategy = "cancel"`
+/// (which silences it) when the server stops the query itself (a
+/// `statement_timeout` no longer than the op's timeout). A plain `fn` runs
+/// on the blocking pool and keeps its place until it ends: no warning.
 ///
 /// # Blocking calls
 ///

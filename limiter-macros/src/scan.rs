@@ -35,6 +35,15 @@ pub(crate) struct Finding {
 }
 
 impl Finding {
+    /// The finding as a compiler warning.
+    pub(crate) fn warning(&self) -> crate::spec::Warning {
+        crate::spec::Warning {
+            what: "blocking_call",
+            span: self.span,
+            text: self.message(),
+        }
+    }
+
     /// What the warning (or error) says.
     pub(crate) fn message(&self) -> String {
         format!(

@@ -16,7 +16,6 @@ use syn::{Ident, Path};
 
 use crate::attr::Hints;
 use crate::item::Func;
-use crate::scan::Finding;
 use crate::types;
 
 /// Where the facade is: `::limiter`, or `crate = "path"` for a renamed
@@ -178,8 +177,9 @@ pub(crate) struct LimitSpec {
     /// of the body count against the breaker.
     pub(crate) failure: Option<Path>,
     pub(crate) exec: Exec,
-    /// Blocking calls in the body, reported as warnings.
-    pub(crate) warnings: Vec<Finding>,
+    /// Blocking calls in the body and advice on the arguments, reported
+    /// as compiler warnings.
+    pub(crate) warnings: Vec<Warning>,
 }
 
 impl LimitSpec {
@@ -215,6 +215,16 @@ impl LimitSpec {
             warnings: Vec::new(),
         }
     }
+}
+
+/// A compiler warning the expansion emits at `span`.
+#[derive(Debug, Clone)]
+pub(crate) struct Warning {
+    /// Names the `#[deprecated]` constant the warning quotes
+    /// (`__limiter_{what}_{n}`), so it says what it is about.
+    pub(crate) what: &'static str,
+    pub(crate) span: Span,
+    pub(crate) text: String,
 }
 
 /// How far a route is optimised.

@@ -61,6 +61,13 @@ pub trait SharedState: Send + Sync + Debug + 'static {
     /// (`false`: closed, its window cleared).
     fn breaker_set<'a>(&'a self, op: &'a str, open: bool) -> StoreFuture<'a, ()>;
 
+    /// How many instances of the service use this store now (at least 1):
+    /// the share of a shared limit each applies while the store cannot
+    /// answer (`degradation = "local"`). The default knows only itself.
+    fn instances(&self) -> u32 {
+        1
+    }
+
     /// The state of the breaker of `op` kept in the store, for monitoring
     /// (`None`: the store keeps none for it). Changes nothing. The default
     /// knows none.

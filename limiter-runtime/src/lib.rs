@@ -98,8 +98,8 @@ pub use call::cleanup as on_timeout;
 pub use call::{strategy, AnyError, Call, CallFuture, Charged, Classify, FailureFn};
 pub use clock::{ClockSource, ManualClock};
 pub use config::{
-    Algorithm, Backend, Backoff, BreakerConfig, Degradation, OpConfig, OpKind, OverloadPolicy,
-    ResolvedConfig, RetryConfig, Settings, TimeoutStrategy,
+    Algorithm, Backend, Backoff, BreakerConfig, ConcurrencyScope, Degradation, OpConfig, OpKind,
+    OverloadPolicy, ResolvedConfig, RetryConfig, Settings, SharedMode, TimeoutStrategy,
 };
 pub use cost::IntoCost;
 pub use error::{ConfigError, LimitError, QueueScope, Quota, QuotaUnit};

@@ -19,6 +19,7 @@ pub use duration_rate::{
     parse_duration, parse_rate, parse_rates, parse_seconds, DisplayDuration, Rate, SpecError,
 };
 pub use names::{
-    Algorithm, Backend, Backoff, Degradation, OpKind, OverloadPolicy, TimeoutStrategy,
+    Algorithm, Backend, Backoff, ConcurrencyScope, Degradation, OpKind, OverloadPolicy, SharedMode,
+    TimeoutStrategy,
 };
 pub use suggest::closest;

@@ -158,6 +158,30 @@ named_enum! {
     what = "degradation";
 }
 
+named_enum! {
+    /// How a Redis-backed rate limit is checked.
+    pub enum SharedMode {
+        /// One atomic check in Redis per call: exact, one round trip each.
+        Exact => "exact",
+        /// Batches of tokens leased from Redis ahead of need and served
+        /// from this instance: a Redis call per lease, not per call, at
+        /// the price of a bounded over-admission.
+        Lease => "lease",
+    }
+    what = "mode";
+}
+
+named_enum! {
+    /// Where `max_concurrent` counts calls in flight.
+    pub enum ConcurrencyScope {
+        /// In this instance.
+        Local => "local",
+        /// In Redis, across every instance sharing the op (feature `redis`).
+        Shared => "shared",
+    }
+    what = "concurrency";
+}
+
 impl OpKind {
     /// Whether offloaded work of this kind runs on the CPU pool rather than
     /// tokio's blocking pool.

@@ -495,7 +495,7 @@ async fn algorithm_per_key_bound_queue_timeout_and_overload() {
 
 static DB_ATTEMPTS: AtomicU32 = AtomicU32::new(0);
 
-#[limit_blocking(op = "attr.kind_db", kind = database)]
+#[limit_blocking(op = "attr.kind_db", kind = database, strategy = "cancel")]
 async fn kind_db() -> Result<u32, AppError> {
     DB_ATTEMPTS.fetch_add(1, Ordering::SeqCst);
     Err(AppError::NotFound)

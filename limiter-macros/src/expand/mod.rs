@@ -21,8 +21,7 @@ use syn::spanned::Spanned;
 use syn::{FnArg, Ident, Pat, ReturnType, Signature, Type};
 
 use crate::item::Func;
-use crate::scan::Finding;
-use crate::spec::{Exec, Fallback, Level, LimitSpec, RouteSpec};
+use crate::spec::{Exec, Fallback, Level, LimitSpec, RouteSpec, Warning};
 use crate::types;
 
 pub(crate) use task::background_task;
@@ -174,17 +173,17 @@ fn name_or_path(name: Option<&str>, ident: &Ident) -> TokenStream {
     }
 }
 
-/// Blocking calls as warnings: a use of a `#[deprecated]` constant spanned
-/// at each call (stable Rust has no warning API for proc macros; the
-/// technique of the `proc-macro-warning` crate).
-fn warnings(findings: &[Finding]) -> TokenStream {
+/// Warnings (blocking calls, advice): a use of a `#[deprecated]` constant
+/// spanned at each place (stable Rust has no warning API for proc macros;
+/// the technique of the `proc-macro-warning` crate).
+fn warnings(warnings: &[Warning]) -> TokenStream {
     let mut out = TokenStream::new();
-    for (i, finding) in findings.iter().enumerate() {
-        let name = format_ident!("__limiter_blocking_call_{}", i);
-        let text = finding.message();
-        // The use carries the call's span, so the warning points at it.
-        let used = Ident::new(&name.to_string(), finding.span);
-        let used = quote_spanned!(finding.span=> let _ = #used;);
+    for (i, warning) in warnings.iter().enumerate() {
+        let name = format_ident!("__limiter_{}_{}", warning.what, i);
+        let text = &warning.text;
+        // The use carries the place's span, so the warning points at it.
+        let used = Ident::new(&name.to_string(), warning.span);
+        let used = quote_spanned!(warning.span=> let _ = #used;);
         out.extend(quote! {
             {
                 #[deprecated(note = #text)]

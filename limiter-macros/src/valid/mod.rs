@@ -8,6 +8,7 @@
 //! environment and `limiter.toml` (`limiter-spec`), so the three accept
 //! the same spellings with the same messages.
 
+mod database;
 mod route;
 mod settings;
 mod signature;
@@ -21,7 +22,7 @@ use crate::attr::{IdentArg, LimitArgs};
 use crate::error::Errors;
 use crate::item::Func;
 use crate::scan::{scan, Finding};
-use crate::spec::{Exec, Facade, Fallback, LimitSpec};
+use crate::spec::{Exec, Facade, Fallback, LimitSpec, Warning};
 use crate::types;
 
 pub(crate) use route::route;
@@ -47,7 +48,10 @@ pub(crate) fn limit_with(
     let priority = param(&args.priority, "priority", &func.sig, &mut errors);
     signature::check(&args, strategy, func, &mut errors);
     let op = op(&args.op, &mut errors);
-    let warnings = blocking_calls(&args, func, &mut errors);
+    let mut warnings = blocking_calls(&args, func, &mut errors);
+    if default_strategy == TimeoutStrategy::Cancel {
+        warnings.extend(database::implicit_cancel(&args, func));
+    }
     errors.finish()?;
     Ok(LimitSpec {
         facade,
@@ -131,7 +135,7 @@ fn param(
 /// The blocking scan of an `async fn`'s body: errors under
 /// `deny_blocking`, nothing under `allow_blocking`, else the findings,
 /// which the expansion turns into warnings.
-fn blocking_calls(args: &LimitArgs, func: &Func, errors: &mut Errors) -> Vec<Finding> {
+fn blocking_calls(args: &LimitArgs, func: &Func, errors: &mut Errors) -> Vec<Warning> {
     let (deny, allow) = (
         args.deny_blocking.is_present(),
         args.allow_blocking.is_present(),
@@ -148,7 +152,7 @@ fn blocking_calls(args: &LimitArgs, func: &Func, errors: &mut Errors) -> Vec<Fin
     };
     let found = scan(&func.sig.inputs, block);
     if !deny {
-        return found;
+        return found.iter().map(Finding::warning).collect();
     }
     for finding in found {
         errors.at(finding.span, finding.message());

@@ -4,7 +4,10 @@
 
 use std::str::FromStr;
 
-use super::types::{Algorithm, Backend, Backoff, Degradation, OpConfig, OpKind, OverloadPolicy};
+use super::types::{
+    Algorithm, Backend, Backoff, ConcurrencyScope, Degradation, OpConfig, OpKind, OverloadPolicy,
+    SharedMode,
+};
 pub(crate) use crate::spec::closest;
 use crate::spec::{parse_duration, parse_rates};
 
@@ -20,6 +23,9 @@ pub const FIELDS: &[&str] = &[
     "algorithm",
     "backend",
     "degradation",
+    "mode",
+    "concurrency",
+    "instances",
     "max_concurrent",
     "max_concurrent_per_key",
     "queue",
@@ -90,6 +96,9 @@ pub(crate) fn set_field(cfg: &mut OpConfig, field: &str, text: &str) -> Result<(
         "algorithm" => cfg.algorithm = Some(parse_enum::<Algorithm>(text)?),
         "backend" => cfg.backend = Some(parse_enum::<Backend>(text)?),
         "degradation" => cfg.degradation = Some(parse_enum::<Degradation>(text)?),
+        "mode" => cfg.mode = Some(parse_enum::<SharedMode>(text)?),
+        "concurrency" => cfg.concurrency = Some(parse_enum::<ConcurrencyScope>(text)?),
+        "instances" => cfg.instances = Some(parse_count(text, 1)?),
         "max_concurrent" => cfg.max_concurrent = Some(parse_count(text, 1)?),
         "max_concurrent_per_key" => cfg.max_concurrent_per_key = Some(parse_count(text, 1)?),
         "queue" => cfg.queue = Some(parse_count(text, 0)?),
@@ -166,6 +175,9 @@ mod tests {
             ("algorithm", "sliding_window"),
             ("backend", "redis"),
             ("degradation", "fail_open"),
+            ("mode", "lease"),
+            ("concurrency", "shared"),
+            ("instances", "3"),
             ("max_concurrent", "2"),
             ("max_concurrent_per_key", "1"),
             ("queue", "0"),

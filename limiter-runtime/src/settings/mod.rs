@@ -19,8 +19,8 @@ pub use file::{settings_from_file, settings_from_toml};
 pub(crate) use resolve::ser_duration;
 pub use resolve::{AdaptivePolicy, BreakerPolicy, RateSpec, ResolvedConfig, RetryPolicy};
 pub use types::{
-    Algorithm, Backend, Backoff, BreakerConfig, Degradation, OpConfig, OpKind, OverloadPolicy,
-    RetryConfig, TimeoutStrategy,
+    Algorithm, Backend, Backoff, BreakerConfig, ConcurrencyScope, Degradation, OpConfig, OpKind,
+    OverloadPolicy, RetryConfig, SharedMode, TimeoutStrategy,
 };
 
 /// Configuration read from the environment or a file, to be applied to a

@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::types::{
-    Algorithm, Backend, Backoff, BreakerConfig, Degradation, OpConfig, OpKind, OverloadPolicy,
-    RetryConfig,
+    Algorithm, Backend, Backoff, BreakerConfig, ConcurrencyScope, Degradation, OpConfig, OpKind,
+    OverloadPolicy, RetryConfig, SharedMode,
 };
 use crate::error::ConfigError;
 use crate::spec::{DisplayDuration, Rate};
@@ -105,6 +105,12 @@ pub struct ResolvedConfig {
     pub backend: Backend,
     /// What a Redis-backed rate limit does while Redis cannot answer.
     pub degradation: Degradation,
+    /// How a Redis-backed rate is checked.
+    pub mode: SharedMode,
+    /// Where `max_concurrent` counts.
+    pub concurrency: ConcurrencyScope,
+    /// Instances sharing the op, when configured (else learned).
+    pub instances: Option<u32>,
     /// Retry hint for `QueueFull` and `Overloaded`.
     #[serde(serialize_with = "ser_duration")]
     pub retry_after: Duration,
@@ -148,6 +154,9 @@ impl OpConfig {
             algorithm: Some(Algorithm::TokenBucket),
             backend: Some(Backend::Local),
             degradation: Some(Degradation::Local),
+            mode: Some(SharedMode::Exact),
+            concurrency: Some(ConcurrencyScope::Local),
+            instances: None,
             max_concurrent: Some(100),
             max_concurrent_per_key: Some(3),
             queue: Some(500),
@@ -230,6 +239,7 @@ impl OpConfig {
         let timeout = check.positive("timeout", self.timeout)?;
         let adaptive = check.adaptive(&self, max_concurrent, timeout)?;
         let backend = check.backend(self.backend)?;
+        let (mode, concurrency) = check.shared(&self, backend)?;
         Ok(ResolvedConfig {
             kind: self.kind,
             enabled: self.enabled.unwrap_or(true),
@@ -247,6 +257,9 @@ impl OpConfig {
             overload: self.overload.unwrap_or(OverloadPolicy::DropNewest),
             backend,
             degradation: self.degradation.unwrap_or(Degradation::Local),
+            mode,
+            concurrency,
+            instances: check.at_least_one("instances", self.instances)?,
             retry_after: required(check.positive("retry_after", self.retry_after)?),
             retry,
             breaker,
@@ -455,6 +468,45 @@ impl Check<'_> {
         Ok(Some(AdaptivePolicy { min, target }))
     }
 
+    /// `mode = "lease"` and `concurrency = "shared"` share through the
+    /// store: both need `backend = "redis"`, and a lease needs a rate to
+    /// lease from.
+    fn shared(
+        &self,
+        cfg: &OpConfig,
+        backend: Backend,
+    ) -> Result<(SharedMode, ConcurrencyScope), ConfigError> {
+        let mode = cfg.mode.unwrap_or(SharedMode::Exact);
+        let concurrency = cfg.concurrency.unwrap_or(ConcurrencyScope::Local);
+        let needs_redis = |field, value: String, what: &str| {
+            self.invalid(
+                field,
+                value,
+                &format!("{what} through Redis: needs `backend = \"redis\"`"),
+            )
+        };
+        if backend != Backend::Redis {
+            if mode == SharedMode::Lease {
+                return Err(needs_redis("mode", mode.to_string(), "leases tokens"));
+            }
+            if concurrency == ConcurrencyScope::Shared {
+                return Err(needs_redis(
+                    "concurrency",
+                    concurrency.to_string(),
+                    "counts calls in flight across instances",
+                ));
+            }
+        }
+        if mode == SharedMode::Lease && cfg.rate.is_none() && cfg.rate_per_key.is_none() {
+            return Err(self.invalid(
+                "mode",
+                mode.to_string(),
+                "leases tokens of a rate: set `rate` or `rate_per_key`",
+            ));
+        }
+        Ok((mode, concurrency))
+    }
+
     /// The rate-state backend, refusing Redis in a build without it.
     fn backend(&self, backend: Option<Backend>) -> Result<Backend, ConfigError> {
         let backend = backend.unwrap_or(Backend::Local);
@@ -544,6 +596,43 @@ mod tests {
         assert_eq!(r.retry_after, Duration::from_secs(5));
         assert_eq!(r.queue_timeout, Duration::from_secs(30));
         assert!(r.breaker.is_none() && r.retry.is_none() && r.timeout.is_none());
+    }
+
+    #[test]
+    fn sharing_through_redis_needs_the_redis_backend() {
+        let lease = OpConfig {
+            mode: Some(SharedMode::Lease),
+            rate: Some(crate::spec::parse_rates("10/s").unwrap()),
+            ..OpConfig::default()
+        };
+        let err = OpConfig::resolve("op", &[&OpConfig::default(), &lease]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "op `op`: mode = lease: leases tokens through Redis: needs `backend = \"redis\"`"
+        );
+        let shared = OpConfig {
+            concurrency: Some(ConcurrencyScope::Shared),
+            ..OpConfig::default()
+        };
+        assert_eq!(invalid_field(shared), "concurrency");
+        let no_rate = OpConfig {
+            mode: Some(SharedMode::Lease),
+            backend: Some(Backend::Redis),
+            ..OpConfig::default()
+        };
+        if cfg!(feature = "redis") {
+            assert_eq!(invalid_field(no_rate), "mode");
+        }
+        let zero = OpConfig {
+            instances: Some(0),
+            ..OpConfig::default()
+        };
+        assert_eq!(invalid_field(zero), "instances");
+        let r = OpConfig::resolve("op", &[]).unwrap();
+        assert_eq!(
+            (r.mode, r.concurrency, r.instances),
+            (SharedMode::Exact, ConcurrencyScope::Local, None)
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 pub use limiter_spec::{
-    Algorithm, Backend, Backoff, Degradation, OpKind, OverloadPolicy, TimeoutStrategy,
+    Algorithm, Backend, Backoff, ConcurrencyScope, Degradation, OpKind, OverloadPolicy, SharedMode,
+    TimeoutStrategy,
 };
 
 use crate::spec::Rate;
@@ -86,6 +87,16 @@ pub struct OpConfig {
     pub backend: Option<Backend>,
     /// What a Redis-backed rate limit does while Redis cannot answer.
     pub degradation: Option<Degradation>,
+    /// How a Redis-backed rate is checked: `exact` (a round trip per
+    /// call, the default) or `lease` (batches of tokens served locally).
+    pub mode: Option<SharedMode>,
+    /// Where `max_concurrent` counts: this instance (the default) or every
+    /// instance, through Redis.
+    pub concurrency: Option<ConcurrencyScope>,
+    /// How many instances share a Redis-backed op, for the share each
+    /// applies while Redis cannot answer (`degradation = "local"`); by
+    /// default learned from the instances that reached Redis lately.
+    pub instances: Option<u32>,
     /// Op-wide in-flight bound.
     pub max_concurrent: Option<u32>,
     /// In-flight bound per key.
@@ -155,6 +166,9 @@ impl OpConfig {
         take!(algorithm);
         take!(backend);
         take!(degradation);
+        take!(mode);
+        take!(concurrency);
+        take!(instances);
         take!(max_concurrent);
         take!(max_concurrent_per_key);
         take!(queue);
