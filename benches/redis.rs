@@ -1,6 +1,8 @@
-//! Redis-backed rate checks against the Redis on 127.0.0.1:6379: latency of
-//! one check (criterion), then throughput from 1 and from 64 concurrent
-//! tasks over one multiplexed connection, beside the in-process check.
+//! Redis-backed rate checks against the Redis on 127.0.0.1:6379 (or
+//! `LIMITER_BENCH_REDIS`): latency of one check (criterion), then
+//! throughput from 1 and from 64 concurrent tasks over one multiplexed
+//! connection, beside the in-process check, with the Redis time each
+//! script costs per call (`INFO commandstats`, reset before each run).
 //!
 //! ```text
 //! cargo bench --features redis --bench redis
@@ -16,13 +18,15 @@ use limiter::redis::{RedisBackend, RedisConfig, Take};
 use limiter::spec::parse_rates;
 use limiter::{Algorithm, LimitError, OpConfig, Registry};
 
-const URL: &str = "redis://127.0.0.1:6379/";
+fn url() -> String {
+    std::env::var("LIMITER_BENCH_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
+}
 
 fn backend() -> RedisBackend {
     RedisBackend::new(RedisConfig {
         prefix: format!("limiter-bench-{}", std::process::id()),
         timeout: Duration::from_secs(1),
-        ..RedisConfig::new(URL)
+        ..RedisConfig::new(url())
     })
     .expect("valid settings")
 }
@@ -77,11 +81,31 @@ fn latency(c: &mut Criterion) {
     });
 }
 
+/// Redis's own time per `EVALSHA` since the last reset, in µs, and resets
+/// the statistics.
+fn redis_usec_per_call() -> f64 {
+    let client = redis::Client::open(url()).expect("valid url");
+    let mut con = client.get_connection().expect("redis answers");
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut con)
+        .expect("INFO answers");
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut con)
+        .expect("CONFIG RESETSTAT answers");
+    info.lines()
+        .find(|l| l.starts_with("cmdstat_evalsha:"))
+        .and_then(|l| l.split(',').find_map(|f| f.strip_prefix("usec_per_call=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
 /// Checks per second from `tasks` concurrent tasks over `span`.
-fn throughput(tasks: usize, span: Duration) -> f64 {
+fn throughput(tasks: usize, span: Duration, algorithm: Algorithm) -> f64 {
     let rt = runtime();
     let b = Arc::new(backend());
-    let s = Arc::new(spec(Algorithm::TokenBucket));
+    let s = Arc::new(spec(algorithm));
     let done = Arc::new(AtomicU64::new(0));
     rt.block_on(async {
         b.check("warm", None, &s, Take::Tokens(1)).await.unwrap();
@@ -113,10 +137,19 @@ fn main() {
         .configure_from_args()
         .final_summary();
     let span = Duration::from_secs(3);
-    let one = throughput(1, span);
-    let many = throughput(64, span);
     println!();
-    println!("redis throughput (GCRA check, one multiplexed connection, {span:?} each):");
-    println!("  1 task:   {one:>9.0} checks/s");
-    println!("  64 tasks: {many:>9.0} checks/s");
+    println!("redis throughput (one multiplexed connection, {span:?} each; Redis µs per EVALSHA):");
+    for (name, alg) in [
+        ("gcra", Algorithm::TokenBucket),
+        ("sliding_window", Algorithm::SlidingWindow),
+        ("fixed_window", Algorithm::FixedWindow),
+        ("sliding_exact", Algorithm::SlidingExact),
+    ] {
+        for tasks in [1, 64] {
+            redis_usec_per_call();
+            let rate = throughput(tasks, span, alg);
+            let usec = redis_usec_per_call();
+            println!("  {name:<15} {tasks:>2} tasks: {rate:>9.0} checks/s, {usec:>5.2} µs of Redis per call");
+        }
+    }
 }

@@ -12,22 +12,10 @@ use crate::bulkhead::Bulkhead;
 use crate::error::LimitError;
 use crate::keys::LimitKey;
 use crate::metrics::OpMetrics;
-use crate::rate::{too_costly, KeyedOutcome, KeyedRate, RateState, Refusal};
+use crate::rate::{too_costly, KeyedOutcome, Refusal};
 use crate::settings::{Backend, BreakerPolicy, Degradation, RateSpec};
 
-use super::{Admitted, OpCore, TicketGuard};
-
-/// What a shared admission needs from the policy, held across the round
-/// trips (the policy guard is not).
-struct Remote {
-    breaker: Option<BreakerPolicy>,
-    rate: Option<RateSpec>,
-    rate_per_key: Option<RateSpec>,
-    degradation: Degradation,
-    retry_after: Duration,
-    local: Option<Arc<RateState>>,
-    local_keyed: Option<Arc<KeyedRate>>,
-}
+use super::{Admitted, OpCore, Policy, TicketGuard};
 
 impl OpCore {
     /// The store, when this op keeps its state in it and one is set.
@@ -59,34 +47,23 @@ impl OpCore {
     where
         B: std::ops::Deref<Target = Bulkhead>,
     {
-        let (remote, terms) = (self.remote(), &self.policy().terms);
-        let ticket = match &remote.breaker {
-            Some(breaker) => match self.shared_breaker_admit(breaker, &remote, now).await {
+        // The policy lives as long as the op (installed policies are kept),
+        // so it is held across the round trips without a copy.
+        let remote = self.policy();
+        let terms = &remote.terms;
+        let ticket = match &remote.cfg.breaker {
+            Some(breaker) => match self.shared_breaker_admit(breaker, remote, now).await {
                 Ok(ticket) => TicketGuard { core: self, ticket },
                 Err(e) => return Err(self.reject(e)),
             },
             None => self.admit_breaker(now)?,
         };
         let take = Take::Tokens(cost);
-        if let Err(e) = self.check_shared(&remote, key, shared_key, now, take).await {
+        if let Err(e) = self.check_shared(remote, key, shared_key, now, take).await {
             return Err(self.reject(e));
         }
         self.wait_place(ticket, terms, bulkhead, key, priority, now)
             .await
-    }
-
-    /// What a shared admission needs of the policy now.
-    fn remote(&self) -> Remote {
-        let p = self.policy();
-        Remote {
-            breaker: p.cfg.breaker.clone(),
-            rate: p.cfg.rate.clone(),
-            rate_per_key: p.cfg.rate_per_key.clone(),
-            degradation: p.cfg.degradation,
-            retry_after: p.cfg.retry_after,
-            local: p.rate.clone(),
-            local_keyed: p.rate_per_key.clone(),
-        }
     }
 
     /// Admission through the op's shared breaker, degraded as configured
@@ -95,7 +72,7 @@ impl OpCore {
     async fn shared_breaker_admit(
         &self,
         breaker: &BreakerPolicy,
-        r: &Remote,
+        r: &Policy,
         now: u64,
     ) -> Result<Ticket, LimitError> {
         let failure = match self.store() {
@@ -121,15 +98,15 @@ impl OpCore {
     /// (admitted or refused), or a charge after the fact (never refused).
     async fn check_shared(
         &self,
-        r: &Remote,
+        r: &Policy,
         key: Option<u64>,
         shared_key: Option<u64>,
         now: u64,
         take: Take,
     ) -> Result<(), LimitError> {
         let n = u64::from(take.tokens());
-        if let Some(spec) = &r.rate {
-            let local = r.local.as_deref();
+        if let Some(spec) = &r.cfg.rate {
+            let local = r.rate.as_deref();
             self.check_shared_rate(spec, None, false, r, take, || match (local, take) {
                 (Some(l), Take::Tokens(_)) => l.try_acquire(now, n).map(drop),
                 (Some(l), Take::Charge(_)) => {
@@ -140,8 +117,8 @@ impl OpCore {
             })
             .await?;
         }
-        if let (Some(spec), Some(local_key)) = (&r.rate_per_key, key) {
-            let local = r.local_keyed.as_deref();
+        if let (Some(spec), Some(local_key)) = (&r.cfg.rate_per_key, key) {
+            let local = r.rate_per_key.as_deref();
             self.check_shared_rate(spec, shared_key, true, r, take, || match (local, take) {
                 (Some(k), Take::Tokens(_)) => match k.try_acquire(local_key, now, n) {
                     KeyedOutcome::Admitted | KeyedOutcome::TableFull => Ok(()),
@@ -176,10 +153,9 @@ impl OpCore {
         };
         let core = Arc::clone(self);
         rt.spawn(async move {
-            let remote = core.remote();
             let now = core.clock.now_ns();
             let _ = core
-                .check_shared(&remote, key, shared_key, now, Take::Charge(n))
+                .check_shared(core.policy(), key, shared_key, now, Take::Charge(n))
                 .await;
         });
     }
@@ -192,7 +168,7 @@ impl OpCore {
         spec: &RateSpec,
         shared_key: Option<u64>,
         per_key: bool,
-        r: &Remote,
+        r: &Policy,
         take: Take,
         local: impl FnOnce() -> Result<(), Refusal>,
     ) -> Result<(), LimitError> {
@@ -231,16 +207,17 @@ impl OpCore {
         &self,
         what: &str,
         failure: &str,
-        r: &Remote,
+        r: &Policy,
         local: impl FnOnce() -> Result<(), LimitError>,
     ) -> Result<(), LimitError> {
         OpMetrics::inc(&self.metrics.counters.backend_fallbacks);
-        tracing::debug!(op = &*self.name, reason = %failure, degradation = ?r.degradation, "shared {what} degraded");
-        match r.degradation {
+        let degradation = r.cfg.degradation;
+        tracing::debug!(op = &*self.name, reason = %failure, ?degradation, "shared {what} degraded");
+        match degradation {
             Degradation::FailOpen => Ok(()),
             Degradation::FailClosed => Err(LimitError::Overloaded {
                 op: self.name.clone(),
-                retry_after: r.retry_after,
+                retry_after: r.cfg.retry_after,
             }),
             Degradation::Local => local(),
         }

@@ -21,7 +21,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::fmt::Write as _;
+
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::Cmd;
 use serde::Serialize;
 use tokio::sync::OnceCell;
 
@@ -231,23 +234,47 @@ impl RedisBackend {
         std::hash::Hasher::finish(&h)
     }
 
-    fn keys(&self, op: &str, key: Option<u64>, spec: &RateSpec) -> Vec<String> {
-        let tag = match key {
-            Some(k) => format!("{{{}:{op}:{k:016x}}}", self.prefix),
-            None => format!("{{{}:{op}}}", self.prefix),
-        };
+    /// Appends the Redis names of the keys of one check (one per window)
+    /// to `cmd`, written through one reused buffer: no allocation per
+    /// name.
+    fn push_keys(&self, cmd: &mut Cmd, op: &str, key: Option<u64>, spec: &RateSpec) {
         let alg = match spec.algorithm {
-            Algorithm::TokenBucket => "g",
-            Algorithm::SlidingWindow => "s",
-            Algorithm::FixedWindow => "f",
-            Algorithm::SlidingExact => "x",
+            Algorithm::TokenBucket => 'g',
+            Algorithm::SlidingWindow => 's',
+            Algorithm::FixedWindow => 'f',
+            Algorithm::SlidingExact => 'x',
         };
-        (0..spec.windows.len())
-            .map(|i| format!("{tag}:{alg}{i}"))
-            .collect()
+        KEY_NAME.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            for i in 0..spec.windows.len() {
+                buf.clear();
+                // Writing to a String cannot fail.
+                let _ = match key {
+                    Some(k) => write!(buf, "{{{}:{op}:{k:016x}}}:{alg}{i}", self.prefix),
+                    None => write!(buf, "{{{}:{op}}}:{alg}{i}", self.prefix),
+                };
+                cmd.arg(buf.as_bytes());
+            }
+        });
     }
 
+    /// The connection, opened on first use (bounded by the timeout; after
+    /// that each command is bounded by the connection's response timeout).
     async fn connection(&self) -> Result<Conn, redis::RedisError> {
+        if let Some(conn) = self.conn.get() {
+            return Ok(conn.clone());
+        }
+        tokio::time::timeout(self.timeout, self.open())
+            .await
+            .unwrap_or_else(|_| {
+                Err(redis::RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connecting to redis timed out",
+                )))
+            })
+    }
+
+    async fn open(&self) -> Result<Conn, redis::RedisError> {
         let conn = self
             .conn
             .get_or_try_init(|| async {
@@ -285,43 +312,13 @@ impl RedisBackend {
         spec: &RateSpec,
         take: Take,
     ) -> Result<Check, BackendError> {
-        let keys = self.keys(op, key, spec);
-        let script = match spec.algorithm {
-            Algorithm::TokenBucket => &*scripts::GCRA,
-            Algorithm::SlidingWindow => &*scripts::SLIDING,
-            Algorithm::FixedWindow => &*scripts::FIXED,
-            Algorithm::SlidingExact => &*scripts::EXACT,
-        };
-        let mut inv = script.prepare_invoke();
-        for k in &keys {
-            inv.key(k);
-        }
-        if spec.algorithm == Algorithm::SlidingExact {
-            inv.arg(crate::rate::EXACT_SLOTS);
-        }
-        for (i, w) in spec.windows.iter().enumerate() {
-            match spec.algorithm {
-                Algorithm::TokenBucket => {
-                    let capacity = match (i, spec.burst) {
-                        (0, Some(b)) => b,
-                        _ => w.count(),
-                    };
-                    let interval = interval_micros(w);
-                    inv.arg(interval)
-                        .arg(interval.saturating_mul(u64::from(capacity.max(1))));
-                }
-                Algorithm::SlidingExact => {
-                    let slot = micros(w.period()).div_ceil(crate::rate::EXACT_SLOTS).max(1);
-                    inv.arg(slot).arg(w.count());
-                }
-                _ => {
-                    inv.arg(micros(w.period())).arg(w.count());
-                }
-            }
-        }
+        let script = scripts::rate(spec.algorithm, spec.windows.len());
+        let mut cmd = script.evalsha(spec.windows.len());
+        self.push_keys(&mut cmd, op, key, spec);
+        push_window_args(&mut cmd, spec);
         // Every script reads the take from its last two arguments.
-        inv.arg(take.tokens()).arg(u8::from(take.forced()));
-        let (admitted, n, window) = self.invoke::<(i64, i64, i64)>(&inv).await?;
+        cmd.arg(take.tokens()).arg(u8::from(take.forced()));
+        let (admitted, n, window) = self.run::<(i64, i64, i64)>(script, &cmd).await?;
         Ok(if admitted == 1 {
             Check::Admitted {
                 remaining: u64::try_from(n).unwrap_or(0),
@@ -332,6 +329,29 @@ impl RedisBackend {
                 window: usize::try_from(window).unwrap_or(0),
             }
         })
+    }
+
+    /// Runs one `EVALSHA` of `script` (loading it on `NOSCRIPT`, e.g.
+    /// after a restart or `SCRIPT FLUSH`): skipped while Redis is paused,
+    /// bounded by the connection's own response timeout (one timeout per
+    /// call), counted, and fed to the health breaker.
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        script: &scripts::Lua,
+        cmd: &Cmd,
+    ) -> Result<T, BackendError> {
+        let Some(_probe) = self.health.allow() else {
+            self.counters.skipped.fetch_add(1, Ordering::Relaxed);
+            return Err(BackendError::Paused);
+        };
+        let result = async {
+            match self.connection().await? {
+                Conn::Single(mut c) => script.run(cmd, &mut c).await,
+                Conn::Cluster(mut c) => script.run(cmd, &mut c).await,
+            }
+        }
+        .await;
+        self.observe(result.map_err(Some))
     }
 
     /// Runs one script invocation: skipped while Redis is paused, bounded
@@ -351,22 +371,29 @@ impl RedisBackend {
             }
         };
         let result = match tokio::time::timeout(self.timeout, run).await {
-            Err(_) => {
-                self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
-                Err(BackendError::Timeout(self.timeout))
-            }
-            Ok(Err(e)) if e.is_timeout() => {
-                self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
-                Err(BackendError::Timeout(self.timeout))
-            }
-            Ok(Err(e)) => {
-                self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                Err(BackendError::Redis(e.to_string()))
-            }
-            Ok(Ok(v)) => {
+            Err(_) => Err(None),
+            Ok(r) => r.map_err(Some),
+        };
+        self.observe(result)
+    }
+
+    /// Counts a call's result (`Err(None)`: it ran out of time) and feeds
+    /// it to the health breaker.
+    fn observe<T>(&self, result: Result<T, Option<redis::RedisError>>) -> Result<T, BackendError> {
+        let result = match result {
+            Ok(v) => {
                 self.counters.checks.fetch_add(1, Ordering::Relaxed);
                 Ok(v)
             }
+            Err(e) if e.as_ref().is_none_or(redis::RedisError::is_timeout) => {
+                self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+                Err(BackendError::Timeout(self.timeout))
+            }
+            Err(Some(e)) => {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                Err(BackendError::Redis(e.to_string()))
+            }
+            Err(None) => unreachable!("a missing error is a timeout, matched above"),
         };
         match &result {
             Ok(_) => {
@@ -508,6 +535,41 @@ impl RedisBackend {
             _ => SharedBreakerState::Closed,
         })
     }
+}
+
+/// The window arguments of a rate script: per window its interval and
+/// horizon (token bucket), sub-window length and limit (exact window), or
+/// period and limit, in µs; the exact window's sub-window count first.
+fn push_window_args(cmd: &mut Cmd, spec: &RateSpec) {
+    if spec.algorithm == Algorithm::SlidingExact {
+        cmd.arg(crate::rate::EXACT_SLOTS);
+    }
+    for (i, w) in spec.windows.iter().enumerate() {
+        match spec.algorithm {
+            Algorithm::TokenBucket => {
+                let capacity = match (i, spec.burst) {
+                    (0, Some(b)) => b,
+                    _ => w.count(),
+                };
+                let interval = interval_micros(w);
+                cmd.arg(interval)
+                    .arg(interval.saturating_mul(u64::from(capacity.max(1))));
+            }
+            Algorithm::SlidingExact => {
+                let slot = micros(w.period()).div_ceil(crate::rate::EXACT_SLOTS).max(1);
+                cmd.arg(slot).arg(w.count());
+            }
+            _ => {
+                cmd.arg(micros(w.period())).arg(w.count());
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// The buffer Redis key names are written into before they are copied
+    /// into a command.
+    static KEY_NAME: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
 impl SharedState for RedisBackend {

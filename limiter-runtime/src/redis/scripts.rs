@@ -1,14 +1,91 @@
 //! The Lua scripts of the Redis rate limiters. Each check is one script
 //! run: atomic on the server, one round trip, timed by the server's clock
 //! (`TIME`) so that instances with skewed clocks still share one limit.
-//! `redis::Script` sends `EVALSHA` and falls back to `EVAL` (loading the
-//! script) on `NOSCRIPT`, e.g. after a server restart or `SCRIPT FLUSH`.
+//! A rate check sends `EVALSHA` ([`Lua`]) and loads the script on
+//! `NOSCRIPT`, e.g. after a server restart or `SCRIPT FLUSH`.
 //!
 //! Times are microseconds; Lua numbers are doubles, exact up to 2^53 µs
-//! (285 years since the epoch).
+//! (285 years since the epoch). Numbers are handed to `redis.call` as
+//! numbers: Redis writes them with `%.17g`, exact for these integers, so
+//! no `string.format` runs per call.
 
-use once_cell::sync::Lazy;
-use redis::Script;
+use std::sync::LazyLock as Lazy;
+
+use redis::{Cmd, Script};
+
+use crate::settings::Algorithm;
+
+/// A rate script: its command is built by the caller (keys and arguments
+/// written straight into one [`Cmd`]) and run by hash.
+pub(crate) struct Lua(Script);
+
+impl Lua {
+    fn new(source: &str) -> Self {
+        Lua(Script::new(source))
+    }
+
+    /// `EVALSHA <hash> <keys>`, for the caller to append keys and
+    /// arguments to.
+    pub(crate) fn evalsha(&self, keys: usize) -> Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.0.get_hash()).arg(keys);
+        cmd
+    }
+
+    /// Runs `cmd` (made by [`Lua::evalsha`]); on `NOSCRIPT` loads the
+    /// script and runs it again.
+    pub(crate) async fn run<T: redis::FromRedisValue>(
+        &self,
+        cmd: &Cmd,
+        con: &mut impl redis::aio::ConnectionLike,
+    ) -> redis::RedisResult<T> {
+        match cmd.query_async(con).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.0.load_async(con).await?;
+                cmd.query_async(con).await
+            }
+            other => other,
+        }
+    }
+}
+
+/// The script of `algorithm` over `windows` windows: the token bucket has
+/// one for a single window (the common case: no loop, no tables) and one
+/// for several.
+pub(crate) fn rate(algorithm: Algorithm, windows: usize) -> &'static Lua {
+    match (algorithm, windows) {
+        (Algorithm::TokenBucket, 1) => &GCRA_ONE,
+        (Algorithm::TokenBucket, _) => &GCRA,
+        (Algorithm::SlidingWindow, _) => &SLIDING,
+        (Algorithm::FixedWindow, _) => &FIXED,
+        (Algorithm::SlidingExact, _) => &EXACT,
+    }
+}
+
+/// GCRA over one window: [`GCRA`] without the loop. `ARGV`: interval,
+/// horizon, take, forced.
+pub(crate) static GCRA_ONE: Lazy<Lua> = Lazy::new(|| {
+    Lua::new(
+        r#"
+local t = redis.call('TIME')
+local now = t[1] * 1000000 + t[2]
+local interval, horizon, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+local inc = n * interval
+local ahead = tat - now
+if inc < horizon then ahead = ahead + inc else ahead = ahead + horizon end
+if ahead > horizon and ARGV[4] ~= '1' then
+  return {0, ahead - horizon, 0}
+end
+local lead = tat + inc - now
+redis.call('SET', KEYS[1], now + lead, 'PX', math.floor(lead / 1000) + 2)
+local left = math.floor((horizon - lead) / interval)
+if left < 0 then left = 0 end
+return {1, left, -1}
+"#,
+    )
+});
 
 /// GCRA over several windows, one key each (all under one hash tag).
 ///
@@ -17,11 +94,11 @@ use redis::Script;
 /// when every window would: each key's theoretical arrival time `tat`
 /// moves to `max(tat, now) + n·T` and expires when the bucket is full
 /// again. Returns `{1, remaining, -1}` or `{0, wait_us, window}`.
-pub(crate) static GCRA: Lazy<Script> = Lazy::new(|| {
-    Script::new(
+pub(crate) static GCRA: Lazy<Lua> = Lazy::new(|| {
+    Lua::new(
         r#"
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = t[1] * 1000000 + t[2]
 local n = tonumber(ARGV[#ARGV - 1])
 local force = ARGV[#ARGV] == '1'
 local next_tats = {}
@@ -52,7 +129,7 @@ if refused >= 0 then
 end
 for i = 1, #KEYS do
   local ttl = math.ceil((next_tats[i] - now) / 1000) + 1
-  redis.call('SET', KEYS[i], string.format('%.0f', next_tats[i]), 'PX', ttl)
+  redis.call('SET', KEYS[i], next_tats[i], 'PX', ttl)
 end
 return {1, remaining or 0, -1}
 "#,
@@ -69,11 +146,11 @@ return {1, remaining or 0, -1}
 /// limit in every window. A count past the limit (a charge's debt) moves
 /// on into the next windows, `limit` paid per window. Returns
 /// `{1, remaining, -1}` or `{0, wait_us, window}`.
-pub(crate) static SLIDING: Lazy<Script> = Lazy::new(|| {
-    Script::new(
+pub(crate) static SLIDING: Lazy<Lua> = Lazy::new(|| {
+    Lua::new(
         r#"
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = t[1] * 1000000 + t[2]
 local n = tonumber(ARGV[#ARGV - 1])
 local force = ARGV[#ARGV] == '1'
 local state = {}
@@ -125,7 +202,7 @@ if refused >= 0 then
 end
 for i = 1, #KEYS do
   local s = state[i]
-  redis.call('HSET', KEYS[i], 'w', string.format('%.0f', s[1]), 'c', s[2] + n, 'p', s[3])
+  redis.call('HSET', KEYS[i], 'w', s[1], 'c', s[2] + n, 'p', s[3])
   local windows = math.max(2, math.ceil((s[2] + n) / tonumber(ARGV[2 * i])) + 1)
   redis.call('PEXPIRE', KEYS[i], math.ceil(windows * s[4] / 1000) + 1)
 end
@@ -148,11 +225,11 @@ return {1, remaining or 0, -1}
 /// lasting until enough of the oldest sub-windows have left. A charge
 /// past the limit is kept as a debt (field `d`) counted in as room frees
 /// up.
-pub(crate) static EXACT: Lazy<Script> = Lazy::new(|| {
-    Script::new(
+pub(crate) static EXACT: Lazy<Lua> = Lazy::new(|| {
+    Lua::new(
         r#"
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = t[1] * 1000000 + t[2]
 local n = tonumber(ARGV[#ARGV - 1])
 local force = ARGV[#ARGV] == '1'
 local slots = tonumber(ARGV[1])
@@ -187,7 +264,7 @@ for i = 1, #KEYS do
     d = d - paid
     sum = sum + paid
     counts[slot] = (counts[slot] or 0) + paid
-    redis.call('HINCRBY', KEYS[i], string.format('%.0f', slot), paid)
+    redis.call('HINCRBY', KEYS[i], slot, paid)
     if d > 0 then redis.call('HSET', KEYS[i], 'd', d) else redis.call('HDEL', KEYS[i], 'd') end
   end
   if (d > 0 or sum + n > limit) and not force then
@@ -224,7 +301,7 @@ if refused >= 0 then
 end
 for i = 1, #KEYS do
   local c = cur[i]
-  if c[3] > 0 then redis.call('HINCRBY', KEYS[i], string.format('%.0f', c[1]), c[3]) end
+  if c[3] > 0 then redis.call('HINCRBY', KEYS[i], c[1], c[3]) end
   if c[4] > 0 then redis.call('HSET', KEYS[i], 'd', c[4]) end
   local periods = 1 + math.ceil(c[4] / c[5])
   redis.call('PEXPIRE', KEYS[i], math.ceil(periods * (slots + 1) * c[2] / 1000) + 1)
@@ -239,11 +316,11 @@ return {1, remaining or 0, -1}
 /// `ARGV`: for each window its period (µs) and limit, then the take `n`
 /// and whether it is forced. Returns `{1, remaining, -1}` or
 /// `{0, wait_us, window}`.
-pub(crate) static FIXED: Lazy<Script> = Lazy::new(|| {
-    Script::new(
+pub(crate) static FIXED: Lazy<Lua> = Lazy::new(|| {
+    Lua::new(
         r#"
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = t[1] * 1000000 + t[2]
 local n = tonumber(ARGV[#ARGV - 1])
 local force = ARGV[#ARGV] == '1'
 local wait, refused = 0, -1
@@ -281,7 +358,7 @@ if refused >= 0 then
 end
 for i = 1, #KEYS do
   local e = ends[i]
-  redis.call('HSET', KEYS[i], 'w', string.format('%.0f', e[1]), 'c', e[2] + n)
+  redis.call('HSET', KEYS[i], 'w', e[1], 'c', e[2] + n)
   redis.call('PEXPIRE', KEYS[i], math.ceil(e[3] / 1000) + 1)
 end
 return {1, remaining or 0, -1}
