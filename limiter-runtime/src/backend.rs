@@ -61,6 +61,38 @@ pub trait SharedState: Send + Sync + Debug + 'static {
     /// (`false`: closed, its window cleared).
     fn breaker_set<'a>(&'a self, op: &'a str, open: bool) -> StoreFuture<'a, ()>;
 
+    /// Leases a slice of the token bucket `spec` (`mode = "lease"`): at
+    /// least `least` and at most `most` tokens, none usable later than
+    /// `reach` from now; `tokens == 0` with the wait when fewer fit. The
+    /// default store leases nothing.
+    fn lease<'a>(
+        &'a self,
+        op: &'a str,
+        key: Option<u64>,
+        spec: &'a RateSpec,
+        least: u32,
+        most: u32,
+        reach: Duration,
+    ) -> StoreFuture<'a, Grant> {
+        let _ = (op, key, spec, least, most, reach);
+        Box::pin(async { Err(BackendError::Unsupported("leases")) })
+    }
+
+    /// Gives `tokens` unused tokens of a slice back, if nobody took tokens
+    /// after it (`ends_us`: each window's arrival time the slice left, as
+    /// [`Grant::ends_us`] said). Returns whether they went back.
+    fn give_back<'a>(
+        &'a self,
+        op: &'a str,
+        key: Option<u64>,
+        spec: &'a RateSpec,
+        ends_us: &'a [u64],
+        tokens: u32,
+    ) -> StoreFuture<'a, bool> {
+        let _ = (op, key, spec, ends_us, tokens);
+        Box::pin(async { Ok(false) })
+    }
+
     /// How many instances of the service use this store now (at least 1):
     /// the share of a shared limit each applies while the store cannot
     /// answer (`degradation = "local"`). The default knows only itself.
@@ -106,6 +138,25 @@ pub enum BackendError {
     /// Redis failed recently; it is left alone until the pause ends.
     #[error("redis is paused after repeated failures")]
     Paused,
+    /// The store does not do this.
+    #[error("this store does not support {0}")]
+    Unsupported(&'static str),
+}
+
+/// A slice of a shared token bucket leased to this instance
+/// (`mode = "lease"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// Tokens granted; 0 when fewer than the least asked for fit.
+    pub tokens: u32,
+    /// With no tokens: how long until a lease would grant the least.
+    pub wait: Duration,
+    /// Per window: where the slice starts on the bucket's timeline, in µs
+    /// from when the store answered (negative: in the past).
+    pub starts_us: Vec<i64>,
+    /// Per window: the bucket's arrival time after the grant, in the
+    /// store's own µs (what [`SharedState::give_back`] compares).
+    pub ends_us: Vec<u64>,
 }
 
 /// What a shared rate check takes.

@@ -4,6 +4,7 @@
 mod admission;
 mod blocking;
 mod charge;
+mod lease;
 mod permit;
 mod remote;
 #[cfg(feature = "axum")]
@@ -42,6 +43,8 @@ pub(crate) struct Policy {
     local: bool,
     rate: Option<Arc<RateState>>,
     rate_per_key: Option<Arc<KeyedRate>>,
+    /// Slices of the shared buckets, under `mode = "lease"`.
+    leases: Option<lease::Leases>,
 }
 
 #[derive(Default)]
@@ -188,6 +191,7 @@ impl OpCore {
         };
         let index = self.policies.push(new);
         self.current.store(index, Ordering::Release);
+        self.return_leases(old);
         if let Some(was) = replaced {
             // Out of force for good, once the new policy is published: free
             // its keys (the policy that held it is kept, see `policies`).
@@ -322,6 +326,9 @@ impl Policy {
             local: cfg.enabled && cfg.backend == crate::settings::Backend::Local,
             rate,
             rate_per_key,
+            leases: (cfg.mode == crate::settings::SharedMode::Lease).then(|| {
+                lease::Leases::new(cfg.rate.as_ref(), cfg.rate_per_key.as_ref(), cfg.max_keys)
+            }),
         }
     }
 }

@@ -415,6 +415,8 @@ fn bad_settings_are_errors_naming_the_value() {
     assert!(e.to_string().contains("hash tag"), "{e}");
 }
 
+mod lease;
+
 mod ops {
     use super::*;
     use limiter::{Backend, Degradation, LimitError, OpConfig, Registry};

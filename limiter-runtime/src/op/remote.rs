@@ -13,13 +13,13 @@ use crate::error::LimitError;
 use crate::keys::LimitKey;
 use crate::metrics::OpMetrics;
 use crate::rate::{too_costly, KeyedOutcome, Refusal};
-use crate::settings::{Backend, BreakerPolicy, Degradation, RateSpec};
+use crate::settings::{Algorithm, Backend, BreakerPolicy, Degradation, RateSpec};
 
 use super::{Admitted, OpCore, Policy, TicketGuard};
 
 impl OpCore {
     /// The store, when this op keeps its state in it and one is set.
-    fn store(&self) -> Option<Arc<Store>> {
+    pub(super) fn store(&self) -> Option<Arc<Store>> {
         self.shared.store.load_full()
     }
 
@@ -104,13 +104,17 @@ impl OpCore {
         now: u64,
         take: Take,
     ) -> Result<(), LimitError> {
-        let n = u64::from(take.tokens());
+        // Degraded to this instance, a call takes its tokens times the
+        // instances sharing the op: each applies its share of the limit
+        // (worked out only when degraded).
+        let tokens = u64::from(take.tokens());
+        let share = || tokens * u64::from(self.instances(r, self.store().as_ref()));
         if let Some(spec) = &r.cfg.rate {
             let local = r.rate.as_deref();
             self.check_shared_rate(spec, None, false, r, take, || match (local, take) {
-                (Some(l), Take::Tokens(_)) => l.try_acquire(now, n).map(drop),
+                (Some(l), Take::Tokens(_)) => l.try_acquire(now, share()).map(drop),
                 (Some(l), Take::Charge(_)) => {
-                    l.charge(now, n);
+                    l.charge(now, share());
                     Ok(())
                 }
                 (None, _) => Ok(()),
@@ -120,12 +124,12 @@ impl OpCore {
         if let (Some(spec), Some(local_key)) = (&r.cfg.rate_per_key, key) {
             let local = r.rate_per_key.as_deref();
             self.check_shared_rate(spec, shared_key, true, r, take, || match (local, take) {
-                (Some(k), Take::Tokens(_)) => match k.try_acquire(local_key, now, n) {
+                (Some(k), Take::Tokens(_)) => match k.try_acquire(local_key, now, share()) {
                     KeyedOutcome::Admitted | KeyedOutcome::TableFull => Ok(()),
                     KeyedOutcome::Limited(refusal) => Err(refusal),
                 },
                 (Some(k), Take::Charge(_)) => {
-                    k.charge(local_key, now, n);
+                    k.charge(local_key, now, share());
                     Ok(())
                 }
                 (None, _) => Ok(()),
@@ -182,18 +186,35 @@ impl OpCore {
             };
             return Err(self.rate_refusal(spec, refusal, per_key, n));
         }
-        let failure = match (self.store(), per_key, shared_key) {
-            (None, _, _) => NO_STORE.to_owned(),
-            (Some(_), true, None) => "the key has no name in the store".to_owned(),
-            (Some(store), _, key) => match store.check(&self.name, key, spec, take).await {
-                Ok(Check::Admitted { .. }) => return Ok(()),
-                Ok(Check::Limited { wait, window }) => {
-                    let window = window.min(spec.windows.len() - 1);
-                    let refusal = Refusal { wait, window };
-                    return Err(self.rate_refusal(spec, refusal, per_key, cost));
+        let failure = 'failed: {
+            if let (Some(leases), Take::Tokens(n), Algorithm::TokenBucket, true) = (
+                &r.leases,
+                take,
+                spec.algorithm,
+                !per_key || shared_key.is_some(),
+            ) {
+                match self.take_leased(leases, r, spec, shared_key, n).await {
+                    Ok(Some(())) => return Ok(()),
+                    Err(Ok(refusal)) => {
+                        return Err(self.rate_refusal(spec, refusal, per_key, cost));
+                    }
+                    Err(Err(reason)) => break 'failed reason,
+                    Ok(None) => {}
                 }
-                Err(e) => e.to_string(),
-            },
+            }
+            match (self.store(), per_key, shared_key) {
+                (None, _, _) => NO_STORE.to_owned(),
+                (Some(_), true, None) => "the key has no name in the store".to_owned(),
+                (Some(store), _, key) => match store.check(&self.name, key, spec, take).await {
+                    Ok(Check::Admitted { .. }) => return Ok(()),
+                    Ok(Check::Limited { wait, window }) => {
+                        let window = window.min(spec.windows.len() - 1);
+                        let refusal = Refusal { wait, window };
+                        return Err(self.rate_refusal(spec, refusal, per_key, cost));
+                    }
+                    Err(e) => e.to_string(),
+                },
+            }
         };
         self.degrade("rate limit", &failure, r, || {
             local().map_err(|refusal| self.rate_refusal(spec, refusal, per_key, cost))

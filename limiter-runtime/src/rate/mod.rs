@@ -5,6 +5,7 @@
 mod exact;
 mod gcra;
 mod keyed;
+pub(crate) mod lease;
 mod window;
 
 #[cfg(feature = "redis")]

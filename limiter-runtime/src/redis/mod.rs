@@ -28,14 +28,31 @@ use redis::Cmd;
 use serde::Serialize;
 use tokio::sync::OnceCell;
 
-pub use crate::backend::{BackendError, Check, SharedBreakerState, SharedTicket, Take};
+pub use crate::backend::{BackendError, Check, Grant, SharedBreakerState, SharedTicket, Take};
 use crate::backend::{SharedBreakerView, SharedState, StoreFuture};
 use crate::error::ConfigError;
 use crate::keys::LimitKey;
+use crate::rate::lease::{interval_micros, lease_cap};
 use crate::settings::{Algorithm, BreakerPolicy, RateSpec};
 pub use crate::spec::Degradation;
 
 use health::Health;
+
+/// The most calls a token bucket of `per_second` tokens per second
+/// (its tightest window) shared in `mode = "lease"` by `instances`
+/// instances admits, over any span, beyond what `mode = "exact"` would:
+/// every instance holds at most two slices (one served, one fetched
+/// ahead), each at most its share of 100 ms of the rate (at least one
+/// token), and a held token can be served later than an exact check would
+/// have admitted it. Calls costing more than a slice add their cost.
+///
+/// ```
+/// // 1 000/s shared by 4 instances: slices of at most 25 tokens.
+/// assert_eq!(limiter_runtime::redis::over_admission_bound(1_000.0, 4), 200);
+/// ```
+pub fn over_admission_bound(per_second: f64, instances: u32) -> u64 {
+    2 * u64::from(instances.max(1)) * lease_cap(per_second, instances)
+}
 
 /// How to reach Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,17 +166,6 @@ impl std::hash::Hasher for StableHasher {
 
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
-}
-
-/// The emission interval of `rate` in whole microseconds, rounded up so the
-/// bucket never admits more than the rate (3 per 10 ms: 3 334 µs, not
-/// 3 333 µs, which would let a fourth call in within 10 ms).
-fn interval_micros(rate: &crate::spec::Rate) -> u64 {
-    let us = rate
-        .period()
-        .as_nanos()
-        .div_ceil(u128::from(rate.count()) * 1000);
-    u64::try_from(us).unwrap_or(u64::MAX).max(1)
 }
 
 impl RedisBackend {
@@ -329,6 +335,71 @@ impl RedisBackend {
                 window: usize::try_from(window).unwrap_or(0),
             }
         })
+    }
+
+    /// Leases a slice of the token bucket `spec` for `op` (and `key`): at
+    /// least `least`, at most `most` tokens, none usable later than
+    /// `reach` from now (see `mode = "lease"`).
+    pub async fn lease(
+        &self,
+        op: &str,
+        key: Option<u64>,
+        spec: &RateSpec,
+        least: u32,
+        most: u32,
+        reach: Duration,
+    ) -> Result<Grant, BackendError> {
+        if spec.algorithm != Algorithm::TokenBucket {
+            return Err(BackendError::Unsupported("leases of a window counter"));
+        }
+        let script = &*scripts::LEASE_GCRA;
+        let mut cmd = script.evalsha(spec.windows.len());
+        self.push_keys(&mut cmd, op, key, spec);
+        push_window_args(&mut cmd, spec);
+        cmd.arg(least).arg(most).arg(micros(reach));
+        let out = self.run::<Vec<i64>>(script, &cmd).await?;
+        let (tokens, wait, now) = match out[..] {
+            [tokens, wait, now, ..] => (tokens, wait, now),
+            _ => {
+                return Err(BackendError::Redis(format!(
+                    "unexpected lease reply {out:?}"
+                )))
+            }
+        };
+        let starts = &out[3..];
+        let intervals = spec.windows.iter().map(interval_micros);
+        Ok(Grant {
+            tokens: u32::try_from(tokens).unwrap_or(0),
+            wait: Duration::from_micros(u64::try_from(wait).unwrap_or(0)),
+            starts_us: starts.iter().map(|s| s - now).collect(),
+            ends_us: starts
+                .iter()
+                .zip(intervals)
+                .map(|(s, t)| {
+                    u64::try_from(*s).unwrap_or(0) + t * u64::try_from(tokens).unwrap_or(0)
+                })
+                .collect(),
+        })
+    }
+
+    /// Gives `tokens` unused tokens of a slice back when nobody took
+    /// tokens after it; returns whether they went back.
+    pub async fn give_back(
+        &self,
+        op: &str,
+        key: Option<u64>,
+        spec: &RateSpec,
+        ends_us: &[u64],
+        tokens: u32,
+    ) -> Result<bool, BackendError> {
+        let script = &*scripts::LEASE_RETURN;
+        let mut cmd = script.evalsha(spec.windows.len());
+        self.push_keys(&mut cmd, op, key, spec);
+        for (w, end) in spec.windows.iter().zip(ends_us) {
+            cmd.arg(interval_micros(w)).arg(*end);
+        }
+        cmd.arg(tokens);
+        Ok(self.run::<i64>(script, &cmd).await? == 1)
     }
 
     /// Runs one `EVALSHA` of `script` (loading it on `NOSCRIPT`, e.g.
@@ -585,6 +656,31 @@ impl SharedState for RedisBackend {
         take: Take,
     ) -> StoreFuture<'a, Check> {
         Box::pin(RedisBackend::check(self, op, key, spec, take))
+    }
+
+    fn lease<'a>(
+        &'a self,
+        op: &'a str,
+        key: Option<u64>,
+        spec: &'a RateSpec,
+        least: u32,
+        most: u32,
+        reach: Duration,
+    ) -> StoreFuture<'a, Grant> {
+        Box::pin(RedisBackend::lease(self, op, key, spec, least, most, reach))
+    }
+
+    fn give_back<'a>(
+        &'a self,
+        op: &'a str,
+        key: Option<u64>,
+        spec: &'a RateSpec,
+        ends_us: &'a [u64],
+        tokens: u32,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(RedisBackend::give_back(
+            self, op, key, spec, ends_us, tokens,
+        ))
     }
 
     fn breaker_admit<'a>(

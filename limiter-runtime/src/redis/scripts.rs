@@ -136,6 +136,69 @@ return {1, remaining or 0, -1}
     )
 });
 
+/// A lease: a slice of every window's GCRA timeline (`rate/lease.rs`).
+///
+/// `ARGV`: for each window its interval and horizon (µs), then the least
+/// and the most tokens wanted, and how far ahead (µs) a slice may reach.
+/// Grants `g` ≤ the most, every one of whose tokens is usable (`tat +
+/// j·T − horizon`) by `now + reach` in every window, moving each `tat` on
+/// by `g·T`. Returns `{g, 0, now, tat_1, …}` (the slice starts, server
+/// µs) or, when fewer than the least fit, `{0, wait_us, now}`.
+pub(crate) static LEASE_GCRA: Lazy<Lua> = Lazy::new(|| {
+    Lua::new(
+        r#"
+local t = redis.call('TIME')
+local now = t[1] * 1000000 + t[2]
+local nw = #KEYS
+local least = tonumber(ARGV[2 * nw + 1])
+local g = tonumber(ARGV[2 * nw + 2])
+local reach = tonumber(ARGV[2 * nw + 3])
+local tats = {}
+local wait = 0
+for i = 1, nw do
+  local interval, horizon = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+  local tat = tonumber(redis.call('GET', KEYS[i])) or now
+  if tat < now then tat = now end
+  tats[i] = tat
+  local fit = math.floor((now + reach + horizon - tat) / interval)
+  if fit < g then g = fit end
+  local at = tat + least * interval - horizon - reach - now
+  if at > wait then wait = at end
+end
+if g < least then
+  return {0, math.max(1, wait), now}
+end
+local out = {g, 0, now}
+for i = 1, nw do
+  local nxt = tats[i] + g * tonumber(ARGV[2 * i - 1])
+  redis.call('SET', KEYS[i], nxt, 'PX', math.floor((nxt - now) / 1000) + 2)
+  out[i + 3] = tats[i]
+end
+return out
+"#,
+    )
+});
+
+/// Gives the unused tail of a slice back: when every window's `tat` is
+/// still where the slice left it (nobody took tokens after), each moves
+/// back by `n·T`. `ARGV`: for each window its interval and the `tat` the
+/// slice left, then `n`. Returns 1 when given back, else 0.
+pub(crate) static LEASE_RETURN: Lazy<Lua> = Lazy::new(|| {
+    Lua::new(
+        r#"
+local nw = #KEYS
+local n = tonumber(ARGV[2 * nw + 1])
+for i = 1, nw do
+  if tonumber(redis.call('GET', KEYS[i])) ~= tonumber(ARGV[2 * i]) then return 0 end
+end
+for i = 1, nw do
+  redis.call('SET', KEYS[i], tonumber(ARGV[2 * i]) - n * tonumber(ARGV[2 * i - 1]), 'KEEPTTL')
+end
+return 1
+"#,
+    )
+});
+
 /// Sliding-window counter over several windows, one hash key each (all under
 /// one hash tag) holding the window index `w`, its count `c` and the
 /// previous window's count `p`.

@@ -497,6 +497,15 @@ impl Check<'_> {
                 ));
             }
         }
+        if mode == SharedMode::Lease
+            && cfg.algorithm.unwrap_or(Algorithm::TokenBucket) != Algorithm::TokenBucket
+        {
+            return Err(self.invalid(
+                "mode",
+                mode.to_string(),
+                "leases slices of a token bucket: set `algorithm = \"token_bucket\"`",
+            ));
+        }
         if mode == SharedMode::Lease && cfg.rate.is_none() && cfg.rate_per_key.is_none() {
             return Err(self.invalid(
                 "mode",
