@@ -588,6 +588,7 @@ mod settings {
             ("LIMITER_REDIS_URL", "redis://127.0.0.1:6379/"),
             ("LIMITER_REDIS_PREFIX", "app"),
             ("LIMITER_REDIS_TIMEOUT", "20ms"),
+            ("LIMITER_REDIS_LEASE_TTL", "900ms"),
             ("LIMITER_OP_SEARCH_BACKEND", "redis"),
             ("LIMITER_OP_SEARCH_DEGRADATION", "fail_open"),
             ("LIMITER_OP_SEARCH_RATE", "10/s"),
@@ -596,6 +597,7 @@ mod settings {
             settings_from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap();
         assert_eq!(s.redis.prefix.as_deref(), Some("app"));
         assert_eq!(s.redis.timeout, Some(Duration::from_millis(20)));
+        assert_eq!(s.redis.lease_ttl, Some(Duration::from_millis(900)));
         let reg = Registry::new();
         reg.apply(&s).unwrap();
         assert!(reg.redis().is_some());
@@ -615,9 +617,10 @@ mod settings {
         let err = Registry::new().apply(&s).unwrap_err();
         assert!(err.to_string().contains("url = tcp://x"), "{err}");
 
-        let toml = "[redis]\nurl = \"redis://127.0.0.1:6379/\"\ntimeout = \"30ms\"\n\n[ops.search]\nbackend = \"redis\"\nrate = \"5/s\"\n";
+        let toml = "[redis]\nurl = \"redis://127.0.0.1:6379/\"\ntimeout = \"30ms\"\nlease_ttl = \"2s\"\n\n[ops.search]\nbackend = \"redis\"\nrate = \"5/s\"\n";
         let s = settings_from_toml(toml, "limiter.toml", None).unwrap();
         assert_eq!(s.redis.timeout, Some(Duration::from_millis(30)));
+        assert_eq!(s.redis.lease_ttl, Some(Duration::from_secs(2)));
         let err = settings_from_toml("[redis]\nurls = \"x\"\n", "limiter.toml", None).unwrap_err();
         assert!(err.to_string().contains("`redis.urls`"), "{err}");
     }
