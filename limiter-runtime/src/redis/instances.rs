@@ -9,7 +9,9 @@
 //! answers: the share of a shared limit each instance applies while Redis
 //! cannot answer. The heartbeat runs on the tokio runtime that first used
 //! the backend, restarts on the next use if that runtime went away, and
-//! stops when the backend is dropped.
+//! stops when the backend is dropped, which takes the instance out of the
+//! registry (an instance that dies without that drops out when its lease
+//! runs out).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,6 +39,10 @@ return redis.call('ZCARD', KEYS[1])
 "#,
     )
 });
+
+/// `KEYS[1]` the registry, `ARGV[1]` an instance's id: takes it out.
+static LEAVE: Lazy<Script> =
+    Lazy::new(|| Script::new("return redis.call('ZREM', KEYS[1], ARGV[1])"));
 
 /// This instance in the registry of its prefix.
 #[derive(Debug)]
@@ -98,12 +104,23 @@ impl Instances {
         *slot = Some(task.abort_handle());
     }
 
-    /// Stops the heartbeat (the lease then runs out by itself).
-    pub(super) fn stop(&self) {
+    /// Stops the heartbeat and, when `conn` is open and a runtime is at
+    /// hand, takes this instance out of the registry in the background
+    /// (otherwise its lease runs out by itself).
+    pub(super) fn stop(&self, conn: Option<&Conn>, timeout: Duration) {
         let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(task) = task {
             task.abort();
         }
+        let (Some(conn), Ok(rt)) = (conn.cloned(), tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        let mut inv = LEAVE.prepare_invoke();
+        inv.key(&self.key).arg(format!("{:016x}", self.id));
+        let leaving = async move { conn.run::<i64>(&inv).await };
+        rt.spawn(async move {
+            let _ = tokio::time::timeout(timeout, leaving).await;
+        });
     }
 
     /// Beats every third of the lease until stopped.

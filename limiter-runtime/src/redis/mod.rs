@@ -154,7 +154,7 @@ pub struct RedisBackend {
 
 impl Drop for RedisBackend {
     fn drop(&mut self) {
-        self.instances.stop();
+        self.instances.stop(self.conn.get(), self.timeout);
     }
 }
 
