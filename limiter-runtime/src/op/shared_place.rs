@@ -439,6 +439,22 @@ mod tests {
             assert_eq!(places.held(), 0, "after the caller went away");
         }
 
+        #[test]
+        fn a_plain_threads_place_goes_back_without_a_runtime_of_its_own() {
+            let places = store(1);
+            let reg = instance(&places, Degradation::FailClosed);
+            let permit = reg.op("op").acquire_blocking(None).unwrap();
+            assert_eq!(places.held(), 1);
+            drop(permit);
+            // Given back on the limiter's own runtime, not by the lease.
+            let given_back = (0..200).any(|_| {
+                std::thread::sleep(Duration::from_millis(5));
+                places.held() == 0
+            });
+            assert!(given_back, "still held after 1 s");
+            assert!(reg.op("op").acquire_blocking(None).is_ok());
+        }
+
         #[tokio::test(start_paused = true)]
         async fn a_store_that_cannot_answer_is_degraded_as_configured() {
             let places = store(8);
