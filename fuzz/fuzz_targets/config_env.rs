@@ -43,6 +43,7 @@ const KNOWN: &[(&str, Option<&str>)] = &[
     ("LIMITER_REDIS_URL", None),
     ("LIMITER_REDIS_PREFIX", None),
     ("LIMITER_REDIS_TIMEOUT", Some("timeout")),
+    ("LIMITER_REDIS_LEASE_TTL", Some("timeout")),
     ("LIMITER_CONFIG", None),
     ("LIMITER_PROFILE", None),
 ];

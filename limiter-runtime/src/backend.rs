@@ -100,6 +100,28 @@ pub trait SharedState: Send + Sync + Debug + 'static {
         1
     }
 
+    /// Takes one of the `max` places of the bulkhead of `op` shared by
+    /// every instance (`concurrency = "shared"`): `Held` while the call
+    /// runs, or `Full` with a hint of how long until a place may free.
+    /// A place held by an instance that stops answering comes back by
+    /// itself after the store's lease. `Ok(None)`: the store keeps no
+    /// bulkhead, and the call runs with its local place only (the
+    /// default).
+    fn place_acquire<'a>(&'a self, op: &'a str, max: u32) -> StoreFuture<'a, Option<SharedPlace>> {
+        let _ = (op, max);
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Gives back a place taken by [`place_acquire`](Self::place_acquire):
+    /// it stops being renewed when this is called (before the future is
+    /// polled, so a future that never runs still lets the lease return
+    /// it), and the future removes it from the store. The default holds
+    /// none.
+    fn place_release(self: Arc<Self>, op: Arc<str>, hold: HoldId) -> StoreFuture<'static, ()> {
+        let _ = (op, hold);
+        Box::pin(async { Ok(()) })
+    }
+
     /// The state of the breaker of `op` kept in the store, for monitoring
     /// (`None`: the store keeps none for it). Changes nothing. The default
     /// knows none.
@@ -107,6 +129,25 @@ pub trait SharedState: Send + Sync + Debug + 'static {
         let _ = op;
         Box::pin(async { Ok(None) })
     }
+}
+
+/// A place of a shared bulkhead held in the store, by its number within
+/// this instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HoldId(pub u64);
+
+/// What a shared bulkhead answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedPlace {
+    /// A place is held until it is given back
+    /// ([`SharedState::place_release`]) or its holder stops renewing it.
+    Held(HoldId),
+    /// Every place is taken.
+    Full {
+        /// Time until the earliest place's lease runs out (a bound, not a
+        /// promise: a live holder renews it, and may release it sooner).
+        wait: Duration,
+    },
 }
 
 /// What monitoring shows of a breaker kept in the store.

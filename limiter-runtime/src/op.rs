@@ -9,6 +9,7 @@ mod permit;
 mod remote;
 #[cfg(feature = "axum")]
 mod rule;
+mod shared_place;
 mod snapshot;
 
 pub use admission::Place;
@@ -78,6 +79,9 @@ pub(crate) struct OpCore {
     /// The breaker kept in the shared store as last read by monitoring
     /// (ops with `backend = redis` and a breaker).
     pub(crate) shared_breaker: Mutex<Option<crate::backend::SharedBreakerView>>,
+    /// Calls of this instance past the op's shared bulkhead
+    /// (`concurrency = "shared"`).
+    shared_places: shared_place::SharedPlaces,
 }
 
 /// The identity of a call to coalesce: its key's hash (see [`Op::call_key`]).
@@ -129,6 +133,7 @@ impl OpCore {
             retries_ignored_warned: std::sync::atomic::AtomicBool::new(false),
             rule: std::sync::OnceLock::new(),
             shared_breaker: Mutex::new(None),
+            shared_places: shared_place::SharedPlaces::default(),
         }
     }
 

@@ -389,6 +389,9 @@ impl Registry {
         if let Some(t) = r.timeout {
             cfg.timeout = t;
         }
+        if let Some(t) = r.lease_ttl {
+            cfg.lease_ttl = t;
+        }
         crate::redis::RedisBackend::new(cfg).map(Some)
     }
 

@@ -590,6 +590,7 @@ mod settings {
             ("LIMITER_REDIS_URL", "redis://127.0.0.1:6379/"),
             ("LIMITER_REDIS_PREFIX", "app"),
             ("LIMITER_REDIS_TIMEOUT", "20ms"),
+            ("LIMITER_REDIS_LEASE_TTL", "900ms"),
             ("LIMITER_OP_SEARCH_BACKEND", "redis"),
             ("LIMITER_OP_SEARCH_DEGRADATION", "fail_open"),
             ("LIMITER_OP_SEARCH_RATE", "10/s"),
@@ -598,6 +599,7 @@ mod settings {
             settings_from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap();
         assert_eq!(s.redis.prefix.as_deref(), Some("app"));
         assert_eq!(s.redis.timeout, Some(Duration::from_millis(20)));
+        assert_eq!(s.redis.lease_ttl, Some(Duration::from_millis(900)));
         let reg = Registry::new();
         reg.apply(&s).unwrap();
         assert!(reg.redis().is_some());
@@ -617,9 +619,10 @@ mod settings {
         let err = Registry::new().apply(&s).unwrap_err();
         assert!(err.to_string().contains("url = tcp://x"), "{err}");
 
-        let toml = "[redis]\nurl = \"redis://127.0.0.1:6379/\"\ntimeout = \"30ms\"\n\n[ops.search]\nbackend = \"redis\"\nrate = \"5/s\"\n";
+        let toml = "[redis]\nurl = \"redis://127.0.0.1:6379/\"\ntimeout = \"30ms\"\nlease_ttl = \"2s\"\n\n[ops.search]\nbackend = \"redis\"\nrate = \"5/s\"\n";
         let s = settings_from_toml(toml, "limiter.toml", None).unwrap();
         assert_eq!(s.redis.timeout, Some(Duration::from_millis(30)));
+        assert_eq!(s.redis.lease_ttl, Some(Duration::from_secs(2)));
         let err = settings_from_toml("[redis]\nurls = \"x\"\n", "limiter.toml", None).unwrap_err();
         assert!(err.to_string().contains("`redis.urls`"), "{err}");
     }
@@ -1495,6 +1498,260 @@ mod costs {
         assert!(
             wait >= Duration::from_secs(295) && wait <= Duration::from_secs(302),
             "{wait:?}"
+        );
+    }
+}
+
+/// `concurrency = "shared"`: `max_concurrent` counts calls in flight across
+/// every instance, in Redis, with places leased and renewed by each
+/// instance's heartbeat.
+mod shared_bulkhead {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use limiter::{Backend, ConcurrencyScope, Degradation, LimitError, OpConfig, Registry};
+
+    /// A registry on `url` with op `name` bounded to `max` calls across
+    /// every instance.
+    fn instance(url: &str, p: &str, lease: Duration, name: &str, max: u32) -> Registry {
+        let reg = Registry::new();
+        reg.set_redis(RedisConfig {
+            prefix: p.into(),
+            lease_ttl: lease,
+            timeout: Duration::from_millis(200),
+            ..RedisConfig::new(url)
+        })
+        .unwrap();
+        reg.configure(name, shared(max, Degradation::FailClosed))
+            .unwrap();
+        reg
+    }
+
+    fn shared(max: u32, degradation: Degradation) -> OpConfig {
+        OpConfig {
+            backend: Some(Backend::Redis),
+            concurrency: Some(ConcurrencyScope::Shared),
+            degradation: Some(degradation),
+            max_concurrent: Some(max),
+            queue: Some(100),
+            queue_timeout: Some(Duration::from_secs(10)),
+            ..OpConfig::default()
+        }
+    }
+
+    /// The members of the op's set in Redis.
+    async fn holders(p: &str, name: &str) -> i64 {
+        let mut con = raw(URL).await;
+        redis::cmd("ZCARD")
+            .arg(format!("{{{p}:{name}}}:c"))
+            .query_async(&mut con)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn three_instances_never_run_more_than_the_shared_bound() {
+        let p = prefix("shared-bound");
+        let regs: Vec<Registry> = (0..3)
+            .map(|_| instance(URL, &p, Duration::from_millis(600), "render", 5))
+            .collect();
+        let (alive, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let calls = (0..60).map(|i| {
+            let op = regs[i % 3].op("render");
+            let (alive, peak) = (Arc::clone(&alive), Arc::clone(&peak));
+            tokio::spawn(async move {
+                op.call()
+                    .run_once(async move {
+                        let now = alive.fetch_add(1, Ordering::SeqCst) + 1;
+                        peak.fetch_max(now, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        alive.fetch_sub(1, Ordering::SeqCst);
+                        Ok::<_, LimitError>(())
+                    })
+                    .await
+            })
+        });
+        let started = Instant::now();
+        let mut done = 0;
+        for call in calls.collect::<Vec<_>>() {
+            call.await.unwrap().unwrap();
+            done += 1;
+        }
+        let peak = peak.load(Ordering::SeqCst);
+        eprintln!(
+            "60 calls across 3 instances, shared bound 5: peak {peak} alive, {:?}",
+            started.elapsed()
+        );
+        assert_eq!(done, 60);
+        assert!(peak <= 5, "{peak} bodies alive at once");
+        assert!(peak >= 2, "the instances did share: peak {peak}");
+        // Every place was given back (off the callers' paths), and every
+        // instance saw the others (a heartbeat every 200 ms).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(holders(&p, "render").await, 0);
+        for reg in &regs {
+            assert_eq!(reg.redis().unwrap().instances(), 3);
+        }
+    }
+
+    #[test]
+    fn the_places_of_a_dead_instance_return_within_the_lease() {
+        let p = prefix("shared-dead");
+        let lease = Duration::from_millis(600);
+        // The dying instance, on a runtime of its own: its places are
+        // taken, never given back, and its heartbeat dies with the runtime
+        // (a killed process).
+        let dying = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        dying.block_on(async {
+            let reg = instance(URL, &p, lease, "upload", 5);
+            for _ in 0..5 {
+                let permit = reg.op("upload").acquire(None).await.unwrap();
+                std::mem::forget(permit);
+            }
+            // Renewed at least once while alive.
+            tokio::time::sleep(lease / 2).await;
+            std::mem::forget(reg);
+        });
+        dying.shutdown_background();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            assert_eq!(holders(&p, "upload").await, 5);
+            let reg = instance(URL, &p, lease, "upload", 5);
+            let started = Instant::now();
+            let permit = reg.op("upload").acquire(None).await.unwrap();
+            let waited = started.elapsed();
+            eprintln!("a dead instance's place came back after {waited:?} (lease {lease:?})");
+            assert!(waited <= lease + Duration::from_millis(300), "{waited:?}");
+            assert!(
+                waited >= Duration::from_millis(100),
+                "{waited:?}: not before the lease ran out"
+            );
+            drop(permit);
+        });
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_caller_that_goes_away_gives_its_place_back_at_once() {
+        let p = prefix("shared-cancel");
+        let (a, b) = (
+            instance(URL, &p, Duration::from_secs(3), "job", 1),
+            instance(URL, &p, Duration::from_secs(3), "job", 1),
+        );
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let op = a.op("job");
+        let holder = tokio::spawn(async move {
+            op.call()
+                .run_once(async move {
+                    let _ = started_tx.send(());
+                    std::future::pending::<Result<(), LimitError>>().await
+                })
+                .await
+        });
+        started_rx.await.unwrap();
+        assert_eq!(holders(&p, "job").await, 1);
+        let op = b.op("job");
+        let waiting = tokio::time::timeout(Duration::from_millis(100), op.acquire(None)).await;
+        assert!(
+            waiting.is_err(),
+            "the one place is held by the other instance"
+        );
+        holder.abort();
+        let _ = holder.await;
+        let started = Instant::now();
+        let permit = b.op("job").acquire(None).await.unwrap();
+        let waited = started.elapsed();
+        eprintln!("a cancelled caller's place came back after {waited:?} (lease 3 s)");
+        assert!(waited < Duration::from_millis(500), "{waited:?}");
+        drop(permit);
+    }
+
+    #[tokio::test]
+    async fn redis_down_and_degradation_local_runs_this_instances_share() {
+        let reg = Registry::new();
+        // A port where nothing listens.
+        reg.set_redis(RedisConfig {
+            prefix: prefix("shared-down"),
+            timeout: Duration::from_millis(30),
+            ..RedisConfig::new("redis://127.0.0.1:9/")
+        })
+        .unwrap();
+        reg.configure(
+            "export",
+            OpConfig {
+                instances: Some(2),
+                queue_timeout: Some(Duration::from_secs(5)),
+                ..shared(6, Degradation::Local)
+            },
+        )
+        .unwrap();
+        let (alive, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let calls: Vec<_> = (0..6)
+            .map(|_| {
+                let op = reg.op("export");
+                let (alive, peak, gate) =
+                    (Arc::clone(&alive), Arc::clone(&peak), Arc::clone(&gate));
+                tokio::spawn(async move {
+                    op.call()
+                        .run_once(async move {
+                            let now = alive.fetch_add(1, Ordering::SeqCst) + 1;
+                            peak.fetch_max(now, Ordering::SeqCst);
+                            gate.acquire().await.unwrap().forget();
+                            alive.fetch_sub(1, Ordering::SeqCst);
+                            Ok::<_, LimitError>(())
+                        })
+                        .await
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            alive.load(Ordering::SeqCst),
+            3,
+            "6 across 2 instances: 3 here"
+        );
+        gate.add_permits(6);
+        for call in calls {
+            call.await.unwrap().unwrap();
+        }
+        assert_eq!(peak.load(Ordering::SeqCst), 3);
+        assert!(reg.op("export").snapshot().counters.backend_fallbacks >= 6);
+    }
+
+    #[tokio::test]
+    async fn every_backend_counts_the_instances_of_its_prefix() {
+        let p = prefix("instances");
+        let lease = Duration::from_millis(300);
+        let b = |p: &str| {
+            RedisBackend::new(RedisConfig {
+                prefix: p.into(),
+                lease_ttl: lease,
+                ..RedisConfig::new(URL)
+            })
+            .unwrap()
+        };
+        let (one, two) = (b(&p), b(&p));
+        assert_eq!(one.instances(), 1, "before the first heartbeat");
+        let s = spec("100/s", None, Algorithm::TokenBucket);
+        one.check("op", None, &s, Take::Tokens(1)).await.unwrap();
+        two.check("op", None, &s, Take::Tokens(1)).await.unwrap();
+        tokio::time::sleep(lease / 2).await;
+        assert_eq!((one.instances(), two.instances()), (2, 2));
+        drop(two);
+        tokio::time::sleep(lease / 2).await;
+        assert_eq!(one.instances(), 1, "a dropped backend leaves the registry");
+        assert_eq!(
+            one.stats().checks,
+            1,
+            "heartbeats are not counted as checks"
         );
     }
 }

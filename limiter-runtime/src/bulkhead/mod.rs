@@ -331,6 +331,7 @@ impl Bulkhead {
                 bulkhead: this,
                 key: None,
                 armed: true,
+                attached: None,
             })
         } else {
             Err(this)
@@ -351,6 +352,7 @@ impl Bulkhead {
                     bulkhead: this,
                     key,
                     armed: true,
+                    attached: None,
                 })
             }
             Entry::Wait {
@@ -389,6 +391,7 @@ impl Bulkhead {
             bulkhead: this,
             key,
             armed: true,
+            attached: None,
         })
     }
 
@@ -616,11 +619,17 @@ impl Drop for WaitGuard<'_> {
     }
 }
 
+/// Something held exactly as long as a bulkhead place (a place of the same
+/// op in a bulkhead shared by every instance): given back, by dropping it,
+/// just before the place.
+pub(crate) type Attached = Box<dyn Send + Sync>;
+
 /// A place in the bulkhead; released on drop.
 pub(crate) struct BulkPermit<B: Deref<Target = Bulkhead>> {
     bulkhead: B,
     key: Option<Arc<KeySlot>>,
     armed: bool,
+    attached: Option<Attached>,
 }
 
 impl<B: Deref<Target = Bulkhead>> BulkPermit<B> {
@@ -632,12 +641,20 @@ impl<B: Deref<Target = Bulkhead>> BulkPermit<B> {
             bulkhead,
             key: self.key.take(),
             armed: true,
+            attached: self.attached.take(),
         }
+    }
+
+    /// Holds `held` as long as this place: it is dropped when the place is
+    /// released, on whatever path.
+    pub(crate) fn attach(&mut self, held: Attached) {
+        self.attached = Some(held);
     }
 }
 
 impl<B: Deref<Target = Bulkhead>> Drop for BulkPermit<B> {
     fn drop(&mut self) {
+        drop(self.attached.take());
         if self.armed {
             self.bulkhead.release(&self.key);
         }

@@ -242,17 +242,29 @@ impl OpCore {
         B: std::ops::Deref<Target = Bulkhead>,
     {
         match Bulkhead::acquire(bulkhead, key, priority, now).await {
-            Ok(bulk) => {
-                self.metrics.entered(true);
-                Ok(Admitted {
-                    ticket: ticket.disarm(),
-                    bulk: Some(bulk),
-                    terms,
-                    start: self.clock.now_ns(),
-                    entry: Entry::Counted,
-                })
-            }
+            Ok(bulk) => Ok(self.admitted(ticket, terms, bulk)),
             Err(e) => Err(self.reject(e)),
+        }
+    }
+
+    /// A call that waited for its place `bulk`, admitted (and counted as
+    /// entered) now.
+    pub(super) fn admitted<'p, B>(
+        &'p self,
+        ticket: TicketGuard<'p>,
+        terms: &'p Terms,
+        bulk: BulkPermit<B>,
+    ) -> Admitted<'p, B>
+    where
+        B: std::ops::Deref<Target = Bulkhead>,
+    {
+        self.metrics.entered(true);
+        Admitted {
+            ticket: ticket.disarm(),
+            bulk: Some(bulk),
+            terms,
+            start: self.clock.now_ns(),
+            entry: Entry::Counted,
         }
     }
 

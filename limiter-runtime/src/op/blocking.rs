@@ -24,7 +24,7 @@ use super::{Op, Permit};
 
 /// The handle of the runtime that finishes waits for blocked threads
 /// (`None` if it could not be started: no thread, no timer).
-fn driver() -> Option<&'static Handle> {
+pub(super) fn driver() -> Option<&'static Handle> {
     static DRIVER: OnceLock<Option<Handle>> = OnceLock::new();
     DRIVER
         .get_or_init(|| {

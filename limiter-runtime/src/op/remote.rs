@@ -13,7 +13,7 @@ use crate::error::LimitError;
 use crate::keys::LimitKey;
 use crate::metrics::OpMetrics;
 use crate::rate::{too_costly, KeyedOutcome, Refusal};
-use crate::settings::{Algorithm, Backend, BreakerPolicy, Degradation, RateSpec};
+use crate::settings::{Algorithm, Backend, BreakerPolicy, ConcurrencyScope, Degradation, RateSpec};
 
 use super::{Admitted, OpCore, Policy, TicketGuard};
 
@@ -34,7 +34,9 @@ impl OpCore {
     }
 
     /// Admission for an op that keeps its breaker and rates in the store:
-    /// the breaker, then the rates, then a bulkhead place.
+    /// the breaker, then the rates, then a bulkhead place (then, with
+    /// `concurrency = "shared"`, a place of the bulkhead every instance
+    /// shares, all within `queue_timeout`).
     pub(super) async fn admit_shared<B>(
         &self,
         bulkhead: B,
@@ -47,6 +49,7 @@ impl OpCore {
     where
         B: std::ops::Deref<Target = Bulkhead>,
     {
+        let arrived = tokio::time::Instant::now();
         // The policy lives as long as the op (installed policies are kept),
         // so it is held across the round trips without a copy.
         let remote = self.policy();
@@ -62,8 +65,19 @@ impl OpCore {
         if let Err(e) = self.check_shared(remote, key, shared_key, now, take).await {
             return Err(self.reject(e));
         }
-        self.wait_place(ticket, terms, bulkhead, key, priority, now)
+        if remote.cfg.concurrency != ConcurrencyScope::Shared {
+            return self
+                .wait_place(ticket, terms, bulkhead, key, priority, now)
+                .await;
+        }
+        let mut bulk = Bulkhead::acquire(bulkhead, key, priority, now)
             .await
+            .map_err(|e| self.reject(e))?;
+        let deadline = crate::clock::deadline(arrived, remote.cfg.queue_timeout);
+        self.take_shared_place(&mut bulk, remote, deadline)
+            .await
+            .map_err(|e| self.reject(e))?;
+        Ok(self.admitted(ticket, terms, bulk))
     }
 
     /// Admission through the op's shared breaker, degraded as configured
@@ -224,7 +238,7 @@ impl OpCore {
     /// The one place a store's failure to answer becomes a decision:
     /// `fail_open` lets the call through, `fail_closed` refuses it as
     /// `Overloaded`, `local` asks the in-process limiter (`local`).
-    fn degrade(
+    pub(super) fn degrade(
         &self,
         what: &str,
         failure: &str,
@@ -329,4 +343,4 @@ impl OpCore {
 }
 
 /// Why an op kept in the store was decided without it.
-const NO_STORE: &str = "no shared store is set (Registry::set_redis)";
+pub(super) const NO_STORE: &str = "no shared store is set (Registry::set_redis)";

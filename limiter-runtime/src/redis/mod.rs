@@ -10,11 +10,19 @@
 //! used again within a second. What a limit does while Redis
 //! cannot answer is the caller's [`Degradation`].
 //!
+//! Each backend is one instance in the registry of its prefix
+//! (`{<prefix>}:instances`, see [`RedisBackend::instances`]); its heartbeat
+//! also renews the places it holds in bulkheads shared by every instance
+//! (`concurrency = "shared"`, `{<prefix>:<op>}:c`), leased for
+//! [`RedisConfig::lease_ttl`].
+//!
 //! Keys are `{<prefix>:<op>[:<key>]}:<algorithm><window>`: the braces are a
 //! Redis Cluster hash tag, so the keys of one check (one per window) live in
 //! one slot and the script touching them all is valid on a cluster.
 
+mod bulkhead;
 mod health;
+mod instances;
 mod scripts;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +37,7 @@ use serde::Serialize;
 use tokio::sync::OnceCell;
 
 pub use crate::backend::{BackendError, Check, Grant, SharedBreakerState, SharedTicket, Take};
+pub use crate::backend::{HoldId, SharedPlace};
 use crate::backend::{SharedBreakerView, SharedState, StoreFuture};
 use crate::error::ConfigError;
 use crate::keys::LimitKey;
@@ -36,7 +45,9 @@ use crate::rate::lease::{interval_micros, lease_cap};
 use crate::settings::{Algorithm, BreakerPolicy, RateSpec};
 pub use crate::spec::Degradation;
 
+use bulkhead::Holds;
 use health::Health;
+use instances::Instances;
 
 /// The most calls a token bucket of `per_second` tokens per second
 /// (its tightest window) shared in `mode = "lease"` by `instances`
@@ -69,6 +80,12 @@ pub struct RedisConfig {
     /// Seed of the hash that turns keys into Redis key names; every
     /// instance must use the same (default 0).
     pub key_seed: u64,
+    /// How long this instance stays in the registry of instances, and
+    /// holds a place of a shared bulkhead, without renewing it (default
+    /// 3 s). Its heartbeat renews both every third of it, so a place held
+    /// by an instance that dies (killed, or its backend dropped without
+    /// giving places back) returns within this time.
+    pub lease_ttl: Duration,
 }
 
 impl RedisConfig {
@@ -80,6 +97,7 @@ impl RedisConfig {
             prefix: "limiter".into(),
             timeout: Duration::from_millis(50),
             key_seed: 0,
+            lease_ttl: Duration::from_secs(3),
         }
     }
 }
@@ -124,6 +142,20 @@ enum Conn {
     Cluster(redis::cluster_async::ClusterConnection),
 }
 
+impl Conn {
+    /// Runs one script invocation, unbounded and uncounted (the caller
+    /// bounds it): for the backend's own upkeep, not the calls' checks.
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> redis::RedisResult<T> {
+        match self.clone() {
+            Conn::Single(mut c) => inv.invoke_async::<T>(&mut c).await,
+            Conn::Cluster(mut c) => inv.invoke_async::<T>(&mut c).await,
+        }
+    }
+}
+
 /// A connection to Redis shared by the ops that keep their limits there.
 pub struct RedisBackend {
     target: Target,
@@ -133,6 +165,14 @@ pub struct RedisBackend {
     seed: u64,
     health: Health,
     counters: Counters,
+    instances: Arc<Instances>,
+    holds: Arc<Holds>,
+}
+
+impl Drop for RedisBackend {
+    fn drop(&mut self) {
+        self.instances.stop(self.conn.get(), self.timeout);
+    }
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -140,6 +180,7 @@ impl std::fmt::Debug for RedisBackend {
         f.debug_struct("RedisBackend")
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
+            .field("instance", &format_args!("{:016x}", self.instances.id()))
             .finish()
     }
 }
@@ -202,6 +243,13 @@ impl RedisBackend {
                 "must be longer than zero".into(),
             ));
         }
+        if cfg.lease_ttl < Duration::from_millis(3) {
+            return Err(invalid(
+                "lease_ttl",
+                format!("{:?}", cfg.lease_ttl),
+                "must be at least 3 ms (it is renewed every third of it)".into(),
+            ));
+        }
         if cfg.prefix.contains(['{', '}']) {
             return Err(invalid(
                 "prefix",
@@ -212,6 +260,8 @@ impl RedisBackend {
         Ok(Self {
             target,
             conn: OnceCell::new(),
+            instances: Arc::new(Instances::new(&cfg.prefix, cfg.lease_ttl)),
+            holds: Arc::default(),
             prefix: cfg.prefix.into(),
             timeout: cfg.timeout,
             seed: cfg.key_seed,
@@ -231,6 +281,14 @@ impl RedisBackend {
             recoveries: c.recoveries.load(Ordering::Relaxed),
             paused: self.health.is_paused(),
         }
+    }
+
+    /// How many instances (backends with this prefix, this one included)
+    /// renewed their lease in the registry of instances at this one's last
+    /// heartbeat: at least 1, and 1 until the first heartbeat (which
+    /// starts once the backend has connected).
+    pub fn instances(&self) -> u32 {
+        self.instances.count()
     }
 
     /// The stable name of `key` in Redis.
@@ -268,6 +326,8 @@ impl RedisBackend {
     /// that each command is bounded by the connection's response timeout).
     async fn connection(&self) -> Result<Conn, redis::RedisError> {
         if let Some(conn) = self.conn.get() {
+            // One load while the heartbeat lives; restarts it otherwise.
+            self.instances.ensure_beating(conn, &self.holds);
             return Ok(conn.clone());
         }
         tokio::time::timeout(self.timeout, self.open())
@@ -304,6 +364,7 @@ impl RedisBackend {
                 }
             })
             .await?;
+        self.instances.ensure_beating(conn, &self.holds);
         Ok(conn.clone())
     }
 
@@ -709,6 +770,18 @@ impl SharedState for RedisBackend {
 
     fn breaker_view<'a>(&'a self, op: &'a str) -> StoreFuture<'a, Option<SharedBreakerView>> {
         Box::pin(RedisBackend::breaker_view(self, op))
+    }
+
+    fn instances(&self) -> u32 {
+        RedisBackend::instances(self)
+    }
+
+    fn place_acquire<'a>(&'a self, op: &'a str, max: u32) -> StoreFuture<'a, Option<SharedPlace>> {
+        Box::pin(async move { RedisBackend::place_acquire(self, op, max).await.map(Some) })
+    }
+
+    fn place_release(self: Arc<Self>, op: Arc<str>, hold: HoldId) -> StoreFuture<'static, ()> {
+        self.place_release_owned(op, hold)
     }
 }
 

@@ -19,6 +19,7 @@
 //! | `LIMITER_REDIS_URL` | the Redis of ops with `backend = redis` (feature `redis`) |
 //! | `LIMITER_REDIS_PREFIX` | prefix of their keys (default `limiter`) |
 //! | `LIMITER_REDIS_TIMEOUT` | longest wait for one check, e.g. `50ms` |
+//! | `LIMITER_REDIS_LEASE_TTL` | how long an instance and its shared bulkhead places last unrenewed (default `3s`) |
 //! | `LIMITER_CONFIG` | a TOML file read first (the variables win over it) |
 //! | `LIMITER_PROFILE` | the file profile to apply |
 //!
@@ -48,6 +49,7 @@ const KNOWN: &[&str] = &[
     "LIMITER_REDIS_URL",
     "LIMITER_REDIS_PREFIX",
     "LIMITER_REDIS_TIMEOUT",
+    "LIMITER_REDIS_LEASE_TTL",
     "LIMITER_CONFIG",
     "LIMITER_PROFILE",
 ];
@@ -143,6 +145,10 @@ where
             "LIMITER_REDIS_PREFIX" => s.redis.prefix = Some(value.clone()),
             "LIMITER_REDIS_TIMEOUT" => {
                 s.redis.timeout =
+                    Some(crate::spec::parse_duration(value).map_err(|e| fail(e.to_string()))?)
+            }
+            "LIMITER_REDIS_LEASE_TTL" => {
+                s.redis.lease_ttl =
                     Some(crate::spec::parse_duration(value).map_err(|e| fail(e.to_string()))?)
             }
             "LIMITER_CONFIG" | "LIMITER_PROFILE" => {}

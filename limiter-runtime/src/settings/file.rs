@@ -225,24 +225,27 @@ impl Reader<'_> {
         }
     }
 
-    /// The `[redis]` table: `url`, `prefix`, `timeout`.
+    /// The `[redis]` table: `url`, `prefix`, `timeout`, `lease_ttl`.
     fn redis(&self, settings: &mut Settings, path: &str, table: &Table) -> Result<(), ConfigError> {
         for (key, value) in table {
             let key_path = format!("{path}.{key}");
             match key.as_str() {
                 "url" => settings.redis.url = Some(self.string(&key_path, value)?),
                 "prefix" => settings.redis.prefix = Some(self.string(&key_path, value)?),
-                "timeout" => {
+                "timeout" | "lease_ttl" => {
                     let text = self.string(&key_path, value)?;
                     let d = crate::spec::parse_duration(&text)
                         .map_err(|e| self.bad(&key_path, value, &e.to_string()))?;
-                    settings.redis.timeout = Some(d);
+                    match key.as_str() {
+                        "timeout" => settings.redis.timeout = Some(d),
+                        _ => settings.redis.lease_ttl = Some(d),
+                    }
                 }
                 _ => {
                     return Err(self.bad(
                         &key_path,
                         value,
-                        "unknown key; expected one of: url, prefix, timeout",
+                        "unknown key; expected one of: url, prefix, timeout, lease_ttl",
                     ))
                 }
             }

@@ -46,6 +46,9 @@ pub struct RedisSettings {
     pub prefix: Option<String>,
     /// Longest wait for one check.
     pub timeout: Option<std::time::Duration>,
+    /// How long an instance, and a place it holds in a shared bulkhead,
+    /// lasts in Redis unrenewed (`RedisConfig::lease_ttl`).
+    pub lease_ttl: Option<std::time::Duration>,
 }
 
 impl Settings {
@@ -64,6 +67,9 @@ impl Settings {
         }
         if r.timeout.is_some() {
             self.redis.timeout = r.timeout;
+        }
+        if r.lease_ttl.is_some() {
+            self.redis.lease_ttl = r.lease_ttl;
         }
         for (name, cfg) in &top.ops {
             self.ops.entry(name.clone()).or_default().overlay(cfg);
