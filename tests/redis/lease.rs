@@ -225,3 +225,36 @@ async fn while_redis_is_down_each_instance_applies_its_share() {
         assert!(fallbacks > 0, "{mode}: the calls were degraded");
     }
 }
+
+/// An HTTP rule is an op: `mode = "lease"` set by configuration leases
+/// each client's bucket, and two instances still share one budget per
+/// client (within the stated bound).
+#[tokio::test]
+async fn a_leased_rule_shares_one_budget_per_client() {
+    use limiter::config::settings_from_toml;
+    use limiter::http::{LimiterLayer, Rule};
+
+    let prefix = prefix("lease-rule");
+    let toml = format!(
+        "[redis]\nurl = \"{URL}\"\nprefix = \"{prefix}\"\n[ops.visitors]\nbackend = \"redis\"\nmode = \"lease\"\nalgorithm = \"token_bucket\"\nburst = 8\n"
+    );
+    let settings = settings_from_toml(&toml, "limiter.toml", None).unwrap();
+    let mut bases = Vec::new();
+    for _ in 0..2 {
+        let reg: &'static Registry = Box::leak(Box::new(Registry::new()));
+        reg.apply(&settings).unwrap();
+        let layer = LimiterLayer::builder()
+            .registry(reg)
+            .rule(Rule::new("*").name("visitors").per_minute(8))
+            .build()
+            .unwrap();
+        assert_eq!(reg.op("visitors").config().mode, SharedMode::Lease);
+        bases.push(super::serve_layer(layer).await);
+    }
+    let admitted = super::alternate(&bases, 24, r#""visitors";q=8;w=60"#).await;
+    let bound = over_admission_bound(8.0 / 60.0, 2) as usize;
+    assert!(
+        (8..=8 + bound).contains(&admitted),
+        "{admitted} admitted of one client's 8 (+{bound})"
+    );
+}

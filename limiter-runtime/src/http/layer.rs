@@ -363,11 +363,20 @@ impl Shared {
             (Backend::Local, _) => None,
             (Backend::Redis, None) => Some(Err(NO_STORE.to_owned())),
             (Backend::Redis, Some(store)) => {
-                Some(take_shared(rule, &terms, client, &**store).await)
+                let shared_key = store.key_name(&client.id.as_str());
+                Some(match rule.op.take_leased(shared_key).await {
+                    Some(Ok(held)) => Ok(Taken::Admitted {
+                        window: 0,
+                        left: held,
+                    }),
+                    Some(Err(Ok(refusal))) => Ok(Taken::Limited(refusal)),
+                    Some(Err(Err(failure))) => Err(failure),
+                    None => take_shared(rule, &terms, shared_key, &**store).await,
+                })
             }
         };
         let taken = match shared {
-            None => Taken::local(&terms, key, rule.op.now_ns()),
+            None => Taken::local(&terms, key, rule.op.now_ns(), 1),
             Some(Ok(taken)) => taken,
             Some(Err(failure)) => {
                 rule.op.count_fallback();
@@ -378,7 +387,10 @@ impl Shared {
                         left: u64::MAX,
                     },
                     Degradation::FailClosed => Taken::Overloaded(terms.retry_after),
-                    Degradation::Local => Taken::local(&terms, key, rule.op.now_ns()),
+                    // This instance's share of the shared limit.
+                    Degradation::Local => {
+                        Taken::local(&terms, key, rule.op.now_ns(), rule.op.degraded_share())
+                    }
                 }
             }
         };
@@ -452,9 +464,11 @@ enum Taken {
 }
 
 impl Taken {
-    /// The decision of the in-process per-key rate.
-    fn local(terms: &KeyedTerms, key: u64, now: u64) -> Self {
-        match terms.keyed.try_acquire_remaining(key, now) {
+    /// The decision of the in-process per-key rate, a request taking `n`
+    /// tokens (more than one: this instance's share while the shared
+    /// store cannot answer).
+    fn local(terms: &KeyedTerms, key: u64, now: u64, n: u64) -> Self {
+        match terms.keyed.try_acquire_remaining(key, now, n) {
             (KeyedOutcome::Admitted, (window, left)) => Taken::Admitted { window, left },
             (KeyedOutcome::Limited(r), _) => Taken::Limited(r),
             (KeyedOutcome::TableFull, _) => Taken::Overloaded(Duration::from_secs(1)),
@@ -466,10 +480,9 @@ impl Taken {
 async fn take_shared(
     rule: &CompiledRule,
     terms: &KeyedTerms,
-    client: &Client,
+    key: u64,
     store: &dyn crate::backend::SharedState,
 ) -> Result<Taken, String> {
-    let key = store.key_name(&client.id.as_str());
     match store
         .check(
             &rule.store_name,

@@ -141,8 +141,9 @@ impl Leases {
 
 /// What one take of a lease leads to.
 enum Step<'a> {
-    /// Served; start this fetch ahead of need, if any.
-    Served(Option<u64>),
+    /// Served (this many tokens still held); start this fetch ahead of
+    /// need, if any.
+    Served(Option<u64>, u64),
     /// Refused here for this many ns.
     Refused(u64),
     /// Empty with a fetch on its way: wait for it.
@@ -247,7 +248,8 @@ fn duration_ns(d: Duration) -> u64 {
 impl OpCore {
     /// One shared token bucket under `mode = "lease"`: `n` tokens served
     /// from this instance's slices, fetched from the store when they run
-    /// out. A call served or refused from the lease touches no store and
+    /// out: `Ok(Some(held))` with the tokens this instance still holds. A
+    /// call served or refused from the lease touches no store and
     /// allocates nothing. `Ok(None)`: this key could not be leased (key
     /// table full of leases in use), check it exactly. A store that
     /// cannot answer is the caller's to degrade (`Err(Err(reason))`).
@@ -258,7 +260,7 @@ impl OpCore {
         spec: &RateSpec,
         key: Option<u64>,
         n: u32,
-    ) -> Result<Option<()>, Result<Refusal, String>> {
+    ) -> Result<Option<u64>, Result<Refusal, String>> {
         let keyed;
         let slot = match key {
             None => match &leases.op_wide {
@@ -282,7 +284,7 @@ impl OpCore {
                     Served::Admitted => {
                         let ahead = lease.wants(1);
                         lease.fetching |= ahead.is_some();
-                        Step::Served(ahead)
+                        Step::Served(ahead, lease.held())
                     }
                     Served::Wait(ns) => Step::Refused(ns),
                     Served::Empty if lease.fetching => Step::Await(slot.fetched.notified()),
@@ -298,14 +300,14 @@ impl OpCore {
                 }
             }
             match step {
-                Step::Served(ahead) => {
+                Step::Served(ahead, held) => {
                     if let Some(most) = ahead {
                         match self.fetcher(spec, key) {
                             Some(fetcher) => fetcher.fetch_ahead(Arc::clone(slot), most),
                             None => slot.lock().fetching = false,
                         }
                     }
-                    return Ok(Some(()));
+                    return Ok(Some(held));
                 }
                 Step::Refused(ns) => {
                     return Err(Ok(Refusal {

@@ -208,7 +208,7 @@ impl OpCore {
                 !per_key || shared_key.is_some(),
             ) {
                 match self.take_leased(leases, r, spec, shared_key, n).await {
-                    Ok(Some(())) => return Ok(()),
+                    Ok(Some(_)) => return Ok(()),
                     Err(Ok(refusal)) => {
                         return Err(self.rate_refusal(spec, refusal, per_key, cost));
                     }

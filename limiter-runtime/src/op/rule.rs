@@ -48,6 +48,35 @@ impl Op {
         })
     }
 
+    /// The rule's per-key rate taken from this instance's lease of
+    /// `shared_key`'s bucket, when the op runs in `mode = "lease"`:
+    /// `Ok(held)` (tokens still held here), a refusal, or why the store
+    /// could not answer. `None`: not leased, check it exactly.
+    pub(crate) async fn take_leased(
+        &self,
+        shared_key: u64,
+    ) -> Option<Result<u64, Result<crate::rate::Refusal, String>>> {
+        let core = &*self.core;
+        let policy = core.policy();
+        let (Some(leases), Some(spec)) = (&policy.leases, &policy.cfg.rate_per_key) else {
+            return None;
+        };
+        if spec.algorithm != crate::settings::Algorithm::TokenBucket {
+            return None;
+        }
+        core.take_leased(leases, policy, spec, Some(shared_key), 1)
+            .await
+            .transpose()
+    }
+
+    /// How many tokens one request takes from the in-process limiter while
+    /// the shared store cannot answer: the instances sharing the op, so
+    /// that each applies its share of the limit.
+    pub(crate) fn degraded_share(&self) -> u64 {
+        let core = &*self.core;
+        u64::from(core.instances(core.policy(), core.store().as_ref()))
+    }
+
     /// `key`'s hash in this op's per-key tables.
     pub(crate) fn key_hash(&self, key: &dyn LimitKey) -> u64 {
         self.core.shared.hasher.hash(key)

@@ -100,14 +100,19 @@ impl KeyedRate {
     /// tightest window now: its index in the spec and how many calls it
     /// has left.
     #[cfg_attr(not(feature = "axum"), allow(dead_code))]
-    pub(crate) fn try_acquire_remaining(&self, key: u64, now: u64) -> (KeyedOutcome, (usize, u64)) {
+    pub(crate) fn try_acquire_remaining(
+        &self,
+        key: u64,
+        now: u64,
+        n: u64,
+    ) -> (KeyedOutcome, (usize, u64)) {
         let outcome = |taken: Result<(), Refusal>, left: &dyn Fn() -> (usize, u64)| match taken {
             Ok(()) => (KeyedOutcome::Admitted, left()),
             Err(refusal) => (KeyedOutcome::Limited(refusal), (refusal.window, 0)),
         };
         let checked = match &self.table {
             Table::Gcra(p, table) => table.with(key, now, GcraCell::default, |cell| {
-                let taken = cell.try_acquire_exclusive(p, now, 1);
+                let taken = cell.try_acquire_exclusive(p, now, n);
                 outcome(taken.map(drop).map_err(gcra_refusal), &|| {
                     (0, cell.available(p, now))
                 })
@@ -116,7 +121,7 @@ impl KeyedRate {
                 key,
                 now,
                 || self.fresh(),
-                |s| outcome(s.try_acquire(now, 1).map(drop), &|| s.tightest(now)),
+                |s| outcome(s.try_acquire(now, n).map(drop), &|| s.tightest(now)),
             ),
         };
         checked.unwrap_or((KeyedOutcome::TableFull, (0, 0)))

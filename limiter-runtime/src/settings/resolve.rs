@@ -469,8 +469,9 @@ impl Check<'_> {
     }
 
     /// `mode = "lease"` and `concurrency = "shared"` share through the
-    /// store: both need `backend = "redis"`, and a lease needs a rate to
-    /// lease from.
+    /// store: both need `backend = "redis"`, and a lease is a slice of a
+    /// token bucket. (An op in lease mode with no rate has nothing to
+    /// lease: a rule's op is configured before its rule gives it a rate.)
     fn shared(
         &self,
         cfg: &OpConfig,
@@ -504,13 +505,6 @@ impl Check<'_> {
                 "mode",
                 mode.to_string(),
                 "leases slices of a token bucket: set `algorithm = \"token_bucket\"`",
-            ));
-        }
-        if mode == SharedMode::Lease && cfg.rate.is_none() && cfg.rate_per_key.is_none() {
-            return Err(self.invalid(
-                "mode",
-                mode.to_string(),
-                "leases tokens of a rate: set `rate` or `rate_per_key`",
             ));
         }
         Ok((mode, concurrency))
@@ -624,14 +618,6 @@ mod tests {
             ..OpConfig::default()
         };
         assert_eq!(invalid_field(shared), "concurrency");
-        let no_rate = OpConfig {
-            mode: Some(SharedMode::Lease),
-            backend: Some(Backend::Redis),
-            ..OpConfig::default()
-        };
-        if cfg!(feature = "redis") {
-            assert_eq!(invalid_field(no_rate), "mode");
-        }
         let zero = OpConfig {
             instances: Some(0),
             ..OpConfig::default()
