@@ -40,9 +40,18 @@ fn spec(algorithm: Algorithm) -> RateSpec {
     }
 }
 
+/// Worker threads of the client's runtime (`LIMITER_BENCH_WORKERS`,
+/// default 2): on a 2-core machine Redis shares the cores with them.
+fn workers() -> usize {
+    std::env::var("LIMITER_BENCH_WORKERS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(2)
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers())
         .enable_all()
         .build()
         .unwrap()
@@ -138,7 +147,10 @@ fn main() {
         .final_summary();
     let span = Duration::from_secs(3);
     println!();
-    println!("redis throughput (one multiplexed connection, {span:?} each; Redis µs per EVALSHA):");
+    println!(
+        "redis throughput (one multiplexed connection, {} client worker threads, {span:?} each; Redis µs per EVALSHA):",
+        workers()
+    );
     for (name, alg) in [
         ("gcra", Algorithm::TokenBucket),
         ("sliding_window", Algorithm::SlidingWindow),

@@ -46,6 +46,9 @@ pub(crate) struct Policy {
     rate_per_key: Option<Arc<KeyedRate>>,
     /// Slices of the shared buckets, under `mode = "lease"`.
     leases: Option<lease::Leases>,
+    /// Admission can be decided in line from the op-wide lease: the op
+    /// leases its only rate and keeps its breaker and bulkhead here.
+    lease_in_line: bool,
 }
 
 #[derive(Default)]
@@ -334,6 +337,14 @@ impl Policy {
             leases: (cfg.mode == crate::settings::SharedMode::Lease).then(|| {
                 lease::Leases::new(cfg.rate.as_ref(), cfg.rate_per_key.as_ref(), cfg.max_keys)
             }),
+            lease_in_line: cfg.mode == crate::settings::SharedMode::Lease
+                && cfg.breaker.is_none()
+                && cfg.rate_per_key.is_none()
+                && cfg.concurrency == crate::settings::ConcurrencyScope::Local
+                && cfg
+                    .rate
+                    .as_ref()
+                    .is_some_and(|r| r.algorithm == crate::settings::Algorithm::TokenBucket),
         }
     }
 }

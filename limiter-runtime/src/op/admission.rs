@@ -86,7 +86,7 @@ impl OpCore {
         let now = self.clock.now_ns();
         let policy = self.policy();
         if !(policy.local && self.shared.enabled.load(Ordering::Relaxed)) {
-            return self.enter_unlimited_or_shared(policy, bulkhead, now, cost, slot);
+            return self.enter_unlimited_or_shared(policy, bulkhead, key, now, cost, slot);
         }
         let ticket = match self.breaker.admit(now) {
             Ok(t) => t,
@@ -116,13 +116,53 @@ impl OpCore {
         }
     }
 
-    /// Admission of a call with every limit off (it runs, counted), or of
-    /// an op kept in the shared store (all of it after a round trip).
+    /// The breaker (kept here) and a bulkhead place for a call whose rates
+    /// already admitted it (from a lease).
+    fn enter_place<'p, B>(
+        &'p self,
+        policy: &'p Policy,
+        bulkhead: B,
+        key: Option<u64>,
+        now: u64,
+        cost: u32,
+        slot: &mut Option<Admitted<'p, B>>,
+    ) -> Result<(), Deferred<B>>
+    where
+        B: std::ops::Deref<Target = Bulkhead>,
+    {
+        let ticket = match self.breaker.admit(now) {
+            Ok(t) => t,
+            Err(wait) => return Err(Deferred::Refused(self.refuse_open(wait))),
+        };
+        match Bulkhead::try_acquire(bulkhead, key, now) {
+            Ok(bulk) => {
+                *slot = Some(Admitted {
+                    ticket,
+                    bulk: Some(bulk),
+                    terms: &policy.terms,
+                    start: now,
+                    entry: Entry::Admitted,
+                });
+                Ok(())
+            }
+            Err(bulkhead) => Err(Deferred::Later(Later {
+                bulkhead,
+                ticket: Some(ticket),
+                now,
+                cost,
+            })),
+        }
+    }
+
+    /// Admission of a call with every limit off (it runs, counted), of an
+    /// op served from its lease (in line), or of an op kept in the shared
+    /// store (all of it after a round trip).
     #[cold]
     fn enter_unlimited_or_shared<'p, B>(
         &'p self,
         policy: &'p Policy,
         bulkhead: B,
+        key: Option<u64>,
         now: u64,
         cost: u32,
         slot: &mut Option<Admitted<'p, B>>,
@@ -139,6 +179,20 @@ impl OpCore {
                 entry: Entry::Unlimited,
             });
             return Ok(());
+        }
+        if let (true, Some(leases), Some(spec)) =
+            (policy.lease_in_line, &policy.leases, &policy.cfg.rate)
+        {
+            // Served or refused from this instance's lease: decided here,
+            // like a local op; only an empty lease waits for the store.
+            match self.serve_leased_now(leases, spec, now, cost) {
+                Some(Ok(())) => return self.enter_place(policy, bulkhead, key, now, cost, slot),
+                Some(Err(refusal)) => {
+                    let err = self.rate_refusal(spec, refusal, false, cost);
+                    return Err(Deferred::Refused(self.reject(err)));
+                }
+                None => {}
+            }
         }
         Err(Deferred::Later(Later {
             bulkhead,

@@ -349,6 +349,51 @@ impl OpCore {
         }))
     }
 
+    /// The op-wide bucket's lease served in line, without a future: `n`
+    /// tokens served (`Some(Ok(()))`) or refused here (`Some(Err)`), or
+    /// `None` when the lease is empty and the call must go on to
+    /// [`take_leased`](Self::take_leased) (which fetches).
+    pub(super) fn serve_leased_now(
+        &self,
+        leases: &Leases,
+        spec: &RateSpec,
+        now: u64,
+        n: u32,
+    ) -> Option<Result<(), Refusal>> {
+        let slot = leases.op_wide.as_ref()?;
+        let mut expired = Vec::new();
+        let (served, ahead) = {
+            let mut lease = slot.lock();
+            match lease.take(now, u64::from(n), &mut expired) {
+                Served::Admitted => {
+                    let ahead = lease.wants(1);
+                    lease.fetching |= ahead.is_some();
+                    (Some(Ok(())), ahead)
+                }
+                Served::Wait(ns) => (
+                    Some(Err(Refusal {
+                        wait: Duration::from_nanos(ns),
+                        window: 0,
+                    })),
+                    None,
+                ),
+                Served::Empty => (None, None),
+            }
+        };
+        if !expired.is_empty() {
+            if let Some(fetcher) = self.fetcher(spec, None) {
+                fetcher.give_back(expired);
+            }
+        }
+        if let Some(most) = ahead {
+            match self.fetcher(spec, None) {
+                Some(fetcher) => fetcher.fetch_ahead(Arc::clone(slot), most),
+                None => slot.lock().fetching = false,
+            }
+        }
+        served
+    }
+
     /// What a fetch or a give-back of `key`'s bucket needs, when a store
     /// is set.
     fn fetcher(&self, spec: &RateSpec, key: Option<u64>) -> Option<Fetcher> {
