@@ -206,13 +206,14 @@ fn main() {
             .fold(0.0, f64::max);
         println!("  every window: worst {worst:.2} % from the limit");
         println!(
-            "  {} checks in {:.1} s: {rate:.0} checks/s; {} admitted; {} Redis scripts: {:.1} admitted per Redis call; Redis {:.2} µs per script",
+            "  {} checks in {:.1} s: {rate:.0} checks/s; {} admitted; {} Redis scripts: {:.1} admitted per Redis call; Redis {:.2} µs per script, busy {:.1} ms per second",
             r.checks,
             r.elapsed.as_secs_f64(),
             r.admitted,
             r.redis_calls,
             r.admitted as f64 / r.redis_calls.max(1) as f64,
-            r.usec_per_call
+            r.usec_per_call,
+            r.redis_calls as f64 * r.usec_per_call / 1_000.0 / r.elapsed.as_secs_f64()
         );
     }
     println!(
