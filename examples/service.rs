@@ -17,6 +17,7 @@
 //! `LIMITER_CONFIG=limiter.toml` are applied at start, so every limit can be
 //! tuned without recompiling.
 
+use limiter::Load;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -304,7 +305,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     );
     for op in registry().ops() {
-        let (in_flight, queued, blocked) = op.load();
+        let Load {
+            in_flight,
+            queued,
+            blocked,
+        } = op.load();
         if in_flight + queued + blocked != 0 {
             return Err(format!(
                 "{} still holds {in_flight}/{queued}/{blocked} places",

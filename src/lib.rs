@@ -27,7 +27,7 @@
 //! See the runtime crate, [`limiter_runtime`], for every mechanism.
 
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![warn(missing_docs, missing_debug_implementations)]
 
 pub use limiter_macros::{background_task, limit_blocking, optimize_route};
 pub use limiter_runtime::*;

@@ -49,6 +49,12 @@ pub fn failure_fn<R: ResultError>(f: fn(&R::Error) -> bool) -> fn(&R::Error) -> 
 /// otherwise the `&RouteError<E>` fallback answers.)
 pub struct RouteError<'a, E>(pub &'a E);
 
+impl<E> std::fmt::Debug for RouteError<'_, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RouteError")
+    }
+}
+
 /// See [`RouteError`].
 pub trait RouteStatusFailure {
     /// Whether the error is a server failure (5xx).

@@ -251,7 +251,7 @@ async fn scenario(strategy: Strategy, cancel: Cancel) -> Run {
     }
     // Let drained and background bodies finish before reading the pool.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while op.load().0 > 0 && Instant::now() < deadline {
+    while op.load().in_flight > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Run {

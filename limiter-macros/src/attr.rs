@@ -225,6 +225,7 @@ arguments! {
         degradation: Text,
         deny_blocking: Flag,
         allow_blocking: Flag,
+        registry: FnPath,
         krate as "crate": Text,
     }
 }
@@ -385,7 +386,7 @@ mod tests {
         accepts::<LimitArgs>(ARGUMENTS, "\"x\"");
         accepts::<TaskArgs>(TASK_ARGUMENTS, "\"x\"");
         accepts::<BreakerFields>(BREAKER_FIELDS, "\"x\"");
-        assert_eq!(ARGUMENTS.len(), 26);
+        assert_eq!(ARGUMENTS.len(), 27);
         assert_eq!(ARGUMENTS.last(), Some(&"crate"));
         assert_eq!(ROUTE_ARGUMENTS, ["level", "name", "cache_ttl"]);
         assert_eq!(TASK_ARGUMENTS.last(), Some(&"crate"));

@@ -102,6 +102,7 @@ use proc_macro::TokenStream;
 /// | `backend = "local"` / `"redis"` | where the rate state lives; `redis` (feature `redis`) shares it with every instance through [`Registry::set_redis`](../limiter/struct.Registry.html) |
 /// | `degradation = "local"` | with `backend = "redis"`, what the limit does while Redis cannot answer: `fail_open`, `fail_closed`, `local` |
 /// | `deny_blocking` / `allow_blocking` | blocking calls in the body: error / silence (default: warning) |
+/// | `registry = path` | a function returning the registry the op lives in (`&'static Registry`, `Arc<Registry>`, anything that derefs to one): tests run annotated functions against a registry of their own; default the global one |
 /// | `crate = "path"` | where the `limiter` facade is, for renamed dependencies |
 ///
 /// Run-time configuration of the same `op` (`registry().configure`,

@@ -170,6 +170,9 @@ pub(crate) struct LimitSpec {
     pub(crate) cost: Option<syn::Expr>,
     /// `on_timeout = path`: the cleanup run, place held, at a timeout.
     pub(crate) on_timeout: Option<Path>,
+    /// `registry = path`: the function whose registry the op lives in
+    /// (default: the global one).
+    pub(crate) registry: Option<Path>,
     /// The body runs once per attempt, on clones of the arguments.
     pub(crate) retries: bool,
     pub(crate) fallback: Fallback,
@@ -200,6 +203,7 @@ impl LimitSpec {
             priority: None,
             cost: None,
             on_timeout: None,
+            registry: None,
             retries: false,
             fallback: if keeps_output {
                 Fallback::Recovery

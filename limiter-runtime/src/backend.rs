@@ -152,6 +152,7 @@ pub enum SharedPlace {
 
 /// What monitoring shows of a breaker kept in the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct SharedBreakerView {
     /// Its state.
     pub state: SharedBreakerState,

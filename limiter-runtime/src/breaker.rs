@@ -118,6 +118,7 @@ pub(crate) struct Breaker {
 
 /// A view of a breaker for snapshots.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct BreakerSnapshot {
     /// Current state.
     pub state: BreakerState,

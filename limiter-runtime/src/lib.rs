@@ -33,7 +33,8 @@
 //! with `tokio::time::pause()`.
 
 #![forbid(unsafe_code)]
-#![warn(missing_docs, unreachable_pub)]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
+#![cfg_attr(all(docsrs, limiter_doc_cfg), feature(doc_cfg))]
 
 mod adaptive;
 pub mod backend;
@@ -65,6 +66,7 @@ mod export;
 #[cfg(feature = "tonic")]
 mod grpc;
 #[cfg(feature = "axum")]
+#[cfg_attr(all(docsrs, limiter_doc_cfg), doc(cfg(feature = "axum")))]
 pub mod http;
 mod keys;
 mod metrics;
@@ -75,8 +77,10 @@ mod op;
 mod op_layer;
 mod rate;
 #[cfg(feature = "redis")]
+#[cfg_attr(all(docsrs, limiter_doc_cfg), doc(cfg(feature = "redis")))]
 pub mod redis;
 mod registry;
+mod registry_ref;
 mod retry;
 mod shared;
 mod shed;
@@ -106,14 +110,16 @@ pub use error::{ConfigError, LimitError, QueueScope, Quota, QuotaUnit};
 pub use health::{Health, HealthReason};
 pub use keys::{KeySeed, LimitKey};
 pub use metrics::{CountersSnapshot, LatencySnapshot};
-pub use op::{CallKey, KeyUsage, Op, OpSnapshot, Permit};
+pub use op::{CallKey, KeyUsage, Load, Op, OpSnapshot, Permit};
 #[cfg(feature = "tower")]
+#[cfg_attr(all(docsrs, limiter_doc_cfg), doc(cfg(feature = "tower")))]
 pub use op_layer::{
     AsError, AsResponse, CallLater, InnerErr, NoKey, OpLayer, OpService, RefusalResponse, Refused,
     RequestKey,
 };
 pub use rate::RateSnapshot;
 pub use registry::{registry, shutdown, Registry, RegistrySnapshot};
+pub use registry_ref::RegistryRef;
 pub use site::OpSite;
 pub use spec::Rate;
 

@@ -625,10 +625,33 @@ impl Op {
         rate + self.core.bulkhead.keys.sweep(now)
     }
 
-    /// Calls running now, holding a queue place, and waiting for one.
-    pub fn load(&self) -> (u32, u32, u32) {
-        self.core.bulkhead.counts()
+    /// What the op's bulkhead holds now: calls running, holding a queue
+    /// place, and waiting for one (`overload = "block"`).
+    ///
+    /// ```
+    /// # use limiter_runtime::{Load, Registry};
+    /// let reg = Registry::new();
+    /// assert_eq!(reg.op("idle").load(), Load { in_flight: 0, queued: 0, blocked: 0 });
+    /// ```
+    pub fn load(&self) -> Load {
+        let (in_flight, queued, blocked) = self.core.bulkhead.counts();
+        Load {
+            in_flight,
+            queued,
+            blocked,
+        }
     }
+}
+
+/// What an op's bulkhead holds at one moment (see [`Op::load`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Load {
+    /// Calls running (holding a place).
+    pub in_flight: u32,
+    /// Calls waiting in the queue for a place.
+    pub queued: u32,
+    /// Calls waiting for a queue place (`overload = "block"`).
+    pub blocked: u32,
 }
 
 /// Whether two policies share one per-key rate table.

@@ -78,6 +78,7 @@ impl Default for Registry {
 
 /// Everything the registry knows, serialisable.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct RegistrySnapshot {
     /// Whether limits are on.
     pub enabled: bool,
@@ -329,6 +330,7 @@ impl Registry {
     /// assert!(err.to_string().starts_with("op `<redis>`: url = tcp://x"));
     /// ```
     #[cfg(feature = "redis")]
+    #[cfg_attr(all(docsrs, limiter_doc_cfg), doc(cfg(feature = "redis")))]
     pub fn set_redis(&self, cfg: crate::redis::RedisConfig) -> Result<(), ConfigError> {
         let backend = crate::redis::RedisBackend::new(cfg)?;
         self.install_redis(backend);
@@ -369,6 +371,7 @@ impl Registry {
 
     /// The Redis backend, once [`Registry::set_redis`] was called.
     #[cfg(feature = "redis")]
+    #[cfg_attr(all(docsrs, limiter_doc_cfg), doc(cfg(feature = "redis")))]
     pub fn redis(&self) -> Option<Arc<crate::redis::RedisBackend>> {
         self.redis.load_full()
     }
@@ -509,25 +512,10 @@ impl Registry {
     /// Starts the task that samples routes and ops at the monitor's
     /// interval, so alerts are raised and history kept even when nobody
     /// reads. Idempotent; needs a tokio runtime (outside one it does
-    /// nothing and returns `false`).
+    /// nothing and returns `false`). For a registry in an `Arc`, see
+    /// [`RegistryRef::start_monitor`](crate::RegistryRef::start_monitor).
     pub fn start_monitor(&'static self) -> bool {
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return false;
-        };
-        let Some(claim) = self.monitor.claim_sampler() else {
-            return true;
-        };
-        handle.spawn(async move {
-            // Dropped with the task, even unpolled: frees the flag when
-            // this runtime shuts down.
-            let _claim = claim;
-            loop {
-                tokio::time::sleep(self.monitor.sample_interval()).await;
-                self.refresh_shared_breakers().await;
-                self.refresh_monitor();
-            }
-        });
-        true
+        crate::registry_ref::RegistryRef::Static(self).start_monitor()
     }
 
     /// Reads the breakers that ops kept in the shared store (Redis) have

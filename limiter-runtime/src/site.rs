@@ -3,7 +3,7 @@
 use once_cell::sync::OnceCell;
 
 use crate::op::Op;
-use crate::registry::registry;
+use crate::registry::{registry, Registry};
 use crate::settings::OpConfig;
 
 /// One annotated function's handle on its op in the global registry: looked
@@ -30,10 +30,22 @@ impl OpSite {
     /// time, it can only clash with an override), the clash is logged and
     /// the op runs with the override and defaults alone.
     pub fn get(&self, name: &str, declared: impl FnOnce() -> OpConfig) -> &Op {
+        self.get_in(registry(), name, declared)
+    }
+
+    /// [`OpSite::get`] in `registry` (`#[limit_blocking(registry =
+    /// path)]`): the op is declared there on first use and kept by the
+    /// site, so one site always runs in the registry it first met.
+    pub fn get_in(
+        &self,
+        registry: &Registry,
+        name: &str,
+        declared: impl FnOnce() -> OpConfig,
+    ) -> &Op {
         self.op.get_or_init(|| {
             // Checked and declared as one step, so that of two functions
             // first used at once, one declares and the other keeps its limits.
-            match registry().declare_first(name, declared()) {
+            match registry.declare_first(name, declared()) {
                 (op, Ok(true)) => op,
                 (op, Ok(false)) if op.core.rule.get().is_some() => {
                     // A `LimiterLayer` rule of this name was built first and

@@ -9,7 +9,7 @@
 //! so the proc-macro crate can use it without pulling in the runtime.
 
 #![forbid(unsafe_code)]
-#![warn(missing_docs, unreachable_pub)]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 mod duration_rate;
 mod names;

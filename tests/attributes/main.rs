@@ -588,3 +588,36 @@ async fn a_failure_classifier_excuses_client_errors() {
     }
     assert_eq!(op.snapshot().breaker.state, limiter::BreakerState::Open);
 }
+
+/// `registry = path`: the op lives in the registry the path returns, not
+/// in the global one, so a test can run an annotated function against a
+/// registry of its own (here behind an `Arc`).
+fn isolated() -> std::sync::Arc<limiter::Registry> {
+    static REG: std::sync::OnceLock<std::sync::Arc<limiter::Registry>> = std::sync::OnceLock::new();
+    std::sync::Arc::clone(REG.get_or_init(|| std::sync::Arc::new(limiter::Registry::new())))
+}
+
+#[limit_blocking(op = "attr.isolated", registry = isolated, rate = "2/min", burst = 2)]
+async fn in_isolated_registry() -> u32 {
+    7
+}
+
+#[tokio::test]
+async fn an_attribute_can_name_the_registry_its_op_lives_in() {
+    assert_eq!(in_isolated_registry().await, Ok(7));
+    assert_eq!(in_isolated_registry().await, Ok(7));
+    assert!(matches!(
+        in_isolated_registry().await,
+        Err(LimitError::RateLimited { .. })
+    ));
+    let snap = isolated().op("attr.isolated").snapshot();
+    assert_eq!(snap.counters.admitted, 2);
+    assert_eq!(snap.counters.rejected_rate_limited, 1);
+    assert!(
+        registry()
+            .ops()
+            .iter()
+            .all(|op| op.name() != "attr.isolated"),
+        "the global registry never saw it"
+    );
+}

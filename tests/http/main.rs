@@ -52,14 +52,29 @@ async fn get_status(c: &reqwest::Client, url: &str, headers: &[(&str, &str)]) ->
     StatusCode::from_u16(req.send().await.unwrap().status().as_u16()).unwrap()
 }
 
-async fn count_ok(c: &reqwest::Client, url: &str, headers: &[(&str, &str)], n: usize) -> usize {
-    let mut ok = 0;
-    for _ in 0..n {
-        if get_status(c, url, headers).await == StatusCode::OK {
-            ok += 1;
-        }
+/// Sends the `n` requests `request(i)` makes, one after another; returns
+/// how many were answered with `status`.
+async fn count_status(
+    n: usize,
+    status: StatusCode,
+    mut request: impl FnMut(usize) -> reqwest::RequestBuilder,
+) -> usize {
+    let mut count = 0;
+    for i in 0..n {
+        let got = request(i).send().await.unwrap().status().as_u16();
+        count += usize::from(got == status.as_u16());
     }
-    ok
+    count
+}
+
+/// `n` GETs of `url` with `headers`: how many were answered 200.
+async fn count_ok(c: &reqwest::Client, url: &str, headers: &[(&str, &str)], n: usize) -> usize {
+    count_status(n, StatusCode::OK, |_| {
+        headers
+            .iter()
+            .fold(c.get(url), |req, (k, v)| req.header(*k, *v))
+    })
+    .await
 }
 
 fn header<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
@@ -261,18 +276,7 @@ async fn head_is_limited_by_a_get_rule() {
         .unwrap();
     let base = serve(ok_app(layer)).await;
     let c = client();
-    let mut ok = 0;
-    for _ in 0..5 {
-        if c.head(format!("{base}/users/1"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == 200
-        {
-            ok += 1;
-        }
-    }
+    let ok = count_status(5, StatusCode::OK, |_| c.head(format!("{base}/users/1"))).await;
     assert_eq!(ok, 2, "axum runs the GET handler for HEAD");
 }
 
@@ -306,18 +310,7 @@ async fn rules_apply_by_path_method_class_and_window() {
 
     // Method: POST /login has its own 2/min; GET /login falls to the
     // anonymous catch-all (5/min).
-    let mut post_ok = 0;
-    for _ in 0..4 {
-        if c.post(format!("{base}/login"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == 200
-        {
-            post_ok += 1;
-        }
-    }
+    let post_ok = count_status(4, StatusCode::OK, |_| c.post(format!("{base}/login"))).await;
     assert_eq!(post_ok, 2);
     let resp = c.post(format!("{base}/login")).send().await.unwrap();
     assert_eq!(resp.status(), 429);
@@ -390,13 +383,11 @@ async fn limits_hold_across_clones_of_the_layer() {
     let a = serve(ok_app(layer.clone())).await;
     let b = serve(ok_app(layer)).await;
     let c = client();
-    let mut ok = 0;
-    for i in 0..30 {
+    let ok = count_status(30, StatusCode::OK, |i| {
         let base = if i % 2 == 0 { &a } else { &b };
-        if get_status(&c, &format!("{base}/users/{i}"), &[]).await == StatusCode::OK {
-            ok += 1;
-        }
-    }
+        c.get(format!("{base}/users/{i}"))
+    })
+    .await;
     assert_eq!(ok, 10, "one budget for the client across both services");
 }
 
@@ -412,20 +403,11 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
         .build()
         .unwrap();
     let base = serve(ok_app(untrusting)).await;
-    let mut ok = 0;
-    for i in 0..6 {
-        let spoof = format!("203.0.113.{i}");
-        if get_status(
-            &c,
-            &format!("{base}/users/1"),
-            &[("x-forwarded-for", &spoof)],
-        )
-        .await
-            == StatusCode::OK
-        {
-            ok += 1;
-        }
-    }
+    let ok = count_status(6, StatusCode::OK, |i| {
+        c.get(format!("{base}/users/1"))
+            .header("x-forwarded-for", format!("203.0.113.{i}"))
+    })
+    .await;
     assert_eq!(
         ok, 3,
         "spoofed addresses from an untrusted peer are ignored"

@@ -1,6 +1,7 @@
 //! Bulkhead: generated arrivals against generated limits. Bodies count
 //! themselves in shared counters; the op's counts are read at every event.
 
+use limiter::Load;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -135,7 +136,11 @@ impl World {
 
     /// Checks the op's counts against the limits and the running bodies.
     fn observe(&mut self, when: &str) {
-        let (in_flight, queued, blocked) = self.op.load();
+        let Load {
+            in_flight,
+            queued,
+            blocked,
+        } = self.op.load();
         let l = self.limits.clone();
         if in_flight > l.max {
             self.fail(format!(
@@ -450,7 +455,7 @@ fn check_outcomes(w: &mut World, arrivals: &[Arrival], seen: &[(Seen, Duration)]
         ));
     }
     // Every permit and queue place is returned.
-    if w.op.load() != (0, 0, 0) {
+    if w.op.load() != Load::default() {
         let load = w.op.load();
         w.fail(format!(
             "after the last call: (in flight, queued, blocked) = {load:?}"

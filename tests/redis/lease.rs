@@ -241,10 +241,11 @@ async fn a_leased_rule_shares_one_budget_per_client() {
     let settings = settings_from_toml(&toml, "limiter.toml", None).unwrap();
     let mut bases = Vec::new();
     for _ in 0..2 {
-        let reg: &'static Registry = Box::leak(Box::new(Registry::new()));
+        // A registry behind an `Arc`, as a tower/axum service holds it.
+        let reg = Arc::new(Registry::new());
         reg.apply(&settings).unwrap();
         let layer = LimiterLayer::builder()
-            .registry(reg)
+            .registry(&reg)
             .rule(Rule::new("*").name("visitors").per_minute(8))
             .build()
             .unwrap();

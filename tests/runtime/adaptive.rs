@@ -1,3 +1,4 @@
+use limiter::Load;
 use limiter::{LimitError, OpConfig};
 
 use super::*;
@@ -35,7 +36,14 @@ async fn slow_calls_lower_the_bound_and_good_calls_raise_it() {
         async move { op.acquire(None).await.map(drop) }
     });
     settle().await;
-    assert_eq!(op.load(), (2, 1, 0));
+    assert_eq!(
+        op.load(),
+        Load {
+            in_flight: 2,
+            queued: 1,
+            blocked: 0
+        }
+    );
     drop((a, b));
     c.await.unwrap().unwrap();
     // Good calls grow it back by one per round of `limit` calls.

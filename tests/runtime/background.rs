@@ -134,13 +134,8 @@ async fn shutdown_drains_within_grace_then_cancels() {
     settle().await;
     assert_eq!(pending2.state(), TaskState::Pending);
     let report = tasks.shutdown(secs(5)).await;
-    assert_eq!(
-        report,
-        ShutdownReport {
-            drained: 1,
-            cancelled: 3
-        }
-    );
+    // `ShutdownReport` is non-exhaustive (an output that may grow).
+    assert_eq!((report.drained, report.cancelled), (1, 3));
     assert_eq!(quick.info().unwrap().state, TaskState::Succeeded);
     for h in [&slow, &pending, &pending2] {
         let info = h.wait().await;

@@ -1,3 +1,4 @@
+use limiter::Load;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -60,7 +61,14 @@ async fn never_exceeds_limits_with_1000_callers() {
     }
     assert_eq!(global_peak.load(Ordering::SeqCst), 10);
     assert_eq!(key_peak.load(Ordering::SeqCst), 3);
-    assert_eq!(op.load(), (0, 0, 0));
+    assert_eq!(
+        op.load(),
+        Load {
+            in_flight: 0,
+            queued: 0,
+            blocked: 0
+        }
+    );
     let snap = op.snapshot();
     assert_eq!(snap.bulkhead.peak_in_flight, 10);
     assert_eq!(snap.counters.succeeded, 1000);
@@ -75,7 +83,14 @@ async fn drop_newest_refuses_the_newcomer() {
         async move { op.acquire(None).await.map(drop) }
     });
     settle().await;
-    assert_eq!(op.load(), (1, 1, 0));
+    assert_eq!(
+        op.load(),
+        Load {
+            in_flight: 1,
+            queued: 1,
+            blocked: 0
+        }
+    );
     match op.acquire(None).await {
         Err(LimitError::QueueFull {
             scope, retry_after, ..
@@ -87,7 +102,14 @@ async fn drop_newest_refuses_the_newcomer() {
     }
     drop(a);
     assert!(b.await.unwrap().is_ok(), "the queued call still runs");
-    assert_eq!(op.load(), (0, 0, 0));
+    assert_eq!(
+        op.load(),
+        Load {
+            in_flight: 0,
+            queued: 0,
+            blocked: 0
+        }
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -111,10 +133,24 @@ async fn drop_oldest_refuses_the_oldest_waiter() {
             ..
         })
     ));
-    assert_eq!(op.load(), (1, 1, 0));
+    assert_eq!(
+        op.load(),
+        Load {
+            in_flight: 1,
+            queued: 1,
+            blocked: 0
+        }
+    );
     drop(a);
     assert!(c.await.unwrap().is_ok());
-    assert_eq!(op.load(), (0, 0, 0));
+    assert_eq!(
+        op.load(),
+        Load {
+            in_flight: 0,
+            queued: 0,
+            blocked: 0
+        }
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -133,15 +169,38 @@ async fn block_waits_for_a_queue_place() {
         }));
         settle().await;
     }
-    assert_eq!(op.load(), (1, 1, 1), "c waits for a queue place");
+    assert_eq!(
+        op.load(),
+        Load {
+            in_flight: 1,
+            queued: 1,
+            blocked: 1
+        },
+        "c waits for a queue place"
+    );
     drop(a);
     settle().await;
-    assert_eq!(op.load(), (1, 1, 0), "b runs, c moved into the queue");
+    assert_eq!(
+        op.load(),
+        Load {
+            in_flight: 1,
+            queued: 1,
+            blocked: 0
+        },
+        "b runs, c moved into the queue"
+    );
     for w in waiters {
         w.await.unwrap();
     }
     assert_eq!(*order.lock().unwrap(), ["b", "c"]);
-    assert_eq!(op.load(), (0, 0, 0));
+    assert_eq!(
+        op.load(),
+        Load {
+            in_flight: 0,
+            queued: 0,
+            blocked: 0
+        }
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -189,7 +248,14 @@ async fn waiters_run_by_priority_then_arrival() {
         }));
         settle().await;
     }
-    assert_eq!(op.load(), (1, 5, 0));
+    assert_eq!(
+        op.load(),
+        Load {
+            in_flight: 1,
+            queued: 5,
+            blocked: 0
+        }
+    );
     drop(a);
     for w in waiters {
         w.await.unwrap();
@@ -214,7 +280,14 @@ async fn queue_timeout_refuses_after_the_wait() {
         other => panic!("expected QueueTimeout, got {other:?}"),
     }
     assert_eq!(start.elapsed(), ms(100));
-    assert_eq!(op.load(), (1, 0, 0));
+    assert_eq!(
+        op.load(),
+        Load {
+            in_flight: 1,
+            queued: 0,
+            blocked: 0
+        }
+    );
     assert_eq!(op.snapshot().counters.rejected_queue_timeout, 1);
 }
 
@@ -227,7 +300,14 @@ async fn raising_the_limit_lets_waiters_in() {
         async move { op.acquire(None).await.map(drop) }
     });
     settle().await;
-    assert_eq!(op.load(), (1, 1, 0));
+    assert_eq!(
+        op.load(),
+        Load {
+            in_flight: 1,
+            queued: 1,
+            blocked: 0
+        }
+    );
     reg.configure("raise", bulk(2, 5, OverloadPolicy::DropNewest))
         .unwrap();
     assert!(b.await.unwrap().is_ok());

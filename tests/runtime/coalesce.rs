@@ -1,3 +1,4 @@
+use limiter::Load;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
@@ -91,7 +92,14 @@ async fn a_cancelled_leader_strands_nobody() {
     settle().await;
     leader.abort();
     assert_eq!(follower.await.unwrap().unwrap(), "value-1");
-    assert_eq!(op.load(), (0, 0, 0));
+    assert_eq!(
+        op.load(),
+        Load {
+            in_flight: 0,
+            queued: 0,
+            blocked: 0
+        }
+    );
     assert_eq!(op.snapshot().coalescing, 0);
 }
 

@@ -4,6 +4,7 @@
 //! until it really ends. Real time on a multi-thread runtime: the races
 //! these tests look for only happen there.
 
+use limiter::Load;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -112,7 +113,13 @@ fn flood(op: &Op, census: &Arc<Census>, strategy: &'static str) -> usize {
                     // Background bodies run on this runtime: keep it until
                     // every body is gone.
                     until("every body gone", || {
-                        census.alive.load(Ordering::SeqCst) == 0 && op.load() == (0, 0, 0)
+                        census.alive.load(Ordering::SeqCst) == 0
+                            && op.load()
+                                == Load {
+                                    in_flight: 0,
+                                    queued: 0,
+                                    blocked: 0,
+                                }
                     })
                     .await;
                     cut
@@ -193,7 +200,13 @@ fn blocking_bodies_cut_by_their_timeout_never_overlap() {
         }
         assert_eq!(timeouts, 20, "every call is cut at 10 ms");
         until("every orphan ended", || {
-            op.snapshot().counters.orphans_running == 0 && op.load() == (0, 0, 0)
+            op.snapshot().counters.orphans_running == 0
+                && op.load()
+                    == Load {
+                        in_flight: 0,
+                        queued: 0,
+                        blocked: 0,
+                    }
         })
         .await;
         let most = census.most.load(Ordering::SeqCst);
@@ -223,10 +236,26 @@ async fn a_dropped_blocking_call_keeps_its_place_until_the_work_ends() {
     });
     let cut = tokio::time::timeout(ms(20), call).await;
     assert!(cut.is_err(), "the caller gave up");
-    assert_eq!(op.load(), (1, 0, 0), "the work still holds its place");
+    assert_eq!(
+        op.load(),
+        Load {
+            in_flight: 1,
+            queued: 0,
+            blocked: 0
+        },
+        "the work still holds its place"
+    );
     assert_eq!(op.snapshot().counters.cancelled, 1);
     go.send(()).unwrap();
-    until("the orphan ended", || op.load() == (0, 0, 0)).await;
+    until("the orphan ended", || {
+        op.load()
+            == Load {
+                in_flight: 0,
+                queued: 0,
+                blocked: 0,
+            }
+    })
+    .await;
 }
 
 /// A body maker that panics after admission (a half-open probe) gives the
@@ -265,7 +294,14 @@ async fn a_panicking_body_maker_gives_its_probe_back() {
     .await;
     assert!(maker.is_err(), "the maker's panic reaches the caller");
     assert_eq!(op.snapshot().counters.panics, 1);
-    assert_eq!(op.load(), (0, 0, 0));
+    assert_eq!(
+        op.load(),
+        Load {
+            in_flight: 0,
+            queued: 0,
+            blocked: 0
+        }
+    );
     // The failed probe opened the breaker again; after the recovery time
     // a new probe is let through (a lost probe place would refuse it).
     tokio::time::advance(Duration::from_secs(10)).await;
@@ -300,9 +336,25 @@ async fn a_blocking_call_dropped_by_a_sibling_panic_keeps_its_place() {
     assert!(joined.is_err());
     let c = op.snapshot().counters;
     assert_eq!((c.cancelled, c.panics), (1, 0), "{c:?}");
-    assert_eq!(op.load(), (1, 0, 0), "the work still holds its place");
+    assert_eq!(
+        op.load(),
+        Load {
+            in_flight: 1,
+            queued: 0,
+            blocked: 0
+        },
+        "the work still holds its place"
+    );
     go.send(()).unwrap();
-    until("the orphan ended", || op.load() == (0, 0, 0)).await;
+    until("the orphan ended", || {
+        op.load()
+            == Load {
+                in_flight: 0,
+                queued: 0,
+                blocked: 0,
+            }
+    })
+    .await;
 }
 
 /// Blocking work moved to the background keeps its place when shutdown
@@ -330,7 +382,23 @@ async fn background_blocking_work_cancelled_at_shutdown_keeps_its_place() {
         "{moved:?}"
     );
     reg.shutdown(Duration::ZERO).await;
-    assert_eq!(op.load(), (1, 0, 0), "the work still holds its place");
+    assert_eq!(
+        op.load(),
+        Load {
+            in_flight: 1,
+            queued: 0,
+            blocked: 0
+        },
+        "the work still holds its place"
+    );
     go.send(()).unwrap();
-    until("the work ended", || op.load() == (0, 0, 0)).await;
+    until("the work ended", || {
+        op.load()
+            == Load {
+                in_flight: 0,
+                queued: 0,
+                blocked: 0,
+            }
+    })
+    .await;
 }

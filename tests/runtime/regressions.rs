@@ -1,3 +1,4 @@
+use limiter::Load;
 use limiter::{Algorithm, BreakerConfig, BreakerState, LimitError, OpConfig};
 
 use super::*;
@@ -211,7 +212,15 @@ async fn bulkhead_churn_always_ends_empty() {
         for h in hs {
             h.await.unwrap();
         }
-        assert_eq!(op.load(), (0, 0, 0), "round {round}");
+        assert_eq!(
+            op.load(),
+            Load {
+                in_flight: 0,
+                queued: 0,
+                blocked: 0
+            },
+            "round {round}"
+        );
         assert!(op.sweep_keys() <= 16);
         assert_eq!(op.snapshot().bulkhead.keys, 0, "round {round}");
     }
@@ -321,7 +330,14 @@ async fn drop_oldest_evicts_only_when_that_makes_room() {
         ));
         settle().await;
     }
-    assert_eq!(op.load(), (1, 2, 0));
+    assert_eq!(
+        op.load(),
+        Load {
+            in_flight: 1,
+            queued: 2,
+            blocked: 0
+        }
+    );
     reg.configure(
         "shrink",
         OpConfig {
@@ -334,7 +350,15 @@ async fn drop_oldest_evicts_only_when_that_makes_room() {
         op.acquire(None).await,
         Err(LimitError::QueueFull { .. })
     ));
-    assert_eq!(op.load(), (1, 2, 0), "no waiter was evicted for nothing");
+    assert_eq!(
+        op.load(),
+        Load {
+            in_flight: 1,
+            queued: 2,
+            blocked: 0
+        },
+        "no waiter was evicted for nothing"
+    );
     for w in &waiters {
         assert!(!w.is_finished());
     }

@@ -2,6 +2,7 @@
 //! panic, and the caller dropping the future mid-wait or mid-run.
 
 use futures::FutureExt;
+use limiter::Load;
 use limiter::{LimitError, OpConfig, OverloadPolicy};
 
 use super::*;
@@ -25,14 +26,28 @@ async fn success_error_and_timeout_release() {
     op.run(Some(&key), || async { Ok::<_, LimitError>(()) })
         .await
         .unwrap();
-    assert_eq!(op.load(), (0, 0, 0));
+    assert_eq!(
+        op.load(),
+        Load {
+            in_flight: 0,
+            queued: 0,
+            blocked: 0
+        }
+    );
     let e: Result<(), LimitError> = op
         .run(Some(&key), || async {
             Err(LimitError::Timeout { op: "x".into() })
         })
         .await;
     assert!(e.is_err());
-    assert_eq!(op.load(), (0, 0, 0));
+    assert_eq!(
+        op.load(),
+        Load {
+            in_flight: 0,
+            queued: 0,
+            blocked: 0
+        }
+    );
     let t = op
         .run(Some(&key), || async {
             tokio::time::sleep(secs(10)).await;
@@ -40,7 +55,14 @@ async fn success_error_and_timeout_release() {
         })
         .await;
     assert!(matches!(t, Err(LimitError::Timeout { .. })));
-    assert_eq!(op.load(), (0, 0, 0));
+    assert_eq!(
+        op.load(),
+        Load {
+            in_flight: 0,
+            queued: 0,
+            blocked: 0
+        }
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -55,7 +77,14 @@ async fn panic_releases() {
     .catch_unwind()
     .await;
     assert!(caught.is_err());
-    assert_eq!(op.load(), (0, 0, 0));
+    assert_eq!(
+        op.load(),
+        Load {
+            in_flight: 0,
+            queued: 0,
+            blocked: 0
+        }
+    );
     assert_eq!(op.snapshot().counters.panics, 1);
     // The key's place is free again too.
     assert!(op.acquire(Some(&key)).await.is_ok());
@@ -79,7 +108,11 @@ async fn dropping_futures_mid_wait_and_mid_run_releases_everything() {
         }));
     }
     settle().await;
-    let (in_flight, queued, blocked) = op.load();
+    let Load {
+        in_flight,
+        queued,
+        blocked,
+    } = op.load();
     assert_eq!(in_flight, 2);
     assert_eq!(queued + blocked, 4);
     // Cancel everybody: the two mid-run and the four mid-wait.
@@ -89,7 +122,14 @@ async fn dropping_futures_mid_wait_and_mid_run_releases_everything() {
     for t in running {
         assert!(t.await.unwrap_err().is_cancelled());
     }
-    assert_eq!(op.load(), (0, 0, 0));
+    assert_eq!(
+        op.load(),
+        Load {
+            in_flight: 0,
+            queued: 0,
+            blocked: 0
+        }
+    );
     let c = op.snapshot().counters;
     assert_eq!(c.cancelled, 2);
     assert_eq!(op.snapshot().bulkhead.keys, 3);
@@ -112,11 +152,32 @@ async fn a_waiter_granted_and_dropped_in_the_same_instant_returns_the_place() {
     let holder = take(&op).await;
     let mut waiter = Box::pin(op.acquire(None));
     assert!(futures::poll!(waiter.as_mut()).is_pending());
-    assert_eq!(op.load(), (1, 1, 0));
+    assert_eq!(
+        op.load(),
+        Load {
+            in_flight: 1,
+            queued: 1,
+            blocked: 0
+        }
+    );
     drop(holder); // hands the place to the waiter...
-    assert_eq!(op.load(), (1, 0, 0));
+    assert_eq!(
+        op.load(),
+        Load {
+            in_flight: 1,
+            queued: 0,
+            blocked: 0
+        }
+    );
     drop(waiter); // ...which is dropped before it ever sees it
-    assert_eq!(op.load(), (0, 0, 0));
+    assert_eq!(
+        op.load(),
+        Load {
+            in_flight: 0,
+            queued: 0,
+            blocked: 0
+        }
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -129,5 +190,12 @@ async fn permit_guard_records_failure_and_releases() {
     drop(p);
     let c = op.snapshot().counters;
     assert_eq!((c.failed, c.succeeded), (1, 0));
-    assert_eq!(op.load(), (0, 0, 0));
+    assert_eq!(
+        op.load(),
+        Load {
+            in_flight: 0,
+            queued: 0,
+            blocked: 0
+        }
+    );
 }

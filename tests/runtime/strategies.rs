@@ -1,3 +1,4 @@
+use limiter::Load;
 use std::sync::mpsc;
 use std::time::Instant as StdInstant;
 
@@ -36,7 +37,14 @@ async fn cancel_drops_the_future() {
     assert!(matches!(r, Err(LimitError::Timeout { .. })));
     assert_eq!(start.elapsed(), ms(100));
     assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));
-    assert_eq!(op.load(), (0, 0, 0));
+    assert_eq!(
+        op.load(),
+        Load {
+            in_flight: 0,
+            queued: 0,
+            blocked: 0
+        }
+    );
     assert_eq!(op.snapshot().counters.timeouts, 1);
 }
 
@@ -63,7 +71,15 @@ async fn background_keeps_running_as_a_tracked_task() {
     let info = reg.tasks().get(task_id).unwrap();
     assert_eq!(info.state, TaskState::Running);
     assert_eq!(info.op.as_deref(), Some("bg"));
-    assert_eq!(op.load(), (1, 0, 0), "the background work keeps its place");
+    assert_eq!(
+        op.load(),
+        Load {
+            in_flight: 1,
+            queued: 0,
+            blocked: 0
+        },
+        "the background work keeps its place"
+    );
     assert!(matches!(
         op.acquire(None).await,
         Err(LimitError::QueueFull { .. })
@@ -74,7 +90,14 @@ async fn background_keeps_running_as_a_tracked_task() {
         reg.tasks().get(task_id).unwrap().state,
         TaskState::Succeeded
     );
-    assert_eq!(op.load(), (0, 0, 0));
+    assert_eq!(
+        op.load(),
+        Load {
+            in_flight: 0,
+            queued: 0,
+            blocked: 0
+        }
+    );
     let c = op.snapshot().counters;
     assert_eq!((c.timeouts, c.moved_to_background), (1, 1));
 }
@@ -159,7 +182,11 @@ async fn blocking_work_is_offloaded_and_orphaned_on_timeout() {
     assert_eq!((c.orphans, c.orphans_running), (1, 1));
     assert_eq!(
         op.load(),
-        (1, 0, 0),
+        Load {
+            in_flight: 1,
+            queued: 0,
+            blocked: 0
+        },
         "the orphan keeps its place until it really ends"
     );
     go_tx.send(()).unwrap();
@@ -172,7 +199,15 @@ async fn blocking_work_is_offloaded_and_orphaned_on_timeout() {
         std::thread::sleep(Duration::from_millis(1));
     }
     assert_eq!(op.snapshot().counters.orphans, 1);
-    assert_eq!(op.load(), (0, 0, 0), "its end released the place");
+    assert_eq!(
+        op.load(),
+        Load {
+            in_flight: 0,
+            queued: 0,
+            blocked: 0
+        },
+        "its end released the place"
+    );
 }
 
 /// The name of the thread an op of `kind` runs blocking work on.
@@ -250,7 +285,14 @@ async fn blocking_panic_is_resumed_in_the_caller() {
         "{:?}",
         op.snapshot().counters
     );
-    assert_eq!(op.load(), (0, 0, 0));
+    assert_eq!(
+        op.load(),
+        Load {
+            in_flight: 0,
+            queued: 0,
+            blocked: 0
+        }
+    );
 }
 
 /// `drain`: the caller gets `Timeout` at the deadline, the body finishes

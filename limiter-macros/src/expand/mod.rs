@@ -149,14 +149,27 @@ fn body(spec: &LimitSpec, func: &Func, route: Option<&RouteSpec>) -> TokenStream
         Some(route) => in_route(spec, route, run, &op_name),
         None => run,
     };
-    quote! {
-        #warnings
-        static __LIMITER_SITE: #private::OpSite = #private::OpSite::new();
-        let __limiter_op = __LIMITER_SITE.get(#op_name, || {
+    let declared = quote! {
+        || {
             let mut __limiter_cfg = #private::OpConfig::default();
             #config
             __limiter_cfg
-        });
+        }
+    };
+    // `registry = path`: the op lives in the registry the function at the
+    // path returns (anything that derefs to a `Registry`: `&'static
+    // Registry`, `Arc<Registry>`), checked at the path; else in the global
+    // one.
+    let op = match &spec.registry {
+        Some(path) => quote_spanned! {path.span()=>
+            __LIMITER_SITE.get_in(&*#path(), #op_name, #declared)
+        },
+        None => quote!(__LIMITER_SITE.get(#op_name, #declared)),
+    };
+    quote! {
+        #warnings
+        static __LIMITER_SITE: #private::OpSite = #private::OpSite::new();
+        let __limiter_op = #op;
         #run
     }
 }

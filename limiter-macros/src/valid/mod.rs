@@ -62,6 +62,7 @@ pub(crate) fn limit_with(
         priority,
         cost: args.cost.map(|c| c.0),
         on_timeout: args.on_timeout.map(|p| p.0),
+        registry: args.registry.map(|p| p.0),
         retries: args.retries.is_some_and(|r| *r > 0),
         fallback: args
             .fallback

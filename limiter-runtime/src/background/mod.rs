@@ -61,6 +61,7 @@ impl TaskState {
 
 /// What the manager knows about one task.
 #[derive(Debug, Clone, Serialize, PartialEq)]
+#[non_exhaustive]
 pub struct TaskInfo {
     /// Task id, unique in the process.
     pub id: u64,
@@ -134,6 +135,7 @@ impl TaskSpec {
 
 /// Result of [`TaskManager::shutdown`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct ShutdownReport {
     /// Tasks that were outstanding when shutdown began and finished within
     /// the grace period.
@@ -144,6 +146,7 @@ pub struct ShutdownReport {
 
 /// Counts and recent tasks, for snapshots.
 #[derive(Debug, Clone, Default, Serialize)]
+#[non_exhaustive]
 pub struct BackgroundSnapshot {
     /// Pending tasks.
     pub pending: usize,
@@ -199,6 +202,17 @@ struct Records {
 #[derive(Clone)]
 pub struct TaskManager {
     inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for TaskManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let snap = self.snapshot();
+        f.debug_struct("TaskManager")
+            .field("pending", &snap.pending)
+            .field("running", &snap.running)
+            .field("spawned", &snap.spawned)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for TaskManager {

@@ -131,6 +131,7 @@ pub(crate) struct Bulkhead {
 
 /// A view of a bulkhead for snapshots.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct BulkheadSnapshot {
     /// Calls running now.
     pub in_flight: u32,

@@ -81,6 +81,18 @@ pub struct Call<'a, S = Cancel, C = AnyError> {
     classify: C,
 }
 
+impl<S, C> std::fmt::Debug for Call<'_, S, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Call")
+            .field("op", &self.op.name())
+            .field("keyed", &self.key.is_some())
+            .field("priority", &self.priority)
+            .field("cost", &self.cost)
+            .field("strategy", &std::any::type_name::<S>())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<'a> Call<'a, Cancel> {
     pub(crate) fn new(op: &'a Op) -> Self {
         Self {

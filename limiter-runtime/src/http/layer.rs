@@ -23,7 +23,8 @@ use crate::metrics::CallOutcome;
 use crate::monitor::{RouteRecorder, RuleDecision, UNMATCHED_ROUTE};
 use crate::op::{KeyedTerms, Op};
 use crate::rate::{KeyedOutcome, Refusal};
-use crate::registry::{registry, Registry};
+use crate::registry::registry;
+use crate::registry_ref::RegistryRef;
 use crate::settings::{Backend, Degradation};
 use crate::timeout::PollWatch;
 
@@ -77,7 +78,7 @@ impl std::fmt::Debug for LimiterLayer {
 }
 
 struct Shared {
-    registry: &'static Registry,
+    registry: RegistryRef,
     rules: Vec<CompiledRule>,
     identity: IdentityConfig,
     hasher: KeySeed,
@@ -90,7 +91,7 @@ struct Shared {
 /// [`LimiterLayerBuilder::build`].
 #[derive(Debug)]
 pub struct LimiterLayerBuilder {
-    registry: &'static Registry,
+    registry: RegistryRef,
     rules: Vec<Rule>,
     identity: IdentityConfig,
     proxies: Vec<String>,
@@ -105,7 +106,7 @@ impl LimiterLayer {
     /// global registry.
     pub fn builder() -> LimiterLayerBuilder {
         LimiterLayerBuilder {
-            registry: registry(),
+            registry: registry().into(),
             rules: Vec::new(),
             identity: IdentityConfig::default(),
             proxies: Vec::new(),
@@ -118,10 +119,11 @@ impl LimiterLayer {
 }
 
 impl LimiterLayerBuilder {
-    /// The registry whose monitor records the requests (default: the
-    /// global one).
-    pub fn registry(mut self, registry: &'static Registry) -> Self {
-        self.registry = registry;
+    /// The registry whose rules' ops take the requests and whose monitor
+    /// records them (default: the global one): `&'static Registry` or
+    /// `Arc<Registry>`.
+    pub fn registry(mut self, registry: impl Into<RegistryRef>) -> Self {
+        self.registry = registry.into();
         self
     }
 
@@ -268,7 +270,7 @@ impl LimiterLayerBuilder {
         let monitor = self.registry.monitor();
         let mut rules = Vec::with_capacity(self.rules.len());
         for rule in self.rules {
-            let compiled = CompiledRule::compile(rule, self.registry, self.max_keys, |n, s| {
+            let compiled = CompiledRule::compile(rule, &self.registry, self.max_keys, |n, s| {
                 monitor.rule(n, s)
             })?;
             if rules.iter().any(|r: &CompiledRule| r.name == compiled.name) {
@@ -280,16 +282,16 @@ impl LimiterLayerBuilder {
             }
             rules.push(compiled);
         }
+        self.registry.start_monitor();
         let shared = Arc::new(Shared {
+            clock: self.registry.clock(),
             registry: self.registry,
             rules,
             identity,
             hasher: KeySeed::default(),
-            clock: self.registry.clock(),
             slow_poll_ns: crate::clock::duration_ns(self.slow_poll),
             success_headers: self.success_headers,
         });
-        self.registry.start_monitor();
         Ok(LimiterLayer { shared })
     }
 }
@@ -310,6 +312,14 @@ impl<S> Layer<S> for LimiterLayer {
 pub struct LimiterService<S> {
     inner: S,
     shared: Arc<Shared>,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for LimiterService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LimiterService")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the rules decided for a request.
@@ -721,7 +731,7 @@ mod tests {
     #[test]
     fn credentials_appear_in_logs_only_as_fingerprints() {
         let layer = LimiterLayer::builder()
-            .registry(Box::leak(Box::new(Registry::new())))
+            .registry(Arc::new(crate::Registry::new()))
             .build()
             .unwrap();
         let id = |class, id: &str| {

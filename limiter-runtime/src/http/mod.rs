@@ -30,6 +30,7 @@ mod verify;
 
 pub use identity::{Client, ClientClass, ForwardedHeader, IdentitySource};
 #[cfg(feature = "jwt")]
+#[cfg_attr(all(docsrs, limiter_doc_cfg), doc(cfg(feature = "jwt")))]
 pub use jwt::Jwt;
 pub use layer::{LimiterLayer, LimiterLayerBuilder, LimiterService};
 pub use pattern::{PathPattern, PatternError};

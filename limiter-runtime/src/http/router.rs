@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ConfigError;
 use crate::monitor::{AlertError, AlertState};
 use crate::registry::{registry, Registry};
+use crate::registry_ref::RegistryRef;
 
 use super::identity::{bearer_token, secret_matches};
 
@@ -66,7 +67,7 @@ fn inline_digest(page: &str, open: &str, close: &str) -> String {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Monitoring {
-    registry: &'static Registry,
+    registry: RegistryRef,
     token: Option<String>,
     protect_reads: bool,
     open_writes: bool,
@@ -104,7 +105,7 @@ pub fn monitoring_router() -> Router {
 
 #[derive(Clone)]
 struct AppState {
-    registry: &'static Registry,
+    registry: RegistryRef,
 }
 
 struct Auth {
@@ -117,16 +118,17 @@ impl Monitoring {
     /// Monitoring of the global registry, no token.
     pub fn new() -> Self {
         Self {
-            registry: registry(),
+            registry: registry().into(),
             token: None,
             protect_reads: false,
             open_writes: false,
         }
     }
 
-    /// Monitors `registry` instead of the global one.
-    pub fn registry(mut self, registry: &'static Registry) -> Self {
-        self.registry = registry;
+    /// Monitors `registry` instead of the global one: `&'static Registry`
+    /// or `Arc<Registry>`.
+    pub fn registry(mut self, registry: impl Into<RegistryRef>) -> Self {
+        self.registry = registry.into();
         self
     }
 
@@ -412,7 +414,7 @@ fn find_op(reg: &Registry, name: &str) -> Result<crate::Op, Problem> {
 }
 
 async fn op(State(s): State<AppState>, Path(name): Path<String>) -> Response {
-    match find_op(s.registry, &name) {
+    match find_op(&s.registry, &name) {
         Ok(op) => {
             op.core.refresh_shared_breaker().await;
             Json(op.snapshot()).into_response()
@@ -523,7 +525,7 @@ async fn breakers(State(s): State<AppState>) -> Response {
 }
 
 async fn reset_breaker(State(s): State<AppState>, Path(name): Path<String>) -> Response {
-    match find_op(s.registry, &name) {
+    match find_op(&s.registry, &name) {
         Ok(op) => {
             op.reset_breaker();
             let snap = op.snapshot();

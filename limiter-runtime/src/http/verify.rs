@@ -115,6 +115,7 @@ impl Verifier {
 
     /// Accepts JSON Web Tokens that `jwt` verifies (feature `jwt`).
     #[cfg(feature = "jwt")]
+    #[cfg_attr(all(docsrs, limiter_doc_cfg), doc(cfg(feature = "jwt")))]
     pub fn jwt(jwt: super::Jwt) -> Self {
         Self(Check::Jwt(Arc::new(jwt)))
     }

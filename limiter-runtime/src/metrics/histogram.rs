@@ -108,6 +108,7 @@ pub(crate) struct Histogram {
 
 /// Percentiles of a histogram, in milliseconds.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[non_exhaustive]
 pub struct LatencySnapshot {
     /// Values recorded.
     pub count: u64,

@@ -49,6 +49,7 @@ macro_rules! counters {
 
         $(#[$meta])*
         #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+        #[non_exhaustive]
         pub struct $snap { $( $(#[$fmeta])* pub $field: u64, )+ }
 
         impl $name {

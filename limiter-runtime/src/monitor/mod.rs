@@ -68,6 +68,7 @@ pub(crate) fn unix_ms() -> u64 {
 
 /// One limit's state for one key (`GET /monitoring/limits/{key}`).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KeyLimitView {
     /// `op db` or `rule POST /auth/login`.
     pub source: String,
@@ -90,6 +91,14 @@ pub struct Monitor {
     sampler: AtomicBool,
 }
 
+impl std::fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Monitor")
+            .field("uptime", &self.started.elapsed())
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Default)]
 struct State {
     config: MonitorConfig,
@@ -104,6 +113,12 @@ struct State {
 #[derive(Clone)]
 pub struct RouteRecorder {
     stats: Arc<RouteStats>,
+}
+
+impl std::fmt::Debug for RouteRecorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteRecorder").finish_non_exhaustive()
+    }
 }
 
 impl RouteRecorder {
@@ -520,22 +535,18 @@ impl Monitor {
     /// task ends, panics, or is dropped with its runtime), so that a later
     /// [`Registry::start_monitor`](crate::Registry::start_monitor) starts
     /// another one.
-    pub(crate) fn claim_sampler(&self) -> Option<SamplerClaim<'_>> {
-        (!self.sampler.swap(true, Ordering::AcqRel)).then_some(SamplerClaim(&self.sampler))
+    pub(crate) fn claim_sampler(&self) -> bool {
+        !self.sampler.swap(true, Ordering::AcqRel)
+    }
+
+    /// Gives the sampler's claim back (its task ended).
+    pub(crate) fn release_sampler(&self) {
+        self.sampler.store(false, Ordering::Release);
     }
 
     /// The sampling interval.
     pub(crate) fn sample_interval(&self) -> Duration {
         self.state().config.sample_interval
-    }
-}
-
-/// The sampler task's claim on its flag; clears it when dropped.
-pub(crate) struct SamplerClaim<'a>(&'a AtomicBool);
-
-impl Drop for SamplerClaim<'_> {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
     }
 }
 

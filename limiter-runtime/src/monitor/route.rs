@@ -177,6 +177,7 @@ pub struct RoutePoint {
 
 /// What the monitor knows about one route.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct RouteSnapshot {
     /// HTTP method (`OTHER` for extension methods).
     pub method: &'static str,

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 /// Counters of one rule.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct RuleStats {
     name: Arc<str>,
     shadow: bool,
@@ -56,6 +57,7 @@ impl RuleStats {
 
 /// Decisions of one rule so far.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RuleSnapshot {
     /// Rule name.
     pub name: Arc<str>,

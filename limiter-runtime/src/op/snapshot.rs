@@ -17,6 +17,7 @@ use super::{Op, OpCore, Policy};
 
 /// What an op holds for one key (see [`Op::key_usage`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct KeyUsage {
     /// Calls the per-key rate limit would admit now (`None`: the key has no
     /// rate state).
@@ -31,6 +32,7 @@ pub struct KeyUsage {
 
 /// Everything known about one operation.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct OpSnapshot {
     /// Operation name.
     pub name: Arc<str>,

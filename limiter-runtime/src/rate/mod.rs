@@ -274,6 +274,7 @@ impl KeyState for RateState {
 
 /// A view of a rate limit for snapshots.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct RateSnapshot {
     /// The limit in force.
     pub spec: RateSpec,

@@ -114,6 +114,7 @@ struct Counters {
 
 /// What a backend has done so far.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct BackendStats {
     /// Script calls Redis answered (rate checks and breaker calls).
     pub checks: u64,

@@ -86,6 +86,7 @@ pub struct ModeSwitch {
 
 /// Items dropped, by reason.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct DroppedSnapshot {
     /// [`DropReason::Oldest`].
     pub oldest: u64,
@@ -120,6 +121,7 @@ impl DroppedSnapshot {
 /// Handlers of one name add up; `in == out + dropped + buffered` holds
 /// whenever no send is half-way.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct StreamSnapshot {
     /// The name.
     pub name: String,
