@@ -172,8 +172,13 @@ impl Lease {
     /// back.
     pub(crate) fn take(&mut self, now: u64, n: u64, expired: &mut Vec<Slice>) -> Served {
         self.demand.add(now, n);
-        self.expire(now, expired);
-        while let Some(front) = self.slices.front_mut() {
+        loop {
+            // Every slice that comes to the front is checked: one behind a
+            // live slice may have expired.
+            self.expire(now, expired);
+            let Some(front) = self.slices.front_mut() else {
+                break;
+            };
             if front.left() >= n {
                 let at = front.usable_at(&self.windows, n);
                 if at > i128::from(now) {
