@@ -193,13 +193,14 @@ pub(crate) fn get_field(cfg: &OpConfig, field: &str) -> Option<FieldValue> {
     fn time(d: std::time::Duration) -> FieldValue {
         text(crate::spec::DisplayDuration(d))
     }
-    /// `"100/s, 1000/h"`: a period of one unit as the bare unit.
+    /// `"100/s, 60/min, 5/10s"`: a period of one unit as the bare unit.
     fn rates(windows: &[crate::spec::Rate]) -> FieldValue {
         let texts: Vec<String> = windows
             .iter()
             .map(|w| {
                 let period = crate::spec::DisplayDuration(w.period()).to_string();
                 match period.strip_prefix('1') {
+                    Some("m") => format!("{}/min", w.count()),
                     Some(unit) if unit.starts_with(|c: char| c.is_ascii_alphabetic()) => {
                         format!("{}/{unit}", w.count())
                     }
