@@ -517,5 +517,10 @@ enabled = false
         let text = err.to_string();
         assert!(text.starts_with("limiter.toml: "), "{text}");
         assert!(text.contains("line 1"), "{text}");
+        // The parser's error is kept as the source.
+        let source = std::error::Error::source(&err)
+            .and_then(|s| s.downcast_ref::<toml::de::Error>())
+            .expect("the toml error");
+        assert!(text.ends_with(source.to_string().trim_end()), "{text}");
     }
 }
