@@ -264,11 +264,21 @@ impl From<LimitError> for std::io::Error {
 
 /// A configuration value that was rejected. The message always names where
 /// the value came from (variable, file key or op field) and the value itself.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// A [`Syntax`](ConfigError::Syntax) error keeps the parser's or the
+/// operating system's error as its [`source`](std::error::Error::source):
+///
+/// ```
+/// use std::error::Error;
+/// use limiter_runtime::config::settings_from_toml;
+/// let err = settings_from_toml("[ops.db\n", "limiter.toml", None).unwrap_err();
+/// assert!(err.to_string().starts_with("limiter.toml: "));
+/// assert!(err.source().is_some());
+/// ```
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum ConfigError {
     /// An environment variable holds an invalid value or is unknown.
-    #[error("environment variable {var}={value:?}: {reason}")]
     Env {
         /// Variable name.
         var: String,
@@ -278,7 +288,6 @@ pub enum ConfigError {
         reason: String,
     },
     /// A key of a configuration file holds an invalid value or is unknown.
-    #[error("{file}: `{key}` = {value}: {reason}")]
     File {
         /// File name (or `<string>`).
         file: String,
@@ -290,16 +299,18 @@ pub enum ConfigError {
         reason: String,
     },
     /// The file is not valid TOML or could not be read.
-    #[error("{file}: {message}")]
     Syntax {
         /// File name (or `<string>`).
         file: String,
         /// The parser's or the OS's message, with line and column.
         message: String,
+        /// The parser's or the OS's error itself (a `toml::de::Error`, an
+        /// `std::io::Error`), returned by
+        /// [`source`](std::error::Error::source).
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
     },
     /// A field of an [`crate::OpConfig`] given in code is invalid, or the
     /// merged layers give an invalid combination.
-    #[error("op `{op}`: {field} = {value}: {reason}")]
     Invalid {
         /// Operation name (`<defaults>` for the registry defaults).
         op: String,
@@ -311,3 +322,104 @@ pub enum ConfigError {
         reason: String,
     },
 }
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Env { var, value, reason } => {
+                write!(f, "environment variable {var}={value:?}: {reason}")
+            }
+            ConfigError::File {
+                file,
+                key,
+                value,
+                reason,
+            } => write!(f, "{file}: `{key}` = {value}: {reason}"),
+            ConfigError::Syntax { file, message, .. } => write!(f, "{file}: {message}"),
+            ConfigError::Invalid {
+                op,
+                field,
+                value,
+                reason,
+            } => write!(f, "op `{op}`: {field} = {value}: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::Syntax {
+                source: Some(source),
+                ..
+            } => Some(&**source),
+            _ => None,
+        }
+    }
+}
+
+/// Two errors are equal when they say the same thing: a `Syntax` error's
+/// source is compared by its message.
+impl PartialEq for ConfigError {
+    fn eq(&self, other: &Self) -> bool {
+        use ConfigError::*;
+        match (self, other) {
+            (
+                Env { var, value, reason },
+                Env {
+                    var: v,
+                    value: val,
+                    reason: r,
+                },
+            ) => (var, value, reason) == (v, val, r),
+            (
+                File {
+                    file,
+                    key,
+                    value,
+                    reason,
+                },
+                File {
+                    file: fl,
+                    key: k,
+                    value: val,
+                    reason: r,
+                },
+            ) => (file, key, value, reason) == (fl, k, val, r),
+            (
+                Syntax {
+                    file,
+                    message,
+                    source,
+                },
+                Syntax {
+                    file: fl,
+                    message: m,
+                    source: s,
+                },
+            ) => {
+                let text = |s: &Option<Arc<dyn std::error::Error + Send + Sync>>| {
+                    s.as_ref().map(|e| e.to_string())
+                };
+                (file, message) == (fl, m) && text(source) == text(s)
+            }
+            (
+                Invalid {
+                    op,
+                    field,
+                    value,
+                    reason,
+                },
+                Invalid {
+                    op: o,
+                    field: fd,
+                    value: val,
+                    reason: r,
+                },
+            ) => (op, field, value, reason) == (o, fd, val, r),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for ConfigError {}

@@ -148,6 +148,129 @@ pub(crate) fn set_field(cfg: &mut OpConfig, field: &str, text: &str) -> Result<(
     Ok(())
 }
 
+/// A field's value in the form a file writes it: durations, rates and
+/// choices as their text (`"10s"`, `"100/s, 1000/h"`, `"database"`),
+/// switches and numbers as themselves. [`set_field`] reads each back.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum FieldValue {
+    Bool(bool),
+    Count(u64),
+    Float(f64),
+    Text(String),
+}
+
+impl serde::Serialize for FieldValue {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            FieldValue::Bool(b) => s.serialize_bool(*b),
+            FieldValue::Count(n) => s.serialize_u64(*n),
+            FieldValue::Float(f) => s.serialize_f64(*f),
+            FieldValue::Text(t) => s.serialize_str(t),
+        }
+    }
+}
+
+impl FieldValue {
+    /// The text [`set_field`] reads.
+    #[cfg(test)]
+    pub(crate) fn text(&self) -> String {
+        match self {
+            FieldValue::Bool(b) => b.to_string(),
+            FieldValue::Count(n) => n.to_string(),
+            FieldValue::Float(f) => f.to_string(),
+            FieldValue::Text(t) => t.clone(),
+        }
+    }
+}
+
+/// The value of `field` in `cfg`, `None` when unset (or no such field):
+/// the inverse of [`set_field`].
+pub(crate) fn get_field(cfg: &OpConfig, field: &str) -> Option<FieldValue> {
+    use FieldValue::{Bool, Count, Float, Text};
+    fn text(v: impl std::fmt::Display) -> FieldValue {
+        Text(v.to_string())
+    }
+    fn time(d: std::time::Duration) -> FieldValue {
+        text(crate::spec::DisplayDuration(d))
+    }
+    /// `"100/s, 60/min, 5/10s"`: a period of one unit as the bare unit.
+    fn rates(windows: &[crate::spec::Rate]) -> FieldValue {
+        let texts: Vec<String> = windows
+            .iter()
+            .map(|w| {
+                let period = crate::spec::DisplayDuration(w.period()).to_string();
+                match period.strip_prefix('1') {
+                    Some("m") => format!("{}/min", w.count()),
+                    Some(unit) if unit.starts_with(|c: char| c.is_ascii_alphabetic()) => {
+                        format!("{}/{unit}", w.count())
+                    }
+                    _ => format!("{}/{period}", w.count()),
+                }
+            })
+            .collect();
+        Text(texts.join(", "))
+    }
+    let count = |n: Option<u32>| n.map(|n| Count(u64::from(n)));
+    let (b, r) = (&cfg.breaker, &cfg.retry);
+    match field {
+        "kind" => cfg.kind.map(text),
+        "enabled" => cfg.enabled.map(Bool),
+        "timeout" => cfg.timeout.map(time),
+        "rate" => cfg.rate.as_deref().map(rates),
+        "rate_per_key" => cfg.rate_per_key.as_deref().map(rates),
+        "burst" => count(cfg.burst),
+        "algorithm" => cfg.algorithm.map(text),
+        "backend" => cfg.backend.map(text),
+        "degradation" => cfg.degradation.map(text),
+        "mode" => cfg.mode.map(text),
+        "concurrency" => cfg.concurrency.map(text),
+        "instances" => count(cfg.instances),
+        "max_concurrent" => count(cfg.max_concurrent),
+        "max_concurrent_per_key" => count(cfg.max_concurrent_per_key),
+        "queue" => count(cfg.queue),
+        "queue_per_key" => count(cfg.queue_per_key),
+        "queue_timeout" => cfg.queue_timeout.map(time),
+        "drain_timeout" => cfg.drain_timeout.map(time),
+        "overload" => cfg.overload.map(text),
+        "retry_after" => cfg.retry_after.map(time),
+        "retries" => count(r.retries),
+        "backoff" => r.backoff.map(text),
+        "backoff_base" => r.base.map(time),
+        "backoff_max" => r.max.map(time),
+        "breaker" => b.enabled.map(Bool),
+        "breaker_failure_rate" => b.failure_rate.map(Float),
+        "breaker_min_calls" => count(b.min_calls),
+        "breaker_window" => count(b.window),
+        "breaker_slow_call" => b.slow_call.map(time),
+        "breaker_recovery" => b.recovery.map(time),
+        "breaker_half_open_calls" => count(b.half_open_calls),
+        "breaker_success_threshold" => count(b.success_threshold),
+        "breaker_consecutive_failures" => count(b.consecutive_failures),
+        "slow_poll" => cfg.slow_poll.map(time),
+        "max_keys" => cfg.max_keys.map(|n| Count(n as u64)),
+        "adaptive" => cfg.adaptive.map(Bool),
+        "adaptive_min" => count(cfg.adaptive_min),
+        "adaptive_target" => cfg.adaptive_target.map(time),
+        _ => None,
+    }
+}
+
+/// Where a file writes `field`: in the op's table (`(None, "timeout")`),
+/// or in its `breaker` or `retry` table under the short name
+/// (`(Some("breaker"), "failure_rate")`, `(Some("retry"), "base")`).
+pub(crate) fn file_key(field: &'static str) -> (Option<&'static str>, &'static str) {
+    match field {
+        "breaker" => (Some("breaker"), "enabled"),
+        "retries" | "backoff" => (Some("retry"), field),
+        "backoff_base" => (Some("retry"), "base"),
+        "backoff_max" => (Some("retry"), "max"),
+        _ => match field.strip_prefix("breaker_") {
+            Some(short) => (Some("breaker"), short),
+            None => (None, field),
+        },
+    }
+}
+
 /// "unknown field `x`; did you mean `y`?" with the list of fields.
 pub(crate) fn unknown_field(name: &str) -> String {
     let hint = closest(name, FIELDS)
@@ -210,6 +333,13 @@ mod tests {
         for (f, v) in samples {
             set_field(&mut cfg, f, v).unwrap_or_else(|e| panic!("{f}: {e}"));
         }
+        // Every field reads back from the text it is written as.
+        let mut again = OpConfig::default();
+        for f in FIELDS {
+            let value = get_field(&cfg, f).unwrap_or_else(|| panic!("{f} unset"));
+            set_field(&mut again, f, &value.text()).unwrap_or_else(|e| panic!("{f}: {e}"));
+        }
+        assert_eq!(again, cfg);
         assert_eq!(cfg.breaker.consecutive_failures, Some(3));
         assert_eq!(cfg.max_keys, Some(10));
         assert_eq!(cfg.backend, Some(crate::settings::Backend::Redis));

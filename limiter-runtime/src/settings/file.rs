@@ -58,6 +58,7 @@ pub fn settings_from_file(
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Syntax {
         file: file.clone(),
         message: format!("cannot read: {e}"),
+        source: Some(std::sync::Arc::new(e)),
     })?;
     settings_from_toml(&text, &file, profile)
 }
@@ -84,12 +85,23 @@ pub fn settings_from_toml(
         .map_err(|e: toml::de::Error| ConfigError::Syntax {
             file: file.to_owned(),
             message: e.to_string().trim_end().to_owned(),
+            source: Some(std::sync::Arc::new(e)),
         })?;
+    settings_from_table(&table, file, profile)
+}
+
+/// Reads settings from a parsed table (a file's, or one a deserializer
+/// gave); `file` names it in errors.
+pub(super) fn settings_from_table(
+    table: &Table,
+    file: &str,
+    profile: Option<&str>,
+) -> Result<Settings, ConfigError> {
     let reader = Reader { file };
     let mut settings = Settings::default();
     let mut chosen = profile.map(str::to_owned);
     let mut profiles = None;
-    for (key, value) in &table {
+    for (key, value) in table {
         match key.as_str() {
             "enabled" => settings.enabled = Some(reader.boolean(key, value)?),
             "profile" => {
@@ -156,8 +168,18 @@ pub fn settings_from_toml(
     Ok(settings)
 }
 
-struct Reader<'a> {
-    file: &'a str,
+/// Reads the tables of a file into settings, naming `file` in errors.
+pub(super) struct Reader<'a> {
+    pub(super) file: &'a str,
+}
+
+/// `path.key`, or `key` at the top (a table given alone, not a file).
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 impl Reader<'_> {
@@ -226,9 +248,14 @@ impl Reader<'_> {
     }
 
     /// The `[redis]` table: `url`, `prefix`, `timeout`, `lease_ttl`.
-    fn redis(&self, settings: &mut Settings, path: &str, table: &Table) -> Result<(), ConfigError> {
+    pub(super) fn redis(
+        &self,
+        settings: &mut Settings,
+        path: &str,
+        table: &Table,
+    ) -> Result<(), ConfigError> {
         for (key, value) in table {
-            let key_path = format!("{path}.{key}");
+            let key_path = join(path, key);
             match key.as_str() {
                 "url" => settings.redis.url = Some(self.string(&key_path, value)?),
                 "prefix" => settings.redis.prefix = Some(self.string(&key_path, value)?),
@@ -254,37 +281,62 @@ impl Reader<'_> {
     }
 
     /// The fields of one op table.
-    fn op(&self, cfg: &mut OpConfig, path: &str, table: &Table) -> Result<(), ConfigError> {
+    pub(super) fn op(
+        &self,
+        cfg: &mut OpConfig,
+        path: &str,
+        table: &Table,
+    ) -> Result<(), ConfigError> {
         for (key, value) in table {
-            let key_path = format!("{path}.{key}");
+            let key_path = join(path, key);
             match (key.as_str(), value) {
-                ("breaker", Value::Table(t)) => {
-                    for (k, v) in t {
-                        let field = if k == "enabled" {
-                            "breaker".to_owned()
-                        } else {
-                            format!("breaker_{k}")
-                        };
-                        self.field(cfg, &format!("{key_path}.{k}"), &field, v)?;
-                    }
-                }
-                ("retry", Value::Table(t)) => {
-                    for (k, v) in t {
-                        let field =
-                            match k.as_str() {
-                                "retries" | "backoff" => k.clone(),
-                                "base" | "max" => format!("backoff_{k}"),
-                                other => return Err(self.bad(
-                                    &format!("{key_path}.{other}"),
-                                    v,
-                                    "unknown field; expected one of: retries, backoff, base, max",
-                                )),
-                            };
-                        self.field(cfg, &format!("{key_path}.{k}"), &field, v)?;
-                    }
-                }
+                ("breaker", Value::Table(t)) => self.breaker(cfg, &key_path, t)?,
+                ("retry", Value::Table(t)) => self.retry(cfg, &key_path, t)?,
                 _ => self.field(cfg, &key_path, key, value)?,
             }
+        }
+        Ok(())
+    }
+
+    /// The `[ops.<name>.breaker]` table: the `breaker_*` fields without
+    /// the prefix, `enabled` for `breaker`.
+    pub(super) fn breaker(
+        &self,
+        cfg: &mut OpConfig,
+        path: &str,
+        table: &Table,
+    ) -> Result<(), ConfigError> {
+        for (k, v) in table {
+            let field = if k == "enabled" {
+                "breaker".to_owned()
+            } else {
+                format!("breaker_{k}")
+            };
+            self.field(cfg, &join(path, k), &field, v)?;
+        }
+        Ok(())
+    }
+
+    /// The `[ops.<name>.retry]` table: `retries`, `backoff`, `base`, `max`.
+    pub(super) fn retry(
+        &self,
+        cfg: &mut OpConfig,
+        path: &str,
+        table: &Table,
+    ) -> Result<(), ConfigError> {
+        for (k, v) in table {
+            let field = match k.as_str() {
+                "retries" | "backoff" => k.clone(),
+                "base" | "max" => format!("backoff_{k}"),
+                other => {
+                    return Err(self.bad(
+                        &join(path, other),
+                        v,
+                        "unknown field; expected one of: retries, backoff, base, max",
+                    ))
+                }
+            };
+            self.field(cfg, &join(path, k), &field, v)?;
         }
         Ok(())
     }
@@ -465,5 +517,10 @@ enabled = false
         let text = err.to_string();
         assert!(text.starts_with("limiter.toml: "), "{text}");
         assert!(text.contains("line 1"), "{text}");
+        // The parser's error is kept as the source.
+        let source = std::error::Error::source(&err)
+            .and_then(|s| s.downcast_ref::<toml::de::Error>())
+            .expect("the toml error");
+        assert!(text.ends_with(source.to_string().trim_end()), "{text}");
     }
 }

@@ -1,5 +1,6 @@
 //! Configuration: the [`OpConfig`] layer model, its resolution and checks,
-//! and reading [`Settings`] from the environment and from a TOML file.
+//! and reading [`Settings`] from the environment and from a TOML file, or
+//! through serde from a service's own configuration (`serde_impl.rs`).
 //! (Applying them to the global registry is `load.rs`'s job.)
 //!
 //! Invalid values are errors naming the variable or key and the value —
@@ -9,6 +10,7 @@ mod env;
 mod fields;
 mod file;
 pub(crate) mod resolve;
+mod serde_impl;
 mod types;
 
 use std::collections::BTreeMap;
@@ -25,6 +27,44 @@ pub use types::{
 
 /// Configuration read from the environment or a file, to be applied to a
 /// registry with [`crate::Registry::apply`].
+///
+/// It is also `Deserialize` and `Serialize`, so a service can keep it in
+/// its own configuration (figment, the `config` crate, `toml`, …): the
+/// keys, spellings and error messages are those of `limiter.toml`
+/// (`enabled`, `[defaults]`, `[ops.<name>]`, `[routes."<route>"]`,
+/// `[redis]`, profiles), and serializing writes the same forms back.
+///
+/// ```
+/// use std::time::Duration;
+/// use limiter_runtime::Settings;
+///
+/// #[derive(serde::Deserialize)]
+/// struct App {
+///     name: String,
+///     limiter: Settings,
+/// }
+///
+/// let app: App = toml::from_str(
+///     r#"
+///     name = "api"
+///     [limiter.ops.db]
+///     timeout = "2s"
+///     rate = "100/s"
+///     max_concurrent = 5
+///     [limiter.ops.db.breaker]
+///     failure_rate = 0.5
+///     "#,
+/// )
+/// .unwrap();
+/// assert_eq!(app.name, "api");
+/// assert_eq!(app.limiter.ops["db"].timeout, Some(Duration::from_secs(2)));
+/// // limiter_runtime::registry().apply(&app.limiter)?;
+///
+/// let err = toml::from_str::<App>("name = \"api\"\n[limiter.ops.db]\ntimeout = \"ten\"\n")
+///     .err()
+///     .unwrap();
+/// assert!(err.to_string().contains("`ops.db.timeout` = \"ten\": `ten` is not a number"));
+/// ```
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Settings {
     /// Turns every limit on or off.
