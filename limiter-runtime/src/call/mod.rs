@@ -188,7 +188,7 @@ impl<'a, S, C> Call<'a, S, C> {
 
     /// On timeout, answer `Timeout` but let the body finish holding its
     /// place, for at most the op's `drain_timeout` (see
-    /// [`strategy::Drain`](crate::strategy::Drain)).
+    /// [`strategy::Drain`]).
     pub fn drain(self) -> Call<'a, Drain, C> {
         self.with()
     }
