@@ -34,6 +34,7 @@
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod adaptive;
 pub mod backend;
@@ -62,6 +63,20 @@ pub mod config {
 }
 mod error;
 mod export;
+/// The registry's metrics through the `metrics` facade: a [`Publisher`]
+/// sets every family of the `/metrics` text, same names and labels, on the
+/// installed recorder (OpenTelemetry, StatsD, ...), on demand or every few
+/// seconds ([`spawn_publisher`]).
+///
+/// [`Publisher`]: metrics_export::Publisher
+/// [`spawn_publisher`]: metrics_export::spawn_publisher
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics_export {
+    pub use crate::export_metrics::{spawn_publisher, Publisher};
+}
+#[cfg(feature = "metrics")]
+mod export_metrics;
 #[cfg(feature = "tonic")]
 mod grpc;
 #[cfg(feature = "axum")]
