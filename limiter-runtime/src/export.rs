@@ -1,10 +1,14 @@
-//! The registry as Prometheus metric families.
+//! The registry as metric families: one walk over them ([`families`])
+//! that every exporter follows, the Prometheus text exposition (what
+//! `GET /metrics` serves) and, with the `metrics` feature, the `metrics`
+//! facade (`export_metrics`). A family added here reaches both.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::breaker::BreakerState;
 use crate::metrics::prometheus::Exposition;
+use crate::metrics::Counts;
 use crate::monitor::{AlertState, RouteStats};
 use crate::registry::Registry;
 use crate::stream::{DropReason, StreamSnapshot, StreamStats};
@@ -15,54 +19,102 @@ impl Registry {
     /// `GET /metrics` serves): ops, routes, limiter-layer rules, alerts and
     /// background tasks.
     pub fn prometheus(&self) -> String {
-        prometheus(self)
+        let mut x = Exposition::new();
+        families(self, &mut x);
+        x.finish()
     }
 }
 
-/// Every metric of `reg` in the Prometheus text format.
-fn prometheus(reg: &Registry) -> String {
-    let mut x = Exposition::new();
+/// What a family's samples are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A total that only grows.
+    Counter,
+    /// A value now.
+    Gauge,
+    /// A latency histogram, in seconds.
+    Histogram,
+}
+
+impl Kind {
+    /// The name of the kind in the Prometheus text format.
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+/// Where [`families`] puts the families: each one is announced by
+/// [`family`](Sink::family) before its series, whose label names are the
+/// same for every series of the family.
+pub(crate) trait Sink {
+    /// Starts the family `name`.
+    fn family(&mut self, name: &'static str, kind: Kind, help: &'static str);
+    /// One series of a counter or gauge family.
+    fn sample(&mut self, name: &'static str, labels: &[(&'static str, &str)], value: f64);
+    /// One series of a histogram family: its buckets in nanoseconds.
+    fn histogram(&mut self, name: &'static str, labels: &[(&'static str, &str)], counts: &Counts);
+}
+
+impl Sink for Exposition {
+    fn family(&mut self, name: &'static str, kind: Kind, help: &'static str) {
+        Exposition::family(self, name, kind.as_str(), help);
+    }
+
+    fn sample(&mut self, name: &'static str, labels: &[(&'static str, &str)], value: f64) {
+        Exposition::sample(self, name, labels, value);
+    }
+
+    fn histogram(&mut self, name: &'static str, labels: &[(&'static str, &str)], counts: &Counts) {
+        Exposition::histogram(self, name, labels, counts);
+    }
+}
+
+/// Every family of `reg`, with its series now, into `x`.
+pub(crate) fn families(reg: &Registry, x: &mut dyn Sink) {
     let ops = reg.ops();
     let snaps: Vec<_> = ops.iter().map(|o| o.snapshot()).collect();
 
-    op_calls(&mut x, &snaps);
-    op_outcomes(&mut x, &snaps);
-    op_rejections(&mut x, &snaps);
-    op_event_counters(&mut x, &snaps);
-    op_bulkhead_gauges(&mut x, &snaps);
-    op_running_after_timeout(&mut x, &snaps);
-    op_breaker_states(&mut x, &snaps);
-    op_key_tables(&mut x, &snaps);
-    op_durations(&mut x, &ops);
+    op_calls(x, &snaps);
+    op_outcomes(x, &snaps);
+    op_rejections(x, &snaps);
+    op_event_counters(x, &snaps);
+    op_bulkhead_gauges(x, &snaps);
+    op_running_after_timeout(x, &snaps);
+    op_breaker_states(x, &snaps);
+    op_key_tables(x, &snaps);
+    op_durations(x, &ops);
 
     let routes = reg.monitor().routes.all();
-    http_requests(&mut x, &routes);
-    http_in_flight(&mut x, &routes);
-    http_slow_polls(&mut x, &routes);
-    http_durations(&mut x, &routes);
+    http_requests(x, &routes);
+    http_in_flight(x, &routes);
+    http_slow_polls(x, &routes);
+    http_durations(x, &routes);
 
-    rule_decisions(&mut x, reg);
+    rule_decisions(x, reg);
 
-    open_alerts(&mut x, reg);
+    open_alerts(x, reg);
 
     #[cfg(feature = "redis")]
-    redis_backend(&mut x, reg);
-    op_backend_fallbacks(&mut x, &snaps);
+    redis_backend(x, reg);
+    op_backend_fallbacks(x, &snaps);
 
-    background_tasks(&mut x, reg);
+    background_tasks(x, reg);
 
     let streams = reg.streams().stats();
-    stream_counters(&mut x, &streams);
-    stream_gauges(&mut x, &streams);
-    stream_durations(&mut x, &streams);
-    x.finish()
+    stream_counters(x, &streams);
+    stream_gauges(x, &streams);
+    stream_durations(x, &streams);
 }
 
 /// `limiter_op_calls_total`: calls that reached admission, per op.
-fn op_calls(x: &mut Exposition, snaps: &[OpSnapshot]) {
+fn op_calls(x: &mut dyn Sink, snaps: &[OpSnapshot]) {
     x.family(
         "limiter_op_calls_total",
-        "counter",
+        Kind::Counter,
         "Calls that reached admission, each retry included.",
     );
     for s in snaps {
@@ -75,10 +127,10 @@ fn op_calls(x: &mut Exposition, snaps: &[OpSnapshot]) {
 }
 
 /// `limiter_op_outcomes_total`: admitted calls by how they ended, per op.
-fn op_outcomes(x: &mut Exposition, snaps: &[OpSnapshot]) {
+fn op_outcomes(x: &mut dyn Sink, snaps: &[OpSnapshot]) {
     x.family(
         "limiter_op_outcomes_total",
-        "counter",
+        Kind::Counter,
         "Admitted calls by how they ended.",
     );
     for s in snaps {
@@ -104,10 +156,10 @@ fn op_outcomes(x: &mut Exposition, snaps: &[OpSnapshot]) {
 }
 
 /// `limiter_op_rejected_total`: calls refused by a limit, by reason, per op.
-fn op_rejections(x: &mut Exposition, snaps: &[OpSnapshot]) {
+fn op_rejections(x: &mut dyn Sink, snaps: &[OpSnapshot]) {
     x.family(
         "limiter_op_rejected_total",
-        "counter",
+        Kind::Counter,
         "Calls refused by a limit, by reason.",
     );
     for s in snaps {
@@ -130,7 +182,7 @@ fn op_rejections(x: &mut Exposition, snaps: &[OpSnapshot]) {
 }
 
 /// The per-op event counters: retries, slow polls and orphans.
-fn op_event_counters(x: &mut Exposition, snaps: &[OpSnapshot]) {
+fn op_event_counters(x: &mut dyn Sink, snaps: &[OpSnapshot]) {
     for (name, help, get) in [
         (
             "limiter_op_retries_total",
@@ -168,7 +220,7 @@ fn op_event_counters(x: &mut Exposition, snaps: &[OpSnapshot]) {
             |c| c.orphans,
         ),
     ] {
-        x.family(name, "counter", help);
+        x.family(name, Kind::Counter, help);
         for s in snaps {
             x.sample(name, &[("op", &s.name)], get(&s.counters) as f64);
         }
@@ -177,7 +229,7 @@ fn op_event_counters(x: &mut Exposition, snaps: &[OpSnapshot]) {
 
 /// The per-key rate tables of ops that have one: keys tracked, evicted,
 /// and evictions that forgot what a key owed.
-fn op_key_tables(x: &mut Exposition, snaps: &[OpSnapshot]) {
+fn op_key_tables(x: &mut dyn Sink, snaps: &[OpSnapshot]) {
     let keyed: Vec<_> = snaps
         .iter()
         .filter_map(|s| s.rate_per_key.as_ref().map(|r| (&s.name, r)))
@@ -185,19 +237,19 @@ fn op_key_tables(x: &mut Exposition, snaps: &[OpSnapshot]) {
     for (name, kind, help, get) in [
         (
             "limiter_op_keys",
-            "gauge",
+            Kind::Gauge,
             "Keys tracked by the per-key rate limit.",
             (|r: &crate::rate::RateSnapshot| r.keys.unwrap_or(0) as u64) as fn(&_) -> u64,
         ),
         (
             "limiter_op_keys_evicted_total",
-            "counter",
+            Kind::Counter,
             "Keys dropped from the per-key rate table to make room.",
             |r| r.keys_evicted.unwrap_or(0),
         ),
         (
             "limiter_op_keys_forgotten_total",
-            "counter",
+            Kind::Counter,
             "Evictions that dropped what a key owed (it came back with a fresh budget).",
             |r| r.keys_forgotten.unwrap_or(0),
         ),
@@ -211,7 +263,7 @@ fn op_key_tables(x: &mut Exposition, snaps: &[OpSnapshot]) {
 
 /// Timed-out bodies still running now: drained ones, holding their
 /// place, and orphaned blocking work.
-fn op_running_after_timeout(x: &mut Exposition, snaps: &[OpSnapshot]) {
+fn op_running_after_timeout(x: &mut dyn Sink, snaps: &[OpSnapshot]) {
     for (name, help, get) in [
         (
             "limiter_op_draining",
@@ -224,7 +276,7 @@ fn op_running_after_timeout(x: &mut Exposition, snaps: &[OpSnapshot]) {
             |c| c.orphans_running,
         ),
     ] {
-        x.family(name, "gauge", help);
+        x.family(name, Kind::Gauge, help);
         for s in snaps {
             x.sample(name, &[("op", &s.name)], get(&s.counters) as f64);
         }
@@ -232,7 +284,7 @@ fn op_running_after_timeout(x: &mut Exposition, snaps: &[OpSnapshot]) {
 }
 
 /// The per-op bulkhead gauges: in flight, queued, and both bounds.
-fn op_bulkhead_gauges(x: &mut Exposition, snaps: &[OpSnapshot]) {
+fn op_bulkhead_gauges(x: &mut dyn Sink, snaps: &[OpSnapshot]) {
     for (name, help, get) in [
         (
             "limiter_op_in_flight",
@@ -251,7 +303,7 @@ fn op_bulkhead_gauges(x: &mut Exposition, snaps: &[OpSnapshot]) {
             s.bulkhead.queue
         }),
     ] {
-        x.family(name, "gauge", help);
+        x.family(name, Kind::Gauge, help);
         for s in snaps {
             x.sample(name, &[("op", &s.name)], f64::from(get(s)));
         }
@@ -259,10 +311,10 @@ fn op_bulkhead_gauges(x: &mut Exposition, snaps: &[OpSnapshot]) {
 }
 
 /// `limiter_op_breaker_state`: one 0/1 sample per breaker state, per op.
-fn op_breaker_states(x: &mut Exposition, snaps: &[OpSnapshot]) {
+fn op_breaker_states(x: &mut dyn Sink, snaps: &[OpSnapshot]) {
     x.family(
         "limiter_op_breaker_state",
-        "gauge",
+        Kind::Gauge,
         "1 for the state the op's circuit breaker is in, 0 for the others.",
     );
     for s in snaps {
@@ -283,10 +335,10 @@ fn op_breaker_states(x: &mut Exposition, snaps: &[OpSnapshot]) {
 }
 
 /// `limiter_op_duration_seconds`: the latency histogram of each op.
-fn op_durations(x: &mut Exposition, ops: &[Op]) {
+fn op_durations(x: &mut dyn Sink, ops: &[Op]) {
     x.family(
         "limiter_op_duration_seconds",
-        "histogram",
+        Kind::Histogram,
         "Latency of admitted calls.",
     );
     for op in ops {
@@ -299,10 +351,10 @@ fn op_durations(x: &mut Exposition, ops: &[Op]) {
 }
 
 /// `limiter_http_requests_total`: responses by route, method and status.
-fn http_requests(x: &mut Exposition, routes: &[Arc<RouteStats>]) {
+fn http_requests(x: &mut dyn Sink, routes: &[Arc<RouteStats>]) {
     x.family(
         "limiter_http_requests_total",
-        "counter",
+        Kind::Counter,
         "HTTP responses by route template, method and status.",
     );
     for r in routes {
@@ -321,10 +373,10 @@ fn http_requests(x: &mut Exposition, routes: &[Arc<RouteStats>]) {
 }
 
 /// `limiter_http_in_flight`: requests being handled, per route.
-fn http_in_flight(x: &mut Exposition, routes: &[Arc<RouteStats>]) {
+fn http_in_flight(x: &mut dyn Sink, routes: &[Arc<RouteStats>]) {
     x.family(
         "limiter_http_in_flight",
-        "gauge",
+        Kind::Gauge,
         "HTTP requests being handled.",
     );
     for r in routes {
@@ -337,10 +389,10 @@ fn http_in_flight(x: &mut Exposition, routes: &[Arc<RouteStats>]) {
 }
 
 /// `limiter_http_slow_polls_total`: slow handler polls, per route.
-fn http_slow_polls(x: &mut Exposition, routes: &[Arc<RouteStats>]) {
+fn http_slow_polls(x: &mut dyn Sink, routes: &[Arc<RouteStats>]) {
     x.family(
         "limiter_http_slow_polls_total",
-        "counter",
+        Kind::Counter,
         "Handler polls longer than the slow-poll threshold.",
     );
     for r in routes {
@@ -354,10 +406,10 @@ fn http_slow_polls(x: &mut Exposition, routes: &[Arc<RouteStats>]) {
 
 /// `limiter_http_request_duration_seconds`: the latency histogram of each
 /// route.
-fn http_durations(x: &mut Exposition, routes: &[Arc<RouteStats>]) {
+fn http_durations(x: &mut dyn Sink, routes: &[Arc<RouteStats>]) {
     x.family(
         "limiter_http_request_duration_seconds",
-        "histogram",
+        Kind::Histogram,
         "HTTP response latency by route template.",
     );
     for r in routes {
@@ -370,10 +422,10 @@ fn http_durations(x: &mut Exposition, routes: &[Arc<RouteStats>]) {
 }
 
 /// `limiter_rule_decisions_total`: limiter-layer decisions, per rule.
-fn rule_decisions(x: &mut Exposition, reg: &Registry) {
+fn rule_decisions(x: &mut dyn Sink, reg: &Registry) {
     x.family(
         "limiter_rule_decisions_total",
-        "counter",
+        Kind::Counter,
         "Limiter-layer decisions by rule.",
     );
     for rule in reg.monitor().rules() {
@@ -397,8 +449,8 @@ fn rule_decisions(x: &mut Exposition, reg: &Registry) {
 }
 
 /// `limiter_alerts_open`: alerts not resolved, per level.
-fn open_alerts(x: &mut Exposition, reg: &Registry) {
-    x.family("limiter_alerts_open", "gauge", "Open alerts by level.");
+fn open_alerts(x: &mut dyn Sink, reg: &Registry) {
+    x.family("limiter_alerts_open", Kind::Gauge, "Open alerts by level.");
     let alerts = reg.monitor().alerts();
     for level in ["warning", "error", "critical"] {
         let n = alerts
@@ -412,7 +464,7 @@ fn open_alerts(x: &mut Exposition, reg: &Registry) {
 
 /// The Redis backend's counters and pause gauge, when one is set.
 #[cfg(feature = "redis")]
-fn redis_backend(x: &mut Exposition, reg: &Registry) {
+fn redis_backend(x: &mut dyn Sink, reg: &Registry) {
     if let Some(redis) = reg.redis() {
         let st = redis.stats();
         for (name, help, v) in [
@@ -442,12 +494,12 @@ fn redis_backend(x: &mut Exposition, reg: &Registry) {
                 st.recoveries,
             ),
         ] {
-            x.family(name, "counter", help);
+            x.family(name, Kind::Counter, help);
             x.sample(name, &[], v as f64);
         }
         x.family(
             "limiter_redis_paused",
-            "gauge",
+            Kind::Gauge,
             "1 while Redis is left alone after failures.",
         );
         x.sample(
@@ -460,10 +512,10 @@ fn redis_backend(x: &mut Exposition, reg: &Registry) {
 
 /// `limiter_op_backend_fallbacks_total`: calls whose shared rate limit was
 /// decided by the op's degradation, per op.
-fn op_backend_fallbacks(x: &mut Exposition, snaps: &[OpSnapshot]) {
+fn op_backend_fallbacks(x: &mut dyn Sink, snaps: &[OpSnapshot]) {
     x.family(
         "limiter_op_backend_fallbacks_total",
-        "counter",
+        Kind::Counter,
         "Calls whose shared (Redis) rate limit was decided by the op's degradation.",
     );
     for s in snaps {
@@ -476,11 +528,11 @@ fn op_backend_fallbacks(x: &mut Exposition, snaps: &[OpSnapshot]) {
 }
 
 /// The background task manager's gauges and counters.
-fn background_tasks(x: &mut Exposition, reg: &Registry) {
+fn background_tasks(x: &mut dyn Sink, reg: &Registry) {
     let bg = reg.tasks().snapshot();
     x.family(
         "limiter_background_tasks",
-        "gauge",
+        Kind::Gauge,
         "Background tasks pending or running.",
     );
     x.sample(
@@ -495,13 +547,13 @@ fn background_tasks(x: &mut Exposition, reg: &Registry) {
     );
     x.family(
         "limiter_background_spawned_total",
-        "counter",
+        Kind::Counter,
         "Background tasks started.",
     );
     x.sample("limiter_background_spawned_total", &[], bg.spawned as f64);
     x.family(
         "limiter_background_rejected_total",
-        "counter",
+        Kind::Counter,
         "Background tasks refused.",
     );
     x.sample("limiter_background_rejected_total", &[], bg.rejected as f64);
@@ -509,11 +561,11 @@ fn background_tasks(x: &mut Exposition, reg: &Registry) {
 
 /// The stream handlers' counters: items in and out, dropped by reason,
 /// and changes of mode of the adaptive ones.
-fn stream_counters(x: &mut Exposition, streams: &[Arc<StreamStats>]) {
+fn stream_counters(x: &mut dyn Sink, streams: &[Arc<StreamStats>]) {
     let snaps: Vec<StreamSnapshot> = streams.iter().map(|s| s.snapshot()).collect();
     x.family(
         "limiter_stream_items_total",
-        "counter",
+        Kind::Counter,
         "Items taken into stream buffers (in) and delivered to consumers (out).",
     );
     for s in &snaps {
@@ -527,7 +579,7 @@ fn stream_counters(x: &mut Exposition, streams: &[Arc<StreamStats>]) {
     }
     x.family(
         "limiter_stream_dropped_total",
-        "counter",
+        Kind::Counter,
         "Items that never reached the consumer, by reason.",
     );
     for s in &snaps {
@@ -541,7 +593,7 @@ fn stream_counters(x: &mut Exposition, streams: &[Arc<StreamStats>]) {
     }
     x.family(
         "limiter_stream_mode_switches_total",
-        "counter",
+        Kind::Counter,
         "Changes of mode of adaptive stream handlers, by the mode switched to.",
     );
     for s in &snaps {
@@ -559,7 +611,7 @@ fn stream_counters(x: &mut Exposition, streams: &[Arc<StreamStats>]) {
 }
 
 /// The stream handlers' gauges: what is buffered now and the limits.
-fn stream_gauges(x: &mut Exposition, streams: &[Arc<StreamStats>]) {
+fn stream_gauges(x: &mut dyn Sink, streams: &[Arc<StreamStats>]) {
     let snaps: Vec<StreamSnapshot> = streams.iter().map(|s| s.snapshot()).collect();
     for (name, help, get) in [
         (
@@ -591,7 +643,7 @@ fn stream_gauges(x: &mut Exposition, streams: &[Arc<StreamStats>]) {
             |s| s.dropping_handlers as f64,
         ),
     ] {
-        x.family(name, "gauge", help);
+        x.family(name, Kind::Gauge, help);
         for s in &snaps {
             x.sample(name, &[("stream", &s.name)], get(s));
         }
@@ -599,7 +651,7 @@ fn stream_gauges(x: &mut Exposition, streams: &[Arc<StreamStats>]) {
 }
 
 /// The stream handlers' histograms: queue wait and processing time.
-fn stream_durations(x: &mut Exposition, streams: &[Arc<StreamStats>]) {
+fn stream_durations(x: &mut dyn Sink, streams: &[Arc<StreamStats>]) {
     for (name, help, counts) in [
         (
             "limiter_stream_queue_wait_seconds",
@@ -612,7 +664,7 @@ fn stream_durations(x: &mut Exposition, streams: &[Arc<StreamStats>]) {
             |s| s.processing_counts(),
         ),
     ] {
-        x.family(name, "histogram", help);
+        x.family(name, Kind::Histogram, help);
         for s in streams {
             x.histogram(name, &[("stream", s.name())], &counts(s));
         }

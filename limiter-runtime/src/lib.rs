@@ -63,6 +63,20 @@ pub mod config {
 }
 mod error;
 mod export;
+/// The registry's metrics through the `metrics` facade: a [`Publisher`]
+/// sets every family of the `/metrics` text, same names and labels, on the
+/// installed recorder (OpenTelemetry, StatsD, ...), on demand or every few
+/// seconds ([`spawn_publisher`]).
+///
+/// [`Publisher`]: metrics_export::Publisher
+/// [`spawn_publisher`]: metrics_export::spawn_publisher
+#[cfg(feature = "metrics")]
+#[cfg_attr(all(docsrs, limiter_doc_cfg), doc(cfg(feature = "metrics")))]
+pub mod metrics_export {
+    pub use crate::export_metrics::{spawn_publisher, Publisher};
+}
+#[cfg(feature = "metrics")]
+mod export_metrics;
 #[cfg(feature = "tonic")]
 mod grpc;
 #[cfg(feature = "axum")]

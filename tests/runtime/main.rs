@@ -18,6 +18,8 @@ mod regressions;
 mod release;
 mod retries;
 mod strategies;
+#[cfg(feature = "tracing-spans")]
+mod trace;
 
 use std::time::Duration;
 

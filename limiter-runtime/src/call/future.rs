@@ -29,6 +29,7 @@ use crate::timeout::{PollWatch, Timer};
 use super::attempts::Attempts;
 use super::cleanup::{self, Cleanup};
 use super::on_timeout::Strategy;
+use super::trace::Trace;
 
 /// An admission that had to wait (a queue place, a Redis round trip).
 type Waiting<'a> = Pin<Box<dyn Future<Output = Result<Admission<'a>, LimitError>> + Send + 'a>>;
@@ -83,6 +84,8 @@ pin_project! {
         attempt: u32,
         // Set when the body's poll unwound (it panicked).
         panicked: bool,
+        // The call's DEBUG span (feature `tracing-spans`, see `trace.rs`).
+        trace: Trace,
     }
 
     impl<'a, M: Attempts, S, C> PinnedDrop for CallFuture<'a, M, S, C> {
@@ -98,6 +101,8 @@ pin_project! {
             } else {
                 CallOutcome::Cancelled
             };
+            this.trace
+                .ended(if *this.panicked { "panic" } else { "cancelled" });
             let place = admission.end_detached(&this.op.core, outcome);
             let _ = abandon::<M>(this.stage, place);
         }
@@ -155,6 +160,7 @@ impl<'a, M: Attempts, S, C> CallFuture<'a, M, S, C> {
             cleanup: None,
             attempt: 0,
             panicked: false,
+            trace: Trace::default(),
         }
     }
 
@@ -271,8 +277,12 @@ where
         let mut this = self.as_mut().project();
         let op = *this.op;
         let core = &*op.core;
+        if *this.attempt == 0 {
+            *this.trace = Trace::begin(op, *this.key);
+        }
         match core.enter(&*core.bulkhead, *this.key, *this.cost, this.admission) {
             Ok(()) => {
+                this.trace.admitted(op);
                 start_body(
                     this.stage.as_mut(),
                     this.timer.as_mut(),
@@ -303,6 +313,7 @@ where
         match std::task::ready!(wait.as_mut().poll(cx)) {
             Ok(a) => {
                 *this.admission = Some(a);
+                this.trace.admitted(this.op);
                 start_body(
                     this.stage.as_mut(),
                     this.timer.as_mut(),
@@ -337,7 +348,10 @@ where
         let unwinding = Unwinding(this.panicked);
         let refusals = crate::shed::seen();
         let scope = this.cleanup.as_ref().map(Cleanup::enter);
-        let out = body.poll(cx);
+        let out = {
+            let _span = this.trace.enter();
+            body.poll(cx)
+        };
         drop(scope);
         std::mem::forget(unwinding);
         let (end, took) = watch.stop(&core.clock, poll_start);
@@ -357,6 +371,11 @@ where
         } else {
             CallOutcome::Failure
         };
+        this.trace.ended(match outcome {
+            CallOutcome::Success => "succeeded",
+            CallOutcome::Excused => "excused",
+            _ => "failed",
+        });
         // The body goes first, then its place.
         this.stage.set(Stage::Done);
         if let Some(cleanup) = this.cleanup.as_ref() {
@@ -445,6 +464,9 @@ where
     ) -> Poll<Result<T, E>> {
         let mut this = self.as_mut().project();
         let op = *this.op;
+        if let Err(e) = &ended {
+            this.trace.ended(e.code());
+        }
         match next_step::<M, T, E>(op, *this.attempt, ended) {
             Next::Answer(out) => {
                 this.stage.set(Stage::Done);

@@ -11,6 +11,7 @@ pub mod cleanup;
 mod cost;
 mod future;
 mod on_timeout;
+mod trace;
 
 use std::fmt::Debug;
 use std::future::Future;

@@ -191,6 +191,16 @@ impl Counts {
         self.sum
     }
 
+    /// The non-empty buckets in order, each as the largest value it holds
+    /// (nanoseconds) and its count: for exporters that take values one by
+    /// one (the `metrics` facade).
+    #[cfg(feature = "metrics")]
+    pub(crate) fn buckets(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.buckets
+            .iter()
+            .map(|&(i, n)| (upper(usize::from(i)), n))
+    }
+
     /// The values recorded after `earlier` (a snapshot of the same histogram
     /// taken before this one).
     pub(crate) fn since(&self, earlier: &Counts) -> Counts {
