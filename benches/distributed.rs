@@ -11,7 +11,7 @@
 //! (`INFO commandstats`, reset per mode: use a Redis of the bench's own).
 //!
 //! ```text
-//! cargo bench --features redis --bench distributed
+//! cargo bench -p limiter-benches --features redis --bench distributed
 //! ```
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

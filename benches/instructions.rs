@@ -1,7 +1,7 @@
 //! Instruction counts of the runtime's hot path beside its peers, measured
 //! with Callgrind through [gungraun](https://docs.rs/gungraun).
 //!
-//! `cargo bench --bench instructions`
+//! `cargo bench -p limiter-benches --bench instructions`
 //!
 //! Needs valgrind and the runner of the same version as the `gungraun`
 //! dev-dependency: `cargo install gungraun-runner --version 0.20.0`.
@@ -42,7 +42,7 @@
 //!
 //! gungraun has no per-iteration scaling of its own; the main `teardown`
 //! below reads the Callgrind totals after the run, divides them by N and
-//! writes the table to `target/gungraun/limiter/instructions/per_call.txt`
+//! writes the table to `target/gungraun/limiter-benches/instructions/per_call.txt`
 //! (also printed when run with `-- --nocapture`: gungraun captures the
 //! output of setup and teardown functions by default).
 //!
@@ -368,7 +368,7 @@ fn output_dir() -> std::path::PathBuf {
             std::env::var_os("CARGO_TARGET_DIR")
                 .map(|t| std::path::PathBuf::from(t).join("gungraun"))
         })
-        .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/target/gungraun").into());
+        .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/../target/gungraun").into());
     home.join(env!("CARGO_PKG_NAME")).join("instructions")
 }
 

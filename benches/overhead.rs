@@ -1,6 +1,6 @@
 //! Per-call cost of the runtime on the hot path, beside its peers, in one run.
 //!
-//! `cargo bench --bench overhead`
+//! `cargo bench -p limiter-benches --bench overhead`
 //!
 //! Every case runs admitted calls of a trivial body on a current-thread tokio
 //! runtime, in a loop inside one `block_on` (so no case pays for entering the
@@ -208,7 +208,7 @@ fn contended(c: &mut Criterion) {
 /// The mean of a case in this run, in nanoseconds.
 fn mean_ns(group: &str, case: &str) -> Option<f64> {
     let target = std::env::var("CARGO_TARGET_DIR")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target").to_owned());
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").to_owned());
     let path = format!("{target}/criterion/{group}/{case}/new/estimates.json");
     let text = std::fs::read_to_string(path).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;

@@ -5,7 +5,7 @@
 //! script costs per call (`INFO commandstats`, reset before each run).
 //!
 //! ```text
-//! cargo bench --features redis --bench redis
+//! cargo bench -p limiter-benches --features redis --bench redis
 //! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};

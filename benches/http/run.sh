@@ -11,8 +11,8 @@ secs=${2:-10}
 conns=${3:-64}
 addr=127.0.0.1:8099
 command -v wrk >/dev/null || { apt-get install -y wrk >/dev/null; }
-cargo build --release --example http_bench -q
-./target/release/examples/http_bench "$addr" > /tmp/http_bench.log 2>&1 &
+cargo build --release -p limiter-benches --bin http_bench -q
+"${CARGO_TARGET_DIR:-target}/release/http_bench" "$addr" > /tmp/http_bench.log 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 for _ in $(seq 50); do curl -sf "http://$addr/bare/1" >/dev/null && break; sleep 0.1; done

@@ -4,7 +4,7 @@
 //!
 //! With [`Options::chaos`] (off by default; `--chaos` or
 //! `EXAMPLE_CHAOS=1` on the server) two more routes misbehave on
-//! purpose, for the soak test (`tests/soak.rs`):
+//! purpose, for the soak test (`tools/load/tests/soak.rs`):
 //!
 //! - `GET /chaos`: op `chaos`, an `async fn` with a 100 ms timeout, 16 in
 //!   flight, 16 queued and a breaker. Each call at random panics (10%: the

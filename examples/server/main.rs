@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example server                 # then open the dashboard URL it prints
-//! cargo run --release --example load -- --duration 20s # in another terminal
+//! cargo run --release -p limiter-load -- --duration 20s # in another terminal
 //! ```
 //!
 //! Handlers do realistic fake work under all three attributes: a database
@@ -16,8 +16,8 @@
 //!
 //! With `--chaos` (or `EXAMPLE_CHAOS=1`) it also serves `GET /chaos`
 //! and `GET /chaos/{key}`, whose handlers panic, hang past their timeout or
-//! fail at random (see `app.rs`); `cargo run --example load -- --routes
-//! chaos --disconnect 0.1` drives them, and `tests/soak.rs` checks that no
+//! fail at random (see `app.rs`); `cargo run -p limiter-load -- --routes
+//! chaos --disconnect 0.1` drives them, and `tools/load/tests/soak.rs` checks that no
 //! permit, queue place or memory is lost.
 //!
 //! Flags and environment: `--addr 127.0.0.1:3000` (or
@@ -232,7 +232,7 @@ async fn run(addr: SocketAddr, chaos: bool) -> Result<(), Box<dyn std::error::Er
         );
     }
     println!(
-        "load it:     cargo run --release --example load -- --url http://{local} --duration 20s"
+        "load it:     cargo run --release -p limiter-load -- --url http://{local} --duration 20s"
     );
     serve(listener, router).await;
     let report = limiter::shutdown(Duration::from_secs(5)).await;

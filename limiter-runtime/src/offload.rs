@@ -12,9 +12,8 @@
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use once_cell::sync::OnceCell;
 use tokio::sync::{oneshot, Semaphore};
 
 use crate::metrics::OpMetrics;
@@ -28,7 +27,7 @@ pub(crate) struct Offload {
     io_slots: Arc<Semaphore>,
     cpu_slots: Arc<Semaphore>,
     cpu_threads: usize,
-    cpu_pool: OnceCell<rayon::ThreadPool>,
+    cpu_pool: OnceLock<rayon::ThreadPool>,
 }
 
 /// The outcome of offloaded work: its value, or the payload of its panic.
@@ -42,17 +41,21 @@ impl Offload {
             io_slots: Arc::new(Semaphore::new(io_threads.max(1))),
             cpu_slots: Arc::new(Semaphore::new(cpu_threads.max(1))),
             cpu_threads: cpu_threads.max(1),
-            cpu_pool: OnceCell::new(),
+            cpu_pool: OnceLock::new(),
         }
     }
 
     fn cpu_pool(&self) -> Result<&rayon::ThreadPool, rayon::ThreadPoolBuildError> {
-        self.cpu_pool.get_or_try_init(|| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(self.cpu_threads)
-                .thread_name(|i| format!("limiter-cpu-{i}"))
-                .build()
-        })
+        if let Some(pool) = self.cpu_pool.get() {
+            return Ok(pool);
+        }
+        // `OnceLock::get_or_try_init` is unstable: build, then offer. Of two
+        // first calls at once, the loser's pool is dropped (its threads end).
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(self.cpu_threads)
+            .thread_name(|i| format!("limiter-cpu-{i}"))
+            .build()?;
+        Ok(self.cpu_pool.get_or_init(|| pool))
     }
 
     /// Runs `f` on the pool for its kind and waits for it. Dropping the

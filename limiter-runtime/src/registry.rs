@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
-use once_cell::sync::Lazy;
 use serde::Serialize;
+use std::sync::LazyLock as Lazy;
 
 use crate::background::{BackgroundSnapshot, ShutdownReport, TaskManager};
 use crate::clock::ClockSource;

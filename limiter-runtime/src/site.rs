@@ -1,6 +1,6 @@
 //! The per-call-site handle the attribute macros expand to.
 
-use once_cell::sync::OnceCell;
+use std::sync::OnceLock;
 
 use crate::op::Op;
 use crate::registry::{registry, Registry};
@@ -14,14 +14,14 @@ use crate::settings::OpConfig;
 /// whichever is called first is kept.
 #[derive(Debug, Default)]
 pub struct OpSite {
-    op: OnceCell<Op>,
+    op: OnceLock<Op>,
 }
 
 impl OpSite {
     /// An empty site, for a `static`.
     pub const fn new() -> Self {
         Self {
-            op: OnceCell::new(),
+            op: OnceLock::new(),
         }
     }
 

@@ -67,7 +67,7 @@ async fn hammer(instances: &[Arc<Registry>], tasks: usize, span: Duration) -> u6
 async fn three_instances_share_one_leased_limit_with_a_redis_call_per_slice() {
     let p = prefix("lease-share");
     let instances: Vec<_> = (0..3)
-        .map(|_| instance(&p, URL, leased("200/s", 10, SharedMode::Lease)))
+        .map(|_| instance(&p, redis_url(), leased("200/s", 10, SharedMode::Lease)))
         .collect();
     let span = Duration::from_secs(2);
     let admitted = hammer(&instances, 8, span).await;
@@ -96,7 +96,7 @@ async fn three_instances_share_one_leased_limit_with_a_redis_call_per_slice() {
 #[tokio::test]
 async fn a_lease_takes_a_slice_and_gives_its_unused_tail_back() {
     let p = prefix("lease-back");
-    let b = backend(&p, URL);
+    let b = backend(&p, redis_url());
     let s = spec("100/s", Some(100), Algorithm::TokenBucket);
     let grant = b
         .lease("op", None, &s, 1, 40, Duration::from_millis(100))
@@ -138,7 +138,7 @@ async fn a_lease_takes_a_slice_and_gives_its_unused_tail_back() {
 #[tokio::test]
 async fn an_empty_bucket_grants_no_slice_and_says_how_long() {
     let p = prefix("lease-empty");
-    let b = backend(&p, URL);
+    let b = backend(&p, redis_url());
     // 10/s, burst 1: one token now, the next 100 ms later.
     let s = spec("10/s", Some(1), Algorithm::TokenBucket);
     let first = b.lease("op", None, &s, 1, 5, Duration::ZERO).await.unwrap();
@@ -236,7 +236,8 @@ async fn a_leased_rule_shares_one_budget_per_client() {
 
     let prefix = prefix("lease-rule");
     let toml = format!(
-        "[redis]\nurl = \"{URL}\"\nprefix = \"{prefix}\"\n[ops.visitors]\nbackend = \"redis\"\nmode = \"lease\"\nalgorithm = \"token_bucket\"\nburst = 8\n"
+        "[redis]\nurl = \"{url}\"\nprefix = \"{prefix}\"\n[ops.visitors]\nbackend = \"redis\"\nmode = \"lease\"\nalgorithm = \"token_bucket\"\nburst = 8\n",
+        url = redis_url()
     );
     let settings = settings_from_toml(&toml, "limiter.toml", None).unwrap();
     let mut bases = Vec::new();

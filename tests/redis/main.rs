@@ -1,6 +1,7 @@
 //! Redis-backed rate limits against a real Redis: the shared one on
-//! 127.0.0.1:6379 (started by `.ci/run`), and servers of the test's own on
-//! spare ports for the fault tests.
+//! 127.0.0.1:6379 when it answers (`.ci/run` starts it), else a private one
+//! of this test process (`support::redis_url`), and servers of the test's
+//! own on spare ports for the fault tests.
 #![cfg(feature = "redis")]
 
 use std::process::{Child, Command, Stdio};
@@ -11,7 +12,9 @@ use limiter::redis::{BackendError, Check, RedisBackend, RedisConfig, Take};
 use limiter::spec::parse_rates;
 use limiter::Algorithm;
 
-const URL: &str = "redis://127.0.0.1:6379/";
+mod support;
+
+use support::redis_url;
 
 /// A prefix no other test or run shares.
 fn prefix(name: &str) -> String {
@@ -66,7 +69,7 @@ async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
 #[tokio::test]
 async fn two_instances_share_one_gcra_limit_exactly() {
     let p = prefix("gcra");
-    let (a, b) = (backend(&p, URL), backend(&p, URL));
+    let (a, b) = (backend(&p, redis_url()), backend(&p, redis_url()));
     // 5 a minute with a burst of 5: within this test nothing refills.
     let s = spec("5/min", Some(5), Algorithm::TokenBucket);
     let mut ok = 0;
@@ -115,7 +118,7 @@ async fn two_instances_share_one_gcra_limit_exactly() {
 #[tokio::test]
 async fn per_key_limits_are_separate_and_named_alike_by_every_instance() {
     let p = prefix("keys");
-    let (a, b) = (backend(&p, URL), backend(&p, URL));
+    let (a, b) = (backend(&p, redis_url()), backend(&p, redis_url()));
     let s = spec("3/min", None, Algorithm::TokenBucket);
     let alice = a.key_name(&"alice");
     assert_eq!(alice, b.key_name(&"alice"), "stable across instances");
@@ -128,7 +131,7 @@ async fn per_key_limits_are_separate_and_named_alike_by_every_instance() {
 #[tokio::test]
 async fn several_windows_all_must_admit() {
     let p = prefix("windows");
-    let b = backend(&p, URL);
+    let b = backend(&p, redis_url());
     // Plenty per second, 4 per minute.
     let s = spec("100/s, 4/min", Some(100), Algorithm::TokenBucket);
     assert_eq!(admitted(&b, "op", None, &s, 10).await, 4);
@@ -141,10 +144,10 @@ async fn several_windows_all_must_admit() {
 #[tokio::test]
 async fn sliding_window_counts_the_previous_window_by_overlap() {
     let p = prefix("sliding");
-    let b = backend(&p, URL);
+    let b = backend(&p, redis_url());
     let s = spec("10/1s", None, Algorithm::SlidingWindow);
     // Align to the start of a server second so the burst fits in one window.
-    let mut con = raw(URL).await;
+    let mut con = raw(redis_url()).await;
     let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut con).await.unwrap();
     let _ = secs;
     tokio::time::sleep(Duration::from_micros(1_000_000 - micros + 20_000)).await;
@@ -170,11 +173,11 @@ async fn sliding_window_counts_the_previous_window_by_overlap() {
 #[tokio::test]
 async fn keys_carry_expiry_and_disappear_when_idle() {
     let p = prefix("expiry");
-    let b = backend(&p, URL);
+    let b = backend(&p, redis_url());
     let s = spec("10/s", Some(1), Algorithm::TokenBucket);
     b.check("op", None, &s, Take::Tokens(1)).await.unwrap();
     let key = format!("{{{p}:op}}:g0");
-    let mut con = raw(URL).await;
+    let mut con = raw(redis_url()).await;
     let ttl: i64 = redis::cmd("PTTL")
         .arg(&key)
         .query_async(&mut con)
@@ -202,13 +205,13 @@ async fn keys_carry_expiry_and_disappear_when_idle() {
 #[tokio::test]
 async fn scripts_are_reloaded_after_a_script_flush() {
     let p = prefix("noscript");
-    let b = backend(&p, URL);
+    let b = backend(&p, redis_url());
     let s = spec("100/s", None, Algorithm::TokenBucket);
     assert!(matches!(
         b.check("op", None, &s, Take::Tokens(1)).await,
         Ok(Check::Admitted { .. })
     ));
-    let mut con = raw(URL).await;
+    let mut con = raw(redis_url()).await;
     let _: () = redis::cmd("SCRIPT")
         .arg("FLUSH")
         .query_async(&mut con)
@@ -233,7 +236,7 @@ impl Server {
     }
 
     fn start_with(port: u16, extra: &[&str]) -> Self {
-        let child = Command::new("redis-server")
+        let child = Command::new(support::redis_server())
             .args([
                 "--port",
                 &port.to_string(),
@@ -248,7 +251,7 @@ impl Server {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("redis-server runs (installed by .ci/run)");
+            .expect("redis-server runs");
         let s = Self { child, port };
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -409,7 +412,7 @@ fn bad_settings_are_errors_naming_the_value() {
     assert!(e.to_string().contains("url = htp://nowhere"), "{e}");
     let e = RedisBackend::new(RedisConfig {
         prefix: "a{b".into(),
-        ..RedisConfig::new(URL)
+        ..RedisConfig::new(redis_url())
     })
     .unwrap_err();
     assert!(e.to_string().contains("hash tag"), "{e}");
@@ -449,7 +452,7 @@ mod ops {
         for reg in [&a, &b] {
             reg.set_redis(RedisConfig {
                 prefix: p.clone(),
-                ..RedisConfig::new(URL)
+                ..RedisConfig::new(redis_url())
             })
             .unwrap();
             shared_op(reg, "search", "4/min", Degradation::FailClosed);
@@ -514,7 +517,7 @@ mod ops {
         for reg in [&a, &b] {
             reg.set_redis(RedisConfig {
                 prefix: p.clone(),
-                ..RedisConfig::new(URL)
+                ..RedisConfig::new(redis_url())
             })
             .unwrap();
             reg.configure(
@@ -648,7 +651,7 @@ mod attribute {
         registry()
             .set_redis(RedisConfig {
                 prefix: prefix("attr"),
-                ..RedisConfig::new(URL)
+                ..RedisConfig::new(redis_url())
             })
             .unwrap();
         let mut ok = 0;
@@ -673,7 +676,7 @@ async fn backend_figures_reach_the_prometheus_exposition() {
     let reg = limiter::Registry::new();
     reg.set_redis(RedisConfig {
         prefix: prefix("prom"),
-        ..RedisConfig::new(URL)
+        ..RedisConfig::new(redis_url())
     })
     .unwrap();
     reg.configure(
@@ -719,7 +722,7 @@ mod breaker {
     #[tokio::test]
     async fn a_breaker_in_redis_opens_for_every_instance() {
         let p = prefix("breaker");
-        let (a, b) = (backend(&p, URL), backend(&p, URL));
+        let (a, b) = (backend(&p, redis_url()), backend(&p, redis_url()));
         let pol = policy();
         // Instance a records the failures...
         for failed in [false, true, false, true] {
@@ -758,7 +761,7 @@ mod breaker {
     #[tokio::test]
     async fn a_failed_probe_reopens_and_stale_outcomes_are_ignored() {
         let p = prefix("breaker2");
-        let b = backend(&p, URL);
+        let b = backend(&p, redis_url());
         let pol = BreakerPolicy {
             consecutive_failures: Some(2),
             ..policy()
@@ -848,7 +851,7 @@ mod shared_breaker {
         for reg in [a, b] {
             reg.set_redis(RedisConfig {
                 prefix: p.clone(),
-                ..RedisConfig::new(URL)
+                ..RedisConfig::new(redis_url())
             })
             .unwrap();
             reg.configure(
@@ -919,7 +922,7 @@ mod shared_breaker {
         for reg in [&a, &b] {
             reg.set_redis(RedisConfig {
                 prefix: p.clone(),
-                ..RedisConfig::new(URL)
+                ..RedisConfig::new(redis_url())
             })
             .unwrap();
             reg.configure("pay", cfg()).unwrap();
@@ -1176,7 +1179,7 @@ mod fault_modes {
 #[tokio::test]
 async fn sliding_exact_in_redis_admits_at_most_the_limit_in_any_span() {
     let p = prefix("exact");
-    let (a, b) = (backend(&p, URL), backend(&p, URL));
+    let (a, b) = (backend(&p, redis_url()), backend(&p, redis_url()));
     let s = spec("6/2s", None, Algorithm::SlidingExact);
     let start = Instant::now();
     let mut times = Vec::new();
@@ -1221,7 +1224,7 @@ async fn sliding_exact_in_redis_admits_at_most_the_limit_in_any_span() {
             "{in_span} admitted in the 2 s from {t:?}: {times:?}"
         );
     }
-    let mut conn = raw(URL).await;
+    let mut conn = raw(redis_url()).await;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{{{p}:api:*"))
         .query_async(&mut conn)
@@ -1242,7 +1245,7 @@ async fn sliding_exact_in_redis_admits_at_most_the_limit_in_any_span() {
     assert!(ttl > 0 && ttl <= 2200, "expires with its window: {ttl}");
 }
 
-/// Serves `/x` behind `layer` over TCP; returns its base URL.
+/// Serves `/x` behind `layer` over TCP; returns its base redis_url().
 async fn serve_layer(layer: limiter::http::LimiterLayer) -> String {
     let app = axum::Router::new()
         .route("/x", axum::routing::get(|| async { "ok" }))
@@ -1295,7 +1298,7 @@ async fn two_instances_share_one_per_client_rule_budget() {
         reg.set_redis(RedisConfig {
             prefix: prefix.clone(),
             timeout: Duration::from_secs(2),
-            ..RedisConfig::new(URL)
+            ..RedisConfig::new(redis_url())
         })
         .unwrap();
         let layer = LimiterLayer::builder()
@@ -1326,7 +1329,8 @@ async fn a_rule_moved_to_redis_by_configuration_is_shared() {
 
     let prefix = prefix("rule-config");
     let toml = format!(
-        "[redis]\nurl = \"{URL}\"\nprefix = \"{prefix}\"\n[ops.visitors]\nbackend = \"redis\"\n"
+        "[redis]\nurl = \"{url}\"\nprefix = \"{prefix}\"\n[ops.visitors]\nbackend = \"redis\"\n",
+        url = redis_url()
     );
     let settings = settings_from_toml(&toml, "limiter.toml", None).unwrap();
     let mut bases = Vec::new();
@@ -1372,7 +1376,7 @@ mod costs {
     #[tokio::test]
     async fn a_batch_of_20_under_100_a_minute_leaves_80_in_every_script() {
         for (algorithm, burst) in ALGORITHMS {
-            let b = backend(&prefix("cost"), URL);
+            let b = backend(&prefix("cost"), redis_url());
             let s = spec("100/min", burst, algorithm);
             match take(&b, &s, Take::Tokens(20)).await {
                 Check::Admitted { remaining } => assert_eq!(remaining, 80, "{algorithm:?}"),
@@ -1396,7 +1400,7 @@ mod costs {
     #[tokio::test]
     async fn a_charge_goes_into_debt_and_the_wait_covers_it() {
         for (algorithm, burst) in ALGORITHMS {
-            let b = backend(&prefix("charge"), URL);
+            let b = backend(&prefix("charge"), redis_url());
             let s = spec("100/min", burst, algorithm);
             assert!(matches!(
                 take(&b, &s, Take::Tokens(1)).await,
@@ -1424,7 +1428,7 @@ mod costs {
     fn shared(reg: &Registry, p: &str) -> limiter::Op {
         reg.set_redis(RedisConfig {
             prefix: p.to_owned(),
-            ..RedisConfig::new(URL)
+            ..RedisConfig::new(redis_url())
         })
         .unwrap();
         let cfg = OpConfig {
@@ -1542,7 +1546,7 @@ mod shared_bulkhead {
 
     /// The members of the op's set in Redis.
     async fn holders(p: &str, name: &str) -> i64 {
-        let mut con = raw(URL).await;
+        let mut con = raw(redis_url()).await;
         redis::cmd("ZCARD")
             .arg(format!("{{{p}:{name}}}:c"))
             .query_async(&mut con)
@@ -1554,7 +1558,7 @@ mod shared_bulkhead {
     async fn three_instances_never_run_more_than_the_shared_bound() {
         let p = prefix("shared-bound");
         let regs: Vec<Registry> = (0..3)
-            .map(|_| instance(URL, &p, Duration::from_millis(600), "render", 5))
+            .map(|_| instance(redis_url(), &p, Duration::from_millis(600), "render", 5))
             .collect();
         let (alive, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let calls = (0..60).map(|i| {
@@ -1608,7 +1612,7 @@ mod shared_bulkhead {
             .build()
             .unwrap();
         dying.block_on(async {
-            let reg = instance(URL, &p, lease, "upload", 5);
+            let reg = instance(redis_url(), &p, lease, "upload", 5);
             for _ in 0..5 {
                 let permit = reg.op("upload").acquire(None).await.unwrap();
                 std::mem::forget(permit);
@@ -1624,7 +1628,7 @@ mod shared_bulkhead {
             .unwrap();
         rt.block_on(async {
             assert_eq!(holders(&p, "upload").await, 5);
-            let reg = instance(URL, &p, lease, "upload", 5);
+            let reg = instance(redis_url(), &p, lease, "upload", 5);
             let started = Instant::now();
             let permit = reg.op("upload").acquire(None).await.unwrap();
             let waited = started.elapsed();
@@ -1642,8 +1646,8 @@ mod shared_bulkhead {
     async fn a_caller_that_goes_away_gives_its_place_back_at_once() {
         let p = prefix("shared-cancel");
         let (a, b) = (
-            instance(URL, &p, Duration::from_secs(3), "job", 1),
-            instance(URL, &p, Duration::from_secs(3), "job", 1),
+            instance(redis_url(), &p, Duration::from_secs(3), "job", 1),
+            instance(redis_url(), &p, Duration::from_secs(3), "job", 1),
         );
         let (started_tx, started_rx) = tokio::sync::oneshot::channel();
         let op = a.op("job");
@@ -1734,7 +1738,7 @@ mod shared_bulkhead {
             RedisBackend::new(RedisConfig {
                 prefix: p.into(),
                 lease_ttl: lease,
-                ..RedisConfig::new(URL)
+                ..RedisConfig::new(redis_url())
             })
             .unwrap()
         };

@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use once_cell::sync::Lazy;
 use redis::Script;
+use std::sync::LazyLock as Lazy;
 
 use super::{micros, Conn, RedisBackend};
 use crate::backend::{BackendError, HoldId, SharedPlace};

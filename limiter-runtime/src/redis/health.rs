@@ -10,7 +10,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
-use once_cell::sync::Lazy;
+use std::sync::LazyLock as Lazy;
 
 /// Failures in a row that pause Redis.
 const FAILURES_TO_PAUSE: u32 = 3;

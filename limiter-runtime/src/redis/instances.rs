@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use once_cell::sync::Lazy;
 use redis::Script;
+use std::sync::LazyLock as Lazy;
 use tokio::task::AbortHandle;
 
 use super::bulkhead::{renew, Holds};

@@ -60,7 +60,7 @@ mod table;
 use std::sync::Arc;
 
 use futures_core::Stream;
-use once_cell::sync::Lazy;
+use std::sync::LazyLock as Lazy;
 
 pub use buffered::Buffered;
 pub use chan::SendOutcome;

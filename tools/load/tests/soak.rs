@@ -7,11 +7,12 @@
 //! server's resident memory after the run is about what it was after a
 //! warm-up run.
 //!
-//! The test runs the example *binaries*, which `cargo test` builds before
-//! the tests (`target/<profile>/examples/{server,load}`) when it runs all
-//! targets. Alone: `cargo build --all-features --examples && cargo test
-//! --all-features --test soak` (`--test soak` alone does not build the
-//! examples, and would run stale ones).
+//! The test runs the *binaries*: this package's load tool (built for the
+//! test by cargo) and the facade's example server
+//! (`target/<profile>/examples/server`), which `cargo test --workspace`
+//! builds before the tests. Alone: `cargo build --all-features --examples
+//! -p limiter && cargo test -p limiter-load --test soak` (`-p limiter-load`
+//! alone does not build the example, and would run a stale one).
 #![cfg(target_os = "linux")]
 
 use std::fs::File;
@@ -35,7 +36,7 @@ const ROUTES: &str = "chaos,users,search,reports";
 /// moved to the background runs up to 4 s, an orphan 300 ms.
 const SETTLE: Duration = Duration::from_secs(15);
 
-/// An example binary next to this test's executable
+/// An example binary of the facade next to this test's executable
 /// (`target/<profile>/deps/soak-…` → `target/<profile>/examples/<name>`).
 fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test's own path");
@@ -46,8 +47,8 @@ fn example(name: &str) -> PathBuf {
     let path = profile_dir.join("examples").join(name);
     assert!(
         path.is_file(),
-        "the example binary {} is missing: run this test through \
-         `cargo test --all-features --test soak`, which builds the examples first",
+        "the example binary {} is missing: build it first with \
+         `cargo build --all-features --examples -p limiter` (or run `cargo test --workspace --all-features`)",
         path.display()
     );
     path
@@ -241,7 +242,7 @@ fn load(server: &Server, duration: &str) -> LoadReport {
     let log = log_path("load", server.addr.port());
     let out = File::create(&log).expect("load log file");
     let err = out.try_clone().expect("load log file");
-    let mut child = Command::new(example("load"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_limiter-load"))
         .args(["--url", &format!("http://{}", server.addr)])
         .args(["--duration", duration, "--routes", ROUTES])
         .args([

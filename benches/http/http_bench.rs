@@ -3,7 +3,7 @@
 //! Advanced)]` (timeout, breaker, rate limit, bulkhead, metrics), so that a
 //! load generator can measure what the attribute costs per request.
 //!
-//! `cargo run --release --example http_bench -- 127.0.0.1:8099`
+//! `cargo run --release -p limiter-benches --bin http_bench -- 127.0.0.1:8099`
 
 use std::net::SocketAddr;
 
