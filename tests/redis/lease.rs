@@ -86,8 +86,12 @@ async fn three_instances_share_one_leased_limit_with_a_redis_call_per_slice() {
         .iter()
         .map(|r| r.redis().unwrap().stats().checks)
         .sum();
+    // Exact checks would make a Redis call per attempt, refused ones
+    // included (thousands here); leases make one per slice (slices of at
+    // most 7 tokens for each of 3 instances: 85 calls on a quiet machine,
+    // 164 under a loaded CI run, where more fetches find the bucket ahead).
     assert!(
-        calls * 3 <= admitted,
+        calls < admitted,
         "{calls} Redis calls for {admitted} admitted calls: not leased"
     );
     eprintln!("{calls} Redis calls");
