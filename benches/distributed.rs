@@ -18,6 +18,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "redis_common/mod.rs"]
+mod redis_common;
+use redis_common::url;
+
 use limiter::redis::{over_admission_bound, RedisConfig};
 use limiter::{Backend, LimitError, OpConfig, Registry, SharedMode};
 
@@ -26,36 +30,6 @@ const TASKS: usize = 64;
 const LIMIT: u32 = 1_000;
 const BURST: u32 = 20;
 const SECONDS: usize = 10;
-
-fn url() -> String {
-    std::env::var("LIMITER_BENCH_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
-}
-
-/// Redis's `INFO commandstats` for `EVALSHA` since the last reset (calls,
-/// µs per call), and a reset.
-fn redis_stats() -> (u64, f64) {
-    let client = redis::Client::open(url()).expect("valid url");
-    let mut con = client.get_connection().expect("redis answers");
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(&mut con)
-        .expect("INFO answers");
-    let _: () = redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query(&mut con)
-        .expect("CONFIG RESETSTAT answers");
-    let line = info
-        .lines()
-        .find(|l| l.starts_with("cmdstat_evalsha:"))
-        .unwrap_or("");
-    let field = |name: &str| {
-        line.split([':', ','])
-            .find_map(|f| f.strip_prefix(name))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (field("calls=") as u64, field("usec_per_call="))
-}
 
 /// One instance: a registry of its own with its own Redis connection.
 fn instance(prefix: &str, mode: SharedMode) -> Arc<Registry> {
@@ -155,7 +129,7 @@ fn run(mode: SharedMode) -> Run {
             }));
         }
         tokio::time::sleep(warm_up).await;
-        redis_stats();
+        redis_common::evalsha_stats();
         let counted_from = checks.load(Ordering::Relaxed);
         tokio::time::sleep(Duration::from_secs(SECONDS as u64)).await;
         stop.store(true, Ordering::Relaxed);
@@ -163,7 +137,7 @@ fn run(mode: SharedMode) -> Run {
         for t in tasks {
             t.await.expect("task");
         }
-        let (redis_calls, usec_per_call) = redis_stats();
+        let (redis_calls, usec_per_call) = redis_common::evalsha_stats();
         let windows: Vec<u64> = windows
             .iter()
             .take(SECONDS)

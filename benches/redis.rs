@@ -13,14 +13,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion};
+
+#[path = "redis_common/mod.rs"]
+mod redis_common;
 use limiter::config::RateSpec;
 use limiter::redis::{RedisBackend, RedisConfig, Take};
 use limiter::spec::parse_rates;
 use limiter::{Algorithm, LimitError, OpConfig, Registry};
-
-fn url() -> String {
-    std::env::var("LIMITER_BENCH_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
-}
+use redis_common::url;
 
 fn backend() -> RedisBackend {
     RedisBackend::new(RedisConfig {
@@ -90,26 +90,6 @@ fn latency(c: &mut Criterion) {
     });
 }
 
-/// Redis's own time per `EVALSHA` since the last reset, in µs, and resets
-/// the statistics.
-fn redis_usec_per_call() -> f64 {
-    let client = redis::Client::open(url()).expect("valid url");
-    let mut con = client.get_connection().expect("redis answers");
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(&mut con)
-        .expect("INFO answers");
-    let _: () = redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query(&mut con)
-        .expect("CONFIG RESETSTAT answers");
-    info.lines()
-        .find(|l| l.starts_with("cmdstat_evalsha:"))
-        .and_then(|l| l.split(',').find_map(|f| f.strip_prefix("usec_per_call=")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(f64::NAN)
-}
-
 /// Checks per second from `tasks` concurrent tasks over `span`.
 fn throughput(tasks: usize, span: Duration, algorithm: Algorithm) -> f64 {
     let rt = runtime();
@@ -158,9 +138,9 @@ fn main() {
         ("sliding_exact", Algorithm::SlidingExact),
     ] {
         for tasks in [1, 64] {
-            redis_usec_per_call();
+            redis_common::evalsha_stats(); // reset
             let rate = throughput(tasks, span, alg);
-            let usec = redis_usec_per_call();
+            let usec = redis_common::evalsha_stats().1;
             println!("  {name:<15} {tasks:>2} tasks: {rate:>9.0} checks/s, {usec:>5.2} µs of Redis per call");
         }
     }

@@ -515,7 +515,7 @@ impl Registry {
     /// nothing and returns `false`). For a registry in an `Arc`, see
     /// [`RegistryRef::start_monitor`](crate::RegistryRef::start_monitor).
     pub fn start_monitor(&'static self) -> bool {
-        crate::registry_ref::RegistryRef::Static(self).start_monitor()
+        spawn_sampler(self)
     }
 
     /// Reads the breakers that ops kept in the shared store (Redis) have
@@ -532,6 +532,44 @@ impl Registry {
     /// Drains or cancels the background tasks (see [`TaskManager::shutdown`]).
     pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
         self.shared.tasks.shutdown(grace).await
+    }
+}
+
+/// Starts the monitor's sampler of `registry` on the current runtime,
+/// holding `registry` (a `&'static` or an `Arc`) for as long as the task
+/// runs; `false` outside a runtime, `true` if one runs already.
+pub(crate) fn spawn_sampler<R>(registry: R) -> bool
+where
+    R: std::ops::Deref<Target = Registry> + Send + Sync + 'static,
+{
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return false;
+    };
+    if !registry.monitor().claim_sampler() {
+        return true;
+    }
+    let claim = SamplerClaim(registry);
+    handle.spawn(async move {
+        // Dropped with the task, even unpolled: frees the flag when this
+        // runtime shuts down.
+        let registry = &*claim.0;
+        loop {
+            tokio::time::sleep(registry.monitor().sample_interval()).await;
+            registry.refresh_shared_breakers().await;
+            registry.refresh_monitor();
+        }
+    });
+    true
+}
+
+/// The sampler task's claim on its registry's monitor; given back when
+/// the task ends or is dropped, so that a later `start_monitor` starts
+/// another.
+struct SamplerClaim<R: std::ops::Deref<Target = Registry>>(R);
+
+impl<R: std::ops::Deref<Target = Registry>> Drop for SamplerClaim<R> {
+    fn drop(&mut self) {
+        self.0.monitor().release_sampler();
     }
 }
 

@@ -64,34 +64,6 @@ impl RegistryRef {
     /// monitor's interval (see [`Registry::start_monitor`]), holding the
     /// registry for as long as the task runs.
     pub fn start_monitor(&self) -> bool {
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return false;
-        };
-        if !self.monitor().claim_sampler() {
-            return true;
-        }
-        let claim = SamplerClaim(self.clone());
-        handle.spawn(async move {
-            // Dropped with the task, even unpolled: frees the flag when
-            // this runtime shuts down.
-            let registry = &claim.0;
-            loop {
-                tokio::time::sleep(registry.monitor().sample_interval()).await;
-                registry.refresh_shared_breakers().await;
-                registry.refresh_monitor();
-            }
-        });
-        true
-    }
-}
-
-/// The sampler task's claim on its registry's monitor; given back when
-/// the task ends or is dropped, so that a later `start_monitor` starts
-/// another.
-struct SamplerClaim(RegistryRef);
-
-impl Drop for SamplerClaim {
-    fn drop(&mut self) {
-        self.0.monitor().release_sampler();
+        crate::registry::spawn_sampler(self.clone())
     }
 }

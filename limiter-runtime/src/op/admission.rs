@@ -96,24 +96,7 @@ impl OpCore {
             self.release_ticket(ticket);
             return Err(Deferred::Refused(self.refuse_rate(policy, miss, cost)));
         }
-        match Bulkhead::try_acquire(bulkhead, key, now) {
-            Ok(bulk) => {
-                *slot = Some(Admitted {
-                    ticket,
-                    bulk: Some(bulk),
-                    terms: &policy.terms,
-                    start: now,
-                    entry: Entry::Admitted,
-                });
-                Ok(())
-            }
-            Err(bulkhead) => Err(Deferred::Later(Later {
-                bulkhead,
-                ticket: Some(ticket),
-                now,
-                cost,
-            })),
-        }
+        self.take_place(policy, ticket, bulkhead, key, now, cost, slot)
     }
 
     /// The breaker (kept here) and a bulkhead place for a call whose rates
@@ -134,6 +117,26 @@ impl OpCore {
             Ok(t) => t,
             Err(wait) => return Err(Deferred::Refused(self.refuse_open(wait))),
         };
+        self.take_place(policy, ticket, bulkhead, key, now, cost, slot)
+    }
+
+    /// The bulkhead place of a call the breaker (`ticket`) and the rates
+    /// admitted: written into `slot`, or left to wait.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    fn take_place<'p, B>(
+        &'p self,
+        policy: &'p Policy,
+        ticket: Ticket,
+        bulkhead: B,
+        key: Option<u64>,
+        now: u64,
+        cost: u32,
+        slot: &mut Option<Admitted<'p, B>>,
+    ) -> Result<(), Deferred<B>>
+    where
+        B: std::ops::Deref<Target = Bulkhead>,
+    {
         match Bulkhead::try_acquire(bulkhead, key, now) {
             Ok(bulk) => {
                 *slot = Some(Admitted {
